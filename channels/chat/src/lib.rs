@@ -1,0 +1,643 @@
+//! The online chat channel: citizens chat with the hotline over a WebSocket on the
+//! gateway's public port.
+//!
+//! - [`protocol`]: the JSON frames and close codes (documented in `docs/chat-protocol.md`);
+//! - [`session`]: sessions, resume tokens, and their persisted state;
+//! - this module: the [`ChatChannel`] plug-in, the per-connection loop and the sweeper
+//!   that ends sessions nobody resumed.
+//!
+//! A message is acknowledged only after its contact is durable in the outbox. Limits
+//! (frame size, message rate, idle time, sockets) close only the offending socket, with
+//! a close code and a reason.
+
+pub mod config;
+pub mod protocol;
+pub mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use chrono::Utc;
+use contract::event::new_event_id;
+use contract::{
+    BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, Contact, ContactContent,
+    IntakeError, Receipt, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
+};
+use routing::Classifier;
+use tokio::time::Instant;
+
+pub use config::ChatConfig;
+use protocol::{ClientFrame, ServerFrame, close};
+use session::{Registry, Session, SessionRecord};
+
+/// The chat channel plug-in.
+#[derive(Debug)]
+pub struct ChatChannel {
+    config: ChatConfig,
+}
+
+impl ChatChannel {
+    /// A chat channel with these settings (validated by the gateway's config).
+    pub fn new(config: ChatConfig) -> Self {
+        ChatChannel { config }
+    }
+}
+
+struct Shared {
+    config: ChatConfig,
+    ctx: ChannelContext,
+    registry: Registry,
+    classifier: Classifier,
+    connected: AtomicUsize,
+}
+
+#[async_trait]
+impl Channel for ChatChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Chat
+    }
+
+    async fn build(self: Box<Self>, ctx: ChannelContext) -> Result<ChannelParts, BoxError> {
+        let registry = Registry::default();
+        // Sessions that were open when the gateway stopped stay resumable.
+        let mut restored = 0usize;
+        for (key, value) in ctx.intake.scan_state(session::STATE_PREFIX).await? {
+            match serde_json::from_slice::<SessionRecord>(&value) {
+                Ok(record) => {
+                    registry.insert(record);
+                    restored += 1;
+                }
+                Err(e) => tracing::error!(key, error = %e, "Unreadable chat session state skipped"),
+            }
+        }
+        if restored > 0 {
+            tracing::info!(restored, "Chat sessions restored");
+        }
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            ctx,
+            registry,
+            classifier: Classifier::builtin(),
+            connected: AtomicUsize::new(0),
+        });
+        let router = Router::new()
+            .route(&self.config.path, get(upgrade))
+            .with_state(shared.clone());
+        Ok(ChannelParts {
+            router: Some(router),
+            tasks: vec![Box::pin(sweeper(shared))],
+        })
+    }
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    // tungstenite's own limit is a backstop well above ours, so that an oversize frame
+    // normally reaches our check and gets a clean 1009 with a reason.
+    let hard_limit = shared
+        .config
+        .max_frame_bytes
+        .saturating_mul(4)
+        .max(64 * 1024);
+    let tasks = shared.ctx.tasks.clone();
+    ws.max_frame_size(hard_limit)
+        .max_message_size(hard_limit)
+        .on_upgrade(move |socket| {
+            let fut = connection(socket, shared);
+            async move {
+                // Tracked, so that shutdown waits for the socket to close cleanly.
+                let _ = tasks.spawn(fut).await;
+            }
+        })
+}
+
+/// Why a connection ends.
+enum End {
+    /// Send this close frame.
+    Close(u16, String),
+    /// The client is gone; nothing to send.
+    Gone,
+}
+
+fn end(code: u16, reason: impl Into<String>) -> End {
+    End::Close(code, reason.into())
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    session: Option<(Arc<Session>, session::Attachment)>,
+    bucket: TokenBucket,
+}
+
+async fn connection(mut socket: WebSocket, shared: Arc<Shared>) {
+    let connected = shared.connected.fetch_add(1, Ordering::AcqRel) + 1;
+    metrics::gauge!("gateway_chat_connections").set(connected as f64);
+    let outcome = if connected > shared.config.max_sessions {
+        end(
+            close::TRY_AGAIN_LATER,
+            "too many chat sessions; try again later",
+        )
+    } else {
+        let mut conn = Connection {
+            bucket: TokenBucket::new(shared.config.rate_per_second, shared.config.burst),
+            shared: shared.clone(),
+            session: None,
+        };
+        let outcome = conn.run(&mut socket).await;
+        if let Some((session, attachment)) = conn.session.take() {
+            session.detach(attachment.number);
+        }
+        outcome
+    };
+    if let End::Close(code, reason) = outcome {
+        metrics::counter!("gateway_chat_closed_total", "code" => code.to_string()).increment(1);
+        tracing::debug!(code, reason, "Chat socket closed");
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+        // Let the client answer the close before the socket drops.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+    }
+    let left = shared.connected.fetch_sub(1, Ordering::AcqRel) - 1;
+    metrics::gauge!("gateway_chat_connections").set(left as f64);
+}
+
+impl Connection {
+    /// The session this socket is attached to.
+    fn current(&self) -> Option<Arc<Session>> {
+        self.session.as_ref().map(|(s, _)| s.clone())
+    }
+
+    async fn run(&mut self, socket: &mut WebSocket) -> End {
+        let idle = Duration::from_secs(self.shared.config.idle_timeout_secs);
+        loop {
+            let taken_over = self.session.as_ref().map(|(_, a)| a.taken_over.clone());
+            let frame = tokio::select! {
+                r = tokio::time::timeout(idle, socket.recv()) => r,
+                _ = self.shared.ctx.shutdown.cancelled() => {
+                    return end(close::GOING_AWAY, "gateway shutting down; resume with your token");
+                }
+                _ = wait_cancelled(taken_over) => {
+                    return end(close::TAKEN_OVER, "session resumed on another connection");
+                }
+            };
+            let msg = match frame {
+                Err(_) => return end(close::IDLE, "idle timeout; resume with your token"),
+                Ok(None) => return End::Gone,
+                Ok(Some(Err(e))) => return self.transport_error(e),
+                Ok(Some(Ok(msg))) => msg,
+            };
+            let text = match msg {
+                Message::Text(text) => text,
+                Message::Binary(_) => {
+                    return end(
+                        close::UNSUPPORTED_DATA,
+                        "binary frames are not supported; send JSON text frames",
+                    );
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return End::Gone,
+            };
+            let max = self.shared.config.max_frame_bytes;
+            if text.len() > max {
+                return end(
+                    close::TOO_BIG,
+                    format!("frame of {} bytes exceeds the limit of {max}", text.len()),
+                );
+            }
+            let frame: ClientFrame = match serde_json::from_str(text.as_str()) {
+                Ok(f) => f,
+                Err(e) => return end(close::MALFORMED, truncate(&format!("malformed frame: {e}"))),
+            };
+            if let Some(outcome) = self.handle(frame, socket).await {
+                return outcome;
+            }
+        }
+    }
+
+    fn transport_error(&self, e: axum::Error) -> End {
+        let text = e.to_string();
+        tracing::debug!(error = %text, "Chat transport error");
+        if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+            end(close::TOO_BIG, "frame exceeds the size limit")
+        } else if text.to_ascii_lowercase().contains("utf-8") {
+            end(close::INVALID_PAYLOAD, "text frame is not valid UTF-8")
+        } else {
+            End::Gone
+        }
+    }
+
+    /// Handles one frame; `Some` ends the connection.
+    async fn handle(&mut self, frame: ClientFrame, socket: &mut WebSocket) -> Option<End> {
+        match frame {
+            ClientFrame::Open { visitor, phone } => {
+                if self.session.is_some() {
+                    return Some(end(
+                        close::POLICY,
+                        "a session is already open on this socket",
+                    ));
+                }
+                self.open(visitor, phone, socket).await
+            }
+            ClientFrame::Resume { token } => {
+                if self.session.is_some() {
+                    return Some(end(
+                        close::POLICY,
+                        "a session is already open on this socket",
+                    ));
+                }
+                let Some(session) = self.shared.registry.by_token(&token) else {
+                    return Some(end(
+                        close::UNKNOWN_SESSION,
+                        "unknown or ended session; open a new one",
+                    ));
+                };
+                let attachment = session.attach();
+                let frame = {
+                    let mut record = session.record.lock().await;
+                    record.last_activity_ms = Utc::now().timestamp_millis();
+                    ServerFrame::Session {
+                        session_id: record.session_id,
+                        ticket_ref: record.ticket_ref.clone(),
+                        resume_token: token.clone(),
+                        resumed: true,
+                        last_seq: record.contacts.len() as u32,
+                    }
+                };
+                self.session = Some((session, attachment));
+                send(socket, &frame).await
+            }
+            ClientFrame::Message { id, text } => {
+                let Some(session) = self.current() else {
+                    return Some(end(close::POLICY, "send open or resume first"));
+                };
+                if id.is_empty() || id.chars().count() > 64 {
+                    return Some(end(
+                        close::MALFORMED,
+                        "message id must be 1 to 64 characters",
+                    ));
+                }
+                if !self.bucket.take() {
+                    return Some(end(
+                        close::RATE_LIMITED,
+                        format!(
+                            "more than {} messages per second",
+                            self.shared.config.rate_per_second
+                        ),
+                    ));
+                }
+                if text.trim().is_empty() {
+                    let frame = ServerFrame::Error {
+                        id: Some(id),
+                        code: "empty_message",
+                        detail: "the message has no text".into(),
+                        retryable: false,
+                    };
+                    return send(socket, &frame).await;
+                }
+                let frame = self.message(&session, id, text).await;
+                send(socket, &frame).await
+            }
+            ClientFrame::End => {
+                let Some(session) = self.current() else {
+                    return Some(end(close::POLICY, "send open or resume first"));
+                };
+                match finalize(&self.shared, &session).await {
+                    Ok((ticket_ref, messages)) => {
+                        let frame = ServerFrame::Ended {
+                            ticket_ref,
+                            messages,
+                        };
+                        if let Some(gone) = send(socket, &frame).await {
+                            return Some(gone);
+                        }
+                        Some(end(close::NORMAL, "session ended"))
+                    }
+                    Err(e) => {
+                        let frame = ServerFrame::Error {
+                            id: None,
+                            code: error_code(&e),
+                            detail: format!("the session could not be ended now: {e}"),
+                            retryable: e.is_retryable(),
+                        };
+                        send(socket, &frame).await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open(
+        &mut self,
+        visitor: String,
+        phone: Option<String>,
+        socket: &mut WebSocket,
+    ) -> Option<End> {
+        let visitor = visitor.trim();
+        if visitor.is_empty()
+            || visitor.chars().count() > 128
+            || visitor.chars().any(char::is_control)
+        {
+            return Some(end(
+                close::MALFORMED,
+                "visitor must be 1 to 128 printable characters",
+            ));
+        }
+        let keyer = &self.shared.ctx.keyer;
+        let now = Utc::now();
+        let session_id = new_event_id();
+        let mut reply_paths = vec![ReplyPath::ChatSession { session_id }];
+        let citizen = match phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            Some(raw) => match keyer.phone(raw) {
+                Some(identity) => {
+                    reply_paths.push(ReplyPath::Sms {
+                        number: identity.value.clone(),
+                    });
+                    identity
+                }
+                None => return Some(end(close::MALFORMED, "phone is not a telephone number")),
+            },
+            None => keyer.chat_visitor(visitor),
+        };
+        let (token, token_hash) = session::new_token();
+        let record = SessionRecord {
+            session_id,
+            ticket_ref: TicketRef::generate(now),
+            token_hash,
+            citizen,
+            reply_paths,
+            contacts: Vec::new(),
+            text: String::new(),
+            opened_at: now,
+            last_activity_ms: now.timestamp_millis(),
+        };
+        let submission = Submission {
+            put_state: vec![(record.state_key(), to_json(&record))],
+            ..Submission::default()
+        };
+        if let Err(e) = self.shared.ctx.intake.submit(submission).await {
+            let code = if e.is_retryable() {
+                close::TRY_AGAIN_LATER
+            } else {
+                close::POLICY
+            };
+            return Some(end(code, truncate(&format!("session not opened: {e}"))));
+        }
+        let frame = ServerFrame::Session {
+            session_id,
+            ticket_ref: record.ticket_ref.clone(),
+            resume_token: token.clone(),
+            resumed: false,
+            last_seq: 0,
+        };
+        let session = self.shared.registry.insert(record);
+        let attachment = session.attach();
+        self.session = Some((session, attachment));
+        metrics::counter!("gateway_chat_sessions_opened_total").increment(1);
+        send(socket, &frame).await
+    }
+
+    /// Records one message; answers with its ack or an error frame.
+    async fn message(&self, session: &Arc<Session>, id: String, text: String) -> ServerFrame {
+        let mut record = session.record.lock().await;
+        let now = Utc::now();
+        let seq = record.contacts.len() as u32 + 1;
+        let contact = Contact {
+            schema_version: SCHEMA_VERSION,
+            id: new_event_id(),
+            ticket_ref: record.ticket_ref.clone(),
+            channel: ChannelKind::Chat,
+            received_at: now,
+            citizen: record.citizen.clone(),
+            reply_paths: record.reply_paths.clone(),
+            content: ContactContent::Text { text: text.clone() },
+            channel_ref: Some(id.clone()),
+            sequence: seq,
+        };
+        let contact_id = contact.id;
+        let mut next = record.clone();
+        next.contacts.push(contact_id);
+        next.keep_text(&text);
+        next.last_activity_ms = now.timestamp_millis();
+        let ack = ServerFrame::Ack {
+            id: id.clone(),
+            contact_id,
+            seq,
+        };
+        // A client that resends a message after a reconnect (it never saw the ack) gets
+        // the first ack again instead of a second contact.
+        let once_key = format!("chat/msg/{}/{id}", record.session_id);
+        let submission = Submission {
+            events: vec![contact.into()],
+            put_state: vec![(next.state_key(), to_json(&next))],
+            once: Some((once_key, to_json(&ack))),
+            ..Submission::default()
+        };
+        match self.shared.ctx.intake.submit(submission).await {
+            Ok(Receipt::Accepted) => {
+                *record = next;
+                metrics::counter!("gateway_contacts_accepted_total", "channel" => "chat")
+                    .increment(1);
+                ack
+            }
+            Ok(Receipt::Duplicate(first)) => {
+                record.last_activity_ms = now.timestamp_millis();
+                serde_json::from_slice::<serde_json::Value>(&first)
+                    .ok()
+                    .and_then(|v| {
+                        Some(ServerFrame::Ack {
+                            id: id.clone(),
+                            contact_id: v.get("contact_id")?.as_str()?.parse().ok()?,
+                            seq: v.get("seq")?.as_u64()? as u32,
+                        })
+                    })
+                    .unwrap_or(ServerFrame::Error {
+                        id: Some(id),
+                        code: "duplicate",
+                        detail: "this message id was already recorded".into(),
+                        retryable: false,
+                    })
+            }
+            Err(e) => {
+                metrics::counter!("gateway_contacts_refused_total", "channel" => "chat", "reason" => error_code(&e)).increment(1);
+                ServerFrame::Error {
+                    id: Some(id),
+                    code: error_code(&e),
+                    detail: e.to_string(),
+                    retryable: e.is_retryable(),
+                }
+            }
+        }
+    }
+}
+
+fn error_code(e: &IntakeError) -> &'static str {
+    match e {
+        IntakeError::Full { .. } => "overloaded",
+        IntakeError::Storage(_) => "storage",
+        IntakeError::ShuttingDown => "shutting_down",
+        IntakeError::Invalid(_) => "invalid",
+    }
+}
+
+/// Ends a session: records its ticket draft (if anything was said) and forgets it.
+async fn finalize(
+    shared: &Shared,
+    session: &Arc<Session>,
+) -> Result<(TicketRef, u32), IntakeError> {
+    let record = session.record.lock().await;
+    let messages = record.contacts.len() as u32;
+    let mut submission = Submission {
+        delete_state: vec![record.state_key()],
+        ..Submission::default()
+    };
+    if messages > 0 {
+        let draft = shared.classifier.draft(
+            record.ticket_ref.clone(),
+            ChannelKind::Chat,
+            record.citizen.key.clone(),
+            record.contacts.clone(),
+            &record.text,
+            Utc::now(),
+        );
+        submission.events.push(draft.into());
+    }
+    shared.ctx.intake.submit(submission).await?;
+    shared
+        .registry
+        .remove(record.session_id, &record.token_hash);
+    metrics::counter!("gateway_chat_sessions_ended_total").increment(1);
+    Ok((record.ticket_ref.clone(), messages))
+}
+
+/// Ends sessions nobody resumed within the resume window.
+async fn sweeper(shared: Arc<Shared>) {
+    let window_ms = shared.config.resume_window_secs as i64 * 1000;
+    let every = Duration::from_secs((shared.config.resume_window_secs / 4).clamp(1, 30));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.ctx.shutdown.cancelled() => return,
+        }
+        let now = Utc::now().timestamp_millis();
+        for session in shared.registry.all() {
+            if session.is_attached() {
+                continue;
+            }
+            let expired = match session.record.try_lock() {
+                Ok(r) => now - r.last_activity_ms > window_ms,
+                Err(_) => false,
+            };
+            if expired {
+                match finalize(&shared, &session).await {
+                    Ok((_, messages)) => {
+                        tracing::info!(messages, "Chat session ended after the resume window")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Chat session could not be ended yet; will retry")
+                    }
+                }
+            }
+        }
+        metrics::gauge!("gateway_chat_sessions").set(shared.registry.len() as f64);
+    }
+}
+
+async fn wait_cancelled(token: Option<tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Option<End> {
+    let text = serde_json::to_string(frame).unwrap_or_default();
+    match socket.send(Message::Text(text.into())).await {
+        Ok(()) => None,
+        Err(_) => Some(End::Gone),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain data types: serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn truncate(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > 123 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A token bucket on tokio's clock (so tests can pause time); a crate such as governor
+/// keeps its own clock, which a paused tokio runtime cannot drive.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32) -> Self {
+        TokenBucket {
+            rate,
+            burst: burst as f64,
+            tokens: burst as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_allows_burst_then_rate() {
+        let mut b = TokenBucket::new(2.0, 3);
+        assert!(b.take() && b.take() && b.take());
+        assert!(!b.take(), "burst spent");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(b.take(), "one token after 0.5 s at 2/s");
+        assert!(!b.take());
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "错".repeat(100);
+        assert!(truncate(&long).len() <= 123);
+    }
+}

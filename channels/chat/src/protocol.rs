@@ -1,0 +1,109 @@
+//! The chat wire protocol: JSON text frames, and the close codes. Documented for client
+//! authors in `docs/chat-protocol.md`.
+
+use contract::TicketRef;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A frame from the citizen's client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Opens a new session.
+    Open {
+        /// The client's visitor or account id (1-128 characters).
+        visitor: String,
+        /// A phone number the citizen gives for replies, if any.
+        #[serde(default)]
+        phone: Option<String>,
+    },
+    /// Resumes a session with the token from its `session` frame.
+    Resume {
+        /// The resume token.
+        token: String,
+    },
+    /// A message from the citizen.
+    Message {
+        /// The client's id for this message, echoed in its `ack` (1-64 characters).
+        id: String,
+        /// The text, UTF-8.
+        text: String,
+    },
+    /// Ends the session: the ticket draft is emitted.
+    End,
+}
+
+/// A frame to the citizen's client.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The session is open (or resumed).
+    Session {
+        /// The session's id.
+        session_id: Uuid,
+        /// The ticket reference to quote (Art. 14 progress queries).
+        ticket_ref: TicketRef,
+        /// The token to resume this session after a disconnect. Keep it secret.
+        resume_token: String,
+        /// Whether this continues an earlier connection.
+        resumed: bool,
+        /// Sequence number of the last acknowledged message (0: none).
+        last_seq: u32,
+    },
+    /// A message is durably recorded.
+    Ack {
+        /// The client's message id.
+        id: String,
+        /// The contact event's id.
+        contact_id: Uuid,
+        /// Position of the message within the session, from 1.
+        seq: u32,
+    },
+    /// A message was not recorded; the socket stays open.
+    Error {
+        /// The client's message id, when the error is about one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Machine-readable code.
+        code: &'static str,
+        /// What happened and what to do.
+        detail: String,
+        /// Whether sending the same message again may succeed.
+        retryable: bool,
+    },
+    /// The session ended; the ticket draft is recorded.
+    Ended {
+        /// The ticket reference.
+        ticket_ref: TicketRef,
+        /// How many messages the ticket carries.
+        messages: u32,
+    },
+}
+
+/// WebSocket close codes the chat channel uses.
+pub mod close {
+    /// The session ended normally.
+    pub const NORMAL: u16 = 1000;
+    /// The gateway is shutting down; resume later with the token.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame: only JSON text frames are understood.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame in the wrong state (a message before `open`, `open` twice).
+    pub const POLICY: u16 = 1008;
+    /// A frame larger than the configured limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Too many sessions now; try again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// A frame that is not a valid protocol frame (bad JSON, unknown type, bad field).
+    pub const MALFORMED: u16 = 4400;
+    /// A resume token that names no live session.
+    pub const UNKNOWN_SESSION: u16 = 4401;
+    /// No frame within the idle timeout; the session can be resumed.
+    pub const IDLE: u16 = 4408;
+    /// The session was resumed on another connection.
+    pub const TAKEN_OVER: u16 = 4409;
+    /// More messages than the rate limit allows.
+    pub const RATE_LIMITED: u16 = 4429;
+}

@@ -1,0 +1,71 @@
+//! The channel plug-in seam (after Vector's sources): every way a citizen reaches the
+//! hotline is a [`Channel`]. The gateway builds each configured channel once with a
+//! [`ChannelContext`], mounts the HTTP routes it returns on the public port and runs its
+//! background tasks. Adding a channel is one crate implementing this trait plus one
+//! registration line in the gateway's registry.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::event::ChannelKind;
+use crate::identity::CitizenKeyer;
+use crate::intake::Intake;
+
+/// An error building a channel, boxed because each channel has its own error type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a channel gets from the gateway.
+#[derive(Clone)]
+pub struct ChannelContext {
+    /// Where the channel hands its events; returns once they are durable.
+    pub intake: Arc<dyn Intake>,
+    /// Pseudonymises citizen identities.
+    pub keyer: CitizenKeyer,
+    /// Cancelled once when the gateway begins to shut down. A channel stops taking new
+    /// work, tells connected citizens (a WebSocket close 1001) and lets in-flight
+    /// submissions finish.
+    pub shutdown: CancellationToken,
+    /// Spawn per-connection tasks here: the gateway waits for them (up to its grace
+    /// period) before it stops the outbox.
+    pub tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for ChannelContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelContext").finish_non_exhaustive()
+    }
+}
+
+/// What a built channel hands back to the gateway.
+#[derive(Default)]
+pub struct ChannelParts {
+    /// Routes to mount on the gateway's public HTTP port (paths are the channel's own,
+    /// for example `/chat/ws`, `/sms/{carrier}/inbound`).
+    pub router: Option<axum::Router>,
+    /// Background tasks; each must return soon after `shutdown` is cancelled.
+    pub tasks: Vec<BoxFuture<'static, ()>>,
+}
+
+impl std::fmt::Debug for ChannelParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelParts")
+            .field("router", &self.router.is_some())
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+/// A way citizens reach the hotline.
+#[async_trait]
+pub trait Channel: Send + 'static {
+    /// Which channel this is (labels metrics, names the CloudEvents source).
+    fn kind(&self) -> ChannelKind;
+
+    /// Builds the channel: restores its state through `ctx.intake`, and returns its
+    /// routes and tasks. Errors here stop the gateway at start, with the error shown.
+    async fn build(self: Box<Self>, ctx: ChannelContext) -> Result<ChannelParts, BoxError>;
+}

@@ -1,0 +1,179 @@
+//! How an [`Event`] travels on Kafka: CloudEvents 1.0, Kafka protocol binding, binary
+//! content mode.
+//!
+//! The record value is the event's JSON (`content-type: application/json`); the
+//! CloudEvents attributes travel as `ce_*` headers; the record key is the citizen's
+//! pseudonymous key, which the binding's `partitionkey` extension repeats, so all of one
+//! citizen's events land on one partition, in order. Headers never carry personal data
+//! (Art. 21): the subject is the ticket reference, not the citizen.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, SCHEMA_VERSION};
+
+/// The CloudEvents spec version written in `ce_specversion`.
+pub const CE_SPECVERSION: &str = "1.0";
+
+/// The two event types, each on its own topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// [`crate::Contact`] events.
+    Contact,
+    /// [`crate::TicketDraft`] events.
+    TicketDraft,
+}
+
+impl EventType {
+    /// The CloudEvents `type` attribute; the trailing `.v1` follows the schema version.
+    pub fn ce_type(self) -> &'static str {
+        match self {
+            EventType::Contact => "cn.gov.zhuhai.12345.contact.v1",
+            EventType::TicketDraft => "cn.gov.zhuhai.12345.ticket_draft.v1",
+        }
+    }
+
+    /// The CloudEvents `dataschema` attribute: the schema file under `docs/schemas/`.
+    pub fn dataschema(self) -> &'static str {
+        match self {
+            EventType::Contact => "urn:12345:schema:contact:v1",
+            EventType::TicketDraft => "urn:12345:schema:ticket_draft:v1",
+        }
+    }
+
+    /// The file name of the JSON Schema under `docs/schemas/`.
+    pub fn schema_file(self) -> &'static str {
+        match self {
+            EventType::Contact => "contact.v1.json",
+            EventType::TicketDraft => "ticket_draft.v1.json",
+        }
+    }
+}
+
+/// A Kafka record, ready to produce; the topic is chosen by [`EventType`] from config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Which topic it goes to.
+    pub event_type: EventType,
+    /// The record key: the citizen's pseudonymous key.
+    pub key: String,
+    /// Kafka headers (`ce_*` and `content-type`), in order.
+    pub headers: Vec<(String, String)>,
+    /// The record value: the event's JSON.
+    pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::Contact(_) => EventType::Contact,
+            Event::TicketDraft(_) => EventType::TicketDraft,
+        }
+    }
+
+    /// Encodes the event as a Kafka record with its CloudEvents envelope.
+    ///
+    /// `source` is the CloudEvents `source`, a URI reference naming the gateway instance
+    /// and channel (for example `/gateway/gw-1/chat`).
+    pub fn to_record(&self, source: &str) -> Result<Record, serde_json::Error> {
+        let (id, time, subject, key, payload) = match self {
+            Event::Contact(c) => (
+                c.id,
+                c.received_at,
+                c.ticket_ref.as_str(),
+                c.citizen.key.as_str(),
+                serde_json::to_vec(c)?,
+            ),
+            Event::TicketDraft(d) => (
+                d.id,
+                d.created_at,
+                d.ticket_ref.as_str(),
+                d.citizen_key.as_str(),
+                serde_json::to_vec(d)?,
+            ),
+        };
+        let event_type = self.event_type();
+        let headers = vec![
+            ("ce_specversion".to_owned(), CE_SPECVERSION.to_owned()),
+            ("ce_id".to_owned(), id.to_string()),
+            ("ce_source".to_owned(), source.to_owned()),
+            ("ce_type".to_owned(), event_type.ce_type().to_owned()),
+            (
+                "ce_time".to_owned(),
+                time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+            ("ce_subject".to_owned(), subject.to_owned()),
+            (
+                "ce_dataschema".to_owned(),
+                event_type.dataschema().to_owned(),
+            ),
+            ("ce_partitionkey".to_owned(), key.to_owned()),
+            ("ce_schemaversion".to_owned(), SCHEMA_VERSION.to_string()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ];
+        Ok(Record {
+            event_type,
+            key: key.to_owned(),
+            headers,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+    use chrono::Utc;
+
+    fn contact() -> Contact {
+        Contact {
+            schema_version: SCHEMA_VERSION,
+            id: new_event_id(),
+            ticket_ref: TicketRef("ZH20261126ABCDEF0123".into()),
+            channel: ChannelKind::Sms,
+            received_at: Utc::now(),
+            citizen: CitizenIdentity {
+                kind: IdentityKind::PhoneNumber,
+                value: "13800001234".into(),
+                key: "k1".into(),
+            },
+            reply_paths: vec![ReplyPath::Sms {
+                number: "13800001234".into(),
+            }],
+            content: ContactContent::Text {
+                text: "路灯坏了".into(),
+            },
+            channel_ref: Some("m-1".into()),
+            sequence: 1,
+        }
+    }
+
+    #[test]
+    fn headers_carry_cloudevents_attributes_and_no_personal_data() {
+        let c = contact();
+        let record = Event::from(c.clone())
+            .to_record("/gateway/t/sms")
+            .expect("serializable");
+        let h = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("ce_specversion").as_deref(), Some("1.0"));
+        assert_eq!(h("ce_id"), Some(c.id.to_string()));
+        assert_eq!(
+            h("ce_type").as_deref(),
+            Some("cn.gov.zhuhai.12345.contact.v1")
+        );
+        assert_eq!(h("ce_partitionkey").as_deref(), Some("k1"));
+        assert_eq!(record.key, "k1");
+        for (_, v) in &record.headers {
+            assert!(!v.contains("13800001234"), "personal data in header {v}");
+        }
+        let back: Contact = serde_json::from_slice(&record.payload).expect("round trip");
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,288 @@
+//! The events the gateway emits, version 1.
+//!
+//! Two event types leave the gateway, each on its own Kafka topic:
+//!
+//! - [`Contact`]: one thing a citizen said or did on one channel (a chat message, an SMS,
+//!   later a call or a transcript segment). Contacts are facts; they are never revised.
+//! - [`TicketDraft`]: what the gateway proposes to the ticket service, built from one or
+//!   more contacts. The ticket service owns the ticket; the draft is a proposal.
+//!
+//! Compatibility rule: within a `schema_version`, fields are only ever *added*, and only
+//! as optional fields, so a consumer written for version 1 keeps reading version 1
+//! records. Anything else is a new version and a new CloudEvents type.
+//!
+//! Every field that identifies a citizen is personal data (Art. 21): it travels inside
+//! the payload only, never in headers or keys, and never in logs.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The schema version written in every event payload.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The channel a contact arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A telephone call from a carrier trunk (SIP).
+    Phone,
+    /// A call placed from a browser (WebRTC).
+    Webrtc,
+    /// An online chat session (WebSocket).
+    Chat,
+    /// A text message from a carrier.
+    Sms,
+}
+
+impl ChannelKind {
+    /// The lowercase name used in metrics labels, CloudEvents sources and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Phone => "phone",
+            ChannelKind::Webrtc => "webrtc",
+            ChannelKind::Chat => "chat",
+            ChannelKind::Sms => "sms",
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of identifier `CitizenIdentity::value` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// A telephone number, normalised to its national digits (mainland mobile numbers
+    /// lose a +86 / 0086 prefix).
+    PhoneNumber,
+    /// The identity a chat client presents (a visitor id or an account id of the portal
+    /// or mini-program the chat runs in).
+    ChatVisitor,
+}
+
+/// Who the citizen is. Personal data (Art. 21).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CitizenIdentity {
+    /// What kind of identifier `value` is.
+    pub kind: IdentityKind,
+    /// The identifier itself, normalised (see [`IdentityKind`]).
+    pub value: String,
+    /// The pseudonymous citizen key: a keyed hash (HMAC-SHA256 with the gateway's secret)
+    /// of `kind` and `value`. Stable for one citizen, meaningless without the secret; it is
+    /// also the Kafka record key, so one citizen's events stay in order.
+    pub key: String,
+}
+
+/// A way to reach the citizen back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum ReplyPath {
+    /// A text message to this number (Art. 13 result SMS, Art. 16 satisfaction survey).
+    Sms {
+        /// The number, normalised.
+        number: String,
+    },
+    /// A call back to this number.
+    Phone {
+        /// The number, normalised.
+        number: String,
+    },
+    /// A message into this chat session, while the citizen can still resume it.
+    ChatSession {
+        /// The gateway's chat session id.
+        session_id: Uuid,
+    },
+}
+
+/// What the contact carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContactContent {
+    /// Text the citizen wrote (a chat message, an SMS body), UTF-8, as received.
+    Text {
+        /// The text.
+        text: String,
+    },
+}
+
+/// A human-friendly ticket reference, unique across restarts and instances
+/// (`ZH` + the UTC date + 10 hex digits of randomness), given to the citizen so that
+/// they can quote it and query progress (Art. 14).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct TicketRef(pub String);
+
+impl TicketRef {
+    /// A fresh reference for a ticket opened at `now`.
+    pub fn generate(now: DateTime<Utc>) -> Self {
+        let random: [u8; 5] = rand::random();
+        TicketRef(format!(
+            "ZH{}{}",
+            now.format("%Y%m%d"),
+            hex::encode_upper(random)
+        ))
+    }
+
+    /// The reference as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TicketRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One thing a citizen said or did on one channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Contact {
+    /// Always [`SCHEMA_VERSION`] for this type.
+    pub schema_version: u32,
+    /// Unique id of this event (UUIDv7: unique across restarts and instances, sortable by
+    /// time). Also the CloudEvents `id`: consumers drop a redelivered record by this id.
+    pub id: Uuid,
+    /// The ticket this contact belongs to (the draft that carries it has the same ref).
+    pub ticket_ref: TicketRef,
+    /// The channel it arrived on.
+    pub channel: ChannelKind,
+    /// When the gateway received it (RFC 3339, UTC).
+    pub received_at: DateTime<Utc>,
+    /// Who the citizen is. Personal data (Art. 21).
+    pub citizen: CitizenIdentity,
+    /// How to reach the citizen back, best first. Personal data (Art. 21).
+    pub reply_paths: Vec<ReplyPath>,
+    /// What the contact carries.
+    pub content: ContactContent,
+    /// The channel's own reference for it: the carrier's SMS message id, or the chat
+    /// client's message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_ref: Option<String>,
+    /// Position of this contact within its ticket, from 1.
+    pub sequence: u32,
+}
+
+/// The kind of a request (Art. 8), or `unknown` when the gateway cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketKind {
+    /// 咨询: a question.
+    Consultation,
+    /// 求助: a request for help.
+    Help,
+    /// 投诉: a complaint.
+    Complaint,
+    /// 举报: a report of wrongdoing.
+    Report,
+    /// 建议: a suggestion.
+    Suggestion,
+    /// 表扬: praise (no satisfaction survey follows, Art. 16).
+    Praise,
+    /// 纠错: a correction of published information.
+    Correction,
+    /// The gateway could not tell; an agent decides.
+    Unknown,
+}
+
+/// How fast the ticket needs attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// Ordinary handling within the Art. 11 deadlines.
+    Normal,
+    /// Possibly an emergency (Art. 15: disasters, public-safety dangers, regional water,
+    /// power or gas outages): the linkage operators must look at it now.
+    Emergency,
+}
+
+/// Where the matter is, as the citizen stated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Location {
+    /// The place as stated (address, landmark).
+    pub text: String,
+    /// The district, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district: Option<String>,
+}
+
+/// What the gateway proposes to the ticket service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TicketDraft {
+    /// Always [`SCHEMA_VERSION`] for this type.
+    pub schema_version: u32,
+    /// Unique id of this event (UUIDv7); also the CloudEvents `id`.
+    pub id: Uuid,
+    /// The reference the citizen was given.
+    pub ticket_ref: TicketRef,
+    /// When the draft was made (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// The channel the ticket came in on.
+    pub channel: ChannelKind,
+    /// The citizen's pseudonymous key (see [`CitizenIdentity::key`]); the identity itself
+    /// is in the contacts.
+    pub citizen_key: String,
+    /// The kind of request (Art. 8), as the gateway guesses it.
+    pub kind: TicketKind,
+    /// A short summary for the agent and the ticket title.
+    pub summary: String,
+    /// Where, if the citizen said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// How urgent it looks.
+    pub urgency: Urgency,
+    /// The contacts the draft was built from, in order (their `id`s).
+    pub contacts: Vec<Uuid>,
+    /// Earlier tickets this one repeats or supplements (Art. 14); filled by routing.
+    #[serde(default)]
+    pub related_tickets: Vec<TicketRef>,
+}
+
+/// Any event the gateway emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A contact.
+    Contact(Box<Contact>),
+    /// A ticket draft.
+    TicketDraft(Box<TicketDraft>),
+}
+
+impl From<Contact> for Event {
+    fn from(c: Contact) -> Self {
+        Event::Contact(Box::new(c))
+    }
+}
+
+impl From<TicketDraft> for Event {
+    fn from(d: TicketDraft) -> Self {
+        Event::TicketDraft(Box::new(d))
+    }
+}
+
+/// A new event id: UUIDv7, so ids are unique across restarts and sort by time.
+pub fn new_event_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_refs_are_distinct_and_dated() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
+            .expect("valid literal")
+            .with_timezone(&Utc);
+        let a = TicketRef::generate(now);
+        let b = TicketRef::generate(now);
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("ZH20261126"), "{a}");
+        assert_eq!(a.as_str().len(), 2 + 8 + 10);
+    }
+}

@@ -1,0 +1,33 @@
+//! The 12345 gateway's shared contract.
+//!
+//! This crate owns what every other crate of the gateway agrees on, and nothing else:
+//!
+//! - [`event`]: the versioned events the gateway emits (a [`Contact`] per thing a citizen
+//!   said or did, a [`TicketDraft`] per proposed ticket), their JSON form and JSON Schema;
+//! - [`envelope`]: how an event becomes a Kafka record: a CloudEvents 1.0 envelope in
+//!   binary content mode (`ce_*` headers), keyed by the citizen's pseudonymous key;
+//! - [`identity`]: citizen identities as personal data (Art. 21): normalisation, the keyed
+//!   hash that pseudonymises them, and masking for logs;
+//! - [`intake`]: the [`Intake`] trait through which a channel hands events to the durable
+//!   outbox, and the errors it answers with;
+//! - [`channel`]: the [`Channel`] plug-in trait and the context a channel runs in;
+//! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface.
+//!
+//! Nothing here does I/O of its own; the gateway crate wires the implementations.
+
+pub mod channel;
+pub mod envelope;
+pub mod event;
+pub mod identity;
+pub mod intake;
+pub mod problem;
+
+pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
+pub use envelope::{EventType, Record};
+pub use event::{
+    ChannelKind, CitizenIdentity, Contact, ContactContent, Event, IdentityKind, Location,
+    ReplyPath, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, Urgency,
+};
+pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
+pub use intake::{Intake, IntakeError, Receipt, Submission};
+pub use problem::Problem;

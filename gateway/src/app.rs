@@ -1,0 +1,194 @@
+//! Wiring: opens the outbox, builds the channels, serves the public and admin ports,
+//! drains to Kafka, and shuts down on one signal with a drain and a grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use contract::{ChannelContext, CitizenKeyer, Intake};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Secrets};
+use crate::kafka::{self, DrainOptions, KafkaHealth, Topics};
+use crate::outbox::{Outbox, OutboxOptions};
+use crate::{admin, registry};
+
+/// How often expired idempotency keys are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs the gateway until `shutdown` is cancelled (the binary cancels it on SIGTERM or
+/// SIGINT), then drains.
+pub async fn run(
+    config: Config,
+    secrets: Secrets,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(config.gateway.shutdown_grace_secs);
+    let (outbox, writer) = Outbox::open(
+        &config.gateway.data_dir,
+        OutboxOptions {
+            max_records: config.outbox.max_records,
+            max_bytes: config.outbox.max_bytes,
+            batch_max: config.outbox.batch_max,
+            idempotency_ttl: Duration::from_secs(config.outbox.idempotency_ttl_secs),
+            source_prefix: format!("/gateway/{}", config.gateway.instance),
+        },
+    )?;
+
+    // Kafka: the producer is created now (it connects lazily); topics are created by a
+    // task, so that a broker that is down at start does not stop intake.
+    let health = Arc::new(KafkaHealth::default());
+    let client_props = config.kafka_client_properties(&secrets);
+    let topics = Topics {
+        contacts: config.kafka.contacts_topic.clone(),
+        ticket_drafts: config.kafka.ticket_drafts_topic.clone(),
+    };
+    let producer = kafka::producer(
+        &client_props,
+        config.kafka.message_timeout_ms,
+        config.kafka.linger_ms,
+        health.clone(),
+    )
+    .context("cannot create the Kafka producer")?;
+
+    let drain_stop = CancellationToken::new();
+    let drain_task = {
+        let outbox = outbox.clone();
+        let topics = topics.clone();
+        let health = health.clone();
+        let stop = drain_stop.clone();
+        let create = config.kafka.create_topics;
+        let (partitions, replication) = (config.kafka.partitions, config.kafka.replication_factor);
+        tokio::spawn(async move {
+            if create {
+                let mut wait = Duration::from_millis(250);
+                loop {
+                    match kafka::create_topics(&client_props, &topics, partitions, replication)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Cannot create Kafka topics yet; intake goes on, retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = stop.cancelled() => return,
+                            }
+                            wait = (wait * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+            let options = DrainOptions {
+                max_in_flight: config.kafka.max_in_flight,
+                ..DrainOptions::default()
+            };
+            kafka::drain(outbox, producer, topics, options, health, stop, grace).await;
+        })
+    };
+
+    // Channels.
+    let tasks = TaskTracker::new();
+    let ctx = ChannelContext {
+        intake: Arc::new(outbox.clone()) as Arc<dyn Intake>,
+        keyer: CitizenKeyer::new(&secrets.citizen_key),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+    };
+    let mut public = axum::Router::new();
+    for channel in registry::channels(&config.channels) {
+        let kind = channel.kind();
+        let parts = channel
+            .build(ctx.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("channel {kind} failed to start: {e}"))?;
+        if let Some(router) = parts.router {
+            public = public.merge(router);
+        }
+        for task in parts.tasks {
+            tasks.spawn(task);
+        }
+        tracing::info!(channel = %kind, "Channel started");
+    }
+
+    // Housekeeping: forget expired idempotency keys.
+    {
+        let outbox = outbox.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => outbox.sweep_expired_keys().await,
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    let public_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen {}", config.admin.listen))?;
+    tracing::info!(
+        http = %public_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        instance = %config.gateway.instance,
+        "Gateway listening"
+    );
+
+    let admin_state = admin::AdminState {
+        outbox: outbox.clone(),
+        kafka: health,
+        metrics,
+        token: secrets.admin_token.clone(),
+    };
+    let public_server = {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(public_listener, public)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    let admin_stop = CancellationToken::new();
+    let admin_server = {
+        let stop = admin_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(admin_listener, admin::router(admin_state))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+
+    shutdown.cancelled().await;
+    tracing::info!(grace_secs = grace.as_secs(), "Shutting down: draining");
+
+    // 1. Channels stop taking work and finish what they accepted.
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!("Channels did not finish within the grace period");
+    }
+    if tokio::time::timeout(grace, public_server).await.is_err() {
+        tracing::warn!("Public connections did not close within the grace period");
+    }
+    // 2. The outbox takes nothing more; the drain gets the grace period for Kafka.
+    outbox.close();
+    drain_stop.cancel();
+    let _ = tokio::time::timeout(grace + Duration::from_secs(1), drain_task).await;
+    let depth = outbox.depth();
+    admin_stop.cancel();
+    let _ = admin_server.await;
+    // 3. The writer commits what it holds and stops once the last handle is gone.
+    drop(ctx);
+    drop(outbox);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .ok();
+    tracing::info!(undelivered = depth, "Gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The 12345 intake gateway.
+//!
+//! The binary (`main.rs`) is a thin CLI over this library:
+//!
+//! - [`config`]: the typed TOML config, its defaults and `validate()`;
+//! - [`registry`]: the channel registry, one line per channel;
+//! - [`outbox`]: the durable, bounded journal every accepted contact goes through;
+//! - [`kafka`]: the idempotent producer and the drain from the outbox to Kafka;
+//! - [`admin`]: health, readiness and Prometheus metrics;
+//! - [`telemetry`]: logs and the metrics recorder;
+//! - [`app`]: the wiring and the shutdown sequence.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod kafka;
+pub mod outbox;
+pub mod registry;
+pub mod telemetry;
