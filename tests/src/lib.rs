@@ -1,1 +1,660 @@
-//! x
+//! The end-to-end harness: real peers, no mocks.
+//!
+//! - [`Broker`]: a tansu broker (Kafka protocol) on a free loopback port, with sqlite
+//!   storage that survives a restart (or memory storage for benchmarks);
+//! - [`Gateway`]: the real `gateway` binary with a generated config, started, stopped
+//!   with SIGTERM, killed with SIGKILL and restarted on the same data;
+//! - [`consume`]: reads a topic back with an rdkafka consumer;
+//! - [`ChatClient`], [`post_sms`]: the citizen side, over a real WebSocket and HTTP.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{SinkExt, StreamExt};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// The citizen-key secret every test gateway uses.
+pub const CITIZEN_SECRET: &str = "e2e-citizen-key-secret-0123456789";
+/// The test carrier's name.
+pub const CARRIER: &str = "testcarrier";
+/// The test carrier's signing secret.
+pub const CARRIER_SECRET: &str = "e2e-carrier-secret-0123456789";
+/// The admin token.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+/// Contacts topic of test gateways.
+pub const CONTACTS: &str = "hotline.contacts.v1";
+/// Ticket-drafts topic of test gateways.
+pub const DRAFTS: &str = "hotline.ticket-drafts.v1";
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race is harmless in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {within:?}")
+}
+
+/// The tansu binary: `$TANSU`, else `tansu` on PATH, else `~/.cargo/bin/tansu`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("tansu");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".cargo/bin/tansu")
+}
+
+/// Where tansu keeps its data.
+#[derive(Debug, Clone, Copy)]
+pub enum Storage {
+    /// sqlite in the broker's directory: survives a restart and a kill.
+    Sqlite,
+    /// In memory: fastest, lost on restart.
+    Memory,
+}
+
+/// A running tansu broker.
+pub struct Broker {
+    port: u16,
+    dir: tempfile::TempDir,
+    storage: Storage,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker and creates the gateway's topics (tansu does not auto-create).
+    pub fn start(storage: Storage) -> Result<Self> {
+        let mut broker = Broker {
+            port: free_port(),
+            dir: tempfile::tempdir()?,
+            storage,
+            child: None,
+        };
+        broker.spawn()?;
+        for topic in [CONTACTS, DRAFTS] {
+            broker.create_topic(topic, 3)?;
+        }
+        Ok(broker)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let engine = match self.storage {
+            // tansu resolves the sqlite path against its working directory.
+            Storage::Sqlite => "sqlite://tansu.db".to_owned(),
+            Storage::Memory => "memory://tansu/".to_owned(),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))?;
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &engine])
+            .current_dir(self.dir.path())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start tansu ({}); install it: cargo install --locked tansu --features dynostore,libsql",
+                    tansu_binary().display()
+                )
+            })?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20))
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        let out = Command::new(tansu_binary())
+            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()?;
+        if !out.status.success() {
+            bail!("tansu topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// `host:port` for Kafka clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGKILL: the harshest outage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The gateway binary built by cargo next to the test executables.
+pub fn gateway_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/gateway
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
+        .expect("target directory");
+    profile_dir.join("gateway")
+}
+
+/// Knobs of a test gateway's config.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Chat limits: largest frame in bytes.
+    pub max_frame_bytes: usize,
+    /// Chat limits: messages per second.
+    pub rate_per_second: f64,
+    /// Chat limits: burst.
+    pub burst: u32,
+    /// Chat limits: idle timeout in seconds.
+    pub idle_timeout_secs: u64,
+    /// Chat: resume window in seconds.
+    pub resume_window_secs: u64,
+    /// Outbox: most undelivered records.
+    pub outbox_max_records: u64,
+    /// Kafka `message.timeout.ms`.
+    pub message_timeout_ms: u64,
+    /// Extra `RUST_LOG`.
+    pub rust_log: String,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            max_frame_bytes: 4096,
+            rate_per_second: 50.0,
+            burst: 50,
+            idle_timeout_secs: 60,
+            resume_window_secs: 120,
+            outbox_max_records: 1_000_000,
+            message_timeout_ms: 5000,
+            rust_log: "info".into(),
+        }
+    }
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    /// Public port.
+    pub http_port: u16,
+    /// Admin port.
+    pub admin_port: u16,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    rust_log: String,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// Writes a config for `brokers` and starts the gateway; returns once it is ready.
+    pub fn start(brokers: &str, opts: GatewayOptions) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let http_port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            r#"
+[gateway]
+instance = "e2e"
+data_dir = "{data}"
+shutdown_grace_secs = 5
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_env = "E2E_ADMIN_TOKEN"
+
+[outbox]
+max_records = {max_records}
+
+[kafka]
+brokers = "{brokers}"
+create_topics = true
+message_timeout_ms = {timeout}
+
+[channels.chat]
+max_frame_bytes = {frame}
+rate_per_second = {rate}
+burst = {burst}
+idle_timeout_secs = {idle}
+resume_window_secs = {resume}
+
+[channels.sms]
+carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
+"#,
+            data = dir.path().join("data").display(),
+            max_records = opts.outbox_max_records,
+            timeout = opts.message_timeout_ms,
+            frame = opts.max_frame_bytes,
+            rate = opts.rate_per_second,
+            burst = opts.burst,
+            idle = opts.idle_timeout_secs,
+            resume = opts.resume_window_secs,
+        );
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config)?;
+        let mut gw = Gateway {
+            http_port,
+            admin_port,
+            dir,
+            config_path,
+            rust_log: opts.rust_log,
+            child: None,
+        };
+        gw.spawn()?;
+        Ok(gw)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let bin = gateway_binary();
+        let child = Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("GATEWAY_CITIZEN_KEY_SECRET", CITIZEN_SECRET)
+            .env("E2E_CARRIER_SECRET", CARRIER_SECRET)
+            .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {} (build it: cargo build -p gateway)", bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("gateway exited at start ({status}); log:\n{}", self.log());
+            }
+            if let Ok(resp) = probe_status(&format!("http://127.0.0.1:{}/readyz", self.admin_port)) {
+                if resp == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("gateway not ready in 30 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The gateway's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `ws://` URL of the chat endpoint.
+    pub fn chat_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/chat/ws", self.http_port)
+    }
+
+    /// URL of the SMS webhook of the test carrier.
+    pub fn sms_url(&self) -> String {
+        format!("http://127.0.0.1:{}/sms/{CARRIER}/inbound", self.http_port)
+    }
+
+    /// URL on the admin port.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL: the crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited cleanly in `within`.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts the same gateway again on the same data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Polls `/readyz` until the outbox is empty (everything delivered).
+    pub async fn wait_drained(&self, within: Duration) -> Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        loop {
+            let body: Value = client
+                .get(self.admin_url("/readyz"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if body["outbox"]["depth"] == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("outbox not drained in {within:?}: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Status code of a GET over a plain TCP socket: the harness's start-up probe is
+/// synchronous and must not need a runtime.
+fn probe_status(url: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf)?;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+/// One record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, as text.
+    pub key: String,
+    /// Headers.
+    pub headers: HashMap<String, String>,
+    /// Value, as JSON.
+    pub value: Value,
+}
+
+impl Received {
+    /// The CloudEvents id.
+    pub fn ce_id(&self) -> &str {
+        self.headers.get("ce_id").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Reads every record of `topic` from the beginning, until `until` says it has enough or
+/// `within` passes. Partitions are assigned directly (no consumer group needed).
+pub fn consume(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    until: impl Fn(&[Received]) -> bool,
+) -> Result<Vec<Received>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("e2e-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        bail!("topic {topic} has no partitions");
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if until(&out) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = HashMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        headers.insert(
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Received {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    headers,
+                    value: serde_json::from_slice(m.payload().unwrap_or_default())
+                        .unwrap_or(Value::Null),
+                });
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A chat client speaking the gateway's protocol over a real WebSocket.
+pub struct ChatClient {
+    /// Text frames [`ChatClient::closed`] passed over while waiting for the close.
+    pub skipped: Vec<Value>,
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// How a chat socket closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    /// The close code.
+    pub code: u16,
+    /// The reason.
+    pub reason: String,
+}
+
+impl ChatClient {
+    /// Connects.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(ChatClient {
+            ws,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send_json(&mut self, v: Value) -> Result<()> {
+        self.ws.send(WsMessage::Text(v.to_string().into())).await?;
+        Ok(())
+    }
+
+    /// Sends a raw frame.
+    pub async fn send_raw(&mut self, m: WsMessage) -> Result<()> {
+        self.ws.send(m).await?;
+        Ok(())
+    }
+
+    /// The next JSON frame from the server.
+    pub async fn recv_json(&mut self) -> Result<Value> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(15), self.ws.next())
+                .await
+                .context("no frame from the gateway in 15 s")?;
+            match next {
+                Some(Ok(WsMessage::Text(t))) => return Ok(serde_json::from_str(t.as_str())?),
+                Some(Ok(WsMessage::Close(c))) => bail!("closed: {c:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("socket error: {e}"),
+                None => bail!("socket ended"),
+            }
+        }
+    }
+
+    /// Waits for the close frame.
+    pub async fn closed(&mut self) -> Result<Closed> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(15), self.ws.next())
+                .await
+                .context("no close from the gateway in 15 s")?;
+            match next {
+                Some(Ok(WsMessage::Close(Some(c)))) => {
+                    return Ok(Closed {
+                        code: u16::from(c.code),
+                        reason: c.reason.to_string(),
+                    });
+                }
+                Some(Ok(WsMessage::Close(None))) => bail!("closed without a code"),
+                Some(Ok(WsMessage::Text(t))) => {
+                    self.skipped.push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("socket error before close: {e}"),
+                None => bail!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// Opens a session; returns the `session` frame.
+    pub async fn open(&mut self, visitor: &str, phone: Option<&str>) -> Result<Value> {
+        let mut frame = serde_json::json!({"type": "open", "visitor": visitor});
+        if let Some(p) = phone {
+            frame["phone"] = p.into();
+        }
+        self.send_json(frame).await?;
+        let session = self.recv_json().await?;
+        if session["type"] != "session" {
+            bail!("expected a session frame, got {session}");
+        }
+        Ok(session)
+    }
+
+    /// Sends a message and waits for its ack (or error) frame.
+    pub async fn say(&mut self, id: &str, text: &str) -> Result<Value> {
+        self.send_json(serde_json::json!({"type": "message", "id": id, "text": text}))
+            .await?;
+        self.recv_json().await
+    }
+
+    /// Ends the session; returns the `ended` frame and the close.
+    pub async fn end(&mut self) -> Result<(Value, Closed)> {
+        self.send_json(serde_json::json!({"type": "end"})).await?;
+        let ended = self.recv_json().await?;
+        let closed = self.closed().await?;
+        Ok((ended, closed))
+    }
+}
+
+/// Posts a signed SMS as the test carrier; returns status and JSON body.
+pub async fn post_sms(
+    client: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    content_type: &str,
+    secret: &str,
+) -> Result<(u16, Value)> {
+    use hmac::{Hmac, Mac};
+    let ts = chrono::Utc::now().timestamp();
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())?;
+    mac.update(ts.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let sig = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    let resp = client
+        .post(url)
+        .header("content-type", content_type)
+        .header("x-hotline-timestamp", ts.to_string())
+        .header("x-hotline-signature", sig)
+        .body(body.to_vec())
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
