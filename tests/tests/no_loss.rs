@@ -25,11 +25,22 @@ fn contacts_on_kafka(broker: &Broker, expected: &HashSet<String>) -> Result<Hash
     Ok(counts)
 }
 
-fn assert_exactly_once_after_dedup(expected: &HashSet<String>, counts: &HashMap<String, usize>) {
+/// Every acknowledged contact is on Kafka, each distinct event id counted once. At most
+/// `in_flight` others may be there too: contacts made durable in the instant between the
+/// commit and the acknowledgement when the gateway was killed (one per client that had
+/// a request in flight).
+fn assert_exactly_once_after_dedup(
+    expected: &HashSet<String>,
+    counts: &HashMap<String, usize>,
+    in_flight: usize,
+) {
     let missing: Vec<&String> = expected.iter().filter(|id| !counts.contains_key(*id)).collect();
     assert!(missing.is_empty(), "{} acknowledged contacts missing from Kafka: {missing:?}", missing.len());
     let unexpected: Vec<&String> = counts.keys().filter(|id| !expected.contains(*id)).collect();
-    assert!(unexpected.is_empty(), "contacts on Kafka nobody was acknowledged for: {unexpected:?}");
+    assert!(
+        unexpected.len() <= in_flight,
+        "contacts on Kafka nobody was acknowledged for: {unexpected:?}"
+    );
     let duplicates = counts.values().filter(|&&n| n > 1).count();
     // Redelivery after a crash may duplicate a record; the event id makes it harmless.
     eprintln!("{} contacts, {duplicates} delivered more than once (dropped by id)", counts.len());
@@ -96,7 +107,7 @@ async fn broker_outage_intake_goes_on_and_everything_arrives_after() -> Result<(
     broker.restart()?;
     gw.wait_drained(Duration::from_secs(90)).await?;
     let counts = contacts_on_kafka(&broker, &expected)?;
-    assert_exactly_once_after_dedup(&expected, &counts);
+    assert_exactly_once_after_dedup(&expected, &counts, 0);
     assert_eq!(expected.len(), 31);
 
     // Metrics need the admin token, and count what happened.
@@ -175,7 +186,8 @@ async fn gateway_killed_mid_load_loses_nothing_it_acknowledged() -> Result<()> {
     gw.restart()?;
     gw.wait_drained(Duration::from_secs(90)).await?;
     let counts = contacts_on_kafka(&broker, &expected)?;
-    assert_exactly_once_after_dedup(&expected, &counts);
+    // Nine clients (eight chats, one carrier) had at most one request in flight each.
+    assert_exactly_once_after_dedup(&expected, &counts, 9);
     Ok(())
 }
 
@@ -198,7 +210,7 @@ async fn sigterm_closes_chats_with_1001_drains_and_exits_cleanly() -> Result<()>
     assert_eq!(closed.code, 1001, "{closed:?}");
     let expected: HashSet<String> = [ack["contact_id"].as_str().unwrap_or_default().to_owned()].into();
     let counts = contacts_on_kafka(&broker, &expected)?;
-    assert_exactly_once_after_dedup(&expected, &counts);
+    assert_exactly_once_after_dedup(&expected, &counts, 0);
 
     // The session survives the restart and can be resumed with its token.
     let mut gw = gw;
