@@ -76,4 +76,8 @@ pub trait Intake: Send + Sync + 'static {
     /// Reads all channel state whose key starts with `prefix` (for a channel to restore
     /// its sessions at start).
     async fn scan_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError>;
+
+    /// Reads the unexpired idempotency keys starting with `prefix` and the values stored
+    /// with them (the chat channel rebuilds a session's acknowledged messages from them).
+    async fn scan_once(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError>;
 }

@@ -36,8 +36,6 @@ const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// Idempotency keys: key -> [`OnceEntry`] (postcard).
 const ONCE: TableDefinition<&str, &[u8]> = TableDefinition::new("once");
-/// Bookkeeping: "next_seq" -> u64.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Capacity of the writer's queue; submissions beyond wait (they are bounded by the
 /// channels' own limits on sessions and requests).
@@ -158,19 +156,22 @@ impl Outbox {
 
         // Create the tables and count what is undelivered from an earlier run.
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
-        let (depth, bytes) = {
+        // Sequence numbers only need to grow within the journal's lifetime: after the
+        // last undelivered record, numbering may start anywhere above it.
+        let (depth, bytes, next_seq) = {
             let records = txn.open_table(RECORDS).map_err(|e| open_err(e.into()))?;
             txn.open_table(STATE).map_err(|e| open_err(e.into()))?;
             txn.open_table(ONCE).map_err(|e| open_err(e.into()))?;
-            txn.open_table(META).map_err(|e| open_err(e.into()))?;
             let mut depth = 0u64;
             let mut bytes = 0u64;
+            let mut next_seq = 0;
             for entry in records.iter().map_err(|e| open_err(e.into()))? {
-                let (_, v) = entry.map_err(|e| open_err(e.into()))?;
+                let (k, v) = entry.map_err(|e| open_err(e.into()))?;
+                next_seq = k.value() + 1;
                 depth += 1;
                 bytes += v.value().len() as u64;
             }
-            (depth, bytes)
+            (depth, bytes, next_seq)
         };
         txn.commit().map_err(|e| open_err(e.into()))?;
 
@@ -187,7 +188,7 @@ impl Outbox {
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer_loop(writer_shared, rx))
+            .spawn(move || writer_loop(writer_shared, rx, next_seq))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
         if depth > 0 {
             tracing::info!(
@@ -324,6 +325,36 @@ impl Outbox {
         Ok(())
     }
 
+    /// Reads the entries of a string-keyed table under `prefix`, decoded by `decode`
+    /// (entries it returns `None` for are left out).
+    async fn scan(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        prefix: &str,
+        decode: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> Result<Vec<(String, Vec<u8>)>, IntakeError> {
+        let shared = self.shared.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<_, Box<redb::Error>> {
+            let txn = shared.db.begin_read().map_err(storage)?;
+            let table = txn.open_table(table).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in table.range(prefix.as_str()..).map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                if let Some(value) = decode(v.value()) {
+                    out.push((k.value().to_owned(), value));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| IntakeError::Storage(e.to_string()))?
+        .map_err(|e| IntakeError::Storage(e.to_string()))
+    }
+
     fn release(&self, n: u64, bytes: u64) {
         self.shared.depth.fetch_sub(n, Ordering::AcqRel);
         self.shared.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -364,24 +395,18 @@ impl Intake for Outbox {
     }
 
     async fn scan_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError> {
-        let shared = self.shared.clone();
-        let prefix = prefix.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<_, Box<redb::Error>> {
-            let txn = shared.db.begin_read().map_err(storage)?;
-            let table = txn.open_table(STATE).map_err(storage)?;
-            let mut out = Vec::new();
-            for entry in table.range(prefix.as_str()..).map_err(storage)? {
-                let (k, v) = entry.map_err(storage)?;
-                if !k.value().starts_with(prefix.as_str()) {
-                    break;
-                }
-                out.push((k.value().to_owned(), v.value().to_vec()));
-            }
-            Ok(out)
+        self.scan(STATE, prefix, |v| Some(v.to_vec())).await
+    }
+
+    async fn scan_once(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.scan(ONCE, prefix, move |v| {
+            postcard::from_bytes::<OnceEntry>(v)
+                .ok()
+                .filter(|e| e.expires_at_ms > now_ms)
+                .map(|e| e.value)
         })
         .await
-        .map_err(|e| IntakeError::Storage(e.to_string()))?
-        .map_err(|e| IntakeError::Storage(e.to_string()))
     }
 }
 
@@ -394,7 +419,7 @@ struct AppendJob {
     reply: oneshot::Sender<Result<Receipt, IntakeError>>,
 }
 
-fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriterMsg>) {
+fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriterMsg>, mut next_seq: u64) {
     let batch_max = shared.options.batch_max;
     let mut batch = Vec::with_capacity(batch_max);
     while let Some(first) = rx.blocking_recv() {
@@ -408,7 +433,7 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriterMsg>) {
         }
         let size = batch.len();
         let started = std::time::Instant::now();
-        commit_batch(&shared, batch.drain(..));
+        commit_batch(&shared, batch.drain(..), &mut next_seq);
         metrics::histogram!("gateway_outbox_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("gateway_outbox_batch_size").record(size as f64);
@@ -420,7 +445,7 @@ fn io_error(e: impl std::fmt::Display) -> redb::Error {
     redb::Error::Io(std::io::Error::other(e.to_string()))
 }
 
-fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>) {
+fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>, seq: &mut u64) {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let ttl_ms = shared.options.idempotency_ttl.as_millis() as i64;
     // Take the batch apart first, so that whatever the transaction does, every reply
@@ -453,16 +478,23 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>) {
     let mut duplicates: Vec<Option<Vec<u8>>> = Vec::with_capacity(jobs.len());
     let mut appended = 0u64;
 
+    let mut next_seq = *seq;
     let result = (|| -> Result<(), redb::Error> {
         let mut txn = shared.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(io_error)?;
+        // Only what was acknowledged to citizens needs an fsync. A commit that only
+        // forgets delivered records may be lost in a crash: those records are then
+        // produced again, a duplicate that consumers drop by event id. It becomes
+        // durable with the next appending commit.
+        let durability = if jobs.is_empty() {
+            Durability::None
+        } else {
+            Durability::Immediate
+        };
+        txn.set_durability(durability).map_err(io_error)?;
         {
             let mut records = txn.open_table(RECORDS)?;
             let mut state = txn.open_table(STATE)?;
             let mut once_t = txn.open_table(ONCE)?;
-            let mut meta = txn.open_table(META)?;
-            let mut next_seq = meta.get("next_seq")?.map(|g| g.value()).unwrap_or(0);
             for job in &jobs {
                 if let Some((key, value)) = &job.once {
                     let existing = once_t
@@ -507,7 +539,6 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>) {
                     tracing::debug!(count, "Expired idempotency keys forgotten");
                 }
             }
-            meta.insert("next_seq", next_seq)?;
         }
         txn.commit()?;
         Ok(())
@@ -515,6 +546,7 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>) {
 
     match result {
         Ok(()) => {
+            *seq = next_seq;
             shared.writable.store(true, Ordering::Relaxed);
             let mut done_n = delivered.len() as u64;
             let mut done_bytes: u64 = delivered.iter().map(|(_, b)| b).sum();

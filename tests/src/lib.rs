@@ -67,7 +67,9 @@ pub fn tansu_binary() -> PathBuf {
             }
         }
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cargo/bin/tansu")
 }
 
@@ -135,13 +137,26 @@ impl Broker {
     /// Creates a topic.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         let out = Command::new(tansu_binary())
-            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
             .args(["--partitions", &partitions.to_string(), name])
             .output()?;
         if !out.status.success() {
-            bail!("tansu topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "tansu topic create {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// `host:port` for Kafka clients.
@@ -179,7 +194,13 @@ pub fn gateway_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
-        .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
         .expect("target directory");
     profile_dir.join("gateway")
 }
@@ -309,14 +330,24 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {} (build it: cargo build -p gateway)", bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot start {} (build it: cargo build -p gateway)",
+                    bin.display()
+                )
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("gateway exited at start ({status}); log:\n{}", self.log());
             }
-            if let Ok(resp) = probe_status(&format!("http://127.0.0.1:{}/readyz", self.admin_port)) {
+            if let Ok(resp) = probe_status(&format!("http://127.0.0.1:{}/readyz", self.admin_port))
+            {
                 if resp == 200 {
                     return Ok(());
                 }
@@ -376,7 +407,9 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -431,13 +464,34 @@ fn probe_status(url: &str) -> std::io::Result<u16> {
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = String::new();
     stream.read_to_string(&mut buf)?;
     buf.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One record read back from Kafka.
@@ -527,7 +581,9 @@ pub fn consume(
 pub struct ChatClient {
     /// Text frames [`ChatClient::closed`] passed over while waiting for the close.
     pub skipped: Vec<Value>,
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 /// How a chat socket closed.
@@ -592,7 +648,8 @@ impl ChatClient {
                 }
                 Some(Ok(WsMessage::Close(None))) => bail!("closed without a code"),
                 Some(Ok(WsMessage::Text(t))) => {
-                    self.skipped.push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null));
+                    self.skipped
+                        .push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null));
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => bail!("socket error before close: {e}"),
@@ -656,5 +713,8 @@ pub async fn post_sms(
         .await?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }

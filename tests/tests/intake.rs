@@ -27,8 +27,15 @@ fn assert_cloudevent(rec: &Received, ce_type: &str, source: &str, subject: &str)
     assert_eq!(h["ce_subject"], subject);
     assert_eq!(h["content-type"], "application/json");
     assert_eq!(h["ce_schemaversion"], "1");
-    assert_eq!(h["ce_partitionkey"], rec.key, "partition key header repeats the record key");
-    assert_eq!(h["ce_id"], rec.value["id"].as_str().unwrap_or_default(), "ce_id is the event id");
+    assert_eq!(
+        h["ce_partitionkey"], rec.key,
+        "partition key header repeats the record key"
+    );
+    assert_eq!(
+        h["ce_id"],
+        rec.value["id"].as_str().unwrap_or_default(),
+        "ce_id is the event id"
+    );
     assert!(
         chrono::DateTime::parse_from_rfc3339(&h["ce_time"]).is_ok(),
         "ce_time is RFC 3339: {}",
@@ -44,7 +51,10 @@ async fn chinese_chat_conversation_becomes_contacts_and_a_ticket_draft() -> Resu
 
     let mut chat = ChatClient::connect(&gw.chat_url()).await?;
     let session = chat.open("visitor-42", Some("+86 138-0013-8000")).await?;
-    let ticket_ref = session["ticket_ref"].as_str().unwrap_or_default().to_owned();
+    let ticket_ref = session["ticket_ref"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(ticket_ref.starts_with("ZH"), "{session}");
     assert_eq!(session["resumed"], false);
 
@@ -68,11 +78,21 @@ async fn chinese_chat_conversation_becomes_contacts_and_a_ticket_draft() -> Resu
     assert_eq!(closed.code, 1000);
 
     let key = expected_phone_key("13800138000");
-    let mut contacts = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(30), |r| r.len() >= 3)?;
+    let mut contacts = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(30),
+        |r| r.len() >= 3,
+    )?;
     assert_eq!(contacts.len(), 3, "three contacts on Kafka");
     contacts.sort_by_key(|r| r.value["sequence"].as_u64());
     for (i, rec) in contacts.iter().enumerate() {
-        assert_cloudevent(rec, "cn.gov.zhuhai.12345.contact.v1", "/gateway/e2e/chat", &ticket_ref);
+        assert_cloudevent(
+            rec,
+            "cn.gov.zhuhai.12345.contact.v1",
+            "/gateway/e2e/chat",
+            &ticket_ref,
+        );
         assert_eq!(rec.key, key, "keyed by the pseudonymous citizen key");
         let v = &rec.value;
         assert_eq!(v["id"], contact_ids[i].as_str());
@@ -85,20 +105,38 @@ async fn chinese_chat_conversation_becomes_contacts_and_a_ticket_draft() -> Resu
         assert_eq!(v["citizen"]["key"], key.as_str());
         assert_eq!(v["content"], json!({"type": "text", "text": lines[i]}));
         let paths = v["reply_paths"].as_array().cloned().unwrap_or_default();
-        assert!(paths.contains(&json!({"via": "sms", "number": "13800138000"})), "{paths:?}");
-        assert!(paths.iter().any(|p| p["via"] == "chat_session"), "{paths:?}");
-        assert!(chrono::DateTime::parse_from_rfc3339(v["received_at"].as_str().unwrap_or("")).is_ok());
+        assert!(
+            paths.contains(&json!({"via": "sms", "number": "13800138000"})),
+            "{paths:?}"
+        );
+        assert!(
+            paths.iter().any(|p| p["via"] == "chat_session"),
+            "{paths:?}"
+        );
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(v["received_at"].as_str().unwrap_or("")).is_ok()
+        );
         // Same key, same partition, in order.
         assert_eq!(rec.partition, contacts[0].partition);
         if i > 0 {
-            assert!(rec.offset > contacts[i - 1].offset, "one citizen's contacts stay in order");
+            assert!(
+                rec.offset > contacts[i - 1].offset,
+                "one citizen's contacts stay in order"
+            );
         }
     }
 
-    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(30), |r| !r.is_empty())?;
+    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(30), |r| {
+        !r.is_empty()
+    })?;
     assert_eq!(drafts.len(), 1);
     let d = &drafts[0];
-    assert_cloudevent(d, "cn.gov.zhuhai.12345.ticket_draft.v1", "/gateway/e2e/chat", &ticket_ref);
+    assert_cloudevent(
+        d,
+        "cn.gov.zhuhai.12345.ticket_draft.v1",
+        "/gateway/e2e/chat",
+        &ticket_ref,
+    );
     assert_eq!(d.key, key);
     assert_eq!(d.value["ticket_ref"], ticket_ref.as_str());
     assert_eq!(d.value["kind"], "complaint", "{}", d.value);
@@ -106,10 +144,18 @@ async fn chinese_chat_conversation_becomes_contacts_and_a_ticket_draft() -> Resu
     assert_eq!(d.value["channel"], "chat");
     assert_eq!(d.value["citizen_key"], key.as_str());
     assert_eq!(d.value["contacts"], json!(contact_ids));
-    assert!(d.value["summary"].as_str().unwrap_or("").starts_with("你好，我要投诉。"));
+    assert!(
+        d.value["summary"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("你好，我要投诉。")
+    );
     assert_eq!(d.value["related_tickets"], json!([]));
 
-    assert!(!gw.log().contains("13800138000"), "a phone number leaked into the log");
+    assert!(
+        !gw.log().contains("13800138000"),
+        "a phone number leaked into the log"
+    );
     Ok(())
 }
 
@@ -135,27 +181,56 @@ async fn sms_becomes_one_contact_and_draft_even_when_redelivered() -> Result<()>
 
     // A form-encoded SMS.
     let form = "message_id=cmcc-0002&from=13700137000&to=12345&text=%E8%AF%B7%E9%97%AE%E6%8A%A4%E7%85%A7%E5%9C%A8%E5%93%AA%E9%87%8C%E5%8A%9E%E7%90%86%EF%BC%9F";
-    let (status, second) = post_sms(&http, &url, form.as_bytes(), "application/x-www-form-urlencoded", CARRIER_SECRET).await?;
+    let (status, second) = post_sms(
+        &http,
+        &url,
+        form.as_bytes(),
+        "application/x-www-form-urlencoded",
+        CARRIER_SECRET,
+    )
+    .await?;
     assert_eq!(status, 200, "{second}");
 
     Ok(check_sms_on_kafka(&broker, &gw, &first, &second).await?)
 }
 
-async fn check_sms_on_kafka(broker: &Broker, gw: &Gateway, first: &Value, second: &Value) -> Result<()> {
+async fn check_sms_on_kafka(
+    broker: &Broker,
+    gw: &Gateway,
+    first: &Value,
+    second: &Value,
+) -> Result<()> {
     gw.wait_drained(Duration::from_secs(30)).await?;
-    let contacts = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(20), |r| r.len() >= 3)?;
-    assert_eq!(contacts.len(), 2, "a redelivered SMS makes no second contact");
+    let contacts = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(20),
+        |r| r.len() >= 3,
+    )?;
+    assert_eq!(
+        contacts.len(),
+        2,
+        "a redelivered SMS makes no second contact"
+    );
     let fire = contacts
         .iter()
         .find(|r| r.value["id"] == first["contact_id"])
         .expect("the first SMS is on Kafka");
     let ticket_ref = first["ticket_ref"].as_str().unwrap_or_default();
-    assert_cloudevent(fire, "cn.gov.zhuhai.12345.contact.v1", "/gateway/e2e/sms", ticket_ref);
+    assert_cloudevent(
+        fire,
+        "cn.gov.zhuhai.12345.contact.v1",
+        "/gateway/e2e/sms",
+        ticket_ref,
+    );
     assert_eq!(fire.key, expected_phone_key("13900139000"));
     assert_eq!(fire.value["channel"], "sms");
     assert_eq!(fire.value["channel_ref"], "cmcc-0001");
     assert_eq!(fire.value["citizen"]["value"], "13900139000");
-    assert_eq!(fire.value["reply_paths"], json!([{"via": "sms", "number": "13900139000"}]));
+    assert_eq!(
+        fire.value["reply_paths"],
+        json!([{"via": "sms", "number": "13900139000"}])
+    );
     assert_eq!(fire.value["content"]["text"], "我家楼下着火了，请快来人！");
     let passport = contacts
         .iter()
@@ -163,7 +238,9 @@ async fn check_sms_on_kafka(broker: &Broker, gw: &Gateway, first: &Value, second
         .expect("the form SMS is on Kafka");
     assert_eq!(passport.value["content"]["text"], "请问护照在哪里办理？");
 
-    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(20), |r| r.len() >= 3)?;
+    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(20), |r| {
+        r.len() >= 3
+    })?;
     assert_eq!(drafts.len(), 2);
     let fire_draft = drafts
         .iter()
@@ -176,7 +253,10 @@ async fn check_sms_on_kafka(broker: &Broker, gw: &Gateway, first: &Value, second
         .find(|d| d.value["ticket_ref"] == second["ticket_ref"])
         .expect("draft of the second SMS");
     assert_eq!(passport_draft.value["kind"], "consultation");
-    assert!(!gw.log().contains("13900139000"), "a phone number leaked into the log");
+    assert!(
+        !gw.log().contains("13900139000"),
+        "a phone number leaked into the log"
+    );
     Ok(())
 }
 
@@ -186,27 +266,52 @@ async fn bad_sms_signatures_get_401_and_bad_bodies_400_and_nothing_reaches_kafka
     let gw = Gateway::start(&broker.bootstrap(), GatewayOptions::default())?;
     let http = reqwest::Client::new();
     let url = gw.sms_url();
-    let body = serde_json::to_vec(&json!({"message_id": "x-1", "from": "13800001111", "text": "路灯坏了"}))?;
+    let body = serde_json::to_vec(
+        &json!({"message_id": "x-1", "from": "13800001111", "text": "路灯坏了"}),
+    )?;
 
-    let (status, problem) = post_sms(&http, &url, &body, "application/json", "wrong-secret-0123456789").await?;
+    let (status, problem) = post_sms(
+        &http,
+        &url,
+        &body,
+        "application/json",
+        "wrong-secret-0123456789",
+    )
+    .await?;
     assert_eq!(status, 401);
     assert_eq!(problem["status"], 401);
     assert_eq!(problem["type"], "urn:12345:problem:bad-signature");
 
     // No signature at all.
-    let resp = http.post(&url).header("content-type", "application/json").body(body.clone()).send().await?;
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 401);
     assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
 
     // Signed, but malformed.
     for (bad, ct) in [
         (&b"{not json"[..], "application/json"),
-        (&br#"{"message_id":"x-2","from":"not a phone","text":"hi"}"#[..], "application/json"),
-        (&br#"{"message_id":"x-3","from":"13800001111","text":"  "}"#[..], "application/json"),
-        (&b"message_id=x-4&from=13800001111"[..], "application/x-www-form-urlencoded"),
+        (
+            &br#"{"message_id":"x-2","from":"not a phone","text":"hi"}"#[..],
+            "application/json",
+        ),
+        (
+            &br#"{"message_id":"x-3","from":"13800001111","text":"  "}"#[..],
+            "application/json",
+        ),
+        (
+            &b"message_id=x-4&from=13800001111"[..],
+            "application/x-www-form-urlencoded",
+        ),
     ] {
         let (status, problem) = post_sms(&http, &url, bad, ct, CARRIER_SECRET).await?;
         assert_eq!(status, 400, "{problem}");
@@ -219,14 +324,20 @@ async fn bad_sms_signatures_get_401_and_bad_bodies_400_and_nothing_reaches_kafka
     let (status, _) = post_sms(&http, &unknown, &body, "application/json", CARRIER_SECRET).await?;
     assert_eq!(status, 404);
     let huge = vec![b'a'; 64 * 1024];
-    let (status, problem) = post_sms(&http, &url, &huge, "application/json", CARRIER_SECRET).await?;
+    let (status, problem) =
+        post_sms(&http, &url, &huge, "application/json", CARRIER_SECRET).await?;
     assert_eq!(status, 413, "{problem}");
 
     // Then a good one, so we know the topic is readable and holds only it.
     let (status, good) = post_sms(&http, &url, &body, "application/json", CARRIER_SECRET).await?;
     assert_eq!(status, 200);
     gw.wait_drained(Duration::from_secs(30)).await?;
-    let contacts = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(10), |r| r.len() >= 2)?;
+    let contacts = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(10),
+        |r| r.len() >= 2,
+    )?;
     assert_eq!(contacts.len(), 1, "only the good SMS is on Kafka");
     assert_eq!(contacts[0].value["id"], good["contact_id"]);
     Ok(())
@@ -251,7 +362,8 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
     // Oversize frame: 1009.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
     c.open("big", None).await?;
-    c.send_json(json!({"type": "message", "id": "b1", "text": "字".repeat(2000)})).await?;
+    c.send_json(json!({"type": "message", "id": "b1", "text": "字".repeat(2000)}))
+        .await?;
     let closed = c.closed().await?;
     assert_eq!(closed.code, 1009, "{closed:?}");
     assert!(closed.reason.contains("4096"), "{closed:?}");
@@ -260,7 +372,9 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
     // Far oversize (beyond the transport's backstop): still 1009.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
     c.open("huge", None).await?;
-    let _ = c.send_json(json!({"type": "message", "id": "b2", "text": "a".repeat(200_000)})).await;
+    let _ = c
+        .send_json(json!({"type": "message", "id": "b2", "text": "a".repeat(200_000)}))
+        .await;
     let closed = c.closed().await?;
     assert_eq!(closed.code, 1009, "{closed:?}");
     check_good(&mut good, &mut acked).await?;
@@ -279,17 +393,20 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
 
     // Binary: 1003.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
-    c.send_raw(WsMessage::Binary(vec![0, 159, 146, 150].into())).await?;
+    c.send_raw(WsMessage::Binary(vec![0, 159, 146, 150].into()))
+        .await?;
     assert_eq!(c.closed().await?.code, 1003);
 
     // A message before open: 1008.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
-    c.send_json(json!({"type": "message", "id": "x", "text": "hi"})).await?;
+    c.send_json(json!({"type": "message", "id": "x", "text": "hi"}))
+        .await?;
     assert_eq!(c.closed().await?.code, 1008);
 
     // Unknown resume token: 4401.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
-    c.send_json(json!({"type": "resume", "token": "nope"})).await?;
+    c.send_json(json!({"type": "resume", "token": "nope"}))
+        .await?;
     assert_eq!(c.closed().await?.code, 4401);
     check_good(&mut good, &mut acked).await?;
 
@@ -297,12 +414,17 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
     c.open("flooder", None).await?;
     for i in 0..20 {
-        let _ = c.send_json(json!({"type": "message", "id": format!("f{i}"), "text": "刷屏"})).await;
+        let _ = c
+            .send_json(json!({"type": "message", "id": format!("f{i}"), "text": "刷屏"}))
+            .await;
     }
     let closed = c.closed().await?;
     assert_eq!(closed.code, 4429, "{closed:?}");
     let flood_acked = c.skipped.iter().filter(|f| f["type"] == "ack").count();
-    assert!((5..=6).contains(&flood_acked), "burst of 5 (+1 refilled): {flood_acked}");
+    assert!(
+        (5..=6).contains(&flood_acked),
+        "burst of 5 (+1 refilled): {flood_acked}"
+    );
 
     // Silence past the idle timeout: 4408, while the good session keeps talking.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
@@ -323,21 +445,41 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
     // the ones acknowledged before the flood's close.
     gw.wait_drained(Duration::from_secs(30)).await?;
     let expected = acked as usize + flood_acked;
-    let contacts = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(15), |r| r.len() >= expected)?;
+    let contacts = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(15),
+        |r| r.len() >= expected,
+    )?;
     assert_eq!(contacts.len(), expected);
     let texts: HashSet<String> = contacts
         .iter()
-        .map(|r| r.value["content"]["text"].as_str().unwrap_or_default().to_owned())
+        .map(|r| {
+            r.value["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
-    assert!(!texts.iter().any(|t| t.starts_with("字字") || t.starts_with("aaa")), "oversize text recorded");
-    let good_count = contacts.iter().filter(|r| r.value["content"]["text"] == "我想咨询一下公积金提取。").count();
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.starts_with("字字") || t.starts_with("aaa")),
+        "oversize text recorded"
+    );
+    let good_count = contacts
+        .iter()
+        .filter(|r| r.value["content"]["text"] == "我想咨询一下公积金提取。")
+        .count();
     assert_eq!(good_count as u64, acked);
     Ok(())
 }
 
 async fn check_good(good: &mut ChatClient, n: &mut u64) -> Result<()> {
     *n += 1;
-    let ack = good.say(&format!("g{n}"), "我想咨询一下公积金提取。").await?;
+    let ack = good
+        .say(&format!("g{n}"), "我想咨询一下公积金提取。")
+        .await?;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["seq"], *n);
     Ok(())
@@ -350,12 +492,17 @@ async fn a_session_resumes_with_its_token_and_a_resent_message_is_not_doubled() 
 
     let mut first = ChatClient::connect(&gw.chat_url()).await?;
     let session = first.open("wechat-openid-7", None).await?;
-    let token = session["resume_token"].as_str().unwrap_or_default().to_owned();
+    let token = session["resume_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let ack1 = first.say("m1", "小区门口的路灯坏了一个星期了").await?;
     drop(first); // The phone lost its network.
 
     let mut second = ChatClient::connect(&gw.chat_url()).await?;
-    second.send_json(json!({"type": "resume", "token": token})).await?;
+    second
+        .send_json(json!({"type": "resume", "token": token}))
+        .await?;
     let resumed = second.recv_json().await?;
     assert_eq!(resumed["type"], "session");
     assert_eq!(resumed["resumed"], true);
@@ -370,17 +517,27 @@ async fn a_session_resumes_with_its_token_and_a_resent_message_is_not_doubled() 
 
     // A third connection takes the session over; the second is told why.
     let mut third = ChatClient::connect(&gw.chat_url()).await?;
-    third.send_json(json!({"type": "resume", "token": token})).await?;
+    third
+        .send_json(json!({"type": "resume", "token": token}))
+        .await?;
     assert_eq!(third.recv_json().await?["last_seq"], 2);
     assert_eq!(second.closed().await?.code, 4409);
 
     let (ended, _) = third.end().await?;
     assert_eq!(ended["messages"], 2);
-    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(30), |r| !r.is_empty())?;
+    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(30), |r| {
+        !r.is_empty()
+    })?;
     assert_eq!(drafts.len(), 1);
-    assert_eq!(drafts[0].value["contacts"], json!([ack1["contact_id"], ack2["contact_id"]]));
+    assert_eq!(
+        drafts[0].value["contacts"],
+        json!([ack1["contact_id"], ack2["contact_id"]])
+    );
     assert_eq!(drafts[0].value["kind"], "help", "{}", drafts[0].value);
-    assert_eq!(drafts[0].value["citizen_key"].as_str().map(str::len), Some(32));
+    assert_eq!(
+        drafts[0].value["citizen_key"].as_str().map(str::len),
+        Some(32)
+    );
     assert_eq!(drafts[0].headers["ce_source"], "/gateway/e2e/chat");
     Ok(())
 }

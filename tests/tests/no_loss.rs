@@ -12,14 +12,25 @@ use serde_json::{Value, json};
 
 /// Reads the contacts topic until every id in `expected` is there; returns the ids seen
 /// and how often each was seen.
-fn contacts_on_kafka(broker: &Broker, expected: &HashSet<String>) -> Result<HashMap<String, usize>> {
-    let records = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(90), |r| {
-        let seen: HashSet<&str> = r.iter().map(|x| x.ce_id()).collect();
-        expected.iter().all(|id| seen.contains(id.as_str()))
-    })?;
+fn contacts_on_kafka(
+    broker: &Broker,
+    expected: &HashSet<String>,
+) -> Result<HashMap<String, usize>> {
+    let records = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(90),
+        |r| {
+            let seen: HashSet<&str> = r.iter().map(|x| x.ce_id()).collect();
+            expected.iter().all(|id| seen.contains(id.as_str()))
+        },
+    )?;
     let mut counts = HashMap::new();
     for r in &records {
-        ensure!(r.ce_id() == r.value["id"].as_str().unwrap_or_default(), "ce_id is the event id");
+        ensure!(
+            r.ce_id() == r.value["id"].as_str().unwrap_or_default(),
+            "ce_id is the event id"
+        );
         *counts.entry(r.ce_id().to_owned()).or_insert(0) += 1;
     }
     Ok(counts)
@@ -34,8 +45,15 @@ fn assert_exactly_once_after_dedup(
     counts: &HashMap<String, usize>,
     in_flight: usize,
 ) {
-    let missing: Vec<&String> = expected.iter().filter(|id| !counts.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged contacts missing from Kafka: {missing:?}", missing.len());
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged contacts missing from Kafka: {missing:?}",
+        missing.len()
+    );
     let unexpected: Vec<&String> = counts.keys().filter(|id| !expected.contains(*id)).collect();
     assert!(
         unexpected.len() <= in_flight,
@@ -43,7 +61,10 @@ fn assert_exactly_once_after_dedup(
     );
     let duplicates = counts.values().filter(|&&n| n > 1).count();
     // Redelivery after a crash may duplicate a record; the event id makes it harmless.
-    eprintln!("{} contacts, {duplicates} delivered more than once (dropped by id)", counts.len());
+    eprintln!(
+        "{} contacts, {duplicates} delivered more than once (dropped by id)",
+        counts.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,8 +81,17 @@ async fn broker_outage_intake_goes_on_and_everything_arrives_after() -> Result<(
     let mut expected = HashSet::new();
 
     // Before the outage: one SMS goes through.
-    let body = serde_json::to_vec(&json!({"message_id": "pre-1", "from": "13600000001", "text": "停车场收费不合理"}))?;
-    let (status, r) = post_sms(&http, &gw.sms_url(), &body, "application/json", CARRIER_SECRET).await?;
+    let body = serde_json::to_vec(
+        &json!({"message_id": "pre-1", "from": "13600000001", "text": "停车场收费不合理"}),
+    )?;
+    let (status, r) = post_sms(
+        &http,
+        &gw.sms_url(),
+        &body,
+        "application/json",
+        CARRIER_SECRET,
+    )
+    .await?;
     assert_eq!(status, 200);
     expected.insert(r["contact_id"].as_str().unwrap_or_default().to_owned());
     gw.wait_drained(Duration::from_secs(30)).await?;
@@ -77,14 +107,25 @@ async fn broker_outage_intake_goes_on_and_everything_arrives_after() -> Result<(
     }
     for i in 0..10 {
         for (s, c) in chats.iter_mut().enumerate() {
-            let ack = c.say(&format!("m{i}"), &format!("停电第{i}条消息，会话{s}")).await?;
+            let ack = c
+                .say(&format!("m{i}"), &format!("停电第{i}条消息，会话{s}"))
+                .await?;
             assert_eq!(ack["type"], "ack", "{ack}");
             expected.insert(ack["contact_id"].as_str().unwrap_or_default().to_owned());
         }
     }
     for i in 0..10 {
-        let body = serde_json::to_vec(&json!({"message_id": format!("out-{i}"), "from": "13600000002", "text": format!("短信{i}")}))?;
-        let (status, r) = post_sms(&http, &gw.sms_url(), &body, "application/json", CARRIER_SECRET).await?;
+        let body = serde_json::to_vec(
+            &json!({"message_id": format!("out-{i}"), "from": "13600000002", "text": format!("短信{i}")}),
+        )?;
+        let (status, r) = post_sms(
+            &http,
+            &gw.sms_url(),
+            &body,
+            "application/json",
+            CARRIER_SECRET,
+        )
+        .await?;
         assert_eq!(status, 200, "{r}");
         expected.insert(r["contact_id"].as_str().unwrap_or_default().to_owned());
     }
@@ -120,9 +161,18 @@ async fn broker_outage_intake_goes_on_and_everything_arrives_after() -> Result<(
         .await?
         .text()
         .await?;
-    assert!(text.contains("gateway_contacts_accepted_total{channel=\"chat\"} 20"), "{text}");
-    assert!(text.contains("gateway_contacts_accepted_total{channel=\"sms\"} 11"), "{text}");
-    assert!(text.contains("gateway_kafka_delivery_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("gateway_contacts_accepted_total{channel=\"chat\"} 20"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gateway_contacts_accepted_total{channel=\"sms\"} 11"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gateway_kafka_delivery_seconds_bucket"),
+        "{text}"
+    );
     assert!(text.contains("gateway_outbox_depth 0"), "{text}");
     Ok(())
 }
@@ -139,12 +189,17 @@ async fn gateway_killed_mid_load_loses_nothing_it_acknowledged() -> Result<()> {
         let url = gw.chat_url();
         let acked = acked.clone();
         load.push(tokio::spawn(async move {
-            let Ok(mut c) = ChatClient::connect(&url).await else { return };
+            let Ok(mut c) = ChatClient::connect(&url).await else {
+                return;
+            };
             if c.open(&format!("load-{s}"), None).await.is_err() {
                 return;
             }
             for i in 0.. {
-                match c.say(&format!("m{i}"), &format!("第{i}条：垃圾没人清运")).await {
+                match c
+                    .say(&format!("m{i}"), &format!("第{i}条：垃圾没人清运"))
+                    .await
+                {
                     Ok(ack) if ack["type"] == "ack" => {
                         let id = ack["contact_id"].as_str().unwrap_or_default().to_owned();
                         acked.lock().expect("not poisoned").insert(id);
@@ -205,10 +260,15 @@ async fn sigterm_closes_chats_with_1001_drains_and_exits_cleanly() -> Result<()>
     })
     .await?;
     let (clean, gw) = clean;
-    assert!(clean, "gateway did not exit 0 within its grace period; log:\n{}", gw.log());
+    assert!(
+        clean,
+        "gateway did not exit 0 within its grace period; log:\n{}",
+        gw.log()
+    );
     let closed = waiter.await??;
     assert_eq!(closed.code, 1001, "{closed:?}");
-    let expected: HashSet<String> = [ack["contact_id"].as_str().unwrap_or_default().to_owned()].into();
+    let expected: HashSet<String> =
+        [ack["contact_id"].as_str().unwrap_or_default().to_owned()].into();
     let counts = contacts_on_kafka(&broker, &expected)?;
     assert_exactly_once_after_dedup(&expected, &counts, 0);
 
@@ -216,7 +276,9 @@ async fn sigterm_closes_chats_with_1001_drains_and_exits_cleanly() -> Result<()>
     let mut gw = gw;
     gw.restart()?;
     let mut again = ChatClient::connect(&gw.chat_url()).await?;
-    again.send_json(json!({"type": "resume", "token": session["resume_token"]})).await?;
+    again
+        .send_json(json!({"type": "resume", "token": session["resume_token"]}))
+        .await?;
     let resumed = again.recv_json().await?;
     assert_eq!(resumed["resumed"], true);
     assert_eq!(resumed["last_seq"], 1);

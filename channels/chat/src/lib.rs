@@ -67,18 +67,21 @@ impl Channel for ChatChannel {
     async fn build(self: Box<Self>, ctx: ChannelContext) -> Result<ChannelParts, BoxError> {
         let registry = Registry::default();
         // Sessions that were open when the gateway stopped stay resumable.
-        let mut restored = 0usize;
-        for (key, value) in ctx.intake.scan_state(session::STATE_PREFIX).await? {
-            match serde_json::from_slice::<SessionRecord>(&value) {
-                Ok(record) => {
-                    registry.insert(record);
-                    restored += 1;
-                }
-                Err(e) => tracing::error!(key, error = %e, "Unreadable chat session state skipped"),
-            }
+        let entries = ctx.intake.scan_state(session::STATE_PREFIX).await?;
+        let acks = ctx.intake.scan_once(session::ACK_PREFIX).await?;
+        let (records, unreadable) = SessionRecord::restore(entries, acks);
+        if unreadable > 0 {
+            tracing::error!(unreadable, "Unreadable chat session state skipped");
         }
-        if restored > 0 {
-            tracing::info!(restored, "Chat sessions restored");
+        if !records.is_empty() {
+            tracing::info!(restored = records.len(), "Chat sessions restored");
+        }
+        // The record's activity time is written only while its kept text grows, so it
+        // may be old: every restored session gets a full resume window from now.
+        let now_ms = Utc::now().timestamp_millis();
+        for mut record in records {
+            record.last_activity_ms = now_ms;
+            registry.insert(record);
         }
         let shared = Arc::new(Shared {
             config: self.config.clone(),
@@ -106,7 +109,10 @@ async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
         .saturating_mul(4)
         .max(64 * 1024);
     let tasks = shared.ctx.tasks.clone();
-    ws.max_frame_size(hard_limit)
+    // A small read buffer: tungstenite's default (128 KiB) is zeroed as it grows, which
+    // showed as the gateway's top CPU cost under many short chat messages.
+    ws.read_buffer_size(8 * 1024)
+        .max_frame_size(hard_limit)
         .max_message_size(hard_limit)
         .on_upgrade(move |socket| {
             let fut = connection(socket, shared);
@@ -427,10 +433,14 @@ impl Connection {
             sequence: seq,
         };
         let contact_id = contact.id;
-        let mut next = record.clone();
-        next.contacts.push(contact_id);
-        next.keep_text(&text);
-        next.last_activity_ms = now.timestamp_millis();
+        // Update the record in place (no clone of its growing contact list) and put it
+        // back as it was if the outbox refuses.
+        let (kept_len, last_activity) = (record.text.len(), record.last_activity_ms);
+        record.last_activity_ms = now.timestamp_millis();
+        let mut put_state = Vec::new();
+        if record.keep_text(&text) {
+            put_state.push((record.state_key(), to_json(&*record)));
+        }
         let ack = ServerFrame::Ack {
             id: id.clone(),
             contact_id,
@@ -438,22 +448,24 @@ impl Connection {
         };
         // A client that resends a message after a reconnect (it never saw the ack) gets
         // the first ack again instead of a second contact.
-        let once_key = format!("chat/msg/{}/{id}", record.session_id);
+        // The ack stored with the key is also how a restart learns the session's
+        // contacts (see `SessionRecord::restore`).
+        let once_key = record.ack_key(&id);
         let submission = Submission {
             events: vec![contact.into()],
-            put_state: vec![(next.state_key(), to_json(&next))],
+            put_state,
             once: Some((once_key, to_json(&ack))),
             ..Submission::default()
         };
         match self.shared.ctx.intake.submit(submission).await {
             Ok(Receipt::Accepted) => {
-                *record = next;
+                record.contacts.push(contact_id);
                 metrics::counter!("gateway_contacts_accepted_total", "channel" => "chat")
                     .increment(1);
                 ack
             }
             Ok(Receipt::Duplicate(first)) => {
-                record.last_activity_ms = now.timestamp_millis();
+                record.text.truncate(kept_len);
                 serde_json::from_slice::<serde_json::Value>(&first)
                     .ok()
                     .and_then(|v| {
@@ -471,6 +483,8 @@ impl Connection {
                     })
             }
             Err(e) => {
+                record.text.truncate(kept_len);
+                record.last_activity_ms = last_activity;
                 metrics::counter!("gateway_contacts_refused_total", "channel" => "chat", "reason" => error_code(&e)).increment(1);
                 ServerFrame::Error {
                     id: Some(id),

@@ -20,10 +20,14 @@ use uuid::Uuid;
 
 /// State key prefix of chat sessions in the outbox.
 pub const STATE_PREFIX: &str = "chat/session/";
+/// Idempotency key prefix of chat messages: `chat/msg/<session>/<client message id>`,
+/// stored with the message's ack (contact id and sequence number).
+pub const ACK_PREFIX: &str = "chat/msg/";
 
 /// Most characters of the citizen's text kept for classifying and summarising the
-/// ticket at the end (the full text is in the contacts).
-pub const MAX_KEPT_TEXT: usize = 4000;
+/// ticket at the end (the full text is in the contacts). Small, because the session
+/// record is rewritten with every message until it is full.
+pub const MAX_KEPT_TEXT: usize = 1000;
 
 /// The persisted part of a session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,7 +42,10 @@ pub struct SessionRecord {
     pub citizen: CitizenIdentity,
     /// How to reach them.
     pub reply_paths: Vec<ReplyPath>,
-    /// Acknowledged contacts, in order.
+    /// Acknowledged contacts, in order. Not in the record: each message's idempotency
+    /// key already stores its contact id and sequence number ([`SessionRecord::ack_key`]),
+    /// so a message writes no second key and never the whole growing list.
+    #[serde(skip)]
     pub contacts: Vec<Uuid>,
     /// The citizen's text so far, up to [`MAX_KEPT_TEXT`] characters.
     pub text: String,
@@ -54,16 +61,72 @@ impl SessionRecord {
         format!("{STATE_PREFIX}{}", self.session_id)
     }
 
-    /// Appends citizen text, keeping at most [`MAX_KEPT_TEXT`] characters.
-    pub fn keep_text(&mut self, text: &str) {
-        let room = MAX_KEPT_TEXT.saturating_sub(self.text.chars().count());
-        if room == 0 {
-            return;
-        }
+    /// The idempotency key of the client's message `id`.
+    pub fn ack_key(&self, id: &str) -> String {
+        format!("{ACK_PREFIX}{}/{id}", self.session_id)
+    }
+
+    /// Appends citizen text, keeping at most [`MAX_KEPT_TEXT`] characters; returns
+    /// whether anything was kept (and so whether the record must be written again).
+    pub fn keep_text(&mut self, text: &str) -> bool {
+        let mut room = MAX_KEPT_TEXT.saturating_sub(self.text.chars().count());
         if !self.text.is_empty() {
+            if room <= 1 {
+                return false;
+            }
             self.text.push('\n');
+            room -= 1;
+        }
+        if room == 0 {
+            return false;
         }
         self.text.extend(text.chars().take(room));
+        true
+    }
+
+    /// Rebuilds sessions from their records (state under [`STATE_PREFIX`]) and their
+    /// messages' acks (idempotency keys under [`ACK_PREFIX`]); returns them and how many
+    /// entries could not be read.
+    pub fn restore(
+        records: Vec<(String, Vec<u8>)>,
+        acks: Vec<(String, Vec<u8>)>,
+    ) -> (Vec<SessionRecord>, usize) {
+        let mut sessions: HashMap<Uuid, SessionRecord> = HashMap::new();
+        let mut unreadable = 0;
+        for (_, value) in records {
+            match serde_json::from_slice::<SessionRecord>(&value) {
+                Ok(r) => {
+                    sessions.insert(r.session_id, r);
+                }
+                Err(_) => unreadable += 1,
+            }
+        }
+        let mut contacts: Vec<(Uuid, u64, Uuid)> = Vec::new();
+        for (key, value) in acks {
+            let sid = key
+                .strip_prefix(ACK_PREFIX)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|sid| sid.parse::<Uuid>().ok());
+            let ack = serde_json::from_slice::<serde_json::Value>(&value).ok();
+            let parsed = ack.as_ref().and_then(|a| {
+                Some((
+                    a.get("seq")?.as_u64()?,
+                    a.get("contact_id")?.as_str()?.parse::<Uuid>().ok()?,
+                ))
+            });
+            match (sid, parsed) {
+                (Some(sid), Some((seq, contact))) => contacts.push((sid, seq, contact)),
+                _ => unreadable += 1,
+            }
+        }
+        contacts.sort_by_key(|(sid, seq, _)| (*sid, *seq));
+        for (sid, _, contact) in contacts {
+            // Acks of sessions that already ended have no record: nothing to restore.
+            if let Some(r) = sessions.get_mut(&sid) {
+                r.contacts.push(contact);
+            }
+        }
+        (sessions.into_values().collect(), unreadable)
     }
 }
 
@@ -195,5 +258,72 @@ impl Registry {
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::IdentityKind;
+
+    fn record() -> SessionRecord {
+        SessionRecord {
+            session_id: Uuid::now_v7(),
+            ticket_ref: TicketRef("ZH20261126AAAAAAAAAA".into()),
+            token_hash: hash_token("t"),
+            citizen: CitizenIdentity {
+                kind: IdentityKind::ChatVisitor,
+                value: "v".into(),
+                key: "k".into(),
+            },
+            reply_paths: vec![],
+            contacts: vec![],
+            text: String::new(),
+            opened_at: Utc::now(),
+            last_activity_ms: 0,
+        }
+    }
+
+    #[test]
+    fn restore_reassembles_contacts_in_order_and_skips_garbage() {
+        let a = record();
+        let b = record();
+        let ids: Vec<Uuid> = (0..12).map(|_| Uuid::now_v7()).collect();
+        let records = vec![
+            (a.state_key(), serde_json::to_vec(&a).expect("json")),
+            (b.state_key(), serde_json::to_vec(&b).expect("json")),
+            ("chat/session/garbage".to_owned(), b"x".to_vec()),
+        ];
+        // Client ids do not sort like sequence numbers; stored out of order on purpose.
+        let mut acks: Vec<(String, Vec<u8>)> = ids
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, id)| {
+                let ack = serde_json::json!({"type": "ack", "id": format!("c{i}"), "contact_id": id, "seq": i + 1});
+                (a.ack_key(&format!("c{i}")), serde_json::to_vec(&ack).expect("json"))
+            })
+            .collect();
+        // An ended session's acks remain until they expire.
+        acks.push((
+            format!("{ACK_PREFIX}{}/x", Uuid::now_v7()),
+            br#"{"type":"ack","id":"x","contact_id":"01a216cb-fd05-759c-bd3f-be6a5441050b","seq":1}"#.to_vec(),
+        ));
+        let (mut restored, unreadable) = SessionRecord::restore(records, acks);
+        assert_eq!(unreadable, 1);
+        assert_eq!(restored.len(), 2);
+        restored.sort_by_key(|r| r.contacts.len());
+        assert_eq!(restored[0].session_id, b.session_id);
+        assert!(restored[0].contacts.is_empty());
+        assert_eq!(restored[1].contacts, ids);
+    }
+
+    #[test]
+    fn kept_text_is_bounded() {
+        let mut r = record();
+        assert!(r.keep_text(&"字".repeat(MAX_KEPT_TEXT - 2)));
+        assert!(r.keep_text("多出来的"));
+        assert!(!r.keep_text("再多"), "full: the record need not be written");
+        assert_eq!(r.text.chars().count(), MAX_KEPT_TEXT);
     }
 }

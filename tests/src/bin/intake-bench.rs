@@ -1,0 +1,276 @@
+//! Intake benchmark: chat messages through the gateway into Kafka, beside a raw rdkafka
+//! producer into the same broker, in the same run.
+//!
+//! ```text
+//! cargo build --release -p gateway -p e2e
+//! target/release/intake-bench --messages 20000 --sessions 64
+//! ```
+//!
+//! It starts its own tansu broker (memory storage unless `--storage sqlite`) and a
+//! release gateway, then:
+//! 1. baseline: a raw rdkafka producer with the gateway's producer settings (idempotent,
+//!    acks=all, same linger) produces N records of the same size and headers;
+//! 2. gateway: S WebSocket chat sessions send N messages in total, each waiting for its
+//!    durable ack before the next (a closed loop, as a citizen's client does), while a
+//!    consumer reads the contacts topic back.
+//!
+//! It prints accepted contacts/s, p50/p99 accept latency (send to durable ack), p99
+//! contact-to-Kafka latency (accept time in the event to the consumer seeing it), and
+//! the end-to-end rate as a ratio of the raw producer's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use e2e::{Broker, CONTACTS, ChatClient, Gateway, GatewayOptions, Storage};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Messages in each phase.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Concurrent chat sessions.
+    #[arg(long, default_value_t = 64)]
+    sessions: usize,
+    /// Broker storage: memory or sqlite.
+    #[arg(long, default_value = "memory")]
+    storage: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+const TEXT: &str = "我们小区楼下的餐馆每天晚上噪音扰民，到凌晨两点还不停，请相关部门处理。";
+
+async fn raw_baseline(bootstrap: &str, n: usize, sample: &e2e::Received) -> Result<f64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", gateway::config::DEFAULT_LINGER_MS.to_string())
+        .create()?;
+    let payload = serde_json::to_vec(&sample.value)?;
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &sample.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let key = format!("{}-{}", sample.key, i % 64);
+        let record = FutureRecord::to("bench.raw")
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        match producer.send_result(record) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => anyhow::bail!("raw produce: {e}"),
+        }
+        // The same in-flight window the gateway's drain uses.
+        while pending.len() >= gateway::config::DEFAULT_MAX_IN_FLIGHT {
+            use futures::StreamExt;
+            pending.next().await;
+        }
+    }
+    use futures::StreamExt;
+    while let Some(r) = pending.next().await {
+        r?.map_err(|(e, _)| e)?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Reads the contacts topic until `n` records; returns contact-to-Kafka latencies (s)
+/// and the instant the last one arrived.
+fn read_back(bootstrap: String, n: usize) -> Result<(Vec<f64>, Instant, e2e::Received)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(CONTACTS, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut latencies = Vec::with_capacity(n);
+    let mut last = Instant::now();
+    let mut sample = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while latencies.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let now = chrono::Utc::now();
+            let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+            let accepted =
+                chrono::DateTime::parse_from_rfc3339(value["received_at"].as_str().unwrap_or(""))?;
+            latencies.push(
+                (now - accepted.with_timezone(&chrono::Utc))
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1e6,
+            );
+            last = Instant::now();
+            if sample.is_none() {
+                use rdkafka::message::Headers;
+                let mut headers = std::collections::HashMap::new();
+                if let Some(h) = m.headers() {
+                    for x in h.iter() {
+                        headers.insert(
+                            x.key.to_owned(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                sample = Some(e2e::Received {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    headers,
+                    value,
+                });
+            }
+        }
+    }
+    let sample = sample.context("no record read back")?;
+    Ok((latencies, last, sample))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let storage = if args.storage == "sqlite" {
+        Storage::Sqlite
+    } else {
+        Storage::Memory
+    };
+    let broker = Broker::start(storage)?;
+    broker.create_topic("bench.raw", 3)?;
+    let gw = Gateway::start(
+        &broker.bootstrap(),
+        GatewayOptions {
+            rate_per_second: 1000.0,
+            burst: 1000,
+            rust_log: "warn".into(),
+            ..GatewayOptions::default()
+        },
+    )?;
+
+    // Gateway phase.
+    let n = args.messages;
+    let per_session = n.div_ceil(args.sessions);
+    let total = per_session * args.sessions;
+    let reader = {
+        let bootstrap = broker.bootstrap();
+        tokio::task::spawn_blocking(move || read_back(bootstrap, total))
+    };
+    let cpu = |pid: Option<u32>| pid.map(e2e::cpu_seconds).unwrap_or(f64::NAN);
+    let me = std::process::id();
+    let cpu_before = (cpu(gw.pid()), cpu(broker.pid()), cpu(Some(me)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let accept_latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
+    for s in 0..args.sessions {
+        let url = gw.chat_url();
+        let lat = accept_latencies.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = ChatClient::connect(&url).await?;
+            c.open(&format!("bench-{s}"), None).await?;
+            let mut mine = Vec::with_capacity(per_session);
+            for i in 0..per_session {
+                let t = Instant::now();
+                let ack = c.say(&format!("m{i}"), TEXT).await?;
+                anyhow::ensure!(ack["type"] == "ack", "not acknowledged: {ack}");
+                mine.push(t.elapsed().as_secs_f64());
+            }
+            lat.lock().expect("not poisoned").extend(mine);
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let accepted_in = started.elapsed().as_secs_f64();
+    let cpu_after = (cpu(gw.pid()), cpu(broker.pid()), cpu(Some(me)));
+    let (mut to_kafka, last_seen, sample) = reader.await??;
+    let end_to_end = last_seen.duration_since(started).as_secs_f64();
+    let mut accept = accept_latencies.lock().expect("not poisoned").clone();
+    accept.sort_by(f64::total_cmp);
+    to_kafka.sort_by(f64::total_cmp);
+    anyhow::ensure!(
+        to_kafka.len() == total,
+        "only {} of {total} contacts read back",
+        to_kafka.len()
+    );
+
+    // What the outbox did: commits and their batch sizes.
+    let metrics = reqwest::Client::new()
+        .get(gw.admin_url("/metrics"))
+        .bearer_auth(e2e::ADMIN_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let commits = metric("gateway_outbox_commit_seconds_count");
+    let commit_time = metric("gateway_outbox_commit_seconds_sum");
+    let batched = metric("gateway_outbox_batch_size_sum");
+
+    // Baseline phase, same broker, same record shape.
+    let raw_rate = raw_baseline(&broker.bootstrap(), total, &sample).await?;
+
+    let accept_rate = total as f64 / accepted_in;
+    let e2e_rate = total as f64 / end_to_end;
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| messages, sessions | {total}, {} |", args.sessions);
+    println!("| raw rdkafka producer (baseline) | {raw_rate:.0} records/s |");
+    println!("| gateway accepted contacts/s (send to durable ack) | {accept_rate:.0} |");
+    println!("| gateway contacts/s on Kafka (end to end) | {e2e_rate:.0} |");
+    println!(
+        "| ratio, end to end / raw producer | {:.2} |",
+        e2e_rate / raw_rate
+    );
+    println!(
+        "| accept latency p50 / p99 | {:.1} ms / {:.1} ms |",
+        percentile(&accept, 0.5) * 1e3,
+        percentile(&accept, 0.99) * 1e3
+    );
+    println!(
+        "| outbox commits, mean batch, mean commit time | {commits:.0}, {:.1}, {:.2} ms |",
+        batched / commits,
+        commit_time / commits * 1e3
+    );
+    println!(
+        "| CPU seconds while accepting: gateway, broker, load client | {:.2}, {:.2}, {:.2} (wall {accepted_in:.2}) |",
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1,
+        cpu_after.2 - cpu_before.2
+    );
+    println!(
+        "| contact-to-Kafka latency p50 / p99 | {:.1} ms / {:.1} ms |",
+        percentile(&to_kafka, 0.5) * 1e3,
+        percentile(&to_kafka, 0.99) * 1e3
+    );
+    Ok(())
+}
