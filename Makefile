@@ -1,0 +1,36 @@
+# The one entry point for building, checking, testing and benchmarking.
+
+.PHONY: run test unit e2e lint fmt schemas bench
+
+# Set up and run the gateway on this machine (tansu broker included).
+run:
+	deploy/dev.sh
+
+# The whole test suite: lints, unit tests, end-to-end tests against a real broker.
+test: lint
+	deploy/install-tansu.sh
+	cargo build -p gateway
+	cargo test --workspace --all-targets
+
+unit:
+	cargo test --workspace --exclude e2e
+
+e2e:
+	cargo build -p gateway
+	cargo test -p e2e
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# Regenerate docs/schemas/*.json from the Rust event types.
+schemas:
+	UPDATE_SCHEMAS=1 cargo test -p hotline-contract --test schemas
+
+# The intake benchmark (see docs/benchmarks.md).
+bench:
+	cargo build --release -p gateway -p e2e
+	target/release/intake-bench --messages 20000 --sessions 64
