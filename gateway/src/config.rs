@@ -580,10 +580,10 @@ impl Config {
             ("kafka.tls.cert_file", &k.tls.cert_file),
             ("kafka.tls.key_file", &k.tls.key_file),
         ] {
-            if let Some(path) = file {
-                if !path.is_file() {
-                    return Err(invalid(field, format!("{} is not a file", path.display())));
-                }
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                return Err(invalid(field, format!("{} is not a file", path.display())));
             }
         }
         if k.tls.cert_file.is_some() != k.tls.key_file.is_some() {

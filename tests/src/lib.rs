@@ -346,11 +346,10 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             {
                 bail!("gateway exited at start ({status}); log:\n{}", self.log());
             }
-            if let Ok(resp) = probe_status(&format!("http://127.0.0.1:{}/readyz", self.admin_port))
+            if probe_status(&format!("http://127.0.0.1:{}/readyz", self.admin_port)).ok()
+                == Some(200)
             {
-                if resp == 200 {
-                    return Ok(());
-                }
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("gateway not ready in 30 s; log:\n{}", self.log());

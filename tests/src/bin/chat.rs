@@ -34,7 +34,8 @@ async fn main() -> Result<()> {
     let mut chat = ChatClient::connect(&args.url).await?;
     let session = match &args.resume {
         Some(token) => {
-            chat.send_json(json!({"type": "resume", "token": token})).await?;
+            chat.send_json(json!({"type": "resume", "token": token}))
+                .await?;
             chat.recv_json().await?
         }
         None => chat.open(&args.visitor, args.phone.as_deref()).await?,
@@ -42,7 +43,10 @@ async fn main() -> Result<()> {
     if session["type"] != "session" {
         bail!("the gateway refused the session: {session}");
     }
-    eprintln!("ticket {} (resume token {})", session["ticket_ref"], session["resume_token"]);
+    eprintln!(
+        "ticket {} (resume token {})",
+        session["ticket_ref"], session["resume_token"]
+    );
     eprintln!("type a message and Enter; /end ends the session");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut n = session["last_seq"].as_u64().unwrap_or(0);

@@ -62,7 +62,11 @@ fn main() -> Result<()> {
                         headers.insert(x.key.to_owned(), v.into());
                     }
                 }
-                let id = headers.get("ce_id").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                let id = headers
+                    .get("ce_id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned();
                 let value: serde_json::Value =
                     serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
                 let line = serde_json::json!({
