@@ -58,7 +58,9 @@ pub struct Record {
     pub key: String,
     /// Kafka headers (`ce_*` and `content-type`), in order.
     pub headers: Vec<(String, String)>,
-    /// The record value: the event's JSON.
+    /// The record value: the event's JSON. Encoded as one byte string, not a sequence
+    /// of numbers, so the outbox journal reads and writes it in one copy.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -28,9 +28,10 @@ pub fn init_logs(format: LogFormat) {
 
 /// Installs the Prometheus recorder; latency metrics get histogram buckets.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    // Fine below 100 ms, where the accept and delivery targets are.
     let latency = [
-        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        60.0, 300.0,
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+        0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
     ];
     let sizes = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
     let handle = PrometheusBuilder::new()
