@@ -111,7 +111,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
     let tasks = shared.ctx.tasks.clone();
     // A small read buffer: tungstenite's default (128 KiB) is zeroed as it grows, which
     // showed as the gateway's top CPU cost under many short chat messages.
-    ws.read_buffer_size(8 * 1024)
+    ws.read_buffer_size(2 * 1024)
         .max_frame_size(hard_limit)
         .max_message_size(hard_limit)
         .on_upgrade(move |socket| {

@@ -238,7 +238,9 @@ async fn main() -> Result<()> {
     let batched = metric("gateway_outbox_batch_size_sum");
 
     // Baseline phase, same broker, same record shape.
+    let raw_cpu_before = (cpu(broker.pid()), cpu(Some(me)));
     let raw_rate = raw_baseline(&broker.bootstrap(), total, &sample).await?;
+    let raw_cpu = (cpu(broker.pid()) - raw_cpu_before.0, cpu(Some(me)) - raw_cpu_before.1);
 
     let accept_rate = total as f64 / accepted_in;
     let e2e_rate = total as f64 / end_to_end;
@@ -267,6 +269,11 @@ async fn main() -> Result<()> {
         cpu_after.0 - cpu_before.0,
         cpu_after.1 - cpu_before.1,
         cpu_after.2 - cpu_before.2
+    );
+    println!(
+        "| CPU per contact: gateway / raw producer (broker excluded) | {:.0} µs / {:.0} µs |",
+        (cpu_after.0 - cpu_before.0) / total as f64 * 1e6,
+        raw_cpu.1 / total as f64 * 1e6
     );
     println!(
         "| contact-to-Kafka latency p50 / p99 (histogram bucket bounds) | ≤ {:.1} ms / ≤ {:.1} ms |",
