@@ -218,6 +218,8 @@ pub struct GatewayOptions {
     pub idle_timeout_secs: u64,
     /// Chat: resume window in seconds.
     pub resume_window_secs: u64,
+    /// Chat limits: most connected sockets.
+    pub max_sessions: usize,
     /// Outbox: most undelivered records.
     pub outbox_max_records: u64,
     /// Kafka `message.timeout.ms`.
@@ -234,6 +236,7 @@ impl Default for GatewayOptions {
             burst: 50,
             idle_timeout_secs: 60,
             resume_window_secs: 120,
+            max_sessions: 1000,
             outbox_max_records: 1_000_000,
             message_timeout_ms: 5000,
             rust_log: "info".into(),
@@ -287,6 +290,7 @@ rate_per_second = {rate}
 burst = {burst}
 idle_timeout_secs = {idle}
 resume_window_secs = {resume}
+max_sessions = {max_sessions}
 
 [channels.sms]
 carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
@@ -299,6 +303,7 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             burst = opts.burst,
             idle = opts.idle_timeout_secs,
             resume = opts.resume_window_secs,
+            max_sessions = opts.max_sessions,
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config)?;
@@ -356,6 +361,11 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The config file it runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// The gateway's log file.

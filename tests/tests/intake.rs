@@ -442,6 +442,7 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
     };
     assert_eq!(closed.code, 4408, "{closed:?}");
     check_good(&mut good, &mut acked).await?;
+
     let (ended, closed) = good.end().await?;
     assert_eq!(ended["messages"], acked);
     assert_eq!(closed.code, 1000);
@@ -477,6 +478,45 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
         .filter(|r| r.value["content"]["text"] == "我想咨询一下公积金提取。")
         .count();
     assert_eq!(good_count as u64, acked);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_beyond_max_sessions_get_1013_and_the_others_keep_working() -> Result<()> {
+    let broker = Broker::start(Storage::Sqlite)?;
+    let opts = GatewayOptions {
+        max_sessions: 2,
+        ..GatewayOptions::default()
+    };
+    let gw = Gateway::start(&broker.bootstrap(), opts)?;
+    let mut first = ChatClient::connect(&gw.chat_url()).await?;
+    first.open("first", None).await?;
+    let mut second = ChatClient::connect(&gw.chat_url()).await?;
+    second.open("second", None).await?;
+    let mut third = ChatClient::connect(&gw.chat_url()).await?;
+    let closed = third.closed().await?;
+    assert_eq!(closed.code, 1013, "{closed:?}");
+    assert!(closed.reason.contains("try again later"), "{closed:?}");
+    let mut n = 0;
+    check_good(&mut first, &mut n).await?;
+    // A socket that leaves makes room for the next.
+    let (_, closed) = second.end().await?;
+    assert_eq!(closed.code, 1000);
+    drop(second);
+    let mut fourth = None;
+    for _ in 0..50 {
+        let mut c = ChatClient::connect(&gw.chat_url()).await?;
+        c.send_json(json!({"type": "open", "visitor": "fourth"}))
+            .await?;
+        match c.recv_json().await {
+            Ok(session) if session["type"] == "session" => {
+                fourth = Some(c);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(fourth.is_some(), "no room after a session ended");
     Ok(())
 }
 

@@ -240,7 +240,10 @@ async fn main() -> Result<()> {
     // Baseline phase, same broker, same record shape.
     let raw_cpu_before = (cpu(broker.pid()), cpu(Some(me)));
     let raw_rate = raw_baseline(&broker.bootstrap(), total, &sample).await?;
-    let raw_cpu = (cpu(broker.pid()) - raw_cpu_before.0, cpu(Some(me)) - raw_cpu_before.1);
+    let raw_cpu = (
+        cpu(broker.pid()) - raw_cpu_before.0,
+        cpu(Some(me)) - raw_cpu_before.1,
+    );
 
     let accept_rate = total as f64 / accepted_in;
     let e2e_rate = total as f64 / end_to_end;
