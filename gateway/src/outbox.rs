@@ -561,6 +561,7 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>, seq: &m
             shared.writable.store(true, Ordering::Relaxed);
             let mut done_n = delivered.len() as u64;
             let mut done_bytes: u64 = delivered.iter().map(|(_, b)| b).sum();
+            let mut replies = Vec::with_capacity(jobs.len());
             for (job, duplicate) in jobs.into_iter().zip(duplicates) {
                 let receipt = match duplicate {
                     Some(value) => {
@@ -571,10 +572,14 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>, seq: &m
                     }
                     None => Receipt::Accepted,
                 };
-                let _ = job.reply.send(Ok(receipt));
+                replies.push((job.reply, receipt));
             }
+            // Counters first, so that whoever gets a reply sees them settled.
             shared.depth.fetch_sub(done_n, Ordering::AcqRel);
             shared.bytes.fetch_sub(done_bytes, Ordering::AcqRel);
+            for (reply, receipt) in replies {
+                let _ = reply.send(Ok(receipt));
+            }
             if appended > 0 {
                 metrics::counter!("gateway_outbox_appended_total").increment(appended);
                 shared.appended.notify_one();

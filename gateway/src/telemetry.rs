@@ -14,9 +14,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the tracing subscriber (filter from `RUST_LOG`, default `info`).
+/// Installs the tracing subscriber (filter from `RUST_LOG`, default `info` with the
+/// storage engine at `warn`).
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The storage engine reports every flush at info; operators need its warnings only.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lsm_tree=warn,fjall=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
