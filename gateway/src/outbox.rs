@@ -95,14 +95,7 @@ pub enum OutboxError {
 }
 
 enum WriterMsg {
-    Append {
-        records: Vec<Vec<u8>>,
-        bytes: u64,
-        put_state: Vec<(String, Vec<u8>)>,
-        delete_state: Vec<String>,
-        once: Option<(String, Vec<u8>)>,
-        reply: oneshot::Sender<Result<Receipt, IntakeError>>,
-    },
+    Append(AppendJob),
     Delivered(Vec<(u64, u64)>),
     SweepOnce,
 }
@@ -376,14 +369,14 @@ impl Intake for Outbox {
         let n = records.len() as u64;
         self.reserve(n, bytes)?;
         let (reply, rx) = oneshot::channel();
-        let msg = WriterMsg::Append {
+        let msg = WriterMsg::Append(AppendJob {
             records,
             bytes,
             put_state: submission.put_state,
             delete_state: submission.delete_state,
             once: submission.once,
             reply,
-        };
+        });
         if self.tx.send(msg).await.is_err() {
             self.release(n, bytes);
             return Err(IntakeError::ShuttingDown);
@@ -413,6 +406,7 @@ impl Intake for Outbox {
     }
 }
 
+/// One submission on its way to the writer.
 struct AppendJob {
     records: Vec<Vec<u8>>,
     bytes: u64,
@@ -459,21 +453,7 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>, seq: &m
     let mut sweep = false;
     for msg in batch {
         match msg {
-            WriterMsg::Append {
-                records,
-                bytes,
-                put_state,
-                delete_state,
-                once,
-                reply,
-            } => jobs.push(AppendJob {
-                records,
-                bytes,
-                put_state,
-                delete_state,
-                once,
-                reply,
-            }),
+            WriterMsg::Append(job) => jobs.push(job),
             WriterMsg::Delivered(done) => delivered.extend(done),
             WriterMsg::SweepOnce => sweep = true,
         }

@@ -393,6 +393,27 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
         format!("http://127.0.0.1:{}/sms/{CARRIER}/inbound", self.http_port)
     }
 
+    /// Posts a signed JSON SMS as the test carrier; returns status and JSON body.
+    pub async fn send_sms(
+        &self,
+        http: &reqwest::Client,
+        message_id: &str,
+        from: &str,
+        text: &str,
+    ) -> Result<(u16, Value)> {
+        let body = serde_json::to_vec(
+            &serde_json::json!({"message_id": message_id, "from": from, "to": "12345", "text": text}),
+        )?;
+        post_sms(
+            http,
+            &self.sms_url(),
+            &body,
+            "application/json",
+            CARRIER_SECRET,
+        )
+        .await
+    }
+
     /// URL on the admin port.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)

@@ -81,17 +81,9 @@ async fn broker_outage_intake_goes_on_and_everything_arrives_after() -> Result<(
     let mut expected = HashSet::new();
 
     // Before the outage: one SMS goes through.
-    let body = serde_json::to_vec(
-        &json!({"message_id": "pre-1", "from": "13600000001", "text": "停车场收费不合理"}),
-    )?;
-    let (status, r) = post_sms(
-        &http,
-        &gw.sms_url(),
-        &body,
-        "application/json",
-        CARRIER_SECRET,
-    )
-    .await?;
+    let (status, r) = gw
+        .send_sms(&http, "pre-1", "13600000001", "停车场收费不合理")
+        .await?;
     assert_eq!(status, 200);
     expected.insert(r["contact_id"].as_str().unwrap_or_default().to_owned());
     gw.wait_drained(Duration::from_secs(30)).await?;
@@ -115,17 +107,14 @@ async fn broker_outage_intake_goes_on_and_everything_arrives_after() -> Result<(
         }
     }
     for i in 0..10 {
-        let body = serde_json::to_vec(
-            &json!({"message_id": format!("out-{i}"), "from": "13600000002", "text": format!("短信{i}")}),
-        )?;
-        let (status, r) = post_sms(
-            &http,
-            &gw.sms_url(),
-            &body,
-            "application/json",
-            CARRIER_SECRET,
-        )
-        .await?;
+        let (status, r) = gw
+            .send_sms(
+                &http,
+                &format!("out-{i}"),
+                "13600000002",
+                &format!("短信{i}"),
+            )
+            .await?;
         assert_eq!(status, 200, "{r}");
         expected.insert(r["contact_id"].as_str().unwrap_or_default().to_owned());
     }

@@ -232,6 +232,16 @@ pub struct SmsReceipt {
     pub ticket_ref: TicketRef,
 }
 
+/// A 400 for a body that does not say what an SMS must.
+fn malformed(detail: impl Into<String>) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "malformed-body",
+        "Malformed SMS",
+        detail,
+    )
+}
+
 fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Response {
     metrics::counter!("gateway_sms_refused_total", "reason" => slug.to_owned()).increment(1);
     Problem::new(status, slug, title, detail).into_response()
@@ -295,23 +305,13 @@ async fn inbound(
         "application/json" => match serde_json::from_slice(&body) {
             Ok(s) => s,
             Err(e) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-body",
-                    "Malformed SMS",
-                    format!("JSON body: {e}"),
-                );
+                return malformed(format!("JSON body: {e}"));
             }
         },
         "application/x-www-form-urlencoded" => match serde_urlencoded::from_bytes(&body) {
             Ok(s) => s,
             Err(e) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-body",
-                    "Malformed SMS",
-                    format!("form body: {e}"),
-                );
+                return malformed(format!("form body: {e}"));
             }
         },
         other => {
@@ -326,36 +326,19 @@ async fn inbound(
         }
     };
     if sms.message_id.is_empty() || sms.message_id.chars().count() > 128 {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-body",
-            "Malformed SMS",
-            "message_id must be 1 to 128 characters",
-        );
+        return malformed("message_id must be 1 to 128 characters");
     }
     if sms.text.trim().is_empty() {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-body",
-            "Malformed SMS",
-            "text is empty",
-        );
+        return malformed("text is empty");
     }
     if sms.text.chars().count() > shared.config.max_text_chars {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-body",
-            "Malformed SMS",
-            format!("text exceeds {} characters", shared.config.max_text_chars),
-        );
+        return malformed(format!(
+            "text exceeds {} characters",
+            shared.config.max_text_chars
+        ));
     }
     let Some(citizen) = shared.ctx.keyer.phone(&sms.from) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-body",
-            "Malformed SMS",
-            "from is not a telephone number",
-        );
+        return malformed("from is not a telephone number");
     };
 
     let now = Utc::now();
