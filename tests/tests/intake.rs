@@ -9,6 +9,8 @@ use e2e::*;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// The documented citizen key: HMAC-SHA256(secret, "phone:" + number), first 16 bytes, hex.
 fn expected_phone_key(number: &str) -> String {
@@ -395,6 +397,19 @@ async fn bad_frames_get_their_close_codes_while_another_session_keeps_working() 
     let mut c = ChatClient::connect(&gw.chat_url()).await?;
     c.send_json(json!({"type": "hello"})).await?;
     assert_eq!(c.closed().await?.code, 4400);
+
+    // A text frame that is not UTF-8: 1007.
+    let mut c = ChatClient::connect(&gw.chat_url()).await?;
+    c.open("bad-bytes", None).await?;
+    let invalid = vec![b'{', 0xff, 0xfe, b'}'];
+    c.send_raw(WsMessage::Frame(Frame::message(
+        invalid,
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await?;
+    let closed = c.closed().await?;
+    assert_eq!(closed.code, 1007, "{closed:?}");
 
     // Binary: 1003.
     let mut c = ChatClient::connect(&gw.chat_url()).await?;

@@ -233,15 +233,19 @@ impl Connection {
         }
     }
 
+    /// Maps what tungstenite refused to the close code the protocol documents.
     fn transport_error(&self, e: axum::Error) -> End {
-        let text = e.to_string();
-        tracing::debug!(error = %text, "Chat transport error");
-        if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
-            end(close::TOO_BIG, "frame exceeds the size limit")
-        } else if text.to_ascii_lowercase().contains("utf-8") {
-            end(close::INVALID_PAYLOAD, "text frame is not valid UTF-8")
-        } else {
-            End::Gone
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let inner = e.into_inner();
+        tracing::debug!(error = %inner, "Chat transport error");
+        match inner.downcast_ref::<WsError>() {
+            Some(WsError::Capacity(_)) => end(close::TOO_BIG, "frame exceeds the size limit"),
+            Some(WsError::Utf8(_)) => end(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            Some(WsError::Protocol(p)) => end(
+                close::PROTOCOL_ERROR,
+                truncate(&format!("protocol error: {p}")),
+            ),
+            _ => End::Gone,
         }
     }
 

@@ -86,6 +86,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The gateway is shutting down; resume later with the token.
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame that breaks RFC 6455 (masking, control frame rules...).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame: only JSON text frames are understood.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not valid UTF-8.
