@@ -274,3 +274,62 @@ async fn sigterm_closes_chats_with_1001_drains_and_exits_cleanly() -> Result<()>
     assert_eq!(resumed["ticket_ref"], session["ticket_ref"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_with_retryable_errors_and_keeps_what_it_accepted() -> Result<()> {
+    let mut broker = Broker::start(Storage::Sqlite)?;
+    let gw = Gateway::start(
+        &broker.bootstrap(),
+        GatewayOptions {
+            outbox_max_records: 6,
+            message_timeout_ms: 2000,
+            ..GatewayOptions::default()
+        },
+    )?;
+    let http = reqwest::Client::new();
+    broker.stop();
+
+    // Four chat messages (one record each) and one SMS (contact and draft) fill it.
+    let mut expected = HashSet::new();
+    let mut chat = ChatClient::connect(&gw.chat_url()).await?;
+    chat.open("patient", None).await?;
+    for i in 0..4 {
+        let ack = chat.say(&format!("m{i}"), "燃气味很重").await?;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        expected.insert(ack["contact_id"].as_str().unwrap_or_default().to_owned());
+    }
+    let (status, r) = gw
+        .send_sms(&http, "full-1", "13600000003", "路面塌陷")
+        .await?;
+    assert_eq!(status, 200, "{r}");
+    expected.insert(r["contact_id"].as_str().unwrap_or_default().to_owned());
+
+    // Full: a chat message gets a retryable error frame and the socket stays open...
+    let refused = chat.say("m4", "还有一件事").await?;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "overloaded");
+    assert_eq!(refused["retryable"], true);
+    // ...an SMS gets 503 with a retry time, so the carrier redelivers later...
+    let (status, problem) = gw
+        .send_sms(&http, "full-2", "13600000003", "再发一次")
+        .await?;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "urn:12345:problem:overloaded");
+    assert!(problem["retry_after"].as_u64().is_some(), "{problem}");
+    // ...and the gateway says it is not ready for more.
+    let ready = http.get(gw.admin_url("/readyz")).send().await?;
+    assert_eq!(ready.status().as_u16(), 503);
+
+    // Kafka back: what was accepted drains, and intake opens again.
+    broker.restart()?;
+    gw.wait_drained(Duration::from_secs(90)).await?;
+    let ack = chat.say("m4", "还有一件事").await?;
+    assert_eq!(
+        ack["type"], "ack",
+        "the same message id is accepted once there is room: {ack}"
+    );
+    expected.insert(ack["contact_id"].as_str().unwrap_or_default().to_owned());
+    let counts = contacts_on_kafka(&broker, &expected)?;
+    assert_exactly_once_after_dedup(&expected, &counts, 0);
+    Ok(())
+}
