@@ -11,7 +11,8 @@
 //! - [`intake`]: the [`Intake`] trait through which a channel hands events to the durable
 //!   outbox, and the errors it answers with;
 //! - [`channel`]: the [`Channel`] plug-in trait and the context a channel runs in;
-//! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface.
+//! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface;
+//! - [`rate`]: the token bucket behind every channel's rate limits.
 //!
 //! Nothing here does I/O of its own; the gateway crate wires the implementations.
 
@@ -21,6 +22,7 @@ pub mod event;
 pub mod identity;
 pub mod intake;
 pub mod problem;
+pub mod rate;
 
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
 pub use envelope::{EventType, Record};

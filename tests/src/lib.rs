@@ -220,6 +220,10 @@ pub struct GatewayOptions {
     pub resume_window_secs: u64,
     /// Chat limits: most connected sockets.
     pub max_sessions: usize,
+    /// SMS: signed requests per second per carrier.
+    pub sms_rate_per_second: f64,
+    /// SMS: burst per carrier.
+    pub sms_burst: u32,
     /// Outbox: most undelivered records.
     pub outbox_max_records: u64,
     /// Kafka `message.timeout.ms`.
@@ -237,6 +241,8 @@ impl Default for GatewayOptions {
             idle_timeout_secs: 60,
             resume_window_secs: 120,
             max_sessions: 1000,
+            sms_rate_per_second: 10_000.0,
+            sms_burst: 10_000,
             outbox_max_records: 1_000_000,
             message_timeout_ms: 5000,
             rust_log: "info".into(),
@@ -293,6 +299,8 @@ resume_window_secs = {resume}
 max_sessions = {max_sessions}
 
 [channels.sms]
+rate_per_second = {sms_rate}
+burst = {sms_burst}
 carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
 "#,
             data = dir.path().join("data").display(),
@@ -304,6 +312,8 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             idle = opts.idle_timeout_secs,
             resume = opts.resume_window_secs,
             max_sessions = opts.max_sessions,
+            sms_rate = opts.sms_rate_per_second,
+            sms_burst = opts.sms_burst,
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config)?;

@@ -535,6 +535,45 @@ async fn sockets_beyond_max_sessions_get_1013_and_the_others_keep_working() -> R
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_beyond_its_rate_gets_429_with_a_retry_time() -> Result<()> {
+    let broker = Broker::start(Storage::Sqlite)?;
+    let opts = GatewayOptions {
+        sms_rate_per_second: 0.5,
+        sms_burst: 3,
+        ..GatewayOptions::default()
+    };
+    let gw = Gateway::start(&broker.bootstrap(), opts)?;
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        let (status, r) = gw
+            .send_sms(&http, &format!("r-{i}"), "13600000009", "井盖丢了")
+            .await?;
+        assert_eq!(status, 200, "{r}");
+    }
+    let (status, problem) = gw.send_sms(&http, "r-3", "13600000009", "井盖丢了").await?;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["type"], "urn:12345:problem:rate-limited");
+    assert!(
+        problem["retry_after"]
+            .as_u64()
+            .is_some_and(|s| (1..=2).contains(&s)),
+        "{problem}"
+    );
+    // Forged requests do not spend the carrier's allowance: they are refused first.
+    let body = br#"{"message_id":"f","from":"13600000009","text":"x"}"#;
+    let (status, _) = post_sms(
+        &http,
+        &gw.sms_url(),
+        body,
+        "application/json",
+        "forged-secret-0123456789",
+    )
+    .await?;
+    assert_eq!(status, 401);
+    Ok(())
+}
+
 async fn check_good(good: &mut ChatClient, n: &mut u64) -> Result<()> {
     *n += 1;
     let ack = good

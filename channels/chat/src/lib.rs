@@ -26,12 +26,12 @@ use axum::response::Response;
 use axum::routing::get;
 use chrono::Utc;
 use contract::event::new_event_id;
+use contract::rate::TokenBucket;
 use contract::{
     BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, Contact, ContactContent,
     IntakeError, Receipt, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
 };
 use routing::Classifier;
-use tokio::time::Instant;
 
 pub use config::ChatConfig;
 use protocol::{ClientFrame, ServerFrame, close};
@@ -606,52 +606,9 @@ fn truncate(reason: &str) -> String {
     out
 }
 
-/// A token bucket on tokio's clock (so tests can pause time); a crate such as governor
-/// keeps its own clock, which a paused tokio runtime cannot drive.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: u32) -> Self {
-        TokenBucket {
-            rate,
-            burst: burst as f64,
-            tokens: burst as f64,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn bucket_allows_burst_then_rate() {
-        let mut b = TokenBucket::new(2.0, 3);
-        assert!(b.take() && b.take() && b.take());
-        assert!(!b.take(), "burst spent");
-        tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(b.take(), "one token after 0.5 s at 2/s");
-        assert!(!b.take());
-    }
 
     #[test]
     fn close_reasons_fit_a_control_frame() {

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
 use contract::event::new_event_id;
+use contract::rate::TokenBucket;
 use contract::{
     BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, Contact, ContactContent,
     IntakeError, Problem, Receipt, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
@@ -43,6 +44,10 @@ pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
 /// Default longest SMS text, in characters (a long concatenated SMS).
 pub const DEFAULT_MAX_TEXT_CHARS: usize = 1600;
+/// Default sustained requests per second per carrier.
+pub const DEFAULT_RATE_PER_SECOND: f64 = 200.0;
+/// Default burst of requests above the sustained rate, per carrier.
+pub const DEFAULT_BURST: u32 = 400;
 /// Minimum length of a carrier secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 
@@ -71,6 +76,12 @@ pub struct SmsConfig {
     /// Longest SMS text, in characters.
     #[serde(default = "default_max_text")]
     pub max_text_chars: usize,
+    /// Sustained signed requests per second a carrier may send; beyond, 429.
+    #[serde(default = "default_rate")]
+    pub rate_per_second: f64,
+    /// Requests a carrier may send in a burst above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
 }
 
 fn default_replay_window() -> u64 {
@@ -81,6 +92,12 @@ fn default_max_body() -> usize {
 }
 fn default_max_text() -> usize {
     DEFAULT_MAX_TEXT_CHARS
+}
+fn default_rate() -> f64 {
+    DEFAULT_RATE_PER_SECOND
+}
+fn default_burst() -> u32 {
+    DEFAULT_BURST
 }
 
 /// An SMS setting out of range or a missing secret.
@@ -122,6 +139,15 @@ impl SmsConfig {
         }
         if self.max_text_chars == 0 {
             return Err(invalid("max_text_chars", "must be at least 1"));
+        }
+        if !(self.rate_per_second > 0.0 && self.rate_per_second <= 100_000.0) {
+            return Err(invalid(
+                "rate_per_second",
+                "must be above 0 and at most 100000",
+            ));
+        }
+        if self.burst == 0 {
+            return Err(invalid("burst", "must be at least 1"));
         }
         self.secrets(env).map(|_| ())
     }
@@ -177,6 +203,8 @@ impl SmsChannel {
 struct Shared {
     config: SmsConfig,
     secrets: HashMap<String, Vec<u8>>,
+    /// One bucket per carrier (a std Mutex: never held across an await).
+    limits: HashMap<String, std::sync::Mutex<TokenBucket>>,
     ctx: ChannelContext,
     classifier: Classifier,
 }
@@ -190,9 +218,17 @@ impl Channel for SmsChannel {
     async fn build(self: Box<Self>, ctx: ChannelContext) -> Result<ChannelParts, BoxError> {
         let secrets = self.config.secrets(&|var| std::env::var(var).ok())?;
         let limit = self.config.max_body_bytes;
+        let limits = secrets
+            .keys()
+            .map(|c| {
+                let bucket = TokenBucket::new(self.config.rate_per_second, self.config.burst);
+                (c.clone(), std::sync::Mutex::new(bucket))
+            })
+            .collect();
         let shared = Arc::new(Shared {
             config: self.config,
             secrets,
+            limits,
             ctx,
             classifier: Classifier::builtin(),
         });
@@ -291,6 +327,26 @@ async fn inbound(
             "Signature refused",
             why,
         );
+    }
+    // Limited after authentication: a forger cannot use up a real carrier's allowance,
+    // and a carrier that floods gets 429 with the time to wait.
+    if let Some(bucket) = shared.limits.get(&carrier) {
+        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        if !bucket.take() {
+            let wait = bucket.retry_after_secs();
+            metrics::counter!("gateway_sms_refused_total", "reason" => "rate-limited").increment(1);
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!(
+                    "more than {} requests per second from this carrier; retry after {wait} s",
+                    shared.config.rate_per_second
+                ),
+            )
+            .retry_after(wait)
+            .into_response();
+        }
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -528,6 +584,8 @@ mod tests {
             replay_window_secs: 300,
             max_body_bytes: 16384,
             max_text_chars: 1600,
+            rate_per_second: 200.0,
+            burst: 400,
         };
         assert!(cfg.validate(&|_| None).is_err());
         assert!(cfg.validate(&|_| Some("short".into())).is_err());
