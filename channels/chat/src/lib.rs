@@ -392,6 +392,7 @@ impl Connection {
             text: String::new(),
             opened_at: now,
             last_activity_ms: now.timestamp_millis(),
+            ended: false,
         };
         let submission = Submission {
             put_state: vec![(record.state_key(), to_json(&record))],
@@ -422,6 +423,14 @@ impl Connection {
     /// Records one message; answers with its ack or an error frame.
     async fn message(&self, session: &Arc<Session>, id: String, text: String) -> ServerFrame {
         let mut record = session.record.lock().await;
+        if record.ended {
+            return ServerFrame::Error {
+                id: Some(id),
+                code: "session_ended",
+                detail: format!("session {} has ended; open a new one", record.ticket_ref),
+                retryable: false,
+            };
+        }
         let now = Utc::now();
         let seq = record.contacts.len() as u32 + 1;
         let contact = Contact {
@@ -515,8 +524,11 @@ async fn finalize(
     shared: &Shared,
     session: &Arc<Session>,
 ) -> Result<(TicketRef, u32), IntakeError> {
-    let record = session.record.lock().await;
+    let mut record = session.record.lock().await;
     let messages = record.contacts.len() as u32;
+    if record.ended {
+        return Ok((record.ticket_ref.clone(), messages));
+    }
     let mut submission = Submission {
         delete_state: vec![record.state_key()],
         ..Submission::default()
@@ -533,6 +545,7 @@ async fn finalize(
         submission.events.push(draft.into());
     }
     shared.ctx.intake.submit(submission).await?;
+    record.ended = true;
     shared
         .registry
         .remove(record.session_id, &record.token_hash);

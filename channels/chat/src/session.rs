@@ -53,6 +53,10 @@ pub struct SessionRecord {
     pub opened_at: DateTime<Utc>,
     /// Last frame from the citizen, ms since the epoch.
     pub last_activity_ms: i64,
+    /// Set once the session's draft is recorded: a connection still holding the session
+    /// (a resume racing the sweeper) must not add to a ticket that was already proposed.
+    #[serde(skip)]
+    pub ended: bool,
 }
 
 impl SessionRecord {
@@ -281,6 +285,7 @@ mod tests {
             text: String::new(),
             opened_at: Utc::now(),
             last_activity_ms: 0,
+            ended: false,
         }
     }
 
