@@ -220,6 +220,8 @@ pub struct GatewayOptions {
     pub resume_window_secs: u64,
     /// Chat limits: most connected sockets.
     pub max_sessions: usize,
+    /// Chat limits: most sessions kept for resuming.
+    pub max_resumable_sessions: usize,
     /// SMS: signed requests per second per carrier.
     pub sms_rate_per_second: f64,
     /// SMS: burst per carrier.
@@ -241,6 +243,7 @@ impl Default for GatewayOptions {
             idle_timeout_secs: 60,
             resume_window_secs: 120,
             max_sessions: 1000,
+            max_resumable_sessions: 100_000,
             sms_rate_per_second: 10_000.0,
             sms_burst: 10_000,
             outbox_max_records: 1_000_000,
@@ -297,6 +300,7 @@ burst = {burst}
 idle_timeout_secs = {idle}
 resume_window_secs = {resume}
 max_sessions = {max_sessions}
+max_resumable_sessions = {max_resumable}
 
 [channels.sms]
 rate_per_second = {sms_rate}
@@ -312,6 +316,7 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             idle = opts.idle_timeout_secs,
             resume = opts.resume_window_secs,
             max_sessions = opts.max_sessions,
+            max_resumable = opts.max_resumable_sessions,
             sms_rate = opts.sms_rate_per_second,
             sms_burst = opts.sms_burst,
         );
@@ -681,6 +686,9 @@ impl ChatClient {
                 .context("no close from the gateway in 15 s")?;
             match next {
                 Some(Ok(WsMessage::Close(Some(c)))) => {
+                    // Complete the closing handshake as a browser does: tungstenite
+                    // queued the reply, a flush sends it.
+                    let _ = self.ws.flush().await;
                     return Ok(Closed {
                         code: u16::from(c.code),
                         reason: c.reason.to_string(),

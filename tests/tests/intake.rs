@@ -514,20 +514,7 @@ async fn sockets_beyond_max_sessions_get_1013_and_the_others_keep_working() -> R
     let (_, closed) = second.end().await?;
     assert_eq!(closed.code, 1000);
     drop(second);
-    let mut fourth = None;
-    for _ in 0..50 {
-        let mut c = ChatClient::connect(&gw.chat_url()).await?;
-        c.send_json(json!({"type": "open", "visitor": "fourth"}))
-            .await?;
-        match c.recv_json().await {
-            Ok(session) if session["type"] == "session" => {
-                fourth = Some(c);
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    assert!(fourth.is_some(), "no room after a session ended");
+    open_when_room(&gw, "fourth").await?;
     Ok(())
 }
 
@@ -568,6 +555,59 @@ async fn a_carrier_beyond_its_rate_gets_429_with_a_retry_time() -> Result<()> {
     .await?;
     assert_eq!(status, 401);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_beyond_max_resumable_sessions_get_1013_until_one_ends() -> Result<()> {
+    let broker = Broker::start(Storage::Sqlite)?;
+    let opts = GatewayOptions {
+        max_sessions: 2,
+        max_resumable_sessions: 2,
+        ..GatewayOptions::default()
+    };
+    let gw = Gateway::start(&broker.bootstrap(), opts)?;
+    // Two citizens open sessions and drop their connections: both stay resumable.
+    let mut tokens = Vec::new();
+    for v in ["a", "b"] {
+        let mut c = ChatClient::connect(&gw.chat_url()).await?;
+        let session = c.open(v, None).await?;
+        tokens.push(
+            session["resume_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let mut third = ChatClient::connect(&gw.chat_url()).await?;
+    third
+        .send_json(json!({"type": "open", "visitor": "c"}))
+        .await?;
+    let closed = third.closed().await?;
+    assert_eq!(closed.code, 1013, "{closed:?}");
+    assert!(closed.reason.contains("open chat sessions"), "{closed:?}");
+    // Resuming is still possible, and ending one makes room.
+    let mut a = ChatClient::connect(&gw.chat_url()).await?;
+    a.send_json(json!({"type": "resume", "token": tokens[0]}))
+        .await?;
+    assert_eq!(a.recv_json().await?["resumed"], true);
+    a.end().await?;
+    open_when_room(&gw, "d").await?;
+    Ok(())
+}
+
+/// Opens a session, retrying while the gateway answers 1013: a socket that just left
+/// is counted until the gateway has seen it go, a few milliseconds later.
+async fn open_when_room(gw: &Gateway, visitor: &str) -> Result<ChatClient> {
+    for _ in 0..50 {
+        let mut c = ChatClient::connect(&gw.chat_url()).await?;
+        c.send_json(json!({"type": "open", "visitor": visitor}))
+            .await?;
+        match c.recv_json().await {
+            Ok(session) if session["type"] == "session" => return Ok(c),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    anyhow::bail!("no room for a new session within 5 s")
 }
 
 async fn check_good(good: &mut ChatClient, n: &mut u64) -> Result<()> {

@@ -17,6 +17,8 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_RESUME_WINDOW_SECS: u64 = 1800;
 /// Default most connected chat sockets.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default most sessions kept for resuming (connected or not).
+pub const DEFAULT_MAX_RESUMABLE: usize = 100_000;
 
 /// The chat channel's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +46,10 @@ pub struct ChatConfig {
     /// Most connected sockets; the next one is closed with 1013.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// Most sessions kept for resuming, connected or not; past it `open` is refused
+    /// with 1013 until sessions end (bounds the memory a flood of opens can take).
+    #[serde(default = "default_max_resumable")]
+    pub max_resumable_sessions: usize,
 }
 
 impl Default for ChatConfig {
@@ -56,6 +62,7 @@ impl Default for ChatConfig {
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             resume_window_secs: DEFAULT_RESUME_WINDOW_SECS,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_resumable_sessions: DEFAULT_MAX_RESUMABLE,
         }
     }
 }
@@ -80,6 +87,9 @@ fn default_resume() -> u64 {
 }
 fn default_max_sessions() -> usize {
     DEFAULT_MAX_SESSIONS
+}
+fn default_max_resumable() -> usize {
+    DEFAULT_MAX_RESUMABLE
 }
 
 /// A chat setting out of range.
@@ -119,6 +129,12 @@ impl ChatConfig {
         }
         if self.max_sessions == 0 {
             return err("max_sessions", "must be at least 1");
+        }
+        if self.max_resumable_sessions < self.max_sessions {
+            return err(
+                "max_resumable_sessions",
+                "must be at least max_sessions: every connected session is resumable",
+            );
         }
         Ok(())
     }

@@ -355,6 +355,12 @@ impl Connection {
         phone: Option<String>,
         socket: &mut WebSocket,
     ) -> Option<End> {
+        if self.shared.registry.len() >= self.shared.config.max_resumable_sessions {
+            return Some(end(
+                close::TRY_AGAIN_LATER,
+                "too many open chat sessions; try again later",
+            ));
+        }
         let visitor = visitor.trim();
         if visitor.is_empty()
             || visitor.chars().count() > 128
