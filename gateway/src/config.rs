@@ -597,6 +597,16 @@ impl Config {
             chat.validate()
                 .map_err(|e| invalid("channels.chat", e.to_string()))?;
         }
+        if let Some(chat) = &self.channels.chat {
+            // A restarted gateway rebuilds a chat session's contact list from its
+            // messages' idempotency keys: they must outlive any resumable session.
+            if self.outbox.idempotency_ttl_secs <= chat.resume_window_secs {
+                return Err(invalid(
+                    "outbox.idempotency_ttl_secs",
+                    "must exceed channels.chat.resume_window_secs",
+                ));
+            }
+        }
         if let Some(sms) = &self.channels.sms {
             sms.validate(env)
                 .map_err(|e| invalid("channels.sms", e.to_string()))?;
@@ -707,6 +717,17 @@ brokers = "127.0.0.1:9092"
             err.to_string().contains("CONFIG_TEST_SECRET_ABSENT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn idempotency_keys_must_outlive_resumable_chat_sessions() {
+        let text = MINIMAL.replace(
+            "[channels.chat]",
+            "[outbox]\nidempotency_ttl_secs = 3600\n\n[channels.chat]\nresume_window_secs = 7200",
+        );
+        let c = Config::parse(&text).expect("parses");
+        let err = c.validate_with(&env).expect_err("must refuse");
+        assert!(err.to_string().contains("idempotency_ttl_secs"), "{err}");
     }
 
     #[test]

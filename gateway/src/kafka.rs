@@ -79,11 +79,6 @@ impl ClientContext for SinkContext {
     }
 }
 
-impl rdkafka::producer::ProducerContext for SinkContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
-}
-
 /// The topics the sink writes.
 #[derive(Debug, Clone)]
 pub struct Topics {

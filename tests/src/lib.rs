@@ -736,7 +736,9 @@ impl ChatClient {
     }
 }
 
-/// Posts a signed SMS as the test carrier; returns status and JSON body.
+/// Posts a signed SMS as the test carrier; returns status and JSON body. Signs from the
+/// documented format (docs/sms-webhook.md), deliberately not with `channel_sms::sign`,
+/// so that a change to the gateway's idea of the format fails these tests.
 pub async fn post_sms(
     client: &reqwest::Client,
     url: &str,

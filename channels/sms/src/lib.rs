@@ -523,7 +523,9 @@ pub fn verify(
         .map_err(|_| "signature does not match")
 }
 
-/// Signs a body the way carriers must (used by tests, examples and the carrier docs).
+/// Signs a body the way carriers must: the reference for integrators (the e2e harness
+/// and `deploy/send-sms.sh` sign independently, from docs/sms-webhook.md, so that they
+/// check the documented format rather than this code).
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
