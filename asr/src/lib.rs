@@ -7,14 +7,7 @@
 
 use async_trait::async_trait;
 
-/// Who is speaking in a call leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Speaker {
-    /// The citizen's leg.
-    Citizen,
-    /// The agent's leg.
-    Agent,
-}
+pub use contract::Speaker;
 
 /// One utterance to transcribe.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audio::AudioTap;
 use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
@@ -32,6 +33,9 @@ pub struct ChannelContext {
     /// Spawn per-connection tasks here: the gateway waits for them (up to its grace
     /// period) before it stops the outbox.
     pub tasks: TaskTracker,
+    /// Where voice channels hand decoded call audio (speech recognition); `None` runs
+    /// without.
+    pub audio_tap: Option<Arc<dyn AudioTap>>,
 }
 
 impl std::fmt::Debug for ChannelContext {

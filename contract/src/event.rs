@@ -64,6 +64,9 @@ pub enum IdentityKind {
     /// The identity a chat client presents (a visitor id or an account id of the portal
     /// or mini-program the chat runs in).
     ChatVisitor,
+    /// A caller who withheld their number (anonymous or no usable caller id); `value` is
+    /// the gateway's call id, so each such call is its own citizen.
+    Withheld,
 }
 
 /// Who the citizen is. Personal data (Art. 21).
@@ -109,6 +112,97 @@ pub enum ContactContent {
         /// The text.
         text: String,
     },
+    /// A step of a telephone call (one contact per phase: offered, answered, ended or
+    /// rejected).
+    Call(CallContact),
+}
+
+/// The phase of a call a contact reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    /// The call reached the gateway and was admitted.
+    Offered,
+    /// The agent side answered.
+    Answered,
+    /// The call is over.
+    Ended,
+    /// The gateway refused the call (a blocked caller, Art. 9; an unusable offer).
+    Rejected,
+}
+
+/// Who ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallParty {
+    /// The citizen hung up or cancelled.
+    Citizen,
+    /// The agent side hung up or refused.
+    Agent,
+    /// The gateway released the call (end of a recorded message, media timeout,
+    /// shutdown).
+    Gateway,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// The citizen talked with an agent.
+    Talked,
+    /// The citizen hung up before an agent answered.
+    CallerCancelled,
+    /// No agent was available (busy, no answer, failure) and the citizen left a message.
+    MessageRecorded,
+    /// No agent was available and the call was released without a message.
+    Unanswered,
+    /// Neither side sent audio for too long.
+    MediaTimeout,
+    /// The gateway was shutting down.
+    Shutdown,
+}
+
+/// A step of a telephone call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CallContact {
+    /// The gateway's id of the call; every phase of one call carries the same id.
+    pub call_id: Uuid,
+    /// Which step this is.
+    pub phase: CallPhase,
+    /// The trunk the call came in on.
+    pub trunk: String,
+    /// The number the citizen dialled (the Request-URI user), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialled: Option<String>,
+    /// Who answered on the agent side (the user part of its Contact), once answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Ended: how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<CallOutcome>,
+    /// Ended: who ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<CallParty>,
+    /// Ended: milliseconds from the offer to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Ended: milliseconds of conversation (from the answer) or of the recorded message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talk_ms: Option<u64>,
+    /// Ended: the recording, as the file name under the gateway's recordings directory
+    /// (a stereo WAV, citizen left, agent right).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Ended: DTMF keys the citizen pressed, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtmf: Option<String>,
+    /// Rejected or failed: the SIP status sent to the caller or received from the agent
+    /// side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_status: Option<u16>,
+    /// Rejected: why, in words (`blocked_caller`, `no_common_codec`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A human-friendly ticket reference, unique across restarts and instances

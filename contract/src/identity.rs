@@ -37,6 +37,7 @@ impl CitizenKeyer {
         let tag: &[u8] = match kind {
             IdentityKind::PhoneNumber => b"phone:",
             IdentityKind::ChatVisitor => b"chat:",
+            IdentityKind::Withheld => b"withheld:",
         };
         mac.update(tag);
         mac.update(value.as_bytes());
@@ -53,6 +54,17 @@ impl CitizenKeyer {
             value,
             key,
         })
+    }
+
+    /// The identity of a caller who withheld their number: one per call.
+    pub fn withheld(&self, call_id: &str) -> CitizenIdentity {
+        let value = call_id.to_owned();
+        let key = self.key(IdentityKind::Withheld, &value);
+        CitizenIdentity {
+            kind: IdentityKind::Withheld,
+            value,
+            key,
+        }
     }
 
     /// A full identity for a chat visitor id.
@@ -140,6 +152,7 @@ pub fn mask_identity(identity: &CitizenIdentity) -> String {
     match identity.kind {
         IdentityKind::PhoneNumber => mask_phone(&identity.value),
         IdentityKind::ChatVisitor => format!("chat:{}", &identity.key[..8.min(identity.key.len())]),
+        IdentityKind::Withheld => "withheld".to_owned(),
     }
 }
 

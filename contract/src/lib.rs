@@ -11,11 +11,14 @@
 //! - [`intake`]: the [`Intake`] trait through which a channel hands events to the durable
 //!   outbox, and the errors it answers with;
 //! - [`channel`]: the [`Channel`] plug-in trait and the context a channel runs in;
+//! - [`audio`]: the [`AudioTap`] a voice channel feeds decoded call audio into (speech
+//!   recognition plugs in there);
 //! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface;
 //! - [`rate`]: the token bucket behind every channel's rate limits.
 //!
 //! Nothing here does I/O of its own; the gateway crate wires the implementations.
 
+pub mod audio;
 pub mod channel;
 pub mod envelope;
 pub mod event;
@@ -24,10 +27,11 @@ pub mod intake;
 pub mod problem;
 pub mod rate;
 
+pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
 pub use envelope::{EventType, Record};
 pub use event::{
-    ChannelKind, CitizenIdentity, Contact, ContactContent, Event, IdentityKind, Location,
+    CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity, Contact, ContactContent, Event, IdentityKind, Location,
     ReplyPath, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, Urgency,
 };
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};

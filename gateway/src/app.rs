@@ -96,6 +96,8 @@ pub async fn run(
         keyer: CitizenKeyer::new(&secrets.citizen_key),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
+        // Speech recognition plugs in here with the speech-to-ticket work.
+        audio_tap: None,
     };
     let mut public = axum::Router::new();
     for channel in registry::channels(&config.channels) {

@@ -265,6 +265,8 @@ pub struct ChannelsSection {
     pub chat: Option<channel_chat::ChatConfig>,
     /// Inbound SMS webhook.
     pub sms: Option<channel_sms::SmsConfig>,
+    /// Phone calls from carrier trunks (SIP).
+    pub sip: Option<channel_sip::SipConfig>,
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -590,7 +592,7 @@ impl Config {
             return Err(invalid("kafka.tls", "cert_file and key_file go together"));
         }
 
-        if self.channels.chat.is_none() && self.channels.sms.is_none() {
+        if self.channels.chat.is_none() && self.channels.sms.is_none() && self.channels.sip.is_none() {
             return Err(invalid("channels", "no channel is configured"));
         }
         if let Some(chat) = &self.channels.chat {
@@ -610,6 +612,10 @@ impl Config {
         if let Some(sms) = &self.channels.sms {
             sms.validate(env)
                 .map_err(|e| invalid("channels.sms", e.to_string()))?;
+        }
+        if let Some(sip) = &self.channels.sip {
+            sip.validate(env)
+                .map_err(|e| invalid("channels.sip", e.to_string()))?;
         }
 
         Ok(Secrets {

@@ -15,5 +15,8 @@ pub fn channels(config: &ChannelsSection) -> Vec<Box<dyn Channel>> {
     if let Some(c) = &config.sms {
         out.push(Box::new(channel_sms::SmsChannel::new(c.clone())));
     }
+    if let Some(c) = &config.sip {
+        out.push(Box::new(channel_sip::SipChannel::new(c.clone())));
+    }
     out
 }

@@ -1,0 +1,1035 @@
+//! One call: a task that owns both legs, the relay and the call's contacts.
+//!
+//! The task runs the call as straight-line code: admit, record the offer durably, bridge
+//! (or refuse, or fall back to a recorded message), then wait for the end. Requests for
+//! the call (CANCEL, BYE, re-INVITE, ACK) arrive on its bounded queue, routed by Call-ID;
+//! responses from the agent side arrive on the agent INVITE's client transaction.
+//!
+//! Contacts (Art. 21: the caller's number travels only inside them): `offered` once the
+//! call is admitted and before the agent side is called, so a call the gateway took is on
+//! disk before anyone rings; `answered`; `ended` with duration, who ended it and the
+//! recording; `rejected` with why. Each carries an idempotency key made of the trunk's
+//! Call-ID and the phase, so an INVITE retransmitted across a gateway restart is not
+//! counted twice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use contract::{
+    CallAudioInfo, CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity,
+    Contact, ContactContent, Event, IdentityKind, IntakeError, ReplyPath, SCHEMA_VERSION,
+    Submission, TicketRef,
+};
+use rsip::headers::UntypedHeader;
+use rsip::prelude::*;
+use rsip::{Header, Method, Request, Response};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use uuid::Uuid;
+
+use crate::Core;
+use crate::config::Fallback;
+use crate::endpoint::{ClientTx, Peer, ServerTx};
+use crate::g711::{PCMA, PCMU};
+use crate::media::{MediaEvent, Relay, RelayReport, RelaySetup, Side};
+use crate::msg;
+use crate::sdp::{self, MediaInfo, SdpError};
+
+/// What reaches a call from the router.
+#[derive(Debug)]
+pub enum CallInput {
+    /// A request on one of the call's dialogs (or a CANCEL), with its transaction.
+    Request(Box<Request>, ServerTx),
+    /// An ACK (of the gateway's 2xx to the citizen).
+    Ack(Box<Request>),
+}
+
+/// Requests queued for one call at most (a call sees a handful; more is a flood).
+const CALL_QUEUE: usize = 16;
+/// The telephone-event payload type the gateway offers when it makes the offer.
+const DTMF_PT: u8 = 101;
+
+/// The citizen's leg: the trunk's INVITE and the dialog the gateway answers it in.
+struct ALeg {
+    invite: Request,
+    tx: ServerTx,
+    call_id: String,
+    /// The gateway's To tag.
+    tag: String,
+    /// Where in-dialog requests to the citizen go.
+    peer: Peer,
+    /// Record-Route of the INVITE: copied into responses, used as the route set.
+    record_route: Vec<Header>,
+    /// The citizen's offer, when the INVITE had one.
+    offer: Option<MediaInfo>,
+    /// The gateway's CSeq for requests it sends on this dialog.
+    cseq: u32,
+}
+
+/// The agent's leg, once placed.
+struct BLeg {
+    invite: Request,
+    call_id: String,
+    to_tag: Option<String>,
+    remote_target: Option<String>,
+    cseq: u32,
+    peer: Peer,
+}
+
+/// How bridging ended before the call was connected.
+enum Ring {
+    Answered(Response),
+    Failed(u16),
+    TimedOut,
+    Cancelled,
+    Shutdown,
+}
+
+struct Call {
+    core: Arc<Core>,
+    id: Uuid,
+    ticket: TicketRef,
+    citizen: CitizenIdentity,
+    trunk: String,
+    dialled: Option<String>,
+    a: ALeg,
+    inputs: mpsc::Receiver<CallInput>,
+    sequence: u32,
+    started: Instant,
+    agent: Option<String>,
+}
+
+/// Runs one call from its INVITE (already admitted by trunk, rate and capacity) to its
+/// end.
+pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) {
+    let call_id = msg::call_id(&invite).to_owned();
+    let (input_tx, inputs) = mpsc::channel(CALL_QUEUE);
+    core.register(&call_id, input_tx.clone());
+    let id = contract::event::new_event_id();
+    let raw_caller = msg::other_header(&invite, "P-Asserted-Identity")
+        .and_then(msg::user_of)
+        .or_else(|| invite.from_header().ok().and_then(|f| msg::user_of(f.value())));
+    let citizen = raw_caller
+        .as_deref()
+        .and_then(|c| core.ctx.keyer.phone(c))
+        .unwrap_or_else(|| core.ctx.keyer.withheld(&id.to_string()));
+    let dialled = invite
+        .uri
+        .user()
+        .map(str::to_owned)
+        .or_else(|| invite.to_header().ok().and_then(|t| msg::user_of(t.value())));
+    let record_route = invite
+        .headers
+        .iter()
+        .filter(|h| matches!(h, Header::RecordRoute(_)))
+        .cloned()
+        .collect();
+    let peer = tx.peer();
+    let mut call = Call {
+        id,
+        ticket: TicketRef::generate(Utc::now()),
+        citizen,
+        trunk,
+        dialled,
+        a: ALeg {
+            call_id: call_id.clone(),
+            tag: msg::random_token(),
+            peer,
+            record_route,
+            offer: None,
+            cseq: 0,
+            invite,
+            tx,
+        },
+        inputs,
+        sequence: 0,
+        started: Instant::now(),
+        agent: None,
+        core: core.clone(),
+    };
+    call.run(input_tx).await;
+    core.unregister(&call_id);
+}
+
+impl Call {
+    async fn run(&mut self, input_tx: mpsc::Sender<CallInput>) {
+        // The offer, if any, must be usable before anything is recorded.
+        if msg::has_sdp(&self.a.invite, self.a.invite.body()) {
+            match sdp::parse_offer(self.a.invite.body()) {
+                Ok(offer) => self.a.offer = Some(offer),
+                Err(e) => {
+                    let (code, reason, warning) = match e {
+                        SdpError::NoCommonCodec => (488, "no_common_codec", "305 {} \"Incompatible media format: PCMU or PCMA required\""),
+                        _ => (400, "bad_sdp", "399 {} \"Unusable SDP offer\""),
+                    };
+                    let warning = Header::Other("Warning".into(), warning.replace("{}", self.core.ep.host()));
+                    self.reject(code, reason, vec![warning]).await;
+                    return;
+                }
+            }
+        }
+        let offered = self.call_contact(CallPhase::Offered);
+        if let Err(e) = self.submit(offered, "offered").await {
+            tracing::warn!(error = %e, "Cannot record the call offer; refusing the call");
+            let retry = Header::Other("Retry-After".into(), "10".into());
+            let mut r = self.a_response(503);
+            r.headers.push(retry);
+            r.headers.push(msg::warning(self.core.ep.host(), "gateway cannot record calls now"));
+            self.a.tx.respond(r).await;
+            return;
+        }
+        tracing::info!(call = %self.id, trunk = %self.trunk, caller = %contract::mask_identity(&self.citizen), "Call offered");
+        metrics::counter!("sip_calls_offered_total", "trunk" => self.trunk.clone()).increment(1);
+
+        if self.is_blocked() {
+            self.refuse_blocked().await;
+            return;
+        }
+
+        let relay = match self.start_relay(true) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "No media ports; refusing the call");
+                let mut r = self.a_response(503);
+                r.headers.push(msg::warning(self.core.ep.host(), "no media ports free"));
+                self.a.tx.respond(r).await;
+                self.ended(CallOutcome::Unanswered, CallParty::Gateway, None, Some(503)).await;
+                return;
+            }
+        };
+        if let Some(o) = &self.a.offer {
+            relay.set_remote(Side::Citizen, o.rtp).await;
+        }
+
+        // Place the agent leg.
+        let codecs = self.a.offer.as_ref().map(|o| o.codecs.clone()).unwrap_or_else(|| vec![PCMU, PCMA]);
+        let dtmf = self.a.offer.as_ref().map_or(Some(DTMF_PT), |o| o.dtmf);
+        let b_port = relay.port(Side::Agent).unwrap_or_default();
+        let b_sdp = sdp::build(self.media_addr(b_port), &codecs, dtmf, self.id.as_u64_pair().0, 1);
+        let mut b = self.agent_invite(b_sdp);
+        self.core.register(&b.call_id, input_tx.clone());
+        let mut b_tx = self.core.ep.request(b.invite.clone(), b.peer);
+        let ring = self.ring(&mut b, &mut b_tx, &relay).await;
+        match ring {
+            Ring::Answered(ok) => self.connected(b, b_tx, ok, relay).await,
+            Ring::Cancelled => {
+                self.cancel_agent(b, b_tx);
+                let report = relay.stop().await;
+                self.ended_with(CallOutcome::CallerCancelled, CallParty::Citizen, None, &report, None).await;
+            }
+            Ring::Shutdown => {
+                self.cancel_agent(b, b_tx);
+                let r = self.a_response(503);
+                self.a.tx.respond(r).await;
+                let report = relay.stop().await;
+                self.ended_with(CallOutcome::Shutdown, CallParty::Gateway, Some(503), &report, None).await;
+            }
+            Ring::TimedOut => {
+                self.cancel_agent(b, b_tx);
+                self.fallback(relay, 408).await;
+            }
+            Ring::Failed(code) => {
+                self.core.unregister(&b.call_id);
+                self.fallback(relay, code).await;
+            }
+        }
+    }
+
+    fn is_blocked(&self) -> bool {
+        self.citizen.kind == IdentityKind::PhoneNumber && self.core.blocked.contains(&self.citizen.value)
+    }
+
+    fn media_addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.core.cfg.media_advertised(), port)
+    }
+
+    fn start_relay(&self, bridged: bool) -> std::io::Result<Relay> {
+        let citizen = self.core.ports.allocate()?;
+        let agent = if bridged { Some(self.core.ports.allocate()?) } else { None };
+        let tap = self.core.ctx.audio_tap.as_ref().and_then(|t| {
+            t.open(&CallAudioInfo {
+                call_id: self.id,
+                ticket_ref: self.ticket.clone(),
+                sample_rate: crate::media::RATE,
+            })
+        });
+        Ok(Relay::start(RelaySetup {
+            citizen,
+            agent,
+            recording: self.core.cfg.recordings_dir.join(self.recording_name()),
+            timeout: Duration::from_secs(self.core.cfg.media.timeout_secs),
+            tap,
+        }))
+    }
+
+    fn recording_name(&self) -> String {
+        format!("{}.wav", self.id)
+    }
+
+    /// A response to the citizen's INVITE with the gateway's tag, Contact and the
+    /// INVITE's Record-Route.
+    fn a_response(&self, code: u16) -> Response {
+        let mut r = msg::response(&self.a.invite, code, Some(&self.a.tag));
+        if (101..300).contains(&code) {
+            for rr in &self.a.record_route {
+                r.headers.push(rr.clone());
+            }
+            r.headers.push(self.contact_header(self.a.peer));
+        }
+        r
+    }
+
+    fn contact_header(&self, peer: Peer) -> Header {
+        rsip::headers::Contact::new(format!(
+            "<sip:12345@{}:{};transport={}>",
+            self.core.ep.host(),
+            self.core.local_port,
+            peer.transport().to_ascii_lowercase()
+        ))
+        .into()
+    }
+
+    fn via_header(&self, peer: Peer) -> Header {
+        rsip::headers::Via::new(format!(
+            "SIP/2.0/{} {}:{};branch=z9hG4bK{};rport",
+            peer.transport(),
+            self.core.ep.host(),
+            self.core.local_port,
+            msg::random_token()
+        ))
+        .into()
+    }
+
+    fn agent_invite(&self, sdp_body: Vec<u8>) -> BLeg {
+        let peer = Peer::Udp(self.core.cfg.agent_target);
+        let call_id = format!("{}@{}", msg::random_token(), self.core.ep.host());
+        let from_tag = msg::random_token();
+        let target = self.core.cfg.agent_target;
+        let uri_text = format!(
+            "sip:{}@{}",
+            self.dialled.as_deref().unwrap_or("12345"),
+            target
+        );
+        let uri = rsip::Uri::try_from(uri_text.as_str()).unwrap_or_default();
+        // The agent side sees the caller's number in From: it is the centre's own system
+        // and needs it for the call-back; the number still never appears in logs.
+        let caller = match self.citizen.kind {
+            IdentityKind::PhoneNumber => self.citizen.value.clone(),
+            _ => "anonymous".to_owned(),
+        };
+        let mut headers = rsip::Headers::default();
+        headers.push(self.via_header(peer));
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        headers.push(rsip::headers::From::new(format!("<sip:{caller}@{}>;tag={from_tag}", self.core.ep.host())).into());
+        headers.push(rsip::headers::To::new(format!("<{uri_text}>")).into());
+        headers.push(rsip::headers::CallId::new(call_id.clone()).into());
+        headers.push(rsip::headers::CSeq::new("1 INVITE").into());
+        headers.push(self.contact_header(peer));
+        headers.push(Header::Other("X-Hotline-Call".into(), self.id.to_string()));
+        headers.push(Header::Other("X-Hotline-Ticket".into(), self.ticket.to_string()));
+        headers.push(Header::Other("Allow".into(), crate::ALLOW.into()));
+        headers.push(rsip::headers::ContentType::new("application/sdp").into());
+        let invite = Request {
+            method: Method::Invite,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: sdp_body,
+        };
+        BLeg {
+            invite,
+            call_id,
+            to_tag: None,
+            remote_target: None,
+            cseq: 1,
+            peer,
+        }
+    }
+
+    /// Waits for the agent side to answer, relaying its progress to the citizen.
+    async fn ring(&mut self, b: &mut BLeg, b_tx: &mut ClientTx, relay: &Relay) -> Ring {
+        let deadline = Instant::now() + Duration::from_secs(self.core.cfg.ring_timeout_secs);
+        let shutdown = self.core.ctx.shutdown.clone();
+        let mut sent_ringing = false;
+        loop {
+            tokio::select! {
+                r = b_tx.recv() => {
+                    let Some(resp) = r else { return Ring::Failed(408) };
+                    let code = resp.status_code.code();
+                    match code {
+                        100 => {}
+                        101..=199 => {
+                            if b.to_tag.is_none() {
+                                b.to_tag = msg::to_tag(&resp);
+                            }
+                            let early = self.a.offer.is_some() && msg::has_sdp(&resp, resp.body());
+                            if early {
+                                // Early media (ringback or an IVR on the agent side) is
+                                // relayed to the citizen as a 183 with the gateway's answer.
+                                if let Ok(answer) = sdp::parse(resp.body()) {
+                                    if let Some(codec) = answer.codecs.first().copied() {
+                                        relay.set_remote(Side::Agent, answer.rtp).await;
+                                        relay.set_codec(codec, answer.dtmf).await;
+                                        let mut r = self.a_response(183);
+                                        let body = self.a_answer_sdp(relay, codec, answer.dtmf);
+                                        msg::set_sdp(&mut r.headers, &mut r.body, body);
+                                        self.a.tx.respond(r).await;
+                                        continue;
+                                    }
+                                }
+                            }
+                            if !sent_ringing {
+                                sent_ringing = true;
+                                let r = self.a_response(180);
+                                self.a.tx.respond(r).await;
+                            }
+                        }
+                        200..=299 => return Ring::Answered(resp),
+                        _ => return Ring::Failed(code),
+                    }
+                }
+                input = self.inputs.recv() => match input {
+                    Some(CallInput::Request(req, tx)) if req.method == Method::Cancel => {
+                        // §9.2: 200 to the CANCEL, 487 to the INVITE.
+                        tx.respond(msg::response(&req, 200, Some(&self.a.tag))).await;
+                        let r = self.a_response(487);
+                        self.a.tx.respond(r).await;
+                        return Ring::Cancelled;
+                    }
+                    Some(CallInput::Request(req, tx)) => {
+                        let code = if req.method == Method::Bye { 481 } else { 491 };
+                        tx.respond(msg::response(&req, code, None)).await;
+                    }
+                    Some(CallInput::Ack(_)) | None => {}
+                },
+                () = sleep_until(deadline) => return Ring::TimedOut,
+                () = shutdown.cancelled() => return Ring::Shutdown,
+            }
+        }
+    }
+
+    /// The SDP the gateway sends the citizen: an answer to their offer, or (late offer)
+    /// an offer of the codec the agent side took.
+    fn a_answer_sdp(&self, relay: &Relay, codec: u8, agent_dtmf: Option<u8>) -> Vec<u8> {
+        let port = relay.port(Side::Citizen).unwrap_or_default();
+        let dtmf = match &self.a.offer {
+            Some(o) => o.dtmf.filter(|_| agent_dtmf.is_some()),
+            None => agent_dtmf,
+        };
+        sdp::build(self.media_addr(port), &[codec], dtmf, self.id.as_u64_pair().1, 1)
+    }
+
+    /// Stops ringing the agent side: CANCEL once it has sent a provisional response
+    /// (§9.1), and ACK and BYE should it answer anyway. Runs in the background; the
+    /// citizen's side goes on.
+    fn cancel_agent(&self, b: BLeg, mut b_tx: ClientTx) {
+        let core = self.core.clone();
+        let provisional = b.to_tag.is_some();
+        let call_id = b.call_id.clone();
+        let via = self.via_header(b.peer);
+        tokio::spawn(async move {
+            let mut cancel_sent = false;
+            let send_cancel = |core: &Arc<Core>, b: &BLeg| {
+                let cancel = cancel_for(&b.invite);
+                let mut tx = core.ep.request(cancel, b.peer);
+                tokio::spawn(async move { while tx.recv().await.is_some() {} });
+            };
+            if provisional {
+                send_cancel(&core, &b);
+                cancel_sent = true;
+            }
+            let give_up = Instant::now() + core.ep.timers().timeout();
+            loop {
+                tokio::select! {
+                    r = b_tx.recv() => match r {
+                        None => break,
+                        Some(resp) => {
+                            let code = resp.status_code.code();
+                            if (101..200).contains(&code) && !cancel_sent {
+                                send_cancel(&core, &b);
+                                cancel_sent = true;
+                            } else if (200..300).contains(&code) {
+                                // Answered after all: ACK, then BYE.
+                                let mut leg = b;
+                                leg.to_tag = msg::to_tag(&resp);
+                                leg.remote_target = contact_uri(&resp);
+                                let ack = in_dialog_request(&leg, Method::Ack, 1, via.clone());
+                                core.ep.send(leg.peer, msg::encode(ack)).await;
+                                leg.cseq += 1;
+                                let bye = in_dialog_request(&leg, Method::Bye, leg.cseq, via.clone());
+                                let mut tx = core.ep.request(bye, leg.peer);
+                                while tx.recv().await.is_some_and(|r| r.status_code.code() < 200) {}
+                                break;
+                            } else if code >= 300 {
+                                break;
+                            }
+                        }
+                    },
+                    () = sleep_until(give_up) => break,
+                }
+            }
+            core.unregister(&call_id);
+        });
+    }
+
+    /// The agent side answered: complete both dialogs and relay until one side hangs up.
+    async fn connected(&mut self, mut b: BLeg, mut b_tx: ClientTx, ok: Response, mut relay: Relay) {
+        b.to_tag = msg::to_tag(&ok);
+        b.remote_target = contact_uri(&ok);
+        self.agent = contact_uri(&ok).as_deref().and_then(msg::user_of);
+        let b_via = self.via_header(b.peer);
+        let ack = in_dialog_request(&b, Method::Ack, b.cseq, b_via.clone());
+        self.core.ep.send(b.peer, msg::encode(ack.clone())).await;
+
+        let answer = sdp::parse(ok.body()).ok();
+        let codec = answer.as_ref().and_then(|a| a.codecs.first().copied());
+        let Some(codec) = codec else {
+            // The agent side answered without a usable codec: hang it up and fall back.
+            tracing::warn!(call = %self.id, "Agent side answered without a usable G.711 answer");
+            self.bye(&b, b_via.clone()).await;
+            self.core.unregister(&b.call_id);
+            self.fallback(relay, 488).await;
+            return;
+        };
+        let agent_dtmf = answer.as_ref().and_then(|a| a.dtmf);
+        relay.set_remote(Side::Agent, answer.as_ref().and_then(|a| a.rtp)).await;
+        relay.set_codec(codec, agent_dtmf.or(self.a.offer.as_ref().and_then(|o| o.dtmf))).await;
+
+        let mut r = self.a_response(200);
+        let body = self.a_answer_sdp(&relay, codec, agent_dtmf);
+        msg::set_sdp(&mut r.headers, &mut r.body, body.clone());
+        let Some(a_ack) = self.answer_citizen(r).await else {
+            // No ACK from the citizen (§13.3.1.4): the gateway ends both legs.
+            self.bye(&b, b_via).await;
+            self.core.unregister(&b.call_id);
+            let report = relay.stop().await;
+            self.ended_with(CallOutcome::MediaTimeout, CallParty::Gateway, None, &report, None).await;
+            return;
+        };
+        if self.a.offer.is_none() {
+            // Late offer: the citizen's answer is in the ACK.
+            match sdp::parse(a_ack.body()) {
+                Ok(a_answer) if a_answer.codecs.contains(&codec) => {
+                    relay.set_remote(Side::Citizen, a_answer.rtp).await;
+                }
+                _ => {
+                    tracing::info!(call = %self.id, "Citizen's ACK answer is unusable; ending the call");
+                    self.bye_citizen().await;
+                    self.bye(&b, b_via).await;
+                    self.core.unregister(&b.call_id);
+                    let report = relay.stop().await;
+                    self.ended_with(CallOutcome::Unanswered, CallParty::Gateway, Some(488), &report, None).await;
+                    return;
+                }
+            }
+        }
+        let answered_at = Instant::now();
+        let mut answered = self.call_contact(CallPhase::Answered);
+        answered.agent = self.agent.clone();
+        if let Err(e) = self.submit(answered, "answered").await {
+            tracing::warn!(call = %self.id, error = %e, "Cannot record the answer");
+        }
+        metrics::counter!("sip_calls_answered_total").increment(1);
+
+        let shutdown = self.core.ctx.shutdown.clone();
+        let (outcome, by) = loop {
+            tokio::select! {
+                input = self.inputs.recv() => match input {
+                    None => break (CallOutcome::Shutdown, CallParty::Gateway),
+                    Some(CallInput::Ack(_)) => {}
+                    Some(CallInput::Request(req, tx)) => {
+                        let from_citizen = msg::call_id(&*req) == self.a.call_id;
+                        match req.method {
+                            Method::Bye => {
+                                tx.respond(msg::response(&req, 200, None)).await;
+                                if from_citizen {
+                                    self.bye(&b, b_via.clone()).await;
+                                    break (CallOutcome::Talked, CallParty::Citizen);
+                                }
+                                self.bye_citizen().await;
+                                break (CallOutcome::Talked, CallParty::Agent);
+                            }
+                            Method::Invite | Method::Update => {
+                                // A session refresh or hold: keep the gateway's side as it
+                                // is, follow a new address of the sender.
+                                if let Ok(info) = sdp::parse(req.body()) {
+                                    let side = if from_citizen { Side::Citizen } else { Side::Agent };
+                                    relay.set_remote(side, info.rtp).await;
+                                }
+                                let mut r = msg::response(&req, 200, None);
+                                r.headers.push(self.contact_header(if from_citizen { self.a.peer } else { b.peer }));
+                                let own = if from_citizen {
+                                    body.clone()
+                                } else {
+                                    let port = relay.port(Side::Agent).unwrap_or_default();
+                                    sdp::build(self.media_addr(port), &[codec], agent_dtmf, self.id.as_u64_pair().0, 2)
+                                };
+                                msg::set_sdp(&mut r.headers, &mut r.body, own);
+                                tx.respond(r).await;
+                            }
+                            Method::Info | Method::Options => {
+                                tx.respond(msg::response(&req, 200, None)).await;
+                            }
+                            Method::Cancel => {
+                                // Too late to cancel an answered call (§9.2).
+                                tx.respond(msg::response(&req, 200, None)).await;
+                            }
+                            _ => {
+                                let mut r = msg::response(&req, 405, None);
+                                r.headers.push(Header::Other("Allow".into(), crate::ALLOW.into()));
+                                tx.respond(r).await;
+                            }
+                        }
+                    }
+                },
+                r = b_tx.recv() => {
+                    // A retransmitted 2xx from the agent side: it did not get the ACK.
+                    if r.is_some_and(|r| r.status_code.code() / 100 == 2) {
+                        self.core.ep.send(b.peer, msg::encode(ack.clone())).await;
+                    }
+                }
+                ev = relay.events.recv() => match ev {
+                    Some(MediaEvent::Timeout) => {
+                        tracing::info!(call = %self.id, "No media either way; ending the call");
+                        self.bye_citizen().await;
+                        self.bye(&b, b_via.clone()).await;
+                        break (CallOutcome::MediaTimeout, CallParty::Gateway);
+                    }
+                    Some(MediaEvent::Dtmf(_)) | None => {}
+                },
+                () = shutdown.cancelled() => {
+                    self.bye_citizen().await;
+                    self.bye(&b, b_via.clone()).await;
+                    break (CallOutcome::Shutdown, CallParty::Gateway);
+                }
+            }
+        };
+        self.core.unregister(&b.call_id);
+        let talk_ms = answered_at.elapsed().as_millis() as u64;
+        let report = relay.stop().await;
+        self.ended_with(outcome, by, None, &report, Some(talk_ms)).await;
+    }
+
+    /// Sends a 2xx to the citizen and retransmits it until the ACK (§13.3.1.4). Returns
+    /// the ACK, or `None` after 64 T1 without one (or when the citizen hung up first).
+    async fn answer_citizen(&mut self, ok: Response) -> Option<Request> {
+        self.a.tx.respond(ok.clone()).await;
+        let timers = self.core.ep.timers();
+        let give_up = Instant::now() + timers.timeout();
+        let mut interval = timers.t1;
+        let mut next = Instant::now() + interval;
+        let bytes = msg::encode(ok);
+        loop {
+            tokio::select! {
+                input = self.inputs.recv() => match input {
+                    Some(CallInput::Ack(ack)) => return Some(*ack),
+                    Some(CallInput::Request(req, tx)) => {
+                        if req.method == Method::Bye && msg::call_id(&*req) == self.a.call_id {
+                            tx.respond(msg::response(&req, 200, None)).await;
+                            return None;
+                        }
+                        tx.respond(msg::response(&req, 491, None)).await;
+                    }
+                    None => return None,
+                },
+                () = sleep_until(next), if !self.a.peer.reliable() => {
+                    self.core.ep.send(self.a.tx.peer(), bytes.clone()).await;
+                    interval = (interval * 2).min(timers.t2);
+                    next = Instant::now() + interval;
+                }
+                () = sleep_until(give_up) => return None,
+            }
+        }
+    }
+
+    /// No agent took the call: record a message (or pass the failure on).
+    async fn fallback(&mut self, relay: Relay, agent_code: u16) {
+        metrics::counter!("sip_calls_fallback_total").increment(1);
+        if self.core.cfg.fallback == Fallback::Reject {
+            let code = match agent_code {
+                486 | 600 => 486,
+                408 | 480 => 480,
+                _ => 503,
+            };
+            let r = self.a_response(code);
+            self.a.tx.respond(r).await;
+            let report = relay.stop().await;
+            self.ended_with(CallOutcome::Unanswered, CallParty::Agent, Some(agent_code), &report, None).await;
+            return;
+        }
+        let codec = self.a.offer.as_ref().and_then(|o| o.codecs.first().copied()).unwrap_or(PCMU);
+        let dtmf = self.a.offer.as_ref().map_or(Some(DTMF_PT), |o| o.dtmf);
+        relay.set_codec(codec, dtmf).await;
+        let port = relay.port(Side::Citizen).unwrap_or_default();
+        let codecs: Vec<u8> = match &self.a.offer {
+            Some(_) => vec![codec],
+            None => vec![PCMU, PCMA],
+        };
+        let mut r = self.a_response(200);
+        let body = sdp::build(self.media_addr(port), &codecs, dtmf, self.id.as_u64_pair().1, 1);
+        msg::set_sdp(&mut r.headers, &mut r.body, body);
+        let Some(ack) = self.answer_citizen(r).await else {
+            let report = relay.stop().await;
+            self.ended_with(CallOutcome::Unanswered, CallParty::Citizen, Some(agent_code), &report, None).await;
+            return;
+        };
+        if self.a.offer.is_none() {
+            if let Ok(info) = sdp::parse(ack.body()) {
+                if let Some(c) = info.codecs.first().copied() {
+                    relay.set_codec(c, info.dtmf.or(dtmf)).await;
+                }
+                relay.set_remote(Side::Citizen, info.rtp).await;
+            }
+        }
+        let prompts = self.core.prompts.clone();
+        // The citizen may hang up during the prompt.
+        let mut hung_up = false;
+        for p in [prompts.leave_message, prompts.beep] {
+            tokio::select! {
+                () = relay.play(p) => {}
+                by = self.wait_citizen_bye() => { hung_up = by; break; }
+            }
+            if hung_up {
+                break;
+            }
+        }
+        let message_start = Instant::now();
+        let (by, outcome) = if hung_up {
+            (CallParty::Citizen, CallOutcome::Unanswered)
+        } else {
+            let limit = Instant::now() + Duration::from_secs(self.core.cfg.max_message_secs);
+            let shutdown = self.core.ctx.shutdown.clone();
+            tokio::select! {
+                _ = self.wait_citizen_bye() => (CallParty::Citizen, CallOutcome::MessageRecorded),
+                () = sleep_until(limit) => {
+                    self.bye_citizen().await;
+                    (CallParty::Gateway, CallOutcome::MessageRecorded)
+                }
+                () = shutdown.cancelled() => {
+                    self.bye_citizen().await;
+                    (CallParty::Gateway, CallOutcome::MessageRecorded)
+                }
+            }
+        };
+        let message_ms = message_start.elapsed().as_millis() as u64;
+        let report = relay.stop().await;
+        self.ended_with(outcome, by, Some(agent_code), &report, Some(message_ms)).await;
+    }
+
+    /// Waits for the citizen's BYE and answers it; `true` once it came.
+    async fn wait_citizen_bye(&mut self) -> bool {
+        loop {
+            match self.inputs.recv().await {
+                None => return false,
+                Some(CallInput::Ack(_)) => {}
+                Some(CallInput::Request(req, tx)) => {
+                    if req.method == Method::Bye {
+                        tx.respond(msg::response(&req, 200, None)).await;
+                        return true;
+                    }
+                    let code = if matches!(req.method, Method::Info | Method::Options) { 200 } else { 491 };
+                    tx.respond(msg::response(&req, code, None)).await;
+                }
+            }
+        }
+    }
+
+    /// Refuses a blocked caller (Art. 9): the announcement as early media when the
+    /// INVITE had an offer, then 603 with a Reason header. Never a silent drop.
+    async fn refuse_blocked(&mut self) {
+        tracing::info!(call = %self.id, "Caller is restricted (Art. 9); announcing and declining");
+        metrics::counter!("sip_calls_refused_total", "reason" => "blocked").increment(1);
+        if let Some(offer) = self.a.offer.clone() {
+            if let Ok(relay) = self.start_relay(false) {
+                let codec = offer.codecs[0];
+                relay.set_remote(Side::Citizen, offer.rtp).await;
+                relay.set_codec(codec, None).await;
+                let mut r = self.a_response(183);
+                let port = relay.port(Side::Citizen).unwrap_or_default();
+                let body = sdp::build(self.media_addr(port), &[codec], None, self.id.as_u64_pair().1, 1);
+                msg::set_sdp(&mut r.headers, &mut r.body, body);
+                self.a.tx.respond(r).await;
+                let prompt = self.core.prompts.blocked.clone();
+                let cancelled = tokio::select! {
+                    () = relay.play(prompt) => false,
+                    c = self.wait_cancel() => c,
+                };
+                let _ = relay.stop().await;
+                if cancelled {
+                    self.rejected("blocked_caller", 487).await;
+                    return;
+                }
+            }
+        }
+        let reason = Header::Other(
+            "Reason".into(),
+            "SIP;cause=603;text=\"Caller restricted from the hotline (Art. 9)\"".into(),
+        );
+        self.reject(603, "blocked_caller", vec![reason]).await;
+    }
+
+    /// Waits for a CANCEL of the INVITE; answers it (200, then 487 on the INVITE).
+    async fn wait_cancel(&mut self) -> bool {
+        loop {
+            match self.inputs.recv().await {
+                None => return false,
+                Some(CallInput::Ack(_)) => {}
+                Some(CallInput::Request(req, tx)) => {
+                    if req.method == Method::Cancel {
+                        tx.respond(msg::response(&req, 200, Some(&self.a.tag))).await;
+                        let r = self.a_response(487);
+                        self.a.tx.respond(r).await;
+                        return true;
+                    }
+                    tx.respond(msg::response(&req, 481, None)).await;
+                }
+            }
+        }
+    }
+
+    /// Answers the INVITE with a failure and records the rejection.
+    async fn reject(&mut self, code: u16, reason: &str, extra: Vec<Header>) {
+        let mut r = self.a_response(code);
+        for h in extra {
+            r.headers.push(h);
+        }
+        self.a.tx.respond(r).await;
+        self.rejected(reason, code).await;
+    }
+
+    async fn rejected(&mut self, reason: &str, code: u16) {
+        let mut c = self.call_contact(CallPhase::Rejected);
+        c.reason = Some(reason.to_owned());
+        c.sip_status = Some(code);
+        if let Err(e) = self.submit(c, "rejected").await {
+            tracing::warn!(call = %self.id, error = %e, "Cannot record a rejected call");
+        }
+    }
+
+    async fn bye_citizen(&mut self) {
+        self.a.cseq += 1;
+        let mut headers = rsip::Headers::default();
+        headers.push(self.via_header(self.a.peer));
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        // The gateway is the UAS of this dialog: its From is the INVITE's To with its tag.
+        if let Ok(to) = self.a.invite.to_header() {
+            headers.push(rsip::headers::From::new(format!("{};tag={}", to.value(), self.a.tag)).into());
+        }
+        if let Ok(from) = self.a.invite.from_header() {
+            headers.push(rsip::headers::To::new(from.value()).into());
+        }
+        headers.push(rsip::headers::CallId::new(self.a.call_id.clone()).into());
+        headers.push(rsip::headers::CSeq::new(format!("{} BYE", self.a.cseq)).into());
+        for rr in &self.a.record_route {
+            if let Header::RecordRoute(r) = rr {
+                headers.push(rsip::headers::Route::new(r.value()).into());
+            }
+        }
+        let uri = contact_uri_of(&self.a.invite)
+            .and_then(|u| rsip::Uri::try_from(u.as_str()).ok())
+            .unwrap_or_else(|| self.a.invite.uri.clone());
+        let bye = Request {
+            method: Method::Bye,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        let mut tx = self.core.ep.request(bye, self.a.peer);
+        while tx.recv().await.is_some_and(|r| r.status_code.code() < 200) {}
+    }
+
+    async fn bye(&self, b: &BLeg, via: Header) {
+        let mut leg = BLeg {
+            invite: b.invite.clone(),
+            call_id: b.call_id.clone(),
+            to_tag: b.to_tag.clone(),
+            remote_target: b.remote_target.clone(),
+            cseq: b.cseq + 1,
+            peer: b.peer,
+        };
+        leg.cseq = b.cseq + 1;
+        let bye = in_dialog_request(&leg, Method::Bye, leg.cseq, fresh_branch(&via));
+        let mut tx = self.core.ep.request(bye, b.peer);
+        while tx.recv().await.is_some_and(|r| r.status_code.code() < 200) {}
+    }
+
+    fn call_contact(&self, phase: CallPhase) -> CallContact {
+        CallContact {
+            call_id: self.id,
+            phase,
+            trunk: self.trunk.clone(),
+            dialled: self.dialled.clone(),
+            agent: None,
+            outcome: None,
+            ended_by: None,
+            duration_ms: None,
+            talk_ms: None,
+            recording: None,
+            dtmf: None,
+            sip_status: None,
+            reason: None,
+        }
+    }
+
+    async fn ended(&mut self, outcome: CallOutcome, by: CallParty, talk_ms: Option<u64>, status: Option<u16>) {
+        self.ended_with(outcome, by, status, &RelayReport::default(), talk_ms).await;
+    }
+
+    async fn ended_with(&mut self, outcome: CallOutcome, by: CallParty, status: Option<u16>, report: &RelayReport, talk_ms: Option<u64>) {
+        let mut c = self.call_contact(CallPhase::Ended);
+        c.agent = self.agent.clone();
+        c.outcome = Some(outcome);
+        c.ended_by = Some(by);
+        c.duration_ms = Some(self.started.elapsed().as_millis() as u64);
+        c.talk_ms = talk_ms;
+        c.recording = report.recording.as_ref().map(|_| self.recording_name());
+        c.dtmf = (!report.dtmf.is_empty()).then(|| report.dtmf.clone());
+        c.sip_status = status;
+        if let Some(e) = &report.error {
+            tracing::warn!(call = %self.id, error = %e, "Recording incomplete");
+        }
+        tracing::info!(call = %self.id, outcome = ?outcome, ended_by = ?by, packets_citizen = report.packets[0], packets_agent = report.packets[1], "Call ended");
+        metrics::counter!("sip_calls_ended_total").increment(1);
+        // The end of a call is a fact the hotline must keep: retry a full outbox for a
+        // while rather than lose it.
+        let mut wait = Duration::from_millis(200);
+        for _ in 0..8 {
+            match self.submit(c.clone(), "ended").await {
+                Ok(()) => return,
+                Err(e) if e.is_retryable() && !matches!(e, IntakeError::ShuttingDown) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(call = %self.id, error = %e, "Lost the end of a call");
+                    return;
+                }
+            }
+        }
+        tracing::error!(call = %self.id, "Lost the end of a call: the outbox stayed full");
+    }
+
+    /// Records one call contact durably, once per Call-ID and phase.
+    async fn submit(&mut self, call: CallContact, phase: &str) -> Result<(), IntakeError> {
+        self.sequence += 1;
+        let number = match self.citizen.kind {
+            IdentityKind::PhoneNumber => Some(self.citizen.value.clone()),
+            _ => None,
+        };
+        let mut reply_paths = Vec::new();
+        if let Some(n) = &number {
+            reply_paths.push(ReplyPath::Phone { number: n.clone() });
+            // Mainland mobile numbers also take the Art. 13 result SMS.
+            if n.len() == 11 && n.starts_with('1') {
+                reply_paths.push(ReplyPath::Sms { number: n.clone() });
+            }
+        }
+        let contact = Contact {
+            schema_version: SCHEMA_VERSION,
+            id: contract::event::new_event_id(),
+            ticket_ref: self.ticket.clone(),
+            channel: ChannelKind::Phone,
+            received_at: Utc::now(),
+            citizen: self.citizen.clone(),
+            reply_paths,
+            content: ContactContent::Call(call),
+            channel_ref: Some(self.a.call_id.clone()),
+            sequence: self.sequence,
+        };
+        let submission = Submission {
+            events: vec![Event::from(contact)],
+            once: Some((format!("sip/{}/{phase}", self.a.call_id), self.id.to_string().into_bytes())),
+            ..Submission::default()
+        };
+        self.core.ctx.intake.submit(submission).await.map(|_| ())
+    }
+}
+
+/// The CANCEL of an INVITE (§9.1): same Request-URI, Call-ID, From, To, CSeq number and
+/// top Via.
+fn cancel_for(invite: &Request) -> Request {
+    let mut headers = rsip::Headers::default();
+    for h in invite.headers.iter() {
+        match h {
+            Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::MaxForwards(_) | Header::Route(_) => {
+                headers.push(h.clone())
+            }
+            _ => {}
+        }
+    }
+    let seq = msg::cseq(invite).map(|c| c.0).unwrap_or(1);
+    headers.push(rsip::headers::CSeq::new(format!("{seq} CANCEL")).into());
+    Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// A request on the agent leg's dialog (ACK of the 2xx, BYE).
+fn in_dialog_request(b: &BLeg, method: Method, cseq: u32, via: Header) -> Request {
+    let mut headers = rsip::Headers::default();
+    headers.push(via);
+    headers.push(rsip::headers::MaxForwards::new("70").into());
+    for h in b.invite.headers.iter() {
+        if matches!(h, Header::From(_) | Header::CallId(_)) {
+            headers.push(h.clone());
+        }
+    }
+    if let Ok(to) = b.invite.to_header() {
+        let value = match &b.to_tag {
+            Some(tag) => format!("{};tag={tag}", to.value()),
+            None => to.value().to_owned(),
+        };
+        headers.push(rsip::headers::To::new(value).into());
+    }
+    headers.push(rsip::headers::CSeq::new(format!("{cseq} {method}")).into());
+    let uri = b
+        .remote_target
+        .as_deref()
+        .and_then(|u| rsip::Uri::try_from(u).ok())
+        .unwrap_or_else(|| b.invite.uri.clone());
+    Request {
+        method,
+        uri,
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// The same Via with a new branch (each new transaction needs one).
+fn fresh_branch(via: &Header) -> Header {
+    match via {
+        Header::Via(v) => {
+            let value = v.value();
+            let base = value.split(";branch=").next().unwrap_or(value);
+            rsip::headers::Via::new(format!("{base};branch=z9hG4bK{};rport", msg::random_token())).into()
+        }
+        other => other.clone(),
+    }
+}
+
+/// The URI in a message's Contact header.
+fn contact_uri<M: HasHeaders>(m: &M) -> Option<String> {
+    m.headers().iter().find_map(|h| match h {
+        Header::Contact(c) => {
+            let v = c.value();
+            let inner = match (v.find('<'), v.find('>')) {
+                (Some(a), Some(b)) if a < b => &v[a + 1..b],
+                _ => v.split(';').next().unwrap_or(v),
+            };
+            Some(inner.trim().to_owned())
+        }
+        _ => None,
+    })
+}
+
+fn contact_uri_of(r: &Request) -> Option<String> {
+    contact_uri(r)
+}

@@ -1,0 +1,333 @@
+//! `[channels.sip]`: listeners, trunks, the agent side, media and recording.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default UDP and TCP listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5060";
+/// Default seconds the agent side may ring before the fallback (RFC 3261 Timer C is
+/// 3 minutes; a hotline caller should not wait that long for a desk).
+pub const DEFAULT_RING_TIMEOUT_SECS: u64 = 30;
+/// Default longest message a citizen may record on the fallback, in seconds.
+pub const DEFAULT_MAX_MESSAGE_SECS: u64 = 120;
+/// Default lowest RTP port (even; RTCP uses the next odd port).
+pub const DEFAULT_MEDIA_PORT_MIN: u16 = 20_000;
+/// Default highest RTP port.
+pub const DEFAULT_MEDIA_PORT_MAX: u16 = 39_999;
+/// Default sustained INVITEs per second one source address may send; beyond, 503.
+pub const DEFAULT_INVITE_RATE: f64 = 200.0;
+/// Default burst of INVITEs above the sustained rate.
+pub const DEFAULT_INVITE_BURST: u32 = 400;
+/// Default most calls in progress at once; beyond, 503.
+pub const DEFAULT_MAX_CALLS: usize = 4_000;
+/// Default largest SIP message, in bytes (UDP datagrams rarely exceed 1,300; TCP messages
+/// with large SDP stay well under this).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Default most header lines in one message.
+pub const DEFAULT_MAX_HEADERS: usize = 96;
+/// Default RFC 3261 T1 (round-trip estimate), in milliseconds.
+pub const DEFAULT_T1_MS: u64 = 500;
+/// Default seconds a call may go without RTP from either side before the gateway ends it
+/// (a peer that vanished without BYE).
+pub const DEFAULT_MEDIA_TIMEOUT_SECS: u64 = 60;
+
+/// What happens when the agent side is busy, does not answer or fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Answer, play the leave-a-message prompt, record the citizen, release. The message
+    /// still becomes a contact.
+    #[default]
+    Record,
+    /// Pass the failure back to the caller.
+    Reject,
+}
+
+/// A carrier trunk or SBC allowed to send calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Name in contacts and metrics.
+    pub name: String,
+    /// Source networks the trunk sends from (CIDR). Empty: any address, then digest
+    /// authentication is required.
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    /// Digest authentication (RFC 8760 / 7616) the trunk must pass, in addition to the
+    /// address check when both are set.
+    #[serde(default)]
+    pub digest: Option<DigestConfig>,
+}
+
+/// Digest credentials of a trunk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// The username the trunk presents.
+    pub username: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+}
+
+/// `[channels.sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP listener.
+    #[serde(default = "default_listen")]
+    pub listen_udp: SocketAddr,
+    /// TCP listener (RFC 3261 §18: every element must support TCP).
+    #[serde(default = "default_listen_tcp")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// The host the gateway puts in Via, Contact and Record-Route. Default: the listener's
+    /// address (must then not be unspecified).
+    #[serde(default)]
+    pub advertised_host: Option<String>,
+    /// The SIP domain / realm of digest challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// The trunks allowed to send calls; anything else gets 403.
+    pub trunks: Vec<TrunkConfig>,
+    /// Where calls go: the centre's ACD or an agent softphone, as `ip:port` (UDP).
+    pub agent_target: SocketAddr,
+    /// Seconds the agent side may ring before the fallback.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_secs: u64,
+    /// What happens when the agent side is busy, does not answer or fails.
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// Longest message a citizen may record on the fallback, in seconds.
+    #[serde(default = "default_max_message_secs")]
+    pub max_message_secs: u64,
+    /// Callers refused admission, as phone numbers (normalised like contacts are). The
+    /// routing blocklist (Art. 9) adds to this.
+    #[serde(default)]
+    pub blocked_callers: Vec<String>,
+    /// Media relay.
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Where per-call stereo WAV recordings go (caller left, agent right).
+    pub recordings_dir: PathBuf,
+    /// Sustained INVITEs per second one source address may send; beyond, 503 with
+    /// Retry-After.
+    #[serde(default = "default_invite_rate")]
+    pub invite_rate_per_second: f64,
+    /// Burst of INVITEs above the sustained rate.
+    #[serde(default = "default_invite_burst")]
+    pub invite_burst: u32,
+    /// Most calls in progress at once; beyond, 503.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+    /// Largest SIP message, in bytes; larger gets 513.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Most header lines in one message; more gets 400.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// RFC 3261 T1 in milliseconds; retransmission and transaction timers scale from it.
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+}
+
+/// `[channels.sip.media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Address RTP sockets bind to. Default: the SIP UDP listener's address.
+    #[serde(default)]
+    pub bind: Option<IpAddr>,
+    /// Address put in SDP. Default: `bind`.
+    #[serde(default)]
+    pub advertised: Option<IpAddr>,
+    /// Lowest RTP port (even).
+    #[serde(default = "default_port_min")]
+    pub port_min: u16,
+    /// Highest RTP port.
+    #[serde(default = "default_port_max")]
+    pub port_max: u16,
+    /// Seconds without RTP from either side before the call is ended.
+    #[serde(default = "default_media_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: None,
+            advertised: None,
+            port_min: DEFAULT_MEDIA_PORT_MIN,
+            port_max: DEFAULT_MEDIA_PORT_MAX,
+            timeout_secs: DEFAULT_MEDIA_TIMEOUT_SECS,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
+}
+fn default_listen_tcp() -> Option<SocketAddr> {
+    Some(default_listen())
+}
+fn default_realm() -> String {
+    "12345.hotline".into()
+}
+fn default_ring_timeout() -> u64 {
+    DEFAULT_RING_TIMEOUT_SECS
+}
+fn default_max_message_secs() -> u64 {
+    DEFAULT_MAX_MESSAGE_SECS
+}
+fn default_port_min() -> u16 {
+    DEFAULT_MEDIA_PORT_MIN
+}
+fn default_port_max() -> u16 {
+    DEFAULT_MEDIA_PORT_MAX
+}
+fn default_media_timeout() -> u64 {
+    DEFAULT_MEDIA_TIMEOUT_SECS
+}
+fn default_invite_rate() -> f64 {
+    DEFAULT_INVITE_RATE
+}
+fn default_invite_burst() -> u32 {
+    DEFAULT_INVITE_BURST
+}
+fn default_max_calls() -> usize {
+    DEFAULT_MAX_CALLS
+}
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+fn default_max_headers() -> usize {
+    DEFAULT_MAX_HEADERS
+}
+fn default_t1() -> u64 {
+    DEFAULT_T1_MS
+}
+
+/// A SIP setting out of range or a missing secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SipConfigError {
+    /// A value is wrong.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A trunk's digest password is missing or short.
+    #[error("trunk {trunk}: environment variable {var} is missing or shorter than 12 bytes")]
+    Secret {
+        /// The trunk.
+        trunk: String,
+        /// The variable.
+        var: String,
+    },
+}
+
+impl SipConfig {
+    /// Checks every setting and that each digest password is in `env`.
+    pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), SipConfigError> {
+        let invalid = |field: &str, reason: &str| SipConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        };
+        if self.trunks.is_empty() {
+            return Err(invalid("trunks", "at least one trunk is needed"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.trunks {
+            if t.name.is_empty() || !names.insert(t.name.as_str()) {
+                return Err(invalid("trunks.name", "names must be set and distinct"));
+            }
+            if t.addresses.is_empty() && t.digest.is_none() {
+                return Err(invalid(
+                    &format!("trunks.{}", t.name),
+                    "needs addresses, digest, or both",
+                ));
+            }
+            if let Some(d) = &t.digest {
+                if env(&d.password_env).is_none_or(|p| p.len() < 12) {
+                    return Err(SipConfigError::Secret {
+                        trunk: t.name.clone(),
+                        var: d.password_env.clone(),
+                    });
+                }
+            }
+        }
+        if self.advertised_host.is_none() && self.listen_udp.ip().is_unspecified() {
+            return Err(invalid(
+                "advertised_host",
+                "required when listen_udp is an unspecified address",
+            ));
+        }
+        let m = &self.media;
+        if m.port_min % 2 != 0 || m.port_min >= m.port_max || m.port_min < 1024 {
+            return Err(invalid(
+                "media.port_min",
+                "must be even, at least 1024 and below port_max",
+            ));
+        }
+        if m.advertised.is_none()
+            && m.bind.unwrap_or(self.listen_udp.ip()).is_unspecified()
+        {
+            return Err(invalid(
+                "media.advertised",
+                "required when media.bind is an unspecified address",
+            ));
+        }
+        if !(1..=600).contains(&self.ring_timeout_secs) {
+            return Err(invalid("ring_timeout_secs", "must be 1 to 600"));
+        }
+        if !(1..=3600).contains(&self.max_message_secs) {
+            return Err(invalid("max_message_secs", "must be 1 to 3600"));
+        }
+        if !(5..=3600).contains(&m.timeout_secs) {
+            return Err(invalid("media.timeout_secs", "must be 5 to 3600"));
+        }
+        if !(self.invite_rate_per_second > 0.0) || self.invite_burst == 0 {
+            return Err(invalid("invite_rate_per_second", "rate and burst must be positive"));
+        }
+        if self.max_calls == 0 {
+            return Err(invalid("max_calls", "must be positive"));
+        }
+        if !(1024..=65_535).contains(&self.max_message_bytes) {
+            return Err(invalid("max_message_bytes", "must be 1024 to 65535"));
+        }
+        if !(16..=1024).contains(&self.max_headers) {
+            return Err(invalid("max_headers", "must be 16 to 1024"));
+        }
+        if !(10..=5000).contains(&self.t1_ms) {
+            return Err(invalid("t1_ms", "must be 10 to 5000"));
+        }
+        for n in &self.blocked_callers {
+            if contract::identity::normalize_phone(n).is_none() {
+                return Err(invalid("blocked_callers", "each must be a phone number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host the gateway names itself by.
+    pub fn host(&self) -> String {
+        self.advertised_host
+            .clone()
+            .unwrap_or_else(|| self.listen_udp.ip().to_string())
+    }
+
+    /// The address RTP sockets bind to.
+    pub fn media_bind(&self) -> IpAddr {
+        self.media.bind.unwrap_or(self.listen_udp.ip())
+    }
+
+    /// The address put in SDP.
+    pub fn media_advertised(&self) -> IpAddr {
+        self.media.advertised.unwrap_or(self.media_bind())
+    }
+}

@@ -1,0 +1,760 @@
+//! The SIP transport and transaction layers (RFC 3261 §17, §18).
+//!
+//! One [`Endpoint`] owns the UDP socket and the TCP connections. Inbound bytes are framed
+//! and parsed ([`crate::msg::parse`]); a request that fails the checks is answered (400,
+//! 483, 505, 513, with a Warning) or dropped, and the socket goes on. Requests are matched
+//! to server transactions by branch, method and source, so a retransmitted INVITE or BYE
+//! is absorbed: it gets the last response again and never reaches the call twice.
+//! Responses are matched to client transactions by branch and CSeq method.
+//!
+//! Timers follow RFC 3261 §17 with RFC 6026's Accepted state for 2xx: A/B and E/F on
+//! client transactions, G/H, I and J on server transactions; retransmissions only on UDP.
+//! The layer above (the transaction user, [`TransactionUser`]) gets each new request once,
+//! with a [`ServerTx`] to answer it, and each ACK for a 2xx (which has no transaction).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rsip::prelude::*;
+use rsip::{Method, Request, Response, SipMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::msg::{self, Rejected};
+use crate::wire::{self, Limits};
+
+/// Where a message came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A UDP address.
+    Udp(SocketAddr),
+    /// The remote address of an open TCP connection.
+    Tcp(SocketAddr),
+}
+
+impl Peer {
+    /// The remote address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Udp(a) | Peer::Tcp(a) => *a,
+        }
+    }
+
+    /// Whether the transport is reliable (no retransmissions).
+    pub fn reliable(&self) -> bool {
+        matches!(self, Peer::Tcp(_))
+    }
+
+    /// The Via transport token.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Peer::Udp(_) => "UDP",
+            Peer::Tcp(_) => "TCP",
+        }
+    }
+}
+
+/// RFC 3261 timer values.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// Round-trip estimate.
+    pub t1: Duration,
+    /// Longest retransmit interval for non-INVITE requests and INVITE responses.
+    pub t2: Duration,
+    /// Longest time a message stays in the network.
+    pub t4: Duration,
+}
+
+impl Timers {
+    /// The standard values scaled from `t1` (T2 = 8 T1, T4 = 10 T1, as 500 ms / 4 s / 5 s).
+    pub fn from_t1(t1: Duration) -> Self {
+        Timers {
+            t1,
+            t2: t1 * 8,
+            t4: t1 * 10,
+        }
+    }
+
+    /// 64 T1: transaction timeout (Timers B, F, H, J, L).
+    pub fn timeout(&self) -> Duration {
+        self.t1 * 64
+    }
+}
+
+/// The layer above: gets every new request once.
+pub trait TransactionUser: Send + Sync + 'static {
+    /// A new request (not ACK), with its server transaction to answer on.
+    fn on_request(self: Arc<Self>, request: Request, tx: ServerTx);
+    /// An ACK that matched no server transaction (the ACK of a 2xx, RFC 3261 §13.3.1.4).
+    fn on_ack(self: Arc<Self>, request: Request, peer: Peer);
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TxKey {
+    branch: String,
+    /// The method's name (rsip's `Method` is not `Hash`).
+    method: String,
+    peer: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    Trying,
+    Proceeding,
+    /// A final non-2xx was sent; waiting for ACK (INVITE) or absorbing (non-INVITE).
+    Completed,
+    /// ACK received for a non-2xx.
+    Confirmed,
+    /// A 2xx was sent to an INVITE (RFC 6026): retransmitted INVITEs get it again.
+    Accepted,
+}
+
+struct ServerEntry {
+    state: ServerState,
+    last: Option<Bytes>,
+    expires: Instant,
+}
+
+/// Counters of what the layer refused or absorbed (also exported as metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests answered with an error before reaching a transaction.
+    pub rejected: std::sync::atomic::AtomicU64,
+    /// Messages dropped unparsed.
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Retransmitted requests absorbed by a server transaction.
+    pub absorbed: std::sync::atomic::AtomicU64,
+}
+
+/// The transport and transaction layers.
+pub struct Endpoint {
+    udp: Arc<UdpSocket>,
+    tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    server: Mutex<HashMap<TxKey, ServerEntry>>,
+    client: Mutex<HashMap<TxKey, mpsc::Sender<Response>>>,
+    timers: Timers,
+    limits: Limits,
+    host: String,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+/// How long a server transaction with no final response is kept at most (a transaction
+/// user that never answers must not leak it).
+const UNANSWERED_TTL: Duration = Duration::from_secs(900);
+/// Bytes a TCP connection's outbound queue may hold before the connection is dropped.
+const TCP_QUEUE: usize = 256;
+
+impl Endpoint {
+    /// An endpoint on a bound UDP socket.
+    pub fn new(udp: UdpSocket, timers: Timers, limits: Limits, host: String) -> Arc<Self> {
+        Arc::new(Endpoint {
+            udp: Arc::new(udp),
+            tcp: Mutex::new(HashMap::new()),
+            server: Mutex::new(HashMap::new()),
+            client: Mutex::new(HashMap::new()),
+            timers,
+            limits,
+            host,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The timers in use.
+    pub fn timers(&self) -> Timers {
+        self.timers
+    }
+
+    /// The UDP listener's address.
+    pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    /// The host the gateway names itself by.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends bytes to a peer. Errors are logged, not returned: SIP recovers from loss by
+    /// retransmission, and a broken TCP connection is noticed by its reader.
+    pub async fn send(&self, peer: Peer, bytes: Bytes) {
+        match peer {
+            Peer::Udp(addr) => {
+                if let Err(error) = self.udp.send_to(&bytes, addr).await {
+                    tracing::debug!(%error, "UDP send failed");
+                }
+            }
+            Peer::Tcp(addr) => {
+                let sender = lock(&self.tcp).get(&addr).cloned();
+                match sender {
+                    Some(s) => {
+                        if s.try_send(bytes).is_err() {
+                            tracing::debug!("TCP connection queue full or closed; dropping it");
+                            lock(&self.tcp).remove(&addr);
+                        }
+                    }
+                    None => tracing::debug!("no TCP connection to send on"),
+                }
+            }
+        }
+    }
+
+    /// Runs the UDP receiver until `shutdown`.
+    pub async fn run_udp(self: Arc<Self>, tu: Arc<dyn TransactionUser>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; 65_536];
+        let sweeper = {
+            let ep = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { ep.sweep(shutdown).await })
+        };
+        loop {
+            let received = tokio::select! {
+                r = self.udp.recv_from(&mut buf) => r,
+                () = shutdown.cancelled() => break,
+            };
+            match received {
+                Ok((n, from)) => {
+                    // Keep-alive pings (RFC 5626 CRLFs, or a bare zero byte some SBCs
+                    // send) carry no message.
+                    if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                        continue;
+                    }
+                    self.on_message(&buf[..n], Peer::Udp(from), &tu).await;
+                }
+                Err(error) => {
+                    // ICMP port unreachable from an earlier send shows up here on Linux;
+                    // it says nothing about this socket.
+                    tracing::debug!(%error, "UDP receive error");
+                }
+            }
+        }
+        sweeper.abort();
+    }
+
+    /// Accepts TCP connections until `shutdown`.
+    pub async fn run_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tu: Arc<dyn TransactionUser>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = shutdown.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, from)) => {
+                    let ep = self.clone();
+                    let tu = tu.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move { ep.serve_tcp(stream, from, tu, shutdown).await });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_tcp(
+        self: Arc<Self>,
+        stream: TcpStream,
+        from: SocketAddr,
+        tu: Arc<dyn TransactionUser>,
+        shutdown: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
+        lock(&self.tcp).insert(from, tx);
+        let writer_task = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = BytesMut::with_capacity(8192);
+        // Idle connections are closed after this long (RFC 3261 §18 leaves it to us).
+        let idle = Duration::from_secs(300);
+        'conn: loop {
+            let read = tokio::select! {
+                r = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => r,
+                () = shutdown.cancelled() => break,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(_)) => {}
+            }
+            loop {
+                let skip = wire::leading_crlf(&buf);
+                let _ = buf.split_to(skip);
+                match wire::frame_stream(&buf, self.limits) {
+                    Ok(None) => break,
+                    Ok(Some(n)) => {
+                        let message = buf.split_to(n);
+                        self.on_message(&message, Peer::Tcp(from), &tu).await;
+                    }
+                    Err(error) => {
+                        // The stream cannot be resynchronised after a framing error:
+                        // answer what can be answered, then close (RFC 3261 §18.3).
+                        self.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let code = if matches!(error, wire::WireError::TooLarge(_)) { 513 } else { 400 };
+                        if let Some(resp) = error_for_head(&buf, code, &error.to_string(), &self.host) {
+                            self.send(Peer::Tcp(from), resp).await;
+                        }
+                        tracing::debug!(%error, "TCP framing error; closing the connection");
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        lock(&self.tcp).remove(&from);
+        // Let queued responses go out before the writer closes.
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+    }
+
+    /// Handles one framed message.
+    async fn on_message(self: &Arc<Self>, bytes: &[u8], peer: Peer, tu: &Arc<dyn TransactionUser>) {
+        let message = match msg::parse(bytes, !peer.reliable(), self.limits, &self.host) {
+            Ok(m) => m,
+            Err(Rejected::Answer(response, why)) => {
+                self.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("sip_messages_rejected_total").increment(1);
+                tracing::debug!(reason = %why, "Rejected a malformed request");
+                let dest = self.response_destination(&response, peer);
+                self.send(dest, msg::encode(*response)).await;
+                return;
+            }
+            Err(Rejected::Drop(why)) => {
+                self.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("sip_messages_dropped_total").increment(1);
+                tracing::debug!(reason = %why, "Dropped an unusable message");
+                return;
+            }
+        };
+        match message {
+            SipMessage::Response(response) => self.on_response(response),
+            SipMessage::Request(mut request) => {
+                if let Peer::Udp(from) = peer {
+                    msg::stamp_received(&mut request, from);
+                }
+                self.on_request(request, peer, tu).await;
+            }
+        }
+    }
+
+    fn server_key(request: &Request, peer: Peer) -> TxKey {
+        let method = if request.method == Method::Ack {
+            Method::Invite
+        } else {
+            request.method
+        };
+        // RFC 2543 peers without the magic cookie: the Call-ID and CSeq number stand in
+        // for the branch (§17.2.3 asks for more, but such peers are rare on trunks).
+        let branch = match msg::branch(request) {
+            Some(b) if b.starts_with("z9hG4bK") => b,
+            _ => format!(
+                "{}/{}",
+                msg::call_id(request),
+                msg::cseq(request).map(|c| c.0).unwrap_or_default()
+            ),
+        };
+        TxKey {
+            branch,
+            method: method.to_string(),
+            peer: Some(peer.addr()),
+        }
+    }
+
+    async fn on_request(self: &Arc<Self>, request: Request, peer: Peer, tu: &Arc<dyn TransactionUser>) {
+        let key = Self::server_key(&request, peer);
+        let resend = {
+            let mut server = lock(&self.server);
+            match server.get_mut(&key) {
+                Some(entry) => {
+                    if request.method == Method::Ack {
+                        if entry.state == ServerState::Completed {
+                            entry.state = ServerState::Confirmed;
+                            entry.expires = Instant::now()
+                                + if peer.reliable() { Duration::ZERO } else { self.timers.t4 };
+                            return;
+                        }
+                        None
+                    } else {
+                        self.stats.absorbed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::counter!("sip_retransmissions_absorbed_total").increment(1);
+                        Some(entry.last.clone())
+                    }
+                }
+                None => {
+                    if request.method != Method::Ack {
+                        server.insert(
+                            key.clone(),
+                            ServerEntry {
+                                state: ServerState::Trying,
+                                last: None,
+                                expires: Instant::now() + UNANSWERED_TTL,
+                            },
+                        );
+                    }
+                    None
+                }
+            }
+        };
+        match resend {
+            Some(Some(bytes)) => {
+                let dest = self.response_destination_for(&request, peer);
+                self.send(dest, bytes).await;
+                return;
+            }
+            Some(None) => return,
+            None => {}
+        }
+        if request.method == Method::Ack {
+            tu.clone().on_ack(request, peer);
+            return;
+        }
+        let tx = ServerTx {
+            ep: self.clone(),
+            key,
+            peer,
+            dest: self.response_destination_for(&request, peer),
+            invite: request.method == Method::Invite,
+        };
+        if tx.invite {
+            // §17.2.1: answer 100 at once, so the trunk stops retransmitting while the
+            // agent side rings.
+            tx.respond(msg::response(&request, 100, None)).await;
+        }
+        tu.clone().on_request(request, tx);
+    }
+
+    /// Where responses to `request` go (§18.2.2, RFC 3581): back over the same TCP
+    /// connection; over UDP to the source address and port when the client asked with
+    /// `rport`, else to the source address and the Via's port.
+    fn response_destination_for(&self, request: &Request, peer: Peer) -> Peer {
+        match peer {
+            Peer::Tcp(_) => peer,
+            Peer::Udp(from) => {
+                let via = request.via_header().map(|v| v.value().to_owned()).unwrap_or_default();
+                if via.contains(";rport=") {
+                    peer
+                } else {
+                    let port = msg::via_sent_by_port(request).unwrap_or(5060);
+                    Peer::Udp(SocketAddr::new(from.ip(), port))
+                }
+            }
+        }
+    }
+
+    fn response_destination(&self, response: &Response, peer: Peer) -> Peer {
+        match peer {
+            Peer::Tcp(_) => peer,
+            Peer::Udp(from) => {
+                let via = response.via_header().map(|v| v.value().to_owned()).unwrap_or_default();
+                if via.contains("rport") {
+                    peer
+                } else {
+                    let port = msg::via_sent_by_port(response).unwrap_or(5060);
+                    Peer::Udp(SocketAddr::new(from.ip(), port))
+                }
+            }
+        }
+    }
+
+    fn on_response(&self, response: Response) {
+        let Some((_, method)) = msg::cseq(&response) else {
+            return;
+        };
+        let Some(branch) = msg::branch(&response) else {
+            return;
+        };
+        let key = TxKey {
+            branch,
+            method: method.to_string(),
+            peer: None,
+        };
+        let sender = lock(&self.client).get(&key).cloned();
+        match sender {
+            Some(s) => {
+                if s.try_send(response).is_err() {
+                    tracing::debug!("client transaction busy; response dropped (it will be retransmitted)");
+                }
+            }
+            None => {
+                metrics::counter!("sip_stray_responses_total").increment(1);
+                tracing::debug!("Response matched no client transaction");
+            }
+        }
+    }
+
+    /// Removes expired server transactions.
+    async fn sweep(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = Instant::now();
+            lock(&self.server).retain(|_, e| e.expires > now);
+        }
+    }
+
+    /// Starts a client transaction: sends `request` to `peer`, retransmits it on UDP, and
+    /// hands every response to the returned receiver. A timeout arrives as a synthesised
+    /// 408. For INVITE, a non-2xx final is ACKed here (§17.1.1.3); 2xx retransmissions
+    /// keep arriving for 64 T1 so the caller can ACK each (§13.2.2.4).
+    pub fn request(self: &Arc<Self>, request: Request, peer: Peer) -> ClientTx {
+        let method = request.method;
+        let branch = msg::branch(&request).unwrap_or_default();
+        let key = TxKey {
+            branch,
+            method: method.to_string(),
+            peer: None,
+        };
+        let (in_tx, mut in_rx) = mpsc::channel::<Response>(16);
+        let (out_tx, out_rx) = mpsc::channel::<Response>(16);
+        lock(&self.client).insert(key.clone(), in_tx);
+        let ep = self.clone();
+        tokio::spawn(async move {
+            let timers = ep.timers;
+            let bytes = msg::encode(request.clone());
+            ep.send(peer, bytes.clone()).await;
+            let invite = method == Method::Invite;
+            let start = Instant::now();
+            let mut deadline = start + timers.timeout();
+            let mut interval = timers.t1;
+            let mut next = start + interval;
+            let mut retransmit = !peer.reliable();
+            let linger;
+            loop {
+                tokio::select! {
+                    r = in_rx.recv() => {
+                        let Some(resp) = r else { return };
+                        let code = resp.status_code.code();
+                        if code < 200 {
+                            if invite {
+                                // Proceeding: no more retransmissions, and Timer B no
+                                // longer applies; the caller's own ring timer (Timer C)
+                                // ends the wait with a CANCEL.
+                                retransmit = false;
+                                deadline = start + Duration::from_secs(24 * 3600);
+                            } else {
+                                interval = timers.t2;
+                            }
+                            let _ = out_tx.try_send(resp);
+                            continue;
+                        }
+                        if invite && code >= 300 {
+                            let ack = ack_for_failure(&request, &resp);
+                            ep.send(peer, msg::encode(ack.clone())).await;
+                            let _ = out_tx.send(resp).await;
+                            linger = Some((Duration::from_secs(32), Some(ack)));
+                        } else if invite {
+                            let _ = out_tx.send(resp).await;
+                            linger = Some((timers.timeout(), None));
+                        } else {
+                            let _ = out_tx.send(resp).await;
+                            linger = Some((timers.t4, None));
+                        }
+                        break;
+                    }
+                    () = sleep_until(next), if retransmit => {
+                        ep.send(peer, bytes.clone()).await;
+                        interval = if invite { interval * 2 } else { (interval * 2).min(timers.t2) };
+                        next = Instant::now() + interval;
+                    }
+                    () = sleep_until(deadline) => {
+                        let timeout = msg::response(&request, 408, None);
+                        let _ = out_tx.send(timeout).await;
+                        linger = None;
+                        break;
+                    }
+                }
+            }
+            if let Some((how_long, ack)) = linger {
+                let until = Instant::now() + if peer.reliable() && ack.is_some() { Duration::ZERO } else { how_long };
+                loop {
+                    tokio::select! {
+                        r = in_rx.recv() => {
+                            let Some(resp) = r else { break };
+                            match &ack {
+                                // Timer D: a retransmitted failure gets the ACK again.
+                                Some(ack) => ep.send(peer, msg::encode(ack.clone())).await,
+                                // A retransmitted 2xx goes up so the caller ACKs it again.
+                                None => { let _ = out_tx.try_send(resp); }
+                            }
+                        }
+                        () = sleep_until(until) => break,
+                    }
+                }
+            }
+            lock(&ep.client).remove(&key);
+        });
+        ClientTx { rx: out_rx }
+    }
+}
+
+/// A response to a client transaction's request.
+#[derive(Debug)]
+pub struct ClientTx {
+    rx: mpsc::Receiver<Response>,
+}
+
+impl ClientTx {
+    /// The next response; `None` once the transaction is over.
+    pub async fn recv(&mut self) -> Option<Response> {
+        self.rx.recv().await
+    }
+}
+
+/// A server transaction: answer the request on it.
+#[derive(Debug, Clone)]
+pub struct ServerTx {
+    ep: Arc<Endpoint>,
+    key: TxKey,
+    peer: Peer,
+    dest: Peer,
+    invite: bool,
+}
+
+impl ServerTx {
+    /// Where the request came from.
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// Sends a response on a server transaction and moves it along its state machine.
+    pub async fn respond(&self, response: Response) {
+        let tx = self;
+        let ep = &self.ep;
+        let code = response.status_code.code();
+        let bytes = msg::encode(response);
+        let now = Instant::now();
+        let timeout = ep.timers.timeout();
+        let mut retransmit = false;
+        {
+            let mut server = lock(&ep.server);
+            if let Some(entry) = server.get_mut(&tx.key) {
+                entry.last = Some(bytes.clone());
+                match (tx.invite, code) {
+                    (_, 100..=199) => entry.state = ServerState::Proceeding,
+                    (true, 200..=299) => {
+                        entry.state = ServerState::Accepted;
+                        entry.expires = now + timeout;
+                    }
+                    (true, _) => {
+                        entry.state = ServerState::Completed;
+                        entry.expires = now + timeout;
+                        retransmit = !tx.peer.reliable();
+                    }
+                    (false, _) => {
+                        entry.state = ServerState::Completed;
+                        entry.expires = now
+                            + if tx.peer.reliable() { Duration::ZERO } else { timeout };
+                    }
+                }
+            }
+        }
+        ep.send(tx.dest, bytes.clone()).await;
+        if retransmit {
+            // Timer G until ACK (Confirmed) or Timer H.
+            let ep_timers = ep.timers;
+            let key = tx.key.clone();
+            let dest = tx.dest;
+            let ep = ep.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + ep_timers.timeout();
+                let mut interval = ep_timers.t1;
+                loop {
+                    tokio::time::sleep(interval).await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let still = lock(&ep.server)
+                        .get(&key)
+                        .is_some_and(|e| e.state == ServerState::Completed);
+                    if !still {
+                        break;
+                    }
+                    ep.send(dest, bytes.clone()).await;
+                    interval = (interval * 2).min(ep_timers.t2);
+                }
+            });
+        }
+    }
+}
+
+/// The ACK of a non-2xx final response (§17.1.1.3): same Request-URI, Call-ID, From,
+/// CSeq number and top Via as the INVITE, the To of the response.
+fn ack_for_failure(invite: &Request, response: &Response) -> Request {
+    let mut headers = rsip::Headers::default();
+    if let Ok(via) = invite.via_header() {
+        headers.push(via.clone().into());
+    }
+    for h in invite.headers.iter() {
+        match h {
+            rsip::Header::From(_) | rsip::Header::CallId(_) | rsip::Header::Route(_) | rsip::Header::MaxForwards(_) => {
+                headers.push(h.clone())
+            }
+            _ => {}
+        }
+    }
+    if let Ok(to) = response.to_header() {
+        headers.push(to.clone().into());
+    }
+    let seq = msg::cseq(invite).map(|c| c.0).unwrap_or(1);
+    headers.push(rsip::headers::CSeq::new(format!("{seq} ACK")).into());
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// A minimal error response from the raw head of a stream that failed framing.
+fn error_for_head(buf: &[u8], code: u16, why: &str, host: &str) -> Option<Bytes> {
+    let head = &buf[..buf.len().min(8192)];
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(head.len());
+    let mut candidate = head[..end].to_vec();
+    candidate.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    match msg::parse(&candidate, true, Limits { max_message_bytes: 1 << 16, max_headers: 1024 }, host) {
+        Ok(SipMessage::Request(r)) => {
+            let mut resp = msg::response(&r, code, None);
+            resp.headers.push(msg::warning(host, why));
+            Some(msg::encode(resp))
+        }
+        Err(Rejected::Answer(resp, _)) => {
+            let mut resp = *resp;
+            resp.status_code = msg::status(code);
+            Some(msg::encode(resp))
+        }
+        _ => None,
+    }
+}
+
+/// Locks a std mutex: nothing awaits while it is held, and a poisoned lock (a panic
+/// elsewhere) leaves maps that are still consistent, so go on with them.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

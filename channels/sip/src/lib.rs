@@ -1,0 +1,376 @@
+//! Phone calls from carrier trunks.
+//!
+//! The gateway's voice path is a back-to-back user agent (B2BUA): a citizen's call from a
+//! trunk (leg A) is answered by the gateway's own user agent, which places a second call
+//! (leg B) to the agent side (the centre's ACD or an agent softphone) and bridges the two,
+//! relaying RTP through itself so that each direction can be recorded and transcribed.
+//! Every call becomes contacts on Kafka through the outbox: offered, answered, ended, or
+//! rejected.
+//!
+//! Layout, bottom up:
+//! - [`wire`]: framing (UDP datagrams, TCP streams), folding, compact names, limits;
+//! - [`msg`]: rsip parsing with the RFC 3261 §8.2 checks, error responses, builders;
+//! - [`endpoint`]: transport (UDP, TCP) and transaction layers with their timers;
+//! - [`auth`]: trunk digest authentication;
+//! - [`sdp`], [`rtp`], [`g711`]: media descriptions, RTP headers, G.711 codecs;
+//! - [`media`]: port pool, per-call relay, stereo WAV recording, audio tap, DTMF;
+//! - [`call`]: one task per call: admission, bridging, fallback, contacts;
+//! - this module: the channel (config to running listeners) and the request router.
+
+pub mod auth;
+pub mod call;
+pub mod config;
+pub mod endpoint;
+pub mod g711;
+pub mod media;
+pub mod msg;
+pub mod prompt;
+pub mod rtp;
+pub mod sdp;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use contract::rate::TokenBucket;
+use contract::{BoxError, Channel, ChannelContext, ChannelKind, ChannelParts};
+use rsip::{Header, Method, Request};
+use tokio::sync::mpsc;
+
+pub use config::{Fallback, SipConfig, SipConfigError};
+
+use crate::auth::{Digest, Verdict};
+use crate::call::CallInput;
+use crate::endpoint::{Endpoint, Peer, ServerTx, Timers, TransactionUser, lock};
+use crate::media::PortPool;
+use crate::prompt::Prompts;
+
+/// Methods the gateway implements (in the Allow header of its answers).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// The SIP channel.
+#[derive(Debug)]
+pub struct SipChannel {
+    config: SipConfig,
+}
+
+impl SipChannel {
+    /// A channel with this (validated) config.
+    pub fn new(config: SipConfig) -> Self {
+        SipChannel { config }
+    }
+}
+
+#[async_trait]
+impl Channel for SipChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Phone
+    }
+
+    async fn build(self: Box<Self>, ctx: ChannelContext) -> Result<ChannelParts, BoxError> {
+        let cfg = self.config;
+        std::fs::create_dir_all(&cfg.recordings_dir).map_err(|e| {
+            format!(
+                "cannot create the recordings directory {}: {e}",
+                cfg.recordings_dir.display()
+            )
+        })?;
+        let udp = tokio::net::UdpSocket::bind(cfg.listen_udp)
+            .await
+            .map_err(|e| format!("cannot bind SIP UDP {}: {e}", cfg.listen_udp))?;
+        let tcp = match cfg.listen_tcp {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot bind SIP TCP {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        let limits = wire::Limits {
+            max_message_bytes: cfg.max_message_bytes,
+            max_headers: cfg.max_headers,
+        };
+        let timers = Timers::from_t1(Duration::from_millis(cfg.t1_ms));
+        let ep = Endpoint::new(udp, timers, limits, cfg.host());
+        let local_port = ep.udp_addr()?.port();
+        let trunks = cfg
+            .trunks
+            .iter()
+            .map(|t| {
+                let password = t
+                    .digest
+                    .as_ref()
+                    .map(|d| (d.username.clone(), std::env::var(&d.password_env).unwrap_or_default()));
+                Trunk {
+                    name: t.name.clone(),
+                    nets: t.addresses.clone(),
+                    digest: password,
+                }
+            })
+            .collect();
+        let blocked = cfg
+            .blocked_callers
+            .iter()
+            .filter_map(|n| contract::normalize_phone(n))
+            .collect();
+        let ports = PortPool::new(cfg.media_bind(), cfg.media.port_min, cfg.media.port_max);
+        let core = Arc::new(Core {
+            digest: Digest::new(cfg.realm.clone()),
+            ep: ep.clone(),
+            ports,
+            prompts: Prompts::load()?,
+            local_port,
+            trunks,
+            blocked,
+            calls: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            limits: Mutex::new(HashMap::new()),
+            ctx: ctx.clone(),
+            cfg: Arc::new(cfg),
+        });
+        let tu: Arc<dyn TransactionUser> = core.clone();
+        let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+        tasks.push(Box::pin(ep.clone().run_udp(tu.clone(), ctx.shutdown.clone())));
+        if let Some(listener) = tcp {
+            tasks.push(Box::pin(ep.clone().run_tcp(
+                listener,
+                tu,
+                ctx.shutdown.clone(),
+                ctx.tasks.clone(),
+            )));
+        }
+        tracing::info!(
+            udp = %core.cfg.listen_udp,
+            tcp = ?core.cfg.listen_tcp,
+            agent_target = %core.cfg.agent_target,
+            "SIP channel listening"
+        );
+        Ok(ChannelParts {
+            router: None,
+            tasks,
+        })
+    }
+}
+
+/// A trunk as the router checks it.
+#[derive(Debug)]
+struct Trunk {
+    name: String,
+    nets: Vec<ipnet::IpNet>,
+    digest: Option<(String, String)>,
+}
+
+/// Most sources whose INVITE rate is tracked; beyond, the table starts afresh (only
+/// admitted trunk addresses are tracked, so this is far above any real deployment).
+const MAX_RATE_SOURCES: usize = 10_000;
+
+/// The request router and what every call shares.
+pub struct Core {
+    cfg: Arc<SipConfig>,
+    ep: Arc<Endpoint>,
+    ctx: ChannelContext,
+    ports: Arc<PortPool>,
+    prompts: Prompts,
+    digest: Digest,
+    local_port: u16,
+    trunks: Vec<Trunk>,
+    blocked: HashSet<String>,
+    /// Calls in progress by Call-ID (both legs' Call-IDs point at the same call).
+    calls: Mutex<HashMap<String, mpsc::Sender<CallInput>>>,
+    active: AtomicUsize,
+    limits: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+/// How a trunk check ended.
+enum TrunkCheck {
+    Admitted(String),
+    Challenge { stale: bool },
+    Forbidden,
+}
+
+impl Core {
+    fn trunk_for(&self, request: &Request, source: IpAddr) -> TrunkCheck {
+        let mut challenge = None;
+        for t in &self.trunks {
+            let by_address = t.nets.iter().any(|n| n.contains(&source));
+            if !t.nets.is_empty() && !by_address {
+                continue;
+            }
+            match &t.digest {
+                None => return TrunkCheck::Admitted(t.name.clone()),
+                Some((user, password)) => match self.digest.verify(request, user, password) {
+                    Verdict::Ok => return TrunkCheck::Admitted(t.name.clone()),
+                    Verdict::Missing => challenge = challenge.or(Some(false)),
+                    Verdict::Stale => challenge = Some(true),
+                    Verdict::Bad => {}
+                },
+            }
+        }
+        match challenge {
+            Some(stale) => TrunkCheck::Challenge { stale },
+            None => TrunkCheck::Forbidden,
+        }
+    }
+
+    fn source_known(&self, source: IpAddr) -> bool {
+        self.trunks
+            .iter()
+            .any(|t| t.nets.is_empty() || t.nets.iter().any(|n| n.contains(&source)))
+    }
+
+    fn rate_ok(&self, source: IpAddr) -> Result<(), u64> {
+        let mut limits = lock(&self.limits);
+        if limits.len() >= MAX_RATE_SOURCES && !limits.contains_key(&source) {
+            limits.clear();
+        }
+        let bucket = limits.entry(source).or_insert_with(|| {
+            TokenBucket::new(self.cfg.invite_rate_per_second, self.cfg.invite_burst)
+        });
+        if bucket.take() {
+            Ok(())
+        } else {
+            Err(bucket.retry_after_secs())
+        }
+    }
+
+    fn route(&self, call_id: &str) -> Option<mpsc::Sender<CallInput>> {
+        lock(&self.calls).get(call_id).cloned()
+    }
+
+    pub(crate) fn register(&self, call_id: &str, tx: mpsc::Sender<CallInput>) {
+        lock(&self.calls).insert(call_id.to_owned(), tx);
+    }
+
+    pub(crate) fn unregister(&self, call_id: &str) {
+        lock(&self.calls).remove(call_id);
+    }
+
+    /// Answers `request` with `code`, a Warning saying why, and extra headers.
+    async fn answer(&self, request: &Request, tx: &ServerTx, code: u16, why: &str, extra: Vec<Header>) {
+        let mut response = msg::response(request, code, Some(&msg::random_token()));
+        if !why.is_empty() {
+            response.headers.push(msg::warning(self.ep.host(), why));
+        }
+        for h in extra {
+            response.headers.push(h);
+        }
+        tx.respond(response).await;
+    }
+
+    async fn on_invite(self: Arc<Self>, request: Request, tx: ServerTx) {
+        let source = tx.peer().addr().ip();
+        let trunk = match self.trunk_for(&request, source) {
+            TrunkCheck::Admitted(name) => name,
+            TrunkCheck::Challenge { stale } => {
+                metrics::counter!("sip_calls_refused_total", "reason" => "challenge").increment(1);
+                let challenge = self.digest.challenge(stale);
+                self.answer(&request, &tx, 401, "", vec![challenge]).await;
+                return;
+            }
+            TrunkCheck::Forbidden => {
+                metrics::counter!("sip_calls_refused_total", "reason" => "unknown_trunk").increment(1);
+                tracing::info!(source = %source, "Refused a call from an unknown trunk");
+                self.answer(&request, &tx, 403, "unknown trunk", vec![]).await;
+                return;
+            }
+        };
+        if let Err(retry) = self.rate_ok(source) {
+            metrics::counter!("sip_calls_refused_total", "reason" => "rate").increment(1);
+            let retry_after = Header::Other("Retry-After".into(), retry.max(1).to_string());
+            self.answer(&request, &tx, 503, "call rate limit of this trunk exceeded", vec![retry_after]).await;
+            return;
+        }
+        if self.ctx.shutdown.is_cancelled() {
+            let retry_after = Header::Other("Retry-After".into(), "5".into());
+            self.answer(&request, &tx, 503, "gateway shutting down", vec![retry_after]).await;
+            return;
+        }
+        if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_calls {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("sip_calls_refused_total", "reason" => "capacity").increment(1);
+            let retry_after = Header::Other("Retry-After".into(), "5".into());
+            self.answer(&request, &tx, 503, "gateway at call capacity", vec![retry_after]).await;
+            return;
+        }
+        metrics::gauge!("sip_calls_active").increment(1.0);
+        call::run(self.clone(), request, tx, trunk).await;
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("sip_calls_active").decrement(1.0);
+    }
+}
+
+impl TransactionUser for Core {
+    fn on_request(self: Arc<Self>, request: Request, tx: ServerTx) {
+        let call_id = msg::call_id(&request).to_owned();
+        let in_dialog = msg::to_tag(&request).is_some();
+        match request.method {
+            Method::Invite if !in_dialog => {
+                self.ctx.tasks.clone().spawn(self.on_invite(request, tx));
+            }
+            Method::Options if !in_dialog => {
+                let source = tx.peer().addr().ip();
+                let known = self.source_known(source);
+                let host = self.ep.host().to_owned();
+                tokio::spawn(async move {
+                    let (code, why) = if known { (200, "") } else { (403, "unknown trunk") };
+                    let mut r = msg::response(&request, code, Some(&msg::random_token()));
+                    if !why.is_empty() {
+                        r.headers.push(msg::warning(&host, why));
+                    }
+                    r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
+                    r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                    tx.respond(r).await;
+                });
+            }
+            _ => match self.route(&call_id) {
+                Some(call) => {
+                    let input = CallInput::Request(Box::new(request), tx);
+                    if let Err(e) = call.try_send(input) {
+                        // The call's queue is full (a flood of in-dialog requests): the
+                        // peer retransmits, or gives up.
+                        if let mpsc::error::TrySendError::Full(CallInput::Request(r, tx))
+                        | mpsc::error::TrySendError::Closed(CallInput::Request(r, tx)) = e
+                        {
+                            tokio::spawn(async move {
+                                let resp = msg::response(&r, 500, None);
+                                tx.respond(resp).await;
+                            });
+                        }
+                    }
+                }
+                None => {
+                    let code = match request.method {
+                        Method::Register | Method::Subscribe | Method::Publish | Method::Message | Method::Refer | Method::Notify | Method::PRack
+                            if !in_dialog => 405,
+                        _ => 481,
+                    };
+                    tokio::spawn(async move {
+                        let mut r = msg::response(&request, code, Some(&msg::random_token()));
+                        if code == 405 {
+                            r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
+                        }
+                        tx.respond(r).await;
+                    });
+                }
+            },
+        }
+    }
+
+    fn on_ack(self: Arc<Self>, request: Request, _peer: Peer) {
+        if let Some(call) = self.route(msg::call_id(&request)) {
+            let _ = call.try_send(CallInput::Ack(Box::new(request)));
+        }
+    }
+}
+

@@ -1,0 +1,701 @@
+//! The media relay: RTP and RTCP between the citizen's leg and the agent's leg through
+//! the gateway, decoded on the way to a per-call stereo WAV and to the audio tap.
+//!
+//! One task per call owns both legs' sockets, so a packet is received, forwarded,
+//! decoded and recorded without crossing threads or locks. Each leg latches to the
+//! address its first packet came from (symmetric RTP, RFC 4961) because callers behind
+//! NAT send from an address their SDP does not name; packets from any other source after
+//! that are dropped, so a stranger cannot inject audio into a call.
+//!
+//! The recording places each direction's audio by its RTP timestamp relative to when
+//! that direction started, so silence suppression and jitter do not shift one side
+//! against the other; the writer trails real time by [`JITTER_SAMPLES`] to let late
+//! packets land. WAV writes go through a buffered writer on this task: a call writes
+//! 32 KB/s, and the page cache absorbs it without a blocking-pool round trip per packet.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use contract::{CallAudio, Speaker};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::g711;
+use crate::rtp;
+
+/// Samples per second of G.711.
+pub const RATE: u32 = 8000;
+/// How far (in samples) the recording trails real time for late packets: 200 ms.
+pub const JITTER_SAMPLES: u64 = 1600;
+/// Samples in one 20 ms frame.
+const FRAME: usize = 160;
+
+/// Free RTP ports (even; RTCP on the next odd port).
+#[derive(Debug)]
+pub struct PortPool {
+    bind: IpAddr,
+    free: Mutex<VecDeque<u16>>,
+}
+
+impl PortPool {
+    /// Ports `min..=max` on `bind`.
+    pub fn new(bind: IpAddr, min: u16, max: u16) -> Arc<Self> {
+        let free = (min..max).step_by(2).collect();
+        Arc::new(PortPool {
+            bind,
+            free: Mutex::new(free),
+        })
+    }
+
+    /// Ports still free.
+    pub fn available(&self) -> usize {
+        crate::endpoint::lock(&self.free).len()
+    }
+
+    /// Binds an RTP and RTCP socket pair on a free port. Ports in use by another process
+    /// are skipped (and go to the back of the queue).
+    pub fn allocate(self: &Arc<Self>) -> std::io::Result<LegSockets> {
+        let attempts = 16;
+        for _ in 0..attempts {
+            let Some(port) = crate::endpoint::lock(&self.free).pop_front() else {
+                break;
+            };
+            let bind = |p: u16| -> std::io::Result<UdpSocket> {
+                let s = std::net::UdpSocket::bind(SocketAddr::new(self.bind, p))?;
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            };
+            match (bind(port), bind(port + 1)) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    return Ok(LegSockets {
+                        rtp,
+                        rtcp,
+                        port,
+                        pool: self.clone(),
+                    });
+                }
+                _ => crate::endpoint::lock(&self.free).push_back(port),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no free RTP port pair in the configured range",
+        ))
+    }
+}
+
+/// One leg's RTP and RTCP sockets; the port pair goes back to the pool on drop.
+#[derive(Debug)]
+pub struct LegSockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    port: u16,
+    pool: Arc<PortPool>,
+}
+
+impl LegSockets {
+    /// The RTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for LegSockets {
+    fn drop(&mut self) {
+        // To the back: a port is reused as late as possible, so stray packets of the last
+        // call on it are unlikely to reach the next.
+        crate::endpoint::lock(&self.pool.free).push_back(self.port);
+    }
+}
+
+/// Which leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The citizen's leg (from the trunk).
+    Citizen,
+    /// The agent's leg.
+    Agent,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::Citizen => 0,
+            Side::Agent => 1,
+        }
+    }
+
+    fn speaker(self) -> Speaker {
+        match self {
+            Side::Citizen => Speaker::Citizen,
+            Side::Agent => Speaker::Agent,
+        }
+    }
+}
+
+/// Something the relay reports to its call while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The citizen pressed a key (RFC 4733).
+    Dtmf(char),
+    /// No RTP from either side for the configured time.
+    Timeout,
+}
+
+/// What the relay did, when stopped.
+#[derive(Debug, Clone, Default)]
+pub struct RelayReport {
+    /// Length of the recording, in milliseconds.
+    pub recorded_ms: u64,
+    /// RTP packets received from the citizen and from the agent.
+    pub packets: [u64; 2],
+    /// DTMF keys the citizen pressed, in order.
+    pub dtmf: String,
+    /// The recording file, when one was written.
+    pub recording: Option<PathBuf>,
+    /// Why the recording failed, if it did.
+    pub error: Option<String>,
+}
+
+enum Control {
+    Remote(Side, Option<SocketAddr>),
+    Codec(u8, Option<u8>),
+    Play(Arc<[i16]>, oneshot::Sender<()>),
+    Stop(oneshot::Sender<RelayReport>),
+}
+
+/// The running relay of one call.
+#[derive(Debug)]
+pub struct Relay {
+    ctl: mpsc::Sender<Control>,
+    /// Events from the media path.
+    pub events: mpsc::Receiver<MediaEvent>,
+    ports: [Option<u16>; 2],
+}
+
+/// How to start a relay.
+pub struct RelaySetup {
+    /// The citizen-facing sockets.
+    pub citizen: LegSockets,
+    /// The agent-facing sockets, when the call is bridged.
+    pub agent: Option<LegSockets>,
+    /// Where the WAV goes.
+    pub recording: PathBuf,
+    /// Silence (no RTP either way) after which [`MediaEvent::Timeout`] is reported.
+    pub timeout: Duration,
+    /// The audio tap's stream for this call.
+    pub tap: Option<Box<dyn CallAudio>>,
+}
+
+impl Relay {
+    /// Starts the relay task.
+    pub fn start(setup: RelaySetup) -> Relay {
+        let (ctl, ctl_rx) = mpsc::channel(8);
+        let (ev_tx, events) = mpsc::channel(32);
+        let ports = [
+            Some(setup.citizen.port()),
+            setup.agent.as_ref().map(LegSockets::port),
+        ];
+        tokio::spawn(run(setup, ctl_rx, ev_tx));
+        Relay { ctl, events, ports }
+    }
+
+    /// The RTP port the gateway offers on `side`.
+    pub fn port(&self, side: Side) -> Option<u16> {
+        self.ports[side.index()]
+    }
+
+    /// Sets where `side`'s RTP goes until a packet from that side latches it.
+    pub async fn set_remote(&self, side: Side, rtp: Option<SocketAddr>) {
+        let _ = self.ctl.send(Control::Remote(side, rtp)).await;
+    }
+
+    /// Sets the negotiated codec and telephone-event payload type.
+    pub async fn set_codec(&self, pt: u8, dtmf: Option<u8>) {
+        let _ = self.ctl.send(Control::Codec(pt, dtmf)).await;
+    }
+
+    /// Plays 8 kHz samples to the citizen; returns once played (or the relay stopped).
+    pub async fn play(&self, samples: Arc<[i16]>) {
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(Control::Play(samples, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops the relay, finishes the recording and reports.
+    pub async fn stop(self) -> RelayReport {
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(Control::Stop(tx)).await.is_err() {
+            return RelayReport::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+struct Leg {
+    sockets: LegSockets,
+    remote: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    rtcp_latched: Option<SocketAddr>,
+}
+
+impl Leg {
+    fn rtp_dest(&self) -> Option<SocketAddr> {
+        self.latched.or(self.remote)
+    }
+
+    fn rtcp_dest(&self) -> Option<SocketAddr> {
+        self.rtcp_latched
+            .or_else(|| self.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))))
+    }
+}
+
+async fn recv_opt(leg: Option<&Leg>, rtcp: bool, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match leg {
+        Some(l) if rtcp => l.sockets.rtcp.recv_from(buf).await,
+        Some(l) => l.sockets.rtp.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Player {
+    samples: Arc<[i16]>,
+    at: usize,
+    done: Option<oneshot::Sender<()>>,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    first: bool,
+}
+
+async fn run(setup: RelaySetup, mut ctl: mpsc::Receiver<Control>, events: mpsc::Sender<MediaEvent>) {
+    let start = Instant::now();
+    let mut legs = [
+        Some(Leg {
+            sockets: setup.citizen,
+            remote: None,
+            latched: None,
+            rtcp_latched: None,
+        }),
+        setup.agent.map(|sockets| Leg {
+            sockets,
+            remote: None,
+            latched: None,
+            rtcp_latched: None,
+        }),
+    ];
+    let mut recorder = Recorder::new(setup.recording, start, setup.tap);
+    let mut report = RelayReport::default();
+    let mut codec = g711::PCMU;
+    let mut dtmf_pt: Option<u8> = None;
+    let mut last_dtmf_ts: Option<u32> = None;
+    let mut last_packet = start;
+    let mut timed_out = false;
+    let mut player: Option<Player> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut buf = vec![0u8; 2048];
+    let mut buf_b = vec![0u8; 2048];
+    let mut buf_rtcp = vec![0u8; 2048];
+    let mut buf_rtcp_b = vec![0u8; 2048];
+    let mut pcm: Vec<i16> = Vec::with_capacity(FRAME * 2);
+    let mut out: Vec<u8> = Vec::with_capacity(FRAME + 12);
+
+    loop {
+        let idle_at = last_packet + setup.timeout;
+        tokio::select! {
+            biased;
+            c = ctl.recv() => match c {
+                None => break,
+                Some(Control::Stop(reply)) => {
+                    if let Some(p) = player.take().and_then(|p| p.done) {
+                        let _ = p.send(());
+                    }
+                    let (ms, path, error) = recorder.finish();
+                    report.recorded_ms = ms;
+                    report.recording = path;
+                    report.error = error;
+                    let _ = reply.send(report);
+                    return;
+                }
+                Some(Control::Remote(side, addr)) => {
+                    if let Some(l) = legs[side.index()].as_mut() {
+                        l.remote = addr;
+                    }
+                }
+                Some(Control::Codec(pt, dtmf)) => {
+                    codec = pt;
+                    dtmf_pt = dtmf;
+                }
+                Some(Control::Play(samples, done)) => {
+                    player = Some(Player {
+                        samples,
+                        at: 0,
+                        done: Some(done),
+                        seq: rand::random(),
+                        ts: rand::random(),
+                        ssrc: rand::random(),
+                        first: true,
+                    });
+                    last_packet = Instant::now();
+                }
+            },
+            r = recv_opt(legs[0].as_ref(), false, &mut buf) => {
+                if let Ok((n, from)) = r {
+                    last_packet = Instant::now();
+                    on_rtp(Side::Citizen, &buf[..n], from, &mut legs, &mut recorder, &mut report, &mut pcm, dtmf_pt, &mut last_dtmf_ts, &events).await;
+                }
+            }
+            r = recv_opt(legs[1].as_ref(), false, &mut buf_b) => {
+                if let Ok((n, from)) = r {
+                    last_packet = Instant::now();
+                    on_rtp(Side::Agent, &buf_b[..n], from, &mut legs, &mut recorder, &mut report, &mut pcm, None, &mut last_dtmf_ts, &events).await;
+                }
+            }
+            r = recv_opt(legs[0].as_ref(), true, &mut buf_rtcp) => {
+                if let Ok((n, from)) = r {
+                    on_rtcp(Side::Citizen, &buf_rtcp[..n], from, &mut legs).await;
+                }
+            }
+            r = recv_opt(legs[1].as_ref(), true, &mut buf_rtcp_b) => {
+                if let Ok((n, from)) = r {
+                    on_rtcp(Side::Agent, &buf_rtcp_b[..n], from, &mut legs).await;
+                }
+            }
+            _ = tick.tick(), if player.is_some() => {
+                let finished = match (player.as_mut(), legs[0].as_ref()) {
+                    (Some(p), Some(leg)) => {
+                        let end = (p.at + FRAME).min(p.samples.len());
+                        let frame = &p.samples[p.at..end];
+                        if let Some(dest) = leg.rtp_dest() {
+                            out.clear();
+                            rtp::write_header(&mut out, codec, p.first, p.seq, p.ts, p.ssrc);
+                            let mut payload = Vec::with_capacity(FRAME);
+                            g711::encode(codec, frame, &mut payload);
+                            out.extend_from_slice(&payload);
+                            let _ = leg.sockets.rtp.send_to(&out, dest).await;
+                        }
+                        // What the citizen hears from the gateway is on the agent channel.
+                        recorder.push_at(Side::Agent, start.elapsed(), frame);
+                        p.first = false;
+                        p.seq = p.seq.wrapping_add(1);
+                        p.ts = p.ts.wrapping_add(FRAME as u32);
+                        p.at = end;
+                        p.at >= p.samples.len()
+                    }
+                    _ => true,
+                };
+                if finished {
+                    if let Some(done) = player.take().and_then(|p| p.done) {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(idle_at), if !timed_out && player.is_none() => {
+                timed_out = true;
+                let _ = events.try_send(MediaEvent::Timeout);
+            }
+        }
+    }
+    let _ = recorder.finish();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_rtp(
+    side: Side,
+    packet: &[u8],
+    from: SocketAddr,
+    legs: &mut [Option<Leg>; 2],
+    recorder: &mut Recorder,
+    report: &mut RelayReport,
+    pcm: &mut Vec<i16>,
+    dtmf_pt: Option<u8>,
+    last_dtmf_ts: &mut Option<u32>,
+    events: &mpsc::Sender<MediaEvent>,
+) {
+    let i = side.index();
+    let Some(leg) = legs[i].as_mut() else { return };
+    match leg.latched {
+        None => leg.latched = Some(from),
+        Some(l) if l != from => {
+            metrics::counter!("sip_rtp_foreign_packets_total").increment(1);
+            return;
+        }
+        Some(_) => {}
+    }
+    if rtp::is_rtcp(packet) {
+        // RTCP multiplexed on the RTP port (RFC 5761): pass it on as it is.
+        if let Some((dest, sock)) = other(legs, side).and_then(|o| o.rtp_dest().map(|d| (d, &o.sockets.rtp))) {
+            let _ = sock.send_to(packet, dest).await;
+        }
+        return;
+    }
+    let Some(view) = rtp::parse(packet) else {
+        metrics::counter!("sip_rtp_malformed_packets_total").increment(1);
+        return;
+    };
+    report.packets[i] += 1;
+    if let Some(o) = other(legs, side) {
+        if let Some(dest) = o.rtp_dest() {
+            let _ = o.sockets.rtp.send_to(packet, dest).await;
+        }
+    }
+    let payload = &packet[view.payload.0..view.payload.1];
+    if Some(view.payload_type) == dtmf_pt {
+        if let Some((key, true)) = rtp::dtmf_event(payload) {
+            // The end packet is sent three times (RFC 4733 §2.5.1.4); one key per event.
+            if *last_dtmf_ts != Some(view.timestamp) {
+                *last_dtmf_ts = Some(view.timestamp);
+                report.dtmf.push(key);
+                recorder.dtmf(key);
+                let _ = events.try_send(MediaEvent::Dtmf(key));
+            }
+        }
+        return;
+    }
+    if g711::decode(view.payload_type, payload, pcm) {
+        recorder.push_rtp(side, view.ssrc, view.timestamp, pcm);
+    }
+}
+
+fn other(legs: &[Option<Leg>; 2], side: Side) -> Option<&Leg> {
+    legs[1 - side.index()].as_ref()
+}
+
+async fn on_rtcp(side: Side, packet: &[u8], from: SocketAddr, legs: &mut [Option<Leg>; 2]) {
+    let i = side.index();
+    let Some(leg) = legs[i].as_mut() else { return };
+    match leg.rtcp_latched {
+        None => leg.rtcp_latched = Some(from),
+        Some(l) if l != from => return,
+        Some(_) => {}
+    }
+    if let Some(o) = other(legs, side) {
+        if let Some(dest) = o.rtcp_dest() {
+            let _ = o.sockets.rtcp.send_to(packet, dest).await;
+        }
+    }
+}
+
+struct Track {
+    /// (RTP timestamp, SSRC, sample position) of the packet the track was based on.
+    base: Option<(u32, u32, u64)>,
+    /// Samples from `Recorder::written` on.
+    pending: VecDeque<i16>,
+}
+
+/// The stereo WAV of a call and the tap, fed per packet.
+struct Recorder {
+    path: PathBuf,
+    writer: Option<hound::WavWriter<BufWriter<File>>>,
+    error: Option<String>,
+    start: Instant,
+    written: u64,
+    tracks: [Track; 2],
+    tap: Option<Box<dyn CallAudio>>,
+}
+
+impl Recorder {
+    fn new(path: PathBuf, start: Instant, tap: Option<Box<dyn CallAudio>>) -> Self {
+        Recorder {
+            path,
+            writer: None,
+            error: None,
+            start,
+            written: 0,
+            tracks: [
+                Track {
+                    base: None,
+                    pending: VecDeque::new(),
+                },
+                Track {
+                    base: None,
+                    pending: VecDeque::new(),
+                },
+            ],
+            tap,
+        }
+    }
+
+    fn samples_at(elapsed: Duration) -> u64 {
+        (elapsed.as_micros() as u64) * u64::from(RATE) / 1_000_000
+    }
+
+    /// Places a decoded RTP payload by its timestamp.
+    fn push_rtp(&mut self, side: Side, ssrc: u32, ts: u32, samples: &[i16]) {
+        let now = Self::samples_at(self.start.elapsed());
+        let track = &mut self.tracks[side.index()];
+        let pos = match track.base {
+            Some((ts0, ssrc0, p0)) if ssrc0 == ssrc => {
+                let delta = i64::from(ts.wrapping_sub(ts0) as i32);
+                let p = p0 as i64 + delta;
+                // A jump of more than two seconds against the clock is a new stream
+                // (a restarted sender), not a gap: rebase.
+                if (p - now as i64).abs() > 2 * i64::from(RATE) {
+                    track.base = Some((ts, ssrc, now));
+                    now
+                } else {
+                    p.max(0) as u64
+                }
+            }
+            _ => {
+                track.base = Some((ts, ssrc, now));
+                now
+            }
+        };
+        self.place(side, pos, samples);
+    }
+
+    /// Places samples at the current time (what the gateway itself plays).
+    fn push_at(&mut self, side: Side, elapsed: Duration, samples: &[i16]) {
+        let pos = Self::samples_at(elapsed);
+        self.place(side, pos, samples);
+    }
+
+    fn place(&mut self, side: Side, pos: u64, samples: &[i16]) {
+        if let Some(tap) = self.tap.as_mut() {
+            tap.push(side.speaker(), pos * 1000 / u64::from(RATE), samples);
+        }
+        let written = self.written;
+        let track = &mut self.tracks[side.index()];
+        let (skip, idx) = if pos < written {
+            ((written - pos) as usize, 0usize)
+        } else {
+            (0, (pos - written) as usize)
+        };
+        if skip >= samples.len() {
+            return;
+        }
+        let samples = &samples[skip..];
+        if track.pending.len() < idx + samples.len() {
+            track.pending.resize(idx + samples.len(), 0);
+        }
+        for (k, s) in samples.iter().enumerate() {
+            track.pending[idx + k] = *s;
+        }
+        let now = Self::samples_at(self.start.elapsed());
+        self.flush(now.saturating_sub(JITTER_SAMPLES));
+    }
+
+    fn dtmf(&mut self, key: char) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        if let Some(tap) = self.tap.as_mut() {
+            tap.dtmf(key, ms);
+        }
+    }
+
+    fn flush(&mut self, upto: u64) {
+        if upto <= self.written || self.error.is_some() {
+            return;
+        }
+        if self.writer.is_none() {
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: RATE,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            match File::create(&self.path)
+                .map_err(hound::Error::from)
+                .and_then(|f| hound::WavWriter::new(BufWriter::with_capacity(64 * 1024, f), spec))
+            {
+                Ok(w) => self.writer = Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot create the call recording");
+                    metrics::counter!("sip_recording_errors_total").increment(1);
+                    self.error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let Some(writer) = self.writer.as_mut() else { return };
+        let frames = (upto - self.written) as usize;
+        let mut w = writer.get_i16_writer(frames as u32 * 2);
+        let [left, right] = &mut self.tracks;
+        for _ in 0..frames {
+            w.write_sample(left.pending.pop_front().unwrap_or(0));
+            w.write_sample(right.pending.pop_front().unwrap_or(0));
+        }
+        if let Err(e) = w.flush() {
+            self.error = Some(e.to_string());
+        }
+        self.written = upto;
+    }
+
+    /// Writes what is pending and closes the file. Returns the length in milliseconds,
+    /// the path when a file was written, and an error if writing failed.
+    fn finish(&mut self) -> (u64, Option<PathBuf>, Option<String>) {
+        let longest = self.tracks.iter().map(|t| t.pending.len()).max().unwrap_or(0) as u64;
+        self.flush(self.written + longest);
+        if let Some(tap) = self.tap.take() {
+            tap.finish();
+        }
+        let ms = self.written * 1000 / u64::from(RATE);
+        match self.writer.take() {
+            Some(w) => match w.finalize() {
+                Ok(()) => (ms, Some(self.path.clone()), self.error.clone()),
+                Err(e) => (ms, Some(self.path.clone()), Some(e.to_string())),
+            },
+            None => (ms, None, self.error.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn recording_aligns_both_sides_by_timestamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("call.wav");
+        let start = Instant::now();
+        let mut r = Recorder::new(path.clone(), start, None);
+        // The citizen talks for one second from t=0; the agent answers from t=0.5 s with
+        // a packet lost in the middle.
+        for i in 0..50u32 {
+            tokio::time::advance(Duration::from_millis(20)).await;
+            r.push_rtp(Side::Citizen, 1, 1000 + i * 160, &[1000; 160]);
+            if i >= 25 && i != 30 {
+                r.push_rtp(Side::Agent, 2, 5000 + (i - 25) * 160, &[-2000; 160]);
+            }
+        }
+        let (ms, written, error) = r.finish();
+        assert_eq!(error, None);
+        assert_eq!(written.as_deref(), Some(path.as_path()));
+        let mut reader = hound::WavReader::open(&path).expect("wav");
+        assert_eq!(reader.spec().channels, 2);
+        let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("sample")).collect();
+        let frames = samples.len() / 2;
+        assert_eq!(frames as u64 * 1000 / 8000, ms);
+        // About one second plus the first packet's offset.
+        assert!((1000..=1100).contains(&ms), "{ms} ms");
+        let left_signal = samples.iter().step_by(2).filter(|s| **s == 1000).count();
+        let right_signal = samples.iter().skip(1).step_by(2).filter(|s| **s == -2000).count();
+        assert_eq!(left_signal, 50 * 160);
+        assert_eq!(right_signal, 24 * 160);
+        // The agent's audio starts about half a second in.
+        let first_right = samples.iter().skip(1).step_by(2).position(|s| *s == -2000).expect("agent audio");
+        assert!((3900..=4300).contains(&first_right), "{first_right}");
+    }
+
+    #[tokio::test]
+    async fn port_pool_skips_ports_in_use_and_returns_them() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port() & !1;
+        let _hold = std::net::UdpSocket::bind(("127.0.0.1", port)).ok();
+        let _hold2 = std::net::UdpSocket::bind(("127.0.0.1", port + 1)).ok();
+        let pool = PortPool::new("127.0.0.1".parse().expect("ip"), port, port + 4);
+        let leg = pool.allocate().expect("a free pair");
+        assert_eq!(leg.port(), port + 2);
+        drop(leg);
+        assert_eq!(pool.available(), 2);
+    }
+}

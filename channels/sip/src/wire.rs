@@ -1,0 +1,307 @@
+//! Bytes from the network to text rsip can parse.
+//!
+//! rsip parses one complete message held in memory. What it leaves to its user, and this
+//! module does (by hand, because no maintained crate does SIP framing):
+//!
+//! - **Stream framing** (RFC 3261 §18.3): on TCP a message ends `Content-Length` bytes
+//!   after the blank line; the header is mandatory there. Keep-alive CRLFs (RFC 5626
+//!   §3.5.1) between messages are skipped.
+//! - **Datagram bodies**: bytes past `Content-Length` are discarded; a body shorter than it
+//!   is an error (a request gets 400, §18.3).
+//! - **Line folding** (§7.3.1) is undone and **compact header names** (§7.3.3: `v`, `i`,
+//!   `f`, `t`, `m`, `l`, `c`, ...) are expanded, neither of which rsip understands.
+//! - **Limits**: total size, header count, header section bytes, so that a hostile peer
+//!   cannot make the gateway buffer or scan without bound.
+
+/// What went wrong turning bytes into a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Larger than the configured maximum.
+    #[error("message larger than {0} bytes")]
+    TooLarge(usize),
+    /// No blank line ends the headers.
+    #[error("no blank line ends the header section")]
+    NoHeaderEnd,
+    /// `Content-Length` is missing on a stream, repeated with different values, or not a
+    /// number.
+    #[error("missing or invalid Content-Length")]
+    BadContentLength,
+    /// The datagram ends before the body `Content-Length` announces.
+    #[error("body shorter than Content-Length")]
+    Truncated,
+    /// More header lines than allowed.
+    #[error("more than {0} header lines")]
+    TooManyHeaders(usize),
+    /// The header section holds bytes that are not text.
+    #[error("header section is not UTF-8 text")]
+    NotText,
+    /// A header line without a name and colon.
+    #[error("malformed header line")]
+    BadHeaderLine,
+}
+
+/// Limits on one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest whole message, headers and body.
+    pub max_message_bytes: usize,
+    /// Most header lines (after unfolding).
+    pub max_headers: usize,
+}
+
+/// A message's header lines, unfolded and with full names, and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// The start line.
+    pub start_line: String,
+    /// `(name, value)` in order, names as full names, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The body, exactly `Content-Length` bytes (or all for a datagram without it).
+    pub body: Vec<u8>,
+}
+
+impl Normalized {
+    /// The values of every header called `name` (case-insensitive), in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `name`.
+    pub fn value<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.values(name).next()
+    }
+
+    /// The message as bytes rsip can parse: `Content-Length` rewritten to the body kept.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512 + self.body.len());
+        out.extend_from_slice(self.start_line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            if name.eq_ignore_ascii_case("Content-Length") {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Number of CR and LF bytes at the start of `buf` (keep-alives between stream messages).
+pub fn leading_crlf(buf: &[u8]) -> usize {
+    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+}
+
+fn find_header_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// Looks for one whole message at the start of a stream buffer (which must not start with
+/// keep-alive CRLFs; see [`leading_crlf`]). `Ok(None)`: read more. `Ok(Some(n))`: the first
+/// `n` bytes are one message.
+pub fn frame_stream(buf: &[u8], limits: Limits) -> Result<Option<usize>, WireError> {
+    let Some(end) = find_header_end(buf) else {
+        return if buf.len() > limits.max_message_bytes {
+            Err(WireError::TooLarge(limits.max_message_bytes))
+        } else {
+            Ok(None)
+        };
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| WireError::NotText)?;
+    let pairs = head.split("\r\n").skip(1).filter_map(|l| l.split_once(':'));
+    let length = content_length(pairs)?.ok_or(WireError::BadContentLength)?;
+    let total = end
+        .checked_add(4)
+        .and_then(|n| n.checked_add(length))
+        .ok_or(WireError::BadContentLength)?;
+    if total > limits.max_message_bytes {
+        return Err(WireError::TooLarge(limits.max_message_bytes));
+    }
+    Ok((buf.len() >= total).then_some(total))
+}
+
+/// Reads `Content-Length` (or its compact form `l`) from raw header lines. Repeated with
+/// different values is an error: a smuggling attempt or a broken peer.
+fn content_length<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Option<usize>, WireError> {
+    let mut found: Option<usize> = None;
+    for (name, value) in pairs {
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l") {
+            let value = value.trim();
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.len() > 9
+            {
+                return Err(WireError::BadContentLength);
+            }
+            let n: usize = value.parse().map_err(|_| WireError::BadContentLength)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(WireError::BadContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// The full name of a compact header name (RFC 3261 §7.3.3, RFC 3515, RFC 3841).
+fn expand(name: &str) -> &str {
+    if name.len() != 1 {
+        return name;
+    }
+    match name.as_bytes()[0].to_ascii_lowercase() {
+        b'i' => "Call-ID",
+        b'm' => "Contact",
+        b'e' => "Content-Encoding",
+        b'l' => "Content-Length",
+        b'c' => "Content-Type",
+        b'f' => "From",
+        b's' => "Subject",
+        b'k' => "Supported",
+        b't' => "To",
+        b'v' => "Via",
+        b'r' => "Refer-To",
+        b'o' => "Event",
+        b'u' => "Allow-Events",
+        _ => name,
+    }
+}
+
+/// Splits one whole message into start line, unfolded headers and body. `datagram`: the
+/// message came alone in a UDP datagram, so the body is whatever follows the headers,
+/// cut to `Content-Length`.
+pub fn normalize(msg: &[u8], datagram: bool, limits: Limits) -> Result<Normalized, WireError> {
+    if msg.len() > limits.max_message_bytes {
+        return Err(WireError::TooLarge(limits.max_message_bytes));
+    }
+    let msg = &msg[leading_crlf(msg)..];
+    let (head, body) = match find_header_end(msg) {
+        Some(end) => (&msg[..end], &msg[end + 4..]),
+        None => return Err(WireError::NoHeaderEnd),
+    };
+    let head = std::str::from_utf8(head).map_err(|_| WireError::NotText)?;
+    if head.bytes().any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t')) {
+        return Err(WireError::NotText);
+    }
+    let mut lines = head.split("\r\n");
+    let start_line = lines.next().unwrap_or_default().to_owned();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            // A continuation line (§7.3.1): folds into the previous header's value.
+            let Some((_, value)) = headers.last_mut() else {
+                return Err(WireError::BadHeaderLine);
+            };
+            value.push(' ');
+            value.push_str(line.trim());
+            continue;
+        }
+        let (name, value) = line.split_once(':').ok_or(WireError::BadHeaderLine)?;
+        let name = name.trim_end();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(WireError::BadHeaderLine);
+        }
+        if headers.len() == limits.max_headers {
+            return Err(WireError::TooManyHeaders(limits.max_headers));
+        }
+        headers.push((expand(name).to_owned(), value.trim().to_owned()));
+    }
+    let length = content_length(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
+    let body = match (length, datagram) {
+        (Some(n), _) if body.len() < n => return Err(WireError::Truncated),
+        (Some(n), _) => body[..n].to_vec(),
+        (None, true) => body.to_vec(),
+        (None, false) => return Err(WireError::BadContentLength),
+    };
+    Ok(Normalized {
+        start_line,
+        headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 4096,
+        max_headers: 8,
+    };
+
+    #[test]
+    fn unfolds_lines_and_expands_compact_names() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nSubject: one\r\n two\r\ni: x\r\nl: 0\r\n\r\n";
+        let n = normalize(raw, true, LIMITS).expect("valid");
+        assert_eq!(n.value("Via"), Some("SIP/2.0/UDP h;branch=z9hG4bK1"));
+        assert_eq!(n.value("Subject"), Some("one two"));
+        assert_eq!(n.value("call-id"), Some("x"));
+        let again = String::from_utf8(n.to_bytes()).expect("utf8");
+        assert!(again.ends_with("Content-Length: 0\r\n\r\n"), "{again}");
+    }
+
+    #[test]
+    fn datagram_body_is_cut_to_content_length_and_short_body_is_an_error() {
+        let raw = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nabcdef";
+        assert_eq!(normalize(raw, true, LIMITS).expect("valid").body, b"abc");
+        let short = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 30\r\n\r\nabc";
+        assert_eq!(normalize(short, true, LIMITS), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_refused() {
+        let raw = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl: 4\r\n\r\nabcd";
+        assert_eq!(
+            normalize(raw, true, LIMITS),
+            Err(WireError::BadContentLength)
+        );
+    }
+
+    #[test]
+    fn stream_framing_waits_for_the_body_and_needs_content_length() {
+        let raw = b"BYE sip:a@b SIP/2.0\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(frame_stream(&raw[..20], LIMITS), Ok(None));
+        assert_eq!(frame_stream(&raw[..raw.len() - 1], LIMITS), Ok(None));
+        assert_eq!(frame_stream(raw, LIMITS), Ok(Some(raw.len())));
+        let none = b"BYE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n";
+        assert_eq!(
+            frame_stream(none, LIMITS),
+            Err(WireError::BadContentLength)
+        );
+        let endless = vec![b'a'; 5000];
+        assert_eq!(
+            frame_stream(&endless, LIMITS),
+            Err(WireError::TooLarge(4096))
+        );
+    }
+
+    #[test]
+    fn too_many_headers_and_binary_headers_are_refused() {
+        let mut raw = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..9 {
+            raw.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert_eq!(
+            normalize(&raw, true, LIMITS),
+            Err(WireError::TooManyHeaders(8))
+        );
+        let binary = b"OPTIONS sip:a@b SIP/2.0\r\nX: \x01\x02\r\n\r\n";
+        assert_eq!(normalize(binary, true, LIMITS), Err(WireError::NotText));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = normalize(&bytes, true, LIMITS);
+            let _ = frame_stream(&bytes, LIMITS);
+        }
+    }
+}

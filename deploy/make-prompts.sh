@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerates the SIP channel's announcements (channels/sip/prompts/*.wav) from text with
+# espeak-ng: 8 kHz, mono, 16-bit PCM, as the gateway plays them (it encodes to PCMU or
+# PCMA per call). The WAVs are checked in, so the gateway and its tests need neither tool;
+# run this after changing a text. Needs: apt-get install espeak-ng sox.
+set -euo pipefail
+out="$(dirname "$0")/../channels/sip/prompts"
+mkdir -p "$out"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+say() { # name text
+  espeak-ng -v cmn -s 260 -w "$tmp/$1.raw.wav" "$2"
+  sox "$tmp/$1.raw.wav" -r 8000 -c 1 -b 16 -e signed-integer "$out/$1.wav" norm -3
+}
+
+# Art. 9: a caller restricted for harassing, insulting or threatening staff is told so.
+say blocked "您的号码已被限制呼入本热线。紧急情况请拨打一一零。"
+# The fallback when no agent can take the call: the citizen may leave a message.
+say leave-message "坐席正忙，请在提示音后留言。"
+ls -l "$out"
