@@ -5,7 +5,11 @@
 //! - [`Gateway`]: the real `gateway` binary with a generated config, started, stopped
 //!   with SIGTERM, killed with SIGKILL and restarted on the same data;
 //! - [`consume`]: reads a topic back with an rdkafka consumer;
-//! - [`ChatClient`], [`post_sms`]: the citizen side, over a real WebSocket and HTTP.
+//! - [`ChatClient`], [`post_sms`]: the citizen side, over a real WebSocket and HTTP;
+//! - [`sip`]: sipp as citizen and agent, and a raw SIP/RTP client for what sipp cannot
+//!   send or check.
+
+pub mod sip;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -232,6 +236,8 @@ pub struct GatewayOptions {
     pub message_timeout_ms: u64,
     /// Extra `RUST_LOG`.
     pub rust_log: String,
+    /// The SIP channel, when wanted.
+    pub sip: Option<sip::SipOptions>,
 }
 
 impl Default for GatewayOptions {
@@ -249,6 +255,7 @@ impl Default for GatewayOptions {
             outbox_max_records: 1_000_000,
             message_timeout_ms: 5000,
             rust_log: "info".into(),
+            sip: None,
         }
     }
 }
@@ -257,6 +264,8 @@ impl Default for GatewayOptions {
 pub struct Gateway {
     /// Public port.
     pub http_port: u16,
+    /// SIP port (UDP and TCP), 0 without the SIP channel.
+    pub sip_port: u16,
     /// Admin port.
     pub admin_port: u16,
     dir: tempfile::TempDir,
@@ -320,10 +329,20 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             sms_rate = opts.sms_rate_per_second,
             sms_burst = opts.sms_burst,
         );
+        let mut config = config;
+        let sip_port = match &opts.sip {
+            Some(sip) => {
+                let port = sip::free_udp_tcp_port();
+                config.push_str(&sip.config_section(port, &dir.path().join("recordings")));
+                port
+            }
+            None => 0,
+        };
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config)?;
         let mut gw = Gateway {
             http_port,
+            sip_port,
             admin_port,
             dir,
             config_path,
@@ -346,6 +365,7 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             .env("GATEWAY_CITIZEN_KEY_SECRET", CITIZEN_SECRET)
             .env("E2E_CARRIER_SECRET", CARRIER_SECRET)
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("E2E_TRUNK_PASSWORD", sip::TRUNK_PASSWORD)
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(log)
@@ -376,6 +396,11 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Where the SIP channel writes call recordings.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.dir.path().join("recordings")
     }
 
     /// The config file it runs with.

@@ -1,0 +1,449 @@
+//! SIP peers for the end-to-end tests: sipp playing the citizen's trunk (uac) and the
+//! agent side (uas) with real RTP, a raw UDP/TCP SIP client for what sipp cannot send
+//! (malformed messages, exact retransmissions) or check (the RTP of an announcement),
+//! and readers of the gateway's recordings.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The digest password of the test trunk that authenticates (env `E2E_TRUNK_PASSWORD`).
+pub const TRUNK_PASSWORD: &str = "e2e-trunk-password-0123";
+/// The digest user of that trunk.
+pub const TRUNK_USER: &str = "carrier-b";
+/// The source address of the digest trunk.
+pub const DIGEST_TRUNK_IP: &str = "127.0.0.4";
+/// An address no trunk sends from.
+pub const UNKNOWN_TRUNK_IP: &str = "127.0.0.3";
+
+/// Knobs of the SIP channel of a test gateway.
+#[derive(Debug, Clone)]
+pub struct SipOptions {
+    /// Where the agent side (a sipp uas) listens on 127.0.0.1.
+    pub agent_port: u16,
+    /// `record` or `reject`.
+    pub fallback: String,
+    /// Seconds the agent side may ring.
+    pub ring_timeout_secs: u64,
+    /// Blocked numbers.
+    pub blocked_callers: Vec<String>,
+    /// Longest recorded message, in seconds.
+    pub max_message_secs: u64,
+    /// INVITEs per second per source.
+    pub invite_rate: f64,
+    /// Burst of INVITEs.
+    pub invite_burst: u32,
+    /// Most calls at once.
+    pub max_calls: usize,
+    /// T1 in milliseconds.
+    pub t1_ms: u64,
+}
+
+impl SipOptions {
+    /// Defaults for an agent side on `agent_port`.
+    pub fn new(agent_port: u16) -> Self {
+        SipOptions {
+            agent_port,
+            fallback: "record".into(),
+            ring_timeout_secs: 10,
+            blocked_callers: vec![],
+            max_message_secs: 30,
+            invite_rate: 1000.0,
+            invite_burst: 1000,
+            max_calls: 4000,
+            t1_ms: 500,
+        }
+    }
+
+    /// The `[channels.sip]` section for a gateway on `port`.
+    pub fn config_section(&self, port: u16, recordings: &Path) -> String {
+        let media = free_media_base();
+        let blocked: Vec<String> = self
+            .blocked_callers
+            .iter()
+            .map(|b| format!("\"{b}\""))
+            .collect();
+        format!(
+            r#"
+[channels.sip]
+listen_udp = "127.0.0.1:{port}"
+listen_tcp = "127.0.0.1:{port}"
+agent_target = "127.0.0.1:{agent}"
+recordings_dir = "{rec}"
+fallback = "{fallback}"
+ring_timeout_secs = {ring}
+max_message_secs = {msg}
+blocked_callers = [{blocked}]
+invite_rate_per_second = {rate}
+invite_burst = {burst}
+max_calls = {max_calls}
+t1_ms = {t1}
+trunks = [
+  {{ name = "carrier-a", addresses = ["127.0.0.1/32"] }},
+  {{ name = "{TRUNK_USER}", addresses = ["{DIGEST_TRUNK_IP}/32"], digest = {{ username = "{TRUNK_USER}", password_env = "E2E_TRUNK_PASSWORD" }} }},
+]
+
+[channels.sip.media]
+port_min = {media}
+port_max = {media_max}
+timeout_secs = 20
+"#,
+            agent = self.agent_port,
+            rec = recordings.display(),
+            fallback = self.fallback,
+            ring = self.ring_timeout_secs,
+            msg = self.max_message_secs,
+            blocked = blocked.join(", "),
+            rate = self.invite_rate,
+            burst = self.invite_burst,
+            max_calls = self.max_calls,
+            t1 = self.t1_ms,
+            media_max = media + 3998,
+        )
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+pub fn free_udp_tcp_port() -> u16 {
+    loop {
+        let port = super::free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// An even port to start a media range at, spread so that parallel test gateways rarely
+/// share one (the gateway skips ports in use anyway).
+pub fn free_media_base() -> u16 {
+    let r = uuid::Uuid::new_v4().as_u128() as u16;
+    20_000 + (r % 9) * 4000
+}
+
+/// The directory with the sipp scenarios and their audio.
+pub fn sipp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp")
+}
+
+/// A running sipp.
+pub struct Sipp {
+    child: Child,
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+/// What a sipp run left.
+#[derive(Debug)]
+pub struct SippResult {
+    /// Exit code (0: every call succeeded).
+    pub code: Option<i32>,
+    /// Its screen output (statistics).
+    pub output: String,
+    /// Its error log.
+    pub errors: String,
+    /// Its message trace.
+    pub messages: String,
+}
+
+impl SippResult {
+    /// Whether every call of the scenario succeeded.
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// A report for assertion messages.
+    pub fn report(&self) -> String {
+        format!(
+            "exit {:?}\n--- errors\n{}\n--- output (tail)\n{}\n--- messages (tail)\n{}",
+            self.code,
+            tail(&self.errors, 3000),
+            tail(&self.output, 1500),
+            tail(&self.messages, 6000)
+        )
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    &s[start..]
+}
+
+impl Sipp {
+    /// Starts sipp with `scenario` (a file in [`sipp_dir`]) and the arguments after the
+    /// common ones (`-i`, `-p`, `-mp`, traces, a timeout).
+    pub fn start(name: &str, scenario: &str, local_ip: &str, port: u16, args: &[&str]) -> Result<Sipp> {
+        let dir = tempfile::tempdir()?;
+        let media = super::free_port() & !1;
+        let out = std::fs::File::create(dir.path().join("out.txt"))?;
+        let child = Command::new("sipp")
+            .current_dir(sipp_dir())
+            .args(["-sf", scenario, "-i", local_ip, "-p", &port.to_string()])
+            .args(["-mp", &media.to_string(), "-nostdin", "-trace_err", "-trace_msg"])
+            .arg("-error_file")
+            .arg(dir.path().join("errors.txt"))
+            .arg("-message_file")
+            .arg(dir.path().join("messages.txt"))
+            .args(["-timeout", "60s", "-timeout_error"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("cannot start sipp (apt-get install sip-tester)")?;
+        Ok(Sipp {
+            child,
+            dir,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The agent side: a uas on 127.0.0.1:`port`, one call unless `args` say otherwise.
+    pub fn agent(scenario: &str, port: u16, args: &[&str]) -> Result<Sipp> {
+        let mut all = vec!["-m", "1"];
+        all.extend_from_slice(args);
+        let s = Sipp::start("agent", scenario, "127.0.0.1", port, &all)?;
+        // sipp binds its socket within milliseconds; a call placed before that would
+        // meet a closed port.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(s)
+    }
+
+    /// The citizen's trunk: a uac from `local_ip` calling the gateway on `gateway_port`
+    /// as `caller`.
+    pub fn citizen(scenario: &str, local_ip: &str, gateway_port: u16, caller: &str, args: &[&str]) -> Result<Sipp> {
+        let target = format!("127.0.0.1:{gateway_port}");
+        let mut all = vec!["-m", "1", "-key", "caller", caller];
+        all.extend_from_slice(args);
+        all.push(&target);
+        let port = super::free_port();
+        Sipp::start("citizen", scenario, local_ip, port, &all)
+    }
+
+    /// Waits for sipp to exit (killing it after `within`).
+    pub fn wait(mut self, within: Duration) -> Result<SippResult> {
+        let deadline = Instant::now() + within;
+        let code = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        Ok(SippResult {
+            code,
+            output: read("out.txt"),
+            errors: read("errors.txt"),
+            messages: read("messages.txt"),
+        })
+    }
+
+    /// Waits and fails with sipp's logs unless every call succeeded.
+    pub fn expect_ok(self, within: Duration) -> Result<SippResult> {
+        let name = self.name.clone();
+        let r = self.wait(within)?;
+        if !r.ok() {
+            bail!("sipp {name} failed: {}", r.report());
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SIP peer over a raw UDP socket, for exact bytes.
+pub struct RawSip {
+    /// The socket.
+    pub sock: UdpSocket,
+    target: SocketAddr,
+}
+
+impl RawSip {
+    /// A socket on `local_ip` talking to the gateway's `port`.
+    pub fn new(local_ip: &str, port: u16) -> Result<Self> {
+        let sock = UdpSocket::bind((local_ip, 0))?;
+        Ok(RawSip {
+            sock,
+            target: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    /// The local address.
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().expect("bound socket")
+    }
+
+    /// Sends bytes.
+    pub fn send(&self, bytes: &[u8]) -> Result<()> {
+        self.sock.send_to(bytes, self.target)?;
+        Ok(())
+    }
+
+    /// The next message within `within`.
+    pub fn recv(&self, within: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(within)).ok()?;
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = self.sock.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Messages until one has a final status (>= 200) or `within` passes.
+    pub fn recv_final(&self, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(m) = self.recv(left.max(Duration::from_millis(1))) else {
+                break;
+            };
+            let done = status_of(&m).is_some_and(|s| s >= 200);
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+
+    /// An INVITE from this socket as `caller`, with an SDP offer of PCMU to `rtp_port`
+    /// when given.
+    pub fn invite(&self, call_id: &str, branch: &str, caller: &str, rtp_port: Option<u16>) -> String {
+        let local = self.local();
+        let body = match rtp_port {
+            Some(p) => format!(
+                "v=0\r\no=t 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+                ip = local.ip()
+            ),
+            None => String::new(),
+        };
+        let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+        format!(
+            "INVITE sip:12345@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nFrom: <sip:{caller}@carrier.example>;tag=raw1\r\nTo: <sip:12345@{t}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{caller}@{local}>\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+            t = self.target,
+            len = body.len()
+        )
+    }
+
+    /// The ACK of a non-2xx final response to an INVITE made by [`RawSip::invite`].
+    pub fn ack_failure(&self, invite: &str, response: &str) -> String {
+        let via = header(invite, "Via").unwrap_or_default();
+        let from = header(invite, "From").unwrap_or_default();
+        let call_id = header(invite, "Call-ID").unwrap_or_default();
+        let to = header(response, "To").unwrap_or_default();
+        format!(
+            "ACK sip:12345@{t} SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            t = self.target
+        )
+    }
+}
+
+/// The status code of a response.
+pub fn status_of(message: &str) -> Option<u16> {
+    let line = message.lines().next()?;
+    let rest = line.strip_prefix("SIP/2.0 ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The value of the first header `name` (case-insensitive) of a message.
+pub fn header(message: &str, name: &str) -> Option<String> {
+    message
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// A stereo recording, split into its channels.
+#[derive(Debug)]
+pub struct Recording {
+    /// Samples per second.
+    pub rate: u32,
+    /// The citizen's channel.
+    pub left: Vec<i16>,
+    /// The agent's channel.
+    pub right: Vec<i16>,
+}
+
+impl Recording {
+    /// Reads a WAV the gateway wrote.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut r = hound::WavReader::open(path).with_context(|| format!("open {}", path.display()))?;
+        let spec = r.spec();
+        if spec.channels != 2 || spec.bits_per_sample != 16 {
+            bail!("not 16-bit stereo: {spec:?}");
+        }
+        let samples: Vec<i16> = r.samples::<i16>().collect::<Result<_, _>>()?;
+        let left = samples.iter().step_by(2).copied().collect();
+        let right = samples.iter().skip(1).step_by(2).copied().collect();
+        Ok(Recording {
+            rate: spec.sample_rate,
+            left,
+            right,
+        })
+    }
+
+    /// Length in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.left.len() as f64 / f64::from(self.rate)
+    }
+}
+
+/// Root-mean-square level of samples, 0 to 32767.
+pub fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+    (sum / samples.len() as f64).sqrt()
+}
+
+/// The dominant frequency of a tone, from its zero crossings.
+pub fn tone_hz(samples: &[i16], rate: u32) -> f64 {
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count();
+    crossings as f64 / 2.0 / (samples.len() as f64 / f64::from(rate))
+}
+
+/// The audible stretches of a channel: (first second with sound, seconds with sound).
+pub fn sound_span(samples: &[i16], rate: u32) -> (f64, f64) {
+    let chunk = (rate / 50) as usize;
+    let loud: Vec<usize> = samples
+        .chunks(chunk)
+        .enumerate()
+        .filter(|(_, c)| rms(c) > 500.0)
+        .map(|(i, _)| i)
+        .collect();
+    let first = loud.first().map_or(f64::NAN, |i| *i as f64 / 50.0);
+    (first, loud.len() as f64 / 50.0)
+}
+
+/// A TCP connection to the gateway's SIP port.
+pub fn tcp_connect(port: u16) -> Result<std::net::TcpStream> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// A UDP socket that receives RTP, for counting what the gateway plays.
+pub fn rtp_socket() -> Result<UdpSocket> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s)
+}
