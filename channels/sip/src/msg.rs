@@ -38,9 +38,13 @@ pub fn parse(bytes: &[u8], datagram: bool, limits: Limits, host: &str) -> Result
     };
     let is_request = !norm.start_line.starts_with("SIP/");
     if is_request {
-        let version = norm.start_line.rsplit(' ').next().unwrap_or_default();
-        if version != "SIP/2.0" {
-            return Err(answer_raw(&norm, 505, "only SIP/2.0 is supported", host));
+        let parts: Vec<&str> = norm.start_line.split(' ').collect();
+        if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+            return Err(answer_raw(&norm, 400, "malformed request line", host));
+        }
+        if parts[2] != "SIP/2.0" {
+            let code = if parts[2].starts_with("SIP/") { 505 } else { 400 };
+            return Err(answer_raw(&norm, code, "only SIP/2.0 is supported", host));
         }
     }
     if is_request {
