@@ -31,8 +31,9 @@ pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
 pub use envelope::{EventType, Record};
 pub use event::{
-    CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity, Contact, ContactContent, Event, IdentityKind, Location,
-    ReplyPath, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, Urgency,
+    CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity, Contact,
+    ContactContent, Event, IdentityKind, Location, ReplyPath, SCHEMA_VERSION, TicketDraft,
+    TicketKind, TicketRef, Urgency,
 };
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};

@@ -592,7 +592,10 @@ impl Config {
             return Err(invalid("kafka.tls", "cert_file and key_file go together"));
         }
 
-        if self.channels.chat.is_none() && self.channels.sms.is_none() && self.channels.sip.is_none() {
+        if self.channels.chat.is_none()
+            && self.channels.sms.is_none()
+            && self.channels.sip.is_none()
+        {
             return Err(invalid("channels", "no channel is configured"));
         }
         if let Some(chat) = &self.channels.chat {

@@ -666,6 +666,7 @@ mod tests {
                 let c: Contact = serde_json::from_slice(&s.record.payload).expect("json");
                 match c.content {
                     ContactContent::Text { text } => text,
+                    other => panic!("only text contacts were submitted: {other:?}"),
                 }
             })
             .collect();

@@ -168,21 +168,35 @@ impl SippResult {
 
 fn tail(s: &str, n: usize) -> &str {
     let start = s.len().saturating_sub(n);
-    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    let start = (start..s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
     &s[start..]
 }
 
 impl Sipp {
     /// Starts sipp with `scenario` (a file in [`sipp_dir`]) and the arguments after the
     /// common ones (`-i`, `-p`, `-mp`, traces, a timeout).
-    pub fn start(name: &str, scenario: &str, local_ip: &str, port: u16, args: &[&str]) -> Result<Sipp> {
+    pub fn start(
+        name: &str,
+        scenario: &str,
+        local_ip: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<Sipp> {
         let dir = tempfile::tempdir()?;
         let media = super::free_port() & !1;
         let out = std::fs::File::create(dir.path().join("out.txt"))?;
         let child = Command::new("sipp")
             .current_dir(sipp_dir())
             .args(["-sf", scenario, "-i", local_ip, "-p", &port.to_string()])
-            .args(["-mp", &media.to_string(), "-nostdin", "-trace_err", "-trace_msg"])
+            .args([
+                "-mp",
+                &media.to_string(),
+                "-nostdin",
+                "-trace_err",
+                "-trace_msg",
+            ])
             .arg("-error_file")
             .arg(dir.path().join("errors.txt"))
             .arg("-message_file")
@@ -214,7 +228,13 @@ impl Sipp {
 
     /// The citizen's trunk: a uac from `local_ip` calling the gateway on `gateway_port`
     /// as `caller`.
-    pub fn citizen(scenario: &str, local_ip: &str, gateway_port: u16, caller: &str, args: &[&str]) -> Result<Sipp> {
+    pub fn citizen(
+        scenario: &str,
+        local_ip: &str,
+        gateway_port: u16,
+        caller: &str,
+        args: &[&str],
+    ) -> Result<Sipp> {
         let target = format!("127.0.0.1:{gateway_port}");
         let mut all = vec!["-m", "1", "-key", "caller", caller];
         all.extend_from_slice(args);
@@ -319,7 +339,13 @@ impl RawSip {
 
     /// An INVITE from this socket as `caller`, with an SDP offer of PCMU to `rtp_port`
     /// when given.
-    pub fn invite(&self, call_id: &str, branch: &str, caller: &str, rtp_port: Option<u16>) -> String {
+    pub fn invite(
+        &self,
+        call_id: &str,
+        branch: &str,
+        caller: &str,
+        rtp_port: Option<u16>,
+    ) -> String {
         let local = self.local();
         let body = match rtp_port {
             Some(p) => format!(
@@ -328,7 +354,11 @@ impl RawSip {
             ),
             None => String::new(),
         };
-        let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
         format!(
             "INVITE sip:12345@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nFrom: <sip:{caller}@carrier.example>;tag=raw1\r\nTo: <sip:12345@{t}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{caller}@{local}>\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
             t = self.target,
@@ -382,7 +412,8 @@ pub struct Recording {
 impl Recording {
     /// Reads a WAV the gateway wrote.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut r = hound::WavReader::open(path).with_context(|| format!("open {}", path.display()))?;
+        let mut r =
+            hound::WavReader::open(path).with_context(|| format!("open {}", path.display()))?;
         let spec = r.spec();
         if spec.channels != 2 || spec.bits_per_sample != 16 {
             bail!("not 16-bit stereo: {spec:?}");

@@ -29,9 +29,12 @@ fn start(opts: impl FnOnce(&mut SipOptions)) -> Result<(Broker, Gateway, u16)> {
 
 /// The phone contacts on Kafka in order, once `count` of them have arrived.
 fn call_contacts(broker: &Broker, count: usize) -> Result<Vec<Value>> {
-    let records = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(20), |r| {
-        r.iter().filter(|r| r.value["channel"] == "phone").count() >= count
-    })?;
+    let records = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(20),
+        |r| r.iter().filter(|r| r.value["channel"] == "phone").count() >= count,
+    )?;
     let mut out: Vec<Value> = records
         .into_iter()
         .filter(|r| r.value["channel"] == "phone")
@@ -60,12 +63,22 @@ fn ended(contacts: &[Value]) -> &Value {
 fn basic_call_records_both_directions_and_emits_contacts() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
     let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen("citizen-call.xml", "127.0.0.1", gw.sip_port, "+86 138 0013 8000", &["-d", "3000"])?;
+    let citizen = Sipp::citizen(
+        "citizen-call.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "+86 138 0013 8000",
+        &["-d", "3000"],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
 
     let contacts = call_contacts(&broker, 3)?;
-    assert_eq!(phases(&contacts), ["offered", "answered", "ended"], "{contacts:#?}");
+    assert_eq!(
+        phases(&contacts),
+        ["offered", "answered", "ended"],
+        "{contacts:#?}"
+    );
     let call_id = &contacts[0]["content"]["call_id"];
     let ticket = &contacts[0]["ticket_ref"];
     for c in &contacts {
@@ -87,17 +100,28 @@ fn basic_call_records_both_directions_and_emits_contacts() -> Result<()> {
     // The recording: stereo, as long as the conversation, the citizen's 440 Hz tone on
     // the left and the agent's 880 Hz tone on the right.
     let name = end["recording"].as_str().unwrap_or_default();
-    assert_eq!(name, format!("{}.wav", call_id.as_str().unwrap_or_default()));
+    assert_eq!(
+        name,
+        format!("{}.wav", call_id.as_str().unwrap_or_default())
+    );
     let rec = Recording::open(&gw.recordings_dir().join(name))?;
     assert_eq!(rec.rate, 8000);
     assert!((2.5..=4.5).contains(&rec.seconds()), "{} s", rec.seconds());
     let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
     let (left, right) = (mid(&rec.left), mid(&rec.right));
-    assert!(rms(&left) > 3000.0 && rms(&right) > 3000.0, "both channels carry signal: {} {}", rms(&left), rms(&right));
+    assert!(
+        rms(&left) > 3000.0 && rms(&right) > 3000.0,
+        "both channels carry signal: {} {}",
+        rms(&left),
+        rms(&right)
+    );
     let (fl, fr) = (tone_hz(&left, 8000), tone_hz(&right, 8000));
     assert!((400.0..480.0).contains(&fl), "citizen channel at {fl} Hz");
     assert!((820.0..940.0).contains(&fr), "agent channel at {fr} Hz");
-    assert!(!gw.log().contains("13800138000"), "caller numbers never reach the log");
+    assert!(
+        !gw.log().contains("13800138000"),
+        "caller numbers never reach the log"
+    );
     Ok(())
 }
 
@@ -105,7 +129,13 @@ fn basic_call_records_both_directions_and_emits_contacts() -> Result<()> {
 fn cancel_before_answer_releases_agent_leg() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
     let agent = Sipp::agent("agent-ring-cancel.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen("citizen-cancel.xml", "127.0.0.1", gw.sip_port, "13800138001", &["-d", "1000"])?;
+    let citizen = Sipp::citizen(
+        "citizen-cancel.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138001",
+        &["-d", "1000"],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     // The agent leg got the CANCEL, answered 487 and saw the ACK.
     agent.expect_ok(SIPP_WAIT)?;
@@ -121,7 +151,13 @@ fn agent_busy_falls_back_to_a_recorded_message() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
     let agent = Sipp::agent("agent-busy.xml", agent_port, &[])?;
     // The prompt and the tone take about 3.6 s; the citizen speaks for 3 s after them.
-    let citizen = Sipp::citizen("citizen-call.xml", "127.0.0.1", gw.sip_port, "13800138002", &["-d", "6600"])?;
+    let citizen = Sipp::citizen(
+        "citizen-call.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138002",
+        &["-d", "6600"],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 2)?;
@@ -131,10 +167,16 @@ fn agent_busy_falls_back_to_a_recorded_message() -> Result<()> {
     assert_eq!(end["sip_status"], 486, "why no agent took it");
     let message = end["talk_ms"].as_u64().unwrap_or_default();
     assert!((2000..=4000).contains(&message), "message of {message} ms");
-    let rec = Recording::open(&gw.recordings_dir().join(end["recording"].as_str().unwrap_or_default()))?;
+    let rec = Recording::open(
+        &gw.recordings_dir()
+            .join(end["recording"].as_str().unwrap_or_default()),
+    )?;
     // The gateway's prompt is on the agent channel first, then the citizen speaks.
     let (prompt_start, prompt_len) = sound_span(&rec.right, 8000);
-    assert!(prompt_start < 1.0 && prompt_len > 2.5, "prompt at {prompt_start} s for {prompt_len} s");
+    assert!(
+        prompt_start < 1.0 && prompt_len > 2.5,
+        "prompt at {prompt_start} s for {prompt_len} s"
+    );
     let tail = &rec.left[rec.left.len() - 8000..];
     assert!(rms(tail) > 3000.0, "the citizen's message is recorded");
     Ok(())
@@ -145,7 +187,13 @@ fn no_answer_falls_back_after_the_ring_timeout() -> Result<()> {
     let (broker, gw, agent_port) = start(|s| s.ring_timeout_secs = 2)?;
     // The agent side rings until the gateway gives up and cancels it.
     let agent = Sipp::agent("agent-ring-cancel.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen("citizen-call.xml", "127.0.0.1", gw.sip_port, "13800138003", &["-d", "5000"])?;
+    let citizen = Sipp::citizen(
+        "citizen-call.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138003",
+        &["-d", "5000"],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 2)?;
@@ -160,11 +208,19 @@ fn reject_fallback_passes_busy_back_to_the_caller() -> Result<()> {
     let (broker, gw, agent_port) = start(|s| s.fallback = "reject".into())?;
     let agent = Sipp::agent("agent-busy.xml", agent_port, &[])?;
     let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
-    let invite = raw.invite("reject-1@test", "z9hG4bKreject1", "13800138004", Some(40_000));
+    let invite = raw.invite(
+        "reject-1@test",
+        "z9hG4bKreject1",
+        "13800138004",
+        Some(40_000),
+    );
     raw.send(invite.as_bytes())?;
     let got = raw.recv_final(Duration::from_secs(10));
     assert_eq!(got.last().and_then(|m| status_of(m)), Some(486), "{got:?}");
-    raw.send(raw.ack_failure(&invite, got.last().map(String::as_str).unwrap_or("")).as_bytes())?;
+    raw.send(
+        raw.ack_failure(&invite, got.last().map(String::as_str).unwrap_or(""))
+            .as_bytes(),
+    )?;
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 2)?;
     assert_eq!(ended(&contacts)["outcome"], "unanswered");
@@ -175,7 +231,13 @@ fn reject_fallback_passes_busy_back_to_the_caller() -> Result<()> {
 fn agent_hangs_up_and_the_citizen_gets_bye() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
     let agent = Sipp::agent("agent-hangs-up.xml", agent_port, &["-d", "2000"])?;
-    let citizen = Sipp::citizen("citizen-waits-bye.xml", "127.0.0.1", gw.sip_port, "13800138005", &[])?;
+    let citizen = Sipp::citizen(
+        "citizen-waits-bye.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138005",
+        &[],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
@@ -189,15 +251,27 @@ fn agent_hangs_up_and_the_citizen_gets_bye() -> Result<()> {
 fn invite_without_sdp_is_bridged_with_the_offer_in_the_answer() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
     let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen("citizen-late-offer.xml", "127.0.0.1", gw.sip_port, "13800138006", &["-d", "2500"])?;
+    let citizen = Sipp::citizen(
+        "citizen-late-offer.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138006",
+        &["-d", "2500"],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
     let end = ended(&contacts);
     assert_eq!(end["outcome"], "talked");
-    let rec = Recording::open(&gw.recordings_dir().join(end["recording"].as_str().unwrap_or_default()))?;
+    let rec = Recording::open(
+        &gw.recordings_dir()
+            .join(end["recording"].as_str().unwrap_or_default()),
+    )?;
     let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
-    assert!(rms(&mid(&rec.left)) > 3000.0, "citizen audio relayed after the late offer");
+    assert!(
+        rms(&mid(&rec.left)) > 3000.0,
+        "citizen audio relayed after the late offer"
+    );
     assert!(rms(&mid(&rec.right)) > 3000.0, "agent audio relayed");
     Ok(())
 }
@@ -205,7 +279,14 @@ fn invite_without_sdp_is_bridged_with_the_offer_in_the_answer() -> Result<()> {
 #[test]
 fn options_keepalive_is_answered_for_trunks_only() -> Result<()> {
     let (_broker, gw, _) = start(|_| {})?;
-    Sipp::citizen("citizen-options.xml", "127.0.0.1", gw.sip_port, "keepalive", &[])?.expect_ok(SIPP_WAIT)?;
+    Sipp::citizen(
+        "citizen-options.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "keepalive",
+        &[],
+    )?
+    .expect_ok(SIPP_WAIT)?;
     let stranger = RawSip::new(UNKNOWN_TRUNK_IP, gw.sip_port)?;
     let options = format!(
         "OPTIONS sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKopt1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:12345@127.0.0.1>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
@@ -220,7 +301,14 @@ fn options_keepalive_is_answered_for_trunks_only() -> Result<()> {
 #[test]
 fn codec_mismatch_gets_488_and_a_rejected_contact() -> Result<()> {
     let (broker, gw, _) = start(|_| {})?;
-    Sipp::citizen("citizen-g729.xml", "127.0.0.1", gw.sip_port, "13800138007", &[])?.expect_ok(SIPP_WAIT)?;
+    Sipp::citizen(
+        "citizen-g729.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138007",
+        &[],
+    )?
+    .expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 1)?;
     assert_eq!(phases(&contacts), ["rejected"]);
     assert_eq!(contacts[0]["content"]["reason"], "no_common_codec");
@@ -234,7 +322,12 @@ fn blocked_caller_hears_the_announcement_then_603() -> Result<()> {
     let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
     let rtp = rtp_socket()?;
     let rtp_port = rtp.local_addr()?.port();
-    let invite = raw.invite("blocked-1@test", "z9hG4bKblocked1", "+8613900000000", Some(rtp_port));
+    let invite = raw.invite(
+        "blocked-1@test",
+        "z9hG4bKblocked1",
+        "+8613900000000",
+        Some(rtp_port),
+    );
     raw.send(invite.as_bytes())?;
     // Count the announcement's packets while waiting for the final response.
     let mut packets = 0usize;
@@ -243,10 +336,11 @@ fn blocked_caller_hears_the_announcement_then_603() -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 2048];
     while std::time::Instant::now() < deadline {
-        if let Ok((n, _)) = rtp.recv_from(&mut buf) {
-            if n == 172 && buf[1] & 0x7f == 0 {
-                packets += 1;
-            }
+        if let Ok((n, _)) = rtp.recv_from(&mut buf)
+            && n == 172
+            && buf[1] & 0x7f == 0
+        {
+            packets += 1;
         }
         if let Ok((n, _)) = raw.sock.recv_from(&mut buf) {
             let m = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -262,8 +356,14 @@ fn blocked_caller_hears_the_announcement_then_603() -> Result<()> {
     assert_eq!(codes.last(), Some(&603), "{codes:?}");
     let decline = responses.last().cloned().unwrap_or_default();
     let reason = header(&decline, "Reason").unwrap_or_default();
-    assert!(reason.contains("cause=603") && reason.contains("Art. 9"), "{decline}");
-    assert!(packets >= 250, "the announcement played: {packets} packets of 20 ms");
+    assert!(
+        reason.contains("cause=603") && reason.contains("Art. 9"),
+        "{decline}"
+    );
+    assert!(
+        packets >= 250,
+        "the announcement played: {packets} packets of 20 ms"
+    );
     raw.sock.set_nonblocking(false)?;
     raw.send(raw.ack_failure(&invite, &decline).as_bytes())?;
     let contacts = call_contacts(&broker, 2)?;
@@ -276,9 +376,24 @@ fn blocked_caller_hears_the_announcement_then_603() -> Result<()> {
 #[test]
 fn unknown_trunk_gets_403_and_no_contact() -> Result<()> {
     let (broker, gw, _) = start(|_| {})?;
-    Sipp::citizen("citizen-forbidden.xml", UNKNOWN_TRUNK_IP, gw.sip_port, "13800138008", &[])?.expect_ok(SIPP_WAIT)?;
-    let records = consume(&broker.bootstrap(), CONTACTS, Duration::from_secs(3), |_| false)?;
-    assert!(records.iter().all(|r| r.value["channel"] != "phone"), "no contact for a refused trunk");
+    Sipp::citizen(
+        "citizen-forbidden.xml",
+        UNKNOWN_TRUNK_IP,
+        gw.sip_port,
+        "13800138008",
+        &[],
+    )?
+    .expect_ok(SIPP_WAIT)?;
+    let records = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(3),
+        |_| false,
+    )?;
+    assert!(
+        records.iter().all(|r| r.value["channel"] != "phone"),
+        "no contact for a refused trunk"
+    );
     Ok(())
 }
 
@@ -318,7 +433,12 @@ fn retransmitted_invite_is_absorbed_by_the_transaction_layer() -> Result<()> {
     let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
     let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
     let rtp = rtp_socket()?;
-    let invite = raw.invite("retrans-1@test", "z9hG4bKretrans1", "13800138010", Some(rtp.local_addr()?.port()));
+    let invite = raw.invite(
+        "retrans-1@test",
+        "z9hG4bKretrans1",
+        "13800138010",
+        Some(rtp.local_addr()?.port()),
+    );
     let mut answers = 0;
     let mut ok = None;
     for _ in 0..3 {
@@ -343,7 +463,10 @@ fn retransmitted_invite_is_absorbed_by_the_transaction_layer() -> Result<()> {
     let ok = ok.ok_or_else(|| anyhow::anyhow!("no 200 OK"))?;
     // 100 and 180 for the first INVITE, and the last response again for each of the two
     // retransmissions (§17.2.1), whatever it was by then.
-    assert!(answers >= 4, "each retransmission got the last response again ({answers} responses)");
+    assert!(
+        answers >= 4,
+        "each retransmission got the last response again ({answers} responses)"
+    );
     let to = header(&ok, "To").unwrap_or_default();
     let local = raw.local();
     let in_dialog = |method: &str, cseq: u32| {
@@ -356,12 +479,20 @@ fn retransmitted_invite_is_absorbed_by_the_transaction_layer() -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     raw.send(in_dialog("BYE", 2).as_bytes())?;
     let bye_ok = raw.recv_final(Duration::from_secs(5));
-    assert!(bye_ok.iter().any(|m| status_of(m) == Some(200) && m.contains("BYE")), "{bye_ok:?}");
+    assert!(
+        bye_ok
+            .iter()
+            .any(|m| status_of(m) == Some(200) && m.contains("BYE")),
+        "{bye_ok:?}"
+    );
     // One call reached the agent side (sipp -m 1 fails on a second INVITE's dialog) and
     // one offer is on Kafka.
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
-    let offered = contacts.iter().filter(|c| c["content"]["phase"] == "offered").count();
+    let offered = contacts
+        .iter()
+        .filter(|c| c["content"]["phase"] == "offered")
+        .count();
     assert_eq!(offered, 1, "{contacts:#?}");
     Ok(())
 }

@@ -57,32 +57,127 @@ fn malformed_sip_gets_its_response_or_is_dropped_and_calls_still_work() -> Resul
         ],
         "",
     );
-    let mut many_headers = vec![VIA.to_owned(), FROM.into(), TO.into(), call_id(9), CSEQ.into()];
+    let mut many_headers = vec![
+        VIA.to_owned(),
+        FROM.into(),
+        TO.into(),
+        call_id(9),
+        CSEQ.into(),
+    ];
     many_headers.extend(many);
     many_headers.push(LEN0.into());
     let many_refs: Vec<&str> = many_headers.iter().map(String::as_str).collect();
     let cases: Vec<(&str, Vec<u8>, Option<u16>)> = vec![
-        ("bad start line", request("OPTIONS sip:12345@gw", &[VIA, FROM, TO, &call_id(1), CSEQ, LEN0], "").into_bytes(), Some(400)),
-        ("wrong version", request("OPTIONS sip:12345@gw SIP/3.0", &[VIA, FROM, TO, &call_id(2), CSEQ, LEN0], "").into_bytes(), Some(505)),
-        ("missing Call-ID", request("OPTIONS sip:12345@gw SIP/2.0", &[VIA, FROM, TO, CSEQ, LEN0], "").into_bytes(), Some(400)),
-        ("missing CSeq", request("OPTIONS sip:12345@gw SIP/2.0", &[VIA, FROM, TO, &call_id(3), LEN0], "").into_bytes(), Some(400)),
-        ("missing Via", request("OPTIONS sip:12345@gw SIP/2.0", &[FROM, TO, &call_id(4), CSEQ, LEN0], "").into_bytes(), None),
-        ("huge header", request("OPTIONS sip:12345@gw SIP/2.0", &[VIA, FROM, TO, &call_id(5), CSEQ, &huge, LEN0], "").into_bytes(), Some(513)),
-        ("too many headers", request("OPTIONS sip:12345@gw SIP/2.0", &many_refs, "").into_bytes(), Some(400)),
-        ("Content-Length beyond the body", request("OPTIONS sip:12345@gw SIP/2.0", &[VIA, FROM, TO, &call_id(6), CSEQ, "Content-Length: 500"], "short").into_bytes(), Some(400)),
-        ("unknown method", request("FROB sip:12345@gw SIP/2.0", &[VIA, FROM, TO, &call_id(7), "CSeq: 1 FROB", LEN0], "").into_bytes(), Some(501)),
-        ("garbage bytes", vec![0x16, 0x03, 0x01, 0xff, 0x00, 0x41, 0x0d, 0x0a, 0x0d, 0x0a, 0x99], None),
+        (
+            "bad start line",
+            request(
+                "OPTIONS sip:12345@gw",
+                &[VIA, FROM, TO, &call_id(1), CSEQ, LEN0],
+                "",
+            )
+            .into_bytes(),
+            Some(400),
+        ),
+        (
+            "wrong version",
+            request(
+                "OPTIONS sip:12345@gw SIP/3.0",
+                &[VIA, FROM, TO, &call_id(2), CSEQ, LEN0],
+                "",
+            )
+            .into_bytes(),
+            Some(505),
+        ),
+        (
+            "missing Call-ID",
+            request(
+                "OPTIONS sip:12345@gw SIP/2.0",
+                &[VIA, FROM, TO, CSEQ, LEN0],
+                "",
+            )
+            .into_bytes(),
+            Some(400),
+        ),
+        (
+            "missing CSeq",
+            request(
+                "OPTIONS sip:12345@gw SIP/2.0",
+                &[VIA, FROM, TO, &call_id(3), LEN0],
+                "",
+            )
+            .into_bytes(),
+            Some(400),
+        ),
+        (
+            "missing Via",
+            request(
+                "OPTIONS sip:12345@gw SIP/2.0",
+                &[FROM, TO, &call_id(4), CSEQ, LEN0],
+                "",
+            )
+            .into_bytes(),
+            None,
+        ),
+        (
+            "huge header",
+            request(
+                "OPTIONS sip:12345@gw SIP/2.0",
+                &[VIA, FROM, TO, &call_id(5), CSEQ, &huge, LEN0],
+                "",
+            )
+            .into_bytes(),
+            Some(513),
+        ),
+        (
+            "too many headers",
+            request("OPTIONS sip:12345@gw SIP/2.0", &many_refs, "").into_bytes(),
+            Some(400),
+        ),
+        (
+            "Content-Length beyond the body",
+            request(
+                "OPTIONS sip:12345@gw SIP/2.0",
+                &[VIA, FROM, TO, &call_id(6), CSEQ, "Content-Length: 500"],
+                "short",
+            )
+            .into_bytes(),
+            Some(400),
+        ),
+        (
+            "unknown method",
+            request(
+                "FROB sip:12345@gw SIP/2.0",
+                &[VIA, FROM, TO, &call_id(7), "CSeq: 1 FROB", LEN0],
+                "",
+            )
+            .into_bytes(),
+            Some(501),
+        ),
+        (
+            "garbage bytes",
+            vec![
+                0x16, 0x03, 0x01, 0xff, 0x00, 0x41, 0x0d, 0x0a, 0x0d, 0x0a, 0x99,
+            ],
+            None,
+        ),
         ("folded and compact headers", folded.into_bytes(), Some(200)),
     ];
     for (name, bytes, expect) in &cases {
         raw.send(bytes)?;
-        let got = raw.recv(Duration::from_millis(if expect.is_some() { 3000 } else { 700 }));
+        let got = raw.recv(Duration::from_millis(if expect.is_some() {
+            3000
+        } else {
+            700
+        }));
         let code = got.as_deref().and_then(status_of);
         assert_eq!(code, *expect, "{name}: got {got:?}");
-        if let (Some(resp), Some(c)) = (&got, expect) {
-            if *c >= 400 {
-                assert!(header(resp, "Warning").is_some_and(|w| w.starts_with("399 ")), "{name}: a Warning says why: {resp}");
-            }
+        if let (Some(resp), Some(c)) = (&got, expect)
+            && *c >= 400
+        {
+            assert!(
+                header(resp, "Warning").is_some_and(|w| w.starts_with("399 ")),
+                "{name}: a Warning says why: {resp}"
+            );
         }
     }
 
@@ -91,7 +186,14 @@ fn malformed_sip_gets_its_response_or_is_dropped_and_calls_still_work() -> Resul
     // connection is closed (a stream cannot be resynchronised).
     let options_tcp = request(
         "OPTIONS sip:12345@gw SIP/2.0",
-        &["Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp1", FROM, TO, "Call-ID: tcp-1", CSEQ, LEN0],
+        &[
+            "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp1",
+            FROM,
+            TO,
+            "Call-ID: tcp-1",
+            CSEQ,
+            LEN0,
+        ],
         "",
     );
     let mut tcp = tcp_connect(gw.sip_port)?;
@@ -110,7 +212,18 @@ fn malformed_sip_gets_its_response_or_is_dropped_and_calls_still_work() -> Resul
 
     let mut no_len = tcp_connect(gw.sip_port)?;
     no_len.write_all(
-        request("OPTIONS sip:12345@gw SIP/2.0", &["Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp2", FROM, TO, "Call-ID: tcp-2", CSEQ], "").as_bytes(),
+        request(
+            "OPTIONS sip:12345@gw SIP/2.0",
+            &[
+                "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp2",
+                FROM,
+                TO,
+                "Call-ID: tcp-2",
+                CSEQ,
+            ],
+            "",
+        )
+        .as_bytes(),
     )?;
     let n = no_len.read(&mut buf)?;
     assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(400));
@@ -119,7 +232,13 @@ fn malformed_sip_gets_its_response_or_is_dropped_and_calls_still_work() -> Resul
 
     // After all that, a normal call works.
     let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen("citizen-call.xml", "127.0.0.1", gw.sip_port, "13800138000", &["-d", "1000"])?;
+    let citizen = Sipp::citizen(
+        "citizen-call.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138000",
+        &["-d", "1000"],
+    )?;
     citizen.expect_ok(Duration::from_secs(60))?;
     agent.expect_ok(Duration::from_secs(60))?;
     Ok(())

@@ -37,7 +37,9 @@ pub struct Digest {
 
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Digest").field("realm", &self.realm).finish_non_exhaustive()
+        f.debug_struct("Digest")
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,8 +186,16 @@ mod tests {
         assert_eq!(d.verify(&good, "trunk", "secret-password"), Verdict::Ok);
         assert_eq!(d.verify(&good, "trunk", "other-password"), Verdict::Bad);
         assert_eq!(d.verify(&good, "someone", "secret-password"), Verdict::Bad);
-        assert_eq!(d.verify(&request_with(None), "trunk", "x"), Verdict::Missing);
-        let forged = request_with(Some(answer(&d, "5f5e100.000000000000000000000000", "trunk", "secret-password")));
+        assert_eq!(
+            d.verify(&request_with(None), "trunk", "x"),
+            Verdict::Missing
+        );
+        let forged = request_with(Some(answer(
+            &d,
+            "5f5e100.000000000000000000000000",
+            "trunk",
+            "secret-password",
+        )));
         assert_eq!(d.verify(&forged, "trunk", "secret-password"), Verdict::Bad);
         let old = format!("{:x}", now_secs() - NONCE_TTL_SECS - 10);
         let stale_nonce = format!("{old}.{}", d.sign(&old));

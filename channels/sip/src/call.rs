@@ -110,16 +110,22 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
     let id = contract::event::new_event_id();
     let raw_caller = msg::other_header(&invite, "P-Asserted-Identity")
         .and_then(msg::user_of)
-        .or_else(|| invite.from_header().ok().and_then(|f| msg::user_of(f.value())));
+        .or_else(|| {
+            invite
+                .from_header()
+                .ok()
+                .and_then(|f| msg::user_of(f.value()))
+        });
     let citizen = raw_caller
         .as_deref()
         .and_then(|c| core.ctx.keyer.phone(c))
         .unwrap_or_else(|| core.ctx.keyer.withheld(&id.to_string()));
-    let dialled = invite
-        .uri
-        .user()
-        .map(str::to_owned)
-        .or_else(|| invite.to_header().ok().and_then(|t| msg::user_of(t.value())));
+    let dialled = invite.uri.user().map(str::to_owned).or_else(|| {
+        invite
+            .to_header()
+            .ok()
+            .and_then(|t| msg::user_of(t.value()))
+    });
     let record_route = invite
         .headers
         .iter()
@@ -161,10 +167,15 @@ impl Call {
                 Ok(offer) => self.a.offer = Some(offer),
                 Err(e) => {
                     let (code, reason, warning) = match e {
-                        SdpError::NoCommonCodec => (488, "no_common_codec", "305 {} \"Incompatible media format: PCMU or PCMA required\""),
+                        SdpError::NoCommonCodec => (
+                            488,
+                            "no_common_codec",
+                            "305 {} \"Incompatible media format: PCMU or PCMA required\"",
+                        ),
                         _ => (400, "bad_sdp", "399 {} \"Unusable SDP offer\""),
                     };
-                    let warning = Header::Other("Warning".into(), warning.replace("{}", self.core.ep.host()));
+                    let warning =
+                        Header::Other("Warning".into(), warning.replace("{}", self.core.ep.host()));
                     self.reject(code, reason, vec![warning]).await;
                     return;
                 }
@@ -176,7 +187,10 @@ impl Call {
             let retry = Header::Other("Retry-After".into(), "10".into());
             let mut r = self.a_response(503);
             r.headers.push(retry);
-            r.headers.push(msg::warning(self.core.ep.host(), "gateway cannot record calls now"));
+            r.headers.push(msg::warning(
+                self.core.ep.host(),
+                "gateway cannot record calls now",
+            ));
             self.a.tx.respond(r).await;
             return;
         }
@@ -193,9 +207,11 @@ impl Call {
             Err(e) => {
                 tracing::warn!(error = %e, "No media ports; refusing the call");
                 let mut r = self.a_response(503);
-                r.headers.push(msg::warning(self.core.ep.host(), "no media ports free"));
+                r.headers
+                    .push(msg::warning(self.core.ep.host(), "no media ports free"));
                 self.a.tx.respond(r).await;
-                self.ended(CallOutcome::Unanswered, CallParty::Gateway, None, Some(503)).await;
+                self.ended(CallOutcome::Unanswered, CallParty::Gateway, None, Some(503))
+                    .await;
                 return;
             }
         };
@@ -204,10 +220,21 @@ impl Call {
         }
 
         // Place the agent leg.
-        let codecs = self.a.offer.as_ref().map(|o| o.codecs.clone()).unwrap_or_else(|| vec![PCMU, PCMA]);
+        let codecs = self
+            .a
+            .offer
+            .as_ref()
+            .map(|o| o.codecs.clone())
+            .unwrap_or_else(|| vec![PCMU, PCMA]);
         let dtmf = self.a.offer.as_ref().map_or(Some(DTMF_PT), |o| o.dtmf);
         let b_port = relay.port(Side::Agent).unwrap_or_default();
-        let b_sdp = sdp::build(self.media_addr(b_port), &codecs, dtmf, self.id.as_u64_pair().0, 1);
+        let b_sdp = sdp::build(
+            self.media_addr(b_port),
+            &codecs,
+            dtmf,
+            self.id.as_u64_pair().0,
+            1,
+        );
         let mut b = self.agent_invite(b_sdp);
         self.core.register(&b.call_id, input_tx.clone());
         let mut b_tx = self.core.ep.request(b.invite.clone(), b.peer);
@@ -217,14 +244,28 @@ impl Call {
             Ring::Cancelled => {
                 self.cancel_agent(b, b_tx);
                 let report = relay.stop().await;
-                self.ended_with(CallOutcome::CallerCancelled, CallParty::Citizen, None, &report, None).await;
+                self.ended_with(
+                    CallOutcome::CallerCancelled,
+                    CallParty::Citizen,
+                    None,
+                    &report,
+                    None,
+                )
+                .await;
             }
             Ring::Shutdown => {
                 self.cancel_agent(b, b_tx);
                 let r = self.a_response(503);
                 self.a.tx.respond(r).await;
                 let report = relay.stop().await;
-                self.ended_with(CallOutcome::Shutdown, CallParty::Gateway, Some(503), &report, None).await;
+                self.ended_with(
+                    CallOutcome::Shutdown,
+                    CallParty::Gateway,
+                    Some(503),
+                    &report,
+                    None,
+                )
+                .await;
             }
             Ring::TimedOut => {
                 self.cancel_agent(b, b_tx);
@@ -238,7 +279,8 @@ impl Call {
     }
 
     fn is_blocked(&self) -> bool {
-        self.citizen.kind == IdentityKind::PhoneNumber && self.core.blocked.contains(&self.citizen.value)
+        self.citizen.kind == IdentityKind::PhoneNumber
+            && self.core.blocked.contains(&self.citizen.value)
     }
 
     fn media_addr(&self, port: u16) -> SocketAddr {
@@ -247,7 +289,11 @@ impl Call {
 
     fn start_relay(&self, bridged: bool) -> std::io::Result<Relay> {
         let citizen = self.core.ports.allocate()?;
-        let agent = if bridged { Some(self.core.ports.allocate()?) } else { None };
+        let agent = if bridged {
+            Some(self.core.ports.allocate()?)
+        } else {
+            None
+        };
         let tap = self.core.ctx.audio_tap.as_ref().and_then(|t| {
             t.open(&CallAudioInfo {
                 call_id: self.id,
@@ -322,13 +368,22 @@ impl Call {
         let mut headers = rsip::Headers::default();
         headers.push(self.via_header(peer));
         headers.push(rsip::headers::MaxForwards::new("70").into());
-        headers.push(rsip::headers::From::new(format!("<sip:{caller}@{}>;tag={from_tag}", self.core.ep.host())).into());
+        headers.push(
+            rsip::headers::From::new(format!(
+                "<sip:{caller}@{}>;tag={from_tag}",
+                self.core.ep.host()
+            ))
+            .into(),
+        );
         headers.push(rsip::headers::To::new(format!("<{uri_text}>")).into());
         headers.push(rsip::headers::CallId::new(call_id.clone()).into());
         headers.push(rsip::headers::CSeq::new("1 INVITE").into());
         headers.push(self.contact_header(peer));
         headers.push(Header::Other("X-Hotline-Call".into(), self.id.to_string()));
-        headers.push(Header::Other("X-Hotline-Ticket".into(), self.ticket.to_string()));
+        headers.push(Header::Other(
+            "X-Hotline-Ticket".into(),
+            self.ticket.to_string(),
+        ));
         headers.push(Header::Other("Allow".into(), crate::ALLOW.into()));
         headers.push(rsip::headers::ContentType::new("application/sdp").into());
         let invite = Request {
@@ -368,8 +423,8 @@ impl Call {
                             if early {
                                 // Early media (ringback or an IVR on the agent side) is
                                 // relayed to the citizen as a 183 with the gateway's answer.
-                                if let Ok(answer) = sdp::parse(resp.body()) {
-                                    if let Some(codec) = answer.codecs.first().copied() {
+                                if let Ok(answer) = sdp::parse(resp.body())
+                                    && let Some(codec) = answer.codecs.first().copied() {
                                         relay.set_remote(Side::Agent, answer.rtp).await;
                                         relay.set_codec(codec, answer.dtmf).await;
                                         let mut r = self.a_response(183);
@@ -378,7 +433,6 @@ impl Call {
                                         self.a.tx.respond(r).await;
                                         continue;
                                     }
-                                }
                             }
                             if !sent_ringing {
                                 sent_ringing = true;
@@ -418,7 +472,13 @@ impl Call {
             Some(o) => o.dtmf.filter(|_| agent_dtmf.is_some()),
             None => agent_dtmf,
         };
-        sdp::build(self.media_addr(port), &[codec], dtmf, self.id.as_u64_pair().1, 1)
+        sdp::build(
+            self.media_addr(port),
+            &[codec],
+            dtmf,
+            self.id.as_u64_pair().1,
+            1,
+        )
     }
 
     /// Stops ringing the agent side: CANCEL once it has sent a provisional response
@@ -494,8 +554,15 @@ impl Call {
             return;
         };
         let agent_dtmf = answer.as_ref().and_then(|a| a.dtmf);
-        relay.set_remote(Side::Agent, answer.as_ref().and_then(|a| a.rtp)).await;
-        relay.set_codec(codec, agent_dtmf.or(self.a.offer.as_ref().and_then(|o| o.dtmf))).await;
+        relay
+            .set_remote(Side::Agent, answer.as_ref().and_then(|a| a.rtp))
+            .await;
+        relay
+            .set_codec(
+                codec,
+                agent_dtmf.or(self.a.offer.as_ref().and_then(|o| o.dtmf)),
+            )
+            .await;
 
         let mut r = self.a_response(200);
         let body = self.a_answer_sdp(&relay, codec, agent_dtmf);
@@ -505,7 +572,14 @@ impl Call {
             self.bye(&b, b_via).await;
             self.core.unregister(&b.call_id);
             let report = relay.stop().await;
-            self.ended_with(CallOutcome::MediaTimeout, CallParty::Gateway, None, &report, None).await;
+            self.ended_with(
+                CallOutcome::MediaTimeout,
+                CallParty::Gateway,
+                None,
+                &report,
+                None,
+            )
+            .await;
             return;
         };
         if self.a.offer.is_none() {
@@ -520,7 +594,14 @@ impl Call {
                     self.bye(&b, b_via).await;
                     self.core.unregister(&b.call_id);
                     let report = relay.stop().await;
-                    self.ended_with(CallOutcome::Unanswered, CallParty::Gateway, Some(488), &report, None).await;
+                    self.ended_with(
+                        CallOutcome::Unanswered,
+                        CallParty::Gateway,
+                        Some(488),
+                        &report,
+                        None,
+                    )
+                    .await;
                     return;
                 }
             }
@@ -609,7 +690,8 @@ impl Call {
         self.core.unregister(&b.call_id);
         let talk_ms = answered_at.elapsed().as_millis() as u64;
         let report = relay.stop().await;
-        self.ended_with(outcome, by, None, &report, Some(talk_ms)).await;
+        self.ended_with(outcome, by, None, &report, Some(talk_ms))
+            .await;
     }
 
     /// Sends a 2xx to the citizen and retransmits it until the ACK (§13.3.1.4). Returns
@@ -656,10 +738,22 @@ impl Call {
             let r = self.a_response(code);
             self.a.tx.respond(r).await;
             let report = relay.stop().await;
-            self.ended_with(CallOutcome::Unanswered, CallParty::Agent, Some(agent_code), &report, None).await;
+            self.ended_with(
+                CallOutcome::Unanswered,
+                CallParty::Agent,
+                Some(agent_code),
+                &report,
+                None,
+            )
+            .await;
             return;
         }
-        let codec = self.a.offer.as_ref().and_then(|o| o.codecs.first().copied()).unwrap_or(PCMU);
+        let codec = self
+            .a
+            .offer
+            .as_ref()
+            .and_then(|o| o.codecs.first().copied())
+            .unwrap_or(PCMU);
         let dtmf = self.a.offer.as_ref().map_or(Some(DTMF_PT), |o| o.dtmf);
         relay.set_codec(codec, dtmf).await;
         let port = relay.port(Side::Citizen).unwrap_or_default();
@@ -668,20 +762,33 @@ impl Call {
             None => vec![PCMU, PCMA],
         };
         let mut r = self.a_response(200);
-        let body = sdp::build(self.media_addr(port), &codecs, dtmf, self.id.as_u64_pair().1, 1);
+        let body = sdp::build(
+            self.media_addr(port),
+            &codecs,
+            dtmf,
+            self.id.as_u64_pair().1,
+            1,
+        );
         msg::set_sdp(&mut r.headers, &mut r.body, body);
         let Some(ack) = self.answer_citizen(r).await else {
             let report = relay.stop().await;
-            self.ended_with(CallOutcome::Unanswered, CallParty::Citizen, Some(agent_code), &report, None).await;
+            self.ended_with(
+                CallOutcome::Unanswered,
+                CallParty::Citizen,
+                Some(agent_code),
+                &report,
+                None,
+            )
+            .await;
             return;
         };
-        if self.a.offer.is_none() {
-            if let Ok(info) = sdp::parse(ack.body()) {
-                if let Some(c) = info.codecs.first().copied() {
-                    relay.set_codec(c, info.dtmf.or(dtmf)).await;
-                }
-                relay.set_remote(Side::Citizen, info.rtp).await;
+        if self.a.offer.is_none()
+            && let Ok(info) = sdp::parse(ack.body())
+        {
+            if let Some(c) = info.codecs.first().copied() {
+                relay.set_codec(c, info.dtmf.or(dtmf)).await;
             }
+            relay.set_remote(Side::Citizen, info.rtp).await;
         }
         let prompts = self.core.prompts.clone();
         // The citizen may hang up during the prompt.
@@ -715,7 +822,8 @@ impl Call {
         };
         let message_ms = message_start.elapsed().as_millis() as u64;
         let report = relay.stop().await;
-        self.ended_with(outcome, by, Some(agent_code), &report, Some(message_ms)).await;
+        self.ended_with(outcome, by, Some(agent_code), &report, Some(message_ms))
+            .await;
     }
 
     /// Waits for the citizen's BYE and answers it; `true` once it came.
@@ -729,7 +837,11 @@ impl Call {
                         tx.respond(msg::response(&req, 200, None)).await;
                         return true;
                     }
-                    let code = if matches!(req.method, Method::Info | Method::Options) { 200 } else { 491 };
+                    let code = if matches!(req.method, Method::Info | Method::Options) {
+                        200
+                    } else {
+                        491
+                    };
                     tx.respond(msg::response(&req, code, None)).await;
                 }
             }
@@ -741,26 +853,32 @@ impl Call {
     async fn refuse_blocked(&mut self) {
         tracing::info!(call = %self.id, "Caller is restricted (Art. 9); announcing and declining");
         metrics::counter!("sip_calls_refused_total", "reason" => "blocked").increment(1);
-        if let Some(offer) = self.a.offer.clone() {
-            if let Ok(relay) = self.start_relay(false) {
-                let codec = offer.codecs[0];
-                relay.set_remote(Side::Citizen, offer.rtp).await;
-                relay.set_codec(codec, None).await;
-                let mut r = self.a_response(183);
-                let port = relay.port(Side::Citizen).unwrap_or_default();
-                let body = sdp::build(self.media_addr(port), &[codec], None, self.id.as_u64_pair().1, 1);
-                msg::set_sdp(&mut r.headers, &mut r.body, body);
-                self.a.tx.respond(r).await;
-                let prompt = self.core.prompts.blocked.clone();
-                let cancelled = tokio::select! {
-                    () = relay.play(prompt) => false,
-                    c = self.wait_cancel() => c,
-                };
-                let _ = relay.stop().await;
-                if cancelled {
-                    self.rejected("blocked_caller", 487).await;
-                    return;
-                }
+        if let Some(offer) = self.a.offer.clone()
+            && let Ok(relay) = self.start_relay(false)
+        {
+            let codec = offer.codecs[0];
+            relay.set_remote(Side::Citizen, offer.rtp).await;
+            relay.set_codec(codec, None).await;
+            let mut r = self.a_response(183);
+            let port = relay.port(Side::Citizen).unwrap_or_default();
+            let body = sdp::build(
+                self.media_addr(port),
+                &[codec],
+                None,
+                self.id.as_u64_pair().1,
+                1,
+            );
+            msg::set_sdp(&mut r.headers, &mut r.body, body);
+            self.a.tx.respond(r).await;
+            let prompt = self.core.prompts.blocked.clone();
+            let cancelled = tokio::select! {
+                () = relay.play(prompt) => false,
+                c = self.wait_cancel() => c,
+            };
+            let _ = relay.stop().await;
+            if cancelled {
+                self.rejected("blocked_caller", 487).await;
+                return;
             }
         }
         let reason = Header::Other(
@@ -778,7 +896,8 @@ impl Call {
                 Some(CallInput::Ack(_)) => {}
                 Some(CallInput::Request(req, tx)) => {
                     if req.method == Method::Cancel {
-                        tx.respond(msg::response(&req, 200, Some(&self.a.tag))).await;
+                        tx.respond(msg::response(&req, 200, Some(&self.a.tag)))
+                            .await;
                         let r = self.a_response(487);
                         self.a.tx.respond(r).await;
                         return true;
@@ -815,7 +934,9 @@ impl Call {
         headers.push(rsip::headers::MaxForwards::new("70").into());
         // The gateway is the UAS of this dialog: its From is the INVITE's To with its tag.
         if let Ok(to) = self.a.invite.to_header() {
-            headers.push(rsip::headers::From::new(format!("{};tag={}", to.value(), self.a.tag)).into());
+            headers.push(
+                rsip::headers::From::new(format!("{};tag={}", to.value(), self.a.tag)).into(),
+            );
         }
         if let Ok(from) = self.a.invite.from_header() {
             headers.push(rsip::headers::To::new(from.value()).into());
@@ -874,11 +995,25 @@ impl Call {
         }
     }
 
-    async fn ended(&mut self, outcome: CallOutcome, by: CallParty, talk_ms: Option<u64>, status: Option<u16>) {
-        self.ended_with(outcome, by, status, &RelayReport::default(), talk_ms).await;
+    async fn ended(
+        &mut self,
+        outcome: CallOutcome,
+        by: CallParty,
+        talk_ms: Option<u64>,
+        status: Option<u16>,
+    ) {
+        self.ended_with(outcome, by, status, &RelayReport::default(), talk_ms)
+            .await;
     }
 
-    async fn ended_with(&mut self, outcome: CallOutcome, by: CallParty, status: Option<u16>, report: &RelayReport, talk_ms: Option<u64>) {
+    async fn ended_with(
+        &mut self,
+        outcome: CallOutcome,
+        by: CallParty,
+        status: Option<u16>,
+        report: &RelayReport,
+        talk_ms: Option<u64>,
+    ) {
         let mut c = self.call_contact(CallPhase::Ended);
         c.agent = self.agent.clone();
         c.outcome = Some(outcome);
@@ -941,7 +1076,10 @@ impl Call {
         };
         let submission = Submission {
             events: vec![Event::from(contact)],
-            once: Some((format!("sip/{}/{phase}", self.a.call_id), self.id.to_string().into_bytes())),
+            once: Some((
+                format!("sip/{}/{phase}", self.a.call_id),
+                self.id.to_string().into_bytes(),
+            )),
             ..Submission::default()
         };
         self.core.ctx.intake.submit(submission).await.map(|_| ())
@@ -954,9 +1092,12 @@ fn cancel_for(invite: &Request) -> Request {
     let mut headers = rsip::Headers::default();
     for h in invite.headers.iter() {
         match h {
-            Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::MaxForwards(_) | Header::Route(_) => {
-                headers.push(h.clone())
-            }
+            Header::Via(_)
+            | Header::From(_)
+            | Header::To(_)
+            | Header::CallId(_)
+            | Header::MaxForwards(_)
+            | Header::Route(_) => headers.push(h.clone()),
             _ => {}
         }
     }
@@ -1009,7 +1150,11 @@ fn fresh_branch(via: &Header) -> Header {
         Header::Via(v) => {
             let value = v.value();
             let base = value.split(";branch=").next().unwrap_or(value);
-            rsip::headers::Via::new(format!("{base};branch=z9hG4bK{};rport", msg::random_token())).into()
+            rsip::headers::Via::new(format!(
+                "{base};branch=z9hG4bK{};rport",
+                msg::random_token()
+            ))
+            .into()
         }
         other => other.clone(),
     }

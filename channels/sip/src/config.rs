@@ -252,13 +252,13 @@ impl SipConfig {
                     "needs addresses, digest, or both",
                 ));
             }
-            if let Some(d) = &t.digest {
-                if env(&d.password_env).is_none_or(|p| p.len() < 12) {
-                    return Err(SipConfigError::Secret {
-                        trunk: t.name.clone(),
-                        var: d.password_env.clone(),
-                    });
-                }
+            if let Some(d) = &t.digest
+                && env(&d.password_env).is_none_or(|p| p.len() < 12)
+            {
+                return Err(SipConfigError::Secret {
+                    trunk: t.name.clone(),
+                    var: d.password_env.clone(),
+                });
             }
         }
         if self.advertised_host.is_none() && self.listen_udp.ip().is_unspecified() {
@@ -268,15 +268,13 @@ impl SipConfig {
             ));
         }
         let m = &self.media;
-        if m.port_min % 2 != 0 || m.port_min >= m.port_max || m.port_min < 1024 {
+        if !m.port_min.is_multiple_of(2) || m.port_min >= m.port_max || m.port_min < 1024 {
             return Err(invalid(
                 "media.port_min",
                 "must be even, at least 1024 and below port_max",
             ));
         }
-        if m.advertised.is_none()
-            && m.bind.unwrap_or(self.listen_udp.ip()).is_unspecified()
-        {
+        if m.advertised.is_none() && m.bind.unwrap_or(self.listen_udp.ip()).is_unspecified() {
             return Err(invalid(
                 "media.advertised",
                 "required when media.bind is an unspecified address",
@@ -291,8 +289,14 @@ impl SipConfig {
         if !(5..=3600).contains(&m.timeout_secs) {
             return Err(invalid("media.timeout_secs", "must be 5 to 3600"));
         }
-        if !(self.invite_rate_per_second > 0.0) || self.invite_burst == 0 {
-            return Err(invalid("invite_rate_per_second", "rate and burst must be positive"));
+        if self.invite_rate_per_second.is_nan()
+            || self.invite_rate_per_second <= 0.0
+            || self.invite_burst == 0
+        {
+            return Err(invalid(
+                "invite_rate_per_second",
+                "rate and burst must be positive",
+            ));
         }
         if self.max_calls == 0 {
             return Err(invalid("max_calls", "must be positive"));

@@ -148,7 +148,9 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("host", &self.host).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
     }
 }
 
@@ -213,7 +215,11 @@ impl Endpoint {
     }
 
     /// Runs the UDP receiver until `shutdown`.
-    pub async fn run_udp(self: Arc<Self>, tu: Arc<dyn TransactionUser>, shutdown: CancellationToken) {
+    pub async fn run_udp(
+        self: Arc<Self>,
+        tu: Arc<dyn TransactionUser>,
+        shutdown: CancellationToken,
+    ) {
         let mut buf = vec![0u8; 65_536];
         let sweeper = {
             let ep = self.clone();
@@ -314,9 +320,17 @@ impl Endpoint {
                     Err(error) => {
                         // The stream cannot be resynchronised after a framing error:
                         // answer what can be answered, then close (RFC 3261 §18.3).
-                        self.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let code = if matches!(error, wire::WireError::TooLarge(_)) { 513 } else { 400 };
-                        if let Some(resp) = error_for_head(&buf, code, &error.to_string(), &self.host) {
+                        self.stats
+                            .rejected
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let code = if matches!(error, wire::WireError::TooLarge(_)) {
+                            513
+                        } else {
+                            400
+                        };
+                        if let Some(resp) =
+                            error_for_head(&buf, code, &error.to_string(), &self.host)
+                        {
                             self.send(Peer::Tcp(from), resp).await;
                         }
                         tracing::debug!(%error, "TCP framing error; closing the connection");
@@ -335,7 +349,9 @@ impl Endpoint {
         let message = match msg::parse(bytes, !peer.reliable(), self.limits, &self.host) {
             Ok(m) => m,
             Err(Rejected::Answer(response, why)) => {
-                self.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("sip_messages_rejected_total").increment(1);
                 tracing::debug!(reason = %why, "Rejected a malformed request");
                 let dest = self.response_destination(&response, peer);
@@ -343,7 +359,9 @@ impl Endpoint {
                 return;
             }
             Err(Rejected::Drop(why)) => {
-                self.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("sip_messages_dropped_total").increment(1);
                 tracing::debug!(reason = %why, "Dropped an unusable message");
                 return;
@@ -383,7 +401,12 @@ impl Endpoint {
         }
     }
 
-    async fn on_request(self: &Arc<Self>, request: Request, peer: Peer, tu: &Arc<dyn TransactionUser>) {
+    async fn on_request(
+        self: &Arc<Self>,
+        request: Request,
+        peer: Peer,
+        tu: &Arc<dyn TransactionUser>,
+    ) {
         let key = Self::server_key(&request, peer);
         let resend = {
             let mut server = lock(&self.server);
@@ -393,12 +416,18 @@ impl Endpoint {
                         if entry.state == ServerState::Completed {
                             entry.state = ServerState::Confirmed;
                             entry.expires = Instant::now()
-                                + if peer.reliable() { Duration::ZERO } else { self.timers.t4 };
+                                + if peer.reliable() {
+                                    Duration::ZERO
+                                } else {
+                                    self.timers.t4
+                                };
                             return;
                         }
                         None
                     } else {
-                        self.stats.absorbed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats
+                            .absorbed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         metrics::counter!("sip_retransmissions_absorbed_total").increment(1);
                         Some(entry.last.clone())
                     }
@@ -453,7 +482,10 @@ impl Endpoint {
         match peer {
             Peer::Tcp(_) => peer,
             Peer::Udp(from) => {
-                let via = request.via_header().map(|v| v.value().to_owned()).unwrap_or_default();
+                let via = request
+                    .via_header()
+                    .map(|v| v.value().to_owned())
+                    .unwrap_or_default();
                 if via.contains(";rport=") {
                     peer
                 } else {
@@ -468,7 +500,10 @@ impl Endpoint {
         match peer {
             Peer::Tcp(_) => peer,
             Peer::Udp(from) => {
-                let via = response.via_header().map(|v| v.value().to_owned()).unwrap_or_default();
+                let via = response
+                    .via_header()
+                    .map(|v| v.value().to_owned())
+                    .unwrap_or_default();
                 if via.contains("rport") {
                     peer
                 } else {
@@ -495,7 +530,9 @@ impl Endpoint {
         match sender {
             Some(s) => {
                 if s.try_send(response).is_err() {
-                    tracing::debug!("client transaction busy; response dropped (it will be retransmitted)");
+                    tracing::debug!(
+                        "client transaction busy; response dropped (it will be retransmitted)"
+                    );
                 }
             }
             None => {
@@ -591,7 +628,12 @@ impl Endpoint {
                 }
             }
             if let Some((how_long, ack)) = linger {
-                let until = Instant::now() + if peer.reliable() && ack.is_some() { Duration::ZERO } else { how_long };
+                let until = Instant::now()
+                    + if peer.reliable() && ack.is_some() {
+                        Duration::ZERO
+                    } else {
+                        how_long
+                    };
                 loop {
                     tokio::select! {
                         r = in_rx.recv() => {
@@ -669,7 +711,11 @@ impl ServerTx {
                     (false, _) => {
                         entry.state = ServerState::Completed;
                         entry.expires = now
-                            + if tx.peer.reliable() { Duration::ZERO } else { timeout };
+                            + if tx.peer.reliable() {
+                                Duration::ZERO
+                            } else {
+                                timeout
+                            };
                     }
                 }
             }
@@ -712,9 +758,10 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Request {
     }
     for h in invite.headers.iter() {
         match h {
-            rsip::Header::From(_) | rsip::Header::CallId(_) | rsip::Header::Route(_) | rsip::Header::MaxForwards(_) => {
-                headers.push(h.clone())
-            }
+            rsip::Header::From(_)
+            | rsip::Header::CallId(_)
+            | rsip::Header::Route(_)
+            | rsip::Header::MaxForwards(_) => headers.push(h.clone()),
             _ => {}
         }
     }
@@ -735,10 +782,21 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Request {
 /// A minimal error response from the raw head of a stream that failed framing.
 fn error_for_head(buf: &[u8], code: u16, why: &str, host: &str) -> Option<Bytes> {
     let head = &buf[..buf.len().min(8192)];
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(head.len());
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
     let mut candidate = head[..end].to_vec();
     candidate.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
-    match msg::parse(&candidate, true, Limits { max_message_bytes: 1 << 16, max_headers: 1024 }, host) {
+    match msg::parse(
+        &candidate,
+        true,
+        Limits {
+            max_message_bytes: 1 << 16,
+            max_headers: 1024,
+        },
+        host,
+    ) {
         Ok(SipMessage::Request(r)) => {
             let mut resp = msg::response(&r, code, None);
             resp.headers.push(msg::warning(host, why));

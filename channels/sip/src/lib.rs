@@ -102,10 +102,12 @@ impl Channel for SipChannel {
             .trunks
             .iter()
             .map(|t| {
-                let password = t
-                    .digest
-                    .as_ref()
-                    .map(|d| (d.username.clone(), std::env::var(&d.password_env).unwrap_or_default()));
+                let password = t.digest.as_ref().map(|d| {
+                    (
+                        d.username.clone(),
+                        std::env::var(&d.password_env).unwrap_or_default(),
+                    )
+                });
                 Trunk {
                     name: t.name.clone(),
                     nets: t.addresses.clone(),
@@ -135,7 +137,9 @@ impl Channel for SipChannel {
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
         let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-        tasks.push(Box::pin(ep.clone().run_udp(tu.clone(), ctx.shutdown.clone())));
+        tasks.push(Box::pin(
+            ep.clone().run_udp(tu.clone(), ctx.shutdown.clone()),
+        ));
         if let Some(listener) = tcp {
             tasks.push(Box::pin(ep.clone().run_tcp(
                 listener,
@@ -257,7 +261,14 @@ impl Core {
     }
 
     /// Answers `request` with `code`, a Warning saying why, and extra headers.
-    async fn answer(&self, request: &Request, tx: &ServerTx, code: u16, why: &str, extra: Vec<Header>) {
+    async fn answer(
+        &self,
+        request: &Request,
+        tx: &ServerTx,
+        code: u16,
+        why: &str,
+        extra: Vec<Header>,
+    ) {
         let mut response = msg::response(request, code, Some(&msg::random_token()));
         if !why.is_empty() {
             response.headers.push(msg::warning(self.ep.host(), why));
@@ -279,28 +290,51 @@ impl Core {
                 return;
             }
             TrunkCheck::Forbidden => {
-                metrics::counter!("sip_calls_refused_total", "reason" => "unknown_trunk").increment(1);
+                metrics::counter!("sip_calls_refused_total", "reason" => "unknown_trunk")
+                    .increment(1);
                 tracing::info!(source = %source, "Refused a call from an unknown trunk");
-                self.answer(&request, &tx, 403, "unknown trunk", vec![]).await;
+                self.answer(&request, &tx, 403, "unknown trunk", vec![])
+                    .await;
                 return;
             }
         };
         if let Err(retry) = self.rate_ok(source) {
             metrics::counter!("sip_calls_refused_total", "reason" => "rate").increment(1);
             let retry_after = Header::Other("Retry-After".into(), retry.max(1).to_string());
-            self.answer(&request, &tx, 503, "call rate limit of this trunk exceeded", vec![retry_after]).await;
+            self.answer(
+                &request,
+                &tx,
+                503,
+                "call rate limit of this trunk exceeded",
+                vec![retry_after],
+            )
+            .await;
             return;
         }
         if self.ctx.shutdown.is_cancelled() {
             let retry_after = Header::Other("Retry-After".into(), "5".into());
-            self.answer(&request, &tx, 503, "gateway shutting down", vec![retry_after]).await;
+            self.answer(
+                &request,
+                &tx,
+                503,
+                "gateway shutting down",
+                vec![retry_after],
+            )
+            .await;
             return;
         }
         if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_calls {
             self.active.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("sip_calls_refused_total", "reason" => "capacity").increment(1);
             let retry_after = Header::Other("Retry-After".into(), "5".into());
-            self.answer(&request, &tx, 503, "gateway at call capacity", vec![retry_after]).await;
+            self.answer(
+                &request,
+                &tx,
+                503,
+                "gateway at call capacity",
+                vec![retry_after],
+            )
+            .await;
             return;
         }
         metrics::gauge!("sip_calls_active").increment(1.0);
@@ -323,36 +357,50 @@ impl TransactionUser for Core {
                 let known = self.source_known(source);
                 let host = self.ep.host().to_owned();
                 tokio::spawn(async move {
-                    let (code, why) = if known { (200, "") } else { (403, "unknown trunk") };
+                    let (code, why) = if known {
+                        (200, "")
+                    } else {
+                        (403, "unknown trunk")
+                    };
                     let mut r = msg::response(&request, code, Some(&msg::random_token()));
                     if !why.is_empty() {
                         r.headers.push(msg::warning(&host, why));
                     }
                     r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
-                    r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                    r.headers
+                        .push(Header::Other("Accept".into(), "application/sdp".into()));
                     tx.respond(r).await;
                 });
             }
             _ => match self.route(&call_id) {
                 Some(call) => {
                     let input = CallInput::Request(Box::new(request), tx);
-                    if let Err(e) = call.try_send(input) {
-                        // The call's queue is full (a flood of in-dialog requests): the
-                        // peer retransmits, or gives up.
-                        if let mpsc::error::TrySendError::Full(CallInput::Request(r, tx))
-                        | mpsc::error::TrySendError::Closed(CallInput::Request(r, tx)) = e
-                        {
-                            tokio::spawn(async move {
-                                let resp = msg::response(&r, 500, None);
-                                tx.respond(resp).await;
-                            });
-                        }
+                    // The call's queue is full (a flood of in-dialog requests) or the
+                    // call just ended: 500, and the peer retransmits or gives up.
+                    if let Err(
+                        mpsc::error::TrySendError::Full(CallInput::Request(r, tx))
+                        | mpsc::error::TrySendError::Closed(CallInput::Request(r, tx)),
+                    ) = call.try_send(input)
+                    {
+                        tokio::spawn(async move {
+                            let resp = msg::response(&r, 500, None);
+                            tx.respond(resp).await;
+                        });
                     }
                 }
                 None => {
                     let code = match request.method {
-                        Method::Register | Method::Subscribe | Method::Publish | Method::Message | Method::Refer | Method::Notify | Method::PRack
-                            if !in_dialog => 405,
+                        Method::Register
+                        | Method::Subscribe
+                        | Method::Publish
+                        | Method::Message
+                        | Method::Refer
+                        | Method::Notify
+                        | Method::PRack
+                            if !in_dialog =>
+                        {
+                            405
+                        }
                         _ => 481,
                     };
                     tokio::spawn(async move {
@@ -373,4 +421,3 @@ impl TransactionUser for Core {
         }
     }
 }
-

@@ -252,12 +252,18 @@ impl Leg {
     }
 
     fn rtcp_dest(&self) -> Option<SocketAddr> {
-        self.rtcp_latched
-            .or_else(|| self.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))))
+        self.rtcp_latched.or_else(|| {
+            self.remote
+                .map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
+        })
     }
 }
 
-async fn recv_opt(leg: Option<&Leg>, rtcp: bool, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn recv_opt(
+    leg: Option<&Leg>,
+    rtcp: bool,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
     match leg {
         Some(l) if rtcp => l.sockets.rtcp.recv_from(buf).await,
         Some(l) => l.sockets.rtp.recv_from(buf).await,
@@ -275,7 +281,11 @@ struct Player {
     first: bool,
 }
 
-async fn run(setup: RelaySetup, mut ctl: mpsc::Receiver<Control>, events: mpsc::Sender<MediaEvent>) {
+async fn run(
+    setup: RelaySetup,
+    mut ctl: mpsc::Receiver<Control>,
+    events: mpsc::Sender<MediaEvent>,
+) {
     let start = Instant::now();
     let mut legs = [
         Some(Leg {
@@ -392,11 +402,10 @@ async fn run(setup: RelaySetup, mut ctl: mpsc::Receiver<Control>, events: mpsc::
                     }
                     _ => true,
                 };
-                if finished {
-                    if let Some(done) = player.take().and_then(|p| p.done) {
+                if finished
+                    && let Some(done) = player.take().and_then(|p| p.done) {
                         let _ = done.send(());
                     }
-                }
             }
             () = tokio::time::sleep_until(idle_at), if !timed_out && player.is_none() => {
                 timed_out = true;
@@ -432,7 +441,9 @@ async fn on_rtp(
     }
     if rtp::is_rtcp(packet) {
         // RTCP multiplexed on the RTP port (RFC 5761): pass it on as it is.
-        if let Some((dest, sock)) = other(legs, side).and_then(|o| o.rtp_dest().map(|d| (d, &o.sockets.rtp))) {
+        if let Some((dest, sock)) =
+            other(legs, side).and_then(|o| o.rtp_dest().map(|d| (d, &o.sockets.rtp)))
+        {
             let _ = sock.send_to(packet, dest).await;
         }
         return;
@@ -442,10 +453,10 @@ async fn on_rtp(
         return;
     };
     report.packets[i] += 1;
-    if let Some(o) = other(legs, side) {
-        if let Some(dest) = o.rtp_dest() {
-            let _ = o.sockets.rtp.send_to(packet, dest).await;
-        }
+    if let Some(o) = other(legs, side)
+        && let Some(dest) = o.rtp_dest()
+    {
+        let _ = o.sockets.rtp.send_to(packet, dest).await;
     }
     let payload = &packet[view.payload.0..view.payload.1];
     if Some(view.payload_type) == dtmf_pt {
@@ -477,10 +488,10 @@ async fn on_rtcp(side: Side, packet: &[u8], from: SocketAddr, legs: &mut [Option
         Some(l) if l != from => return,
         Some(_) => {}
     }
-    if let Some(o) = other(legs, side) {
-        if let Some(dest) = o.rtcp_dest() {
-            let _ = o.sockets.rtcp.send_to(packet, dest).await;
-        }
+    if let Some(o) = other(legs, side)
+        && let Some(dest) = o.rtcp_dest()
+    {
+        let _ = o.sockets.rtcp.send_to(packet, dest).await;
     }
 }
 
@@ -615,7 +626,9 @@ impl Recorder {
                 }
             }
         }
-        let Some(writer) = self.writer.as_mut() else { return };
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
         let frames = (upto - self.written) as usize;
         let mut w = writer.get_i16_writer(frames as u32 * 2);
         let [left, right] = &mut self.tracks;
@@ -632,7 +645,12 @@ impl Recorder {
     /// Writes what is pending and closes the file. Returns the length in milliseconds,
     /// the path when a file was written, and an error if writing failed.
     fn finish(&mut self) -> (u64, Option<PathBuf>, Option<String>) {
-        let longest = self.tracks.iter().map(|t| t.pending.len()).max().unwrap_or(0) as u64;
+        let longest = self
+            .tracks
+            .iter()
+            .map(|t| t.pending.len())
+            .max()
+            .unwrap_or(0) as u64;
         self.flush(self.written + longest);
         if let Some(tap) = self.tap.take() {
             tap.finish();
@@ -672,17 +690,30 @@ mod tests {
         assert_eq!(written.as_deref(), Some(path.as_path()));
         let mut reader = hound::WavReader::open(&path).expect("wav");
         assert_eq!(reader.spec().channels, 2);
-        let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("sample")).collect();
+        let samples: Vec<i16> = reader
+            .samples::<i16>()
+            .map(|s| s.expect("sample"))
+            .collect();
         let frames = samples.len() / 2;
         assert_eq!(frames as u64 * 1000 / 8000, ms);
         // About one second plus the first packet's offset.
         assert!((1000..=1100).contains(&ms), "{ms} ms");
         let left_signal = samples.iter().step_by(2).filter(|s| **s == 1000).count();
-        let right_signal = samples.iter().skip(1).step_by(2).filter(|s| **s == -2000).count();
+        let right_signal = samples
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter(|s| **s == -2000)
+            .count();
         assert_eq!(left_signal, 50 * 160);
         assert_eq!(right_signal, 24 * 160);
         // The agent's audio starts about half a second in.
-        let first_right = samples.iter().skip(1).step_by(2).position(|s| *s == -2000).expect("agent audio");
+        let first_right = samples
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .position(|s| *s == -2000)
+            .expect("agent audio");
         assert!((3900..=4300).contains(&first_right), "{first_right}");
     }
 

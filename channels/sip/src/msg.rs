@@ -22,7 +22,12 @@ pub enum Rejected {
 }
 
 /// Parses and checks one message. `host` names the gateway in Warning headers.
-pub fn parse(bytes: &[u8], datagram: bool, limits: Limits, host: &str) -> Result<SipMessage, Rejected> {
+pub fn parse(
+    bytes: &[u8],
+    datagram: bool,
+    limits: Limits,
+    host: &str,
+) -> Result<SipMessage, Rejected> {
     let norm = match wire::normalize(bytes, datagram, limits) {
         Ok(n) => n,
         Err(error) => {
@@ -43,14 +48,20 @@ pub fn parse(bytes: &[u8], datagram: bool, limits: Limits, host: &str) -> Result
             return Err(answer_raw(&norm, 400, "malformed request line", host));
         }
         if parts[2] != "SIP/2.0" {
-            let code = if parts[2].starts_with("SIP/") { 505 } else { 400 };
+            let code = if parts[2].starts_with("SIP/") {
+                505
+            } else {
+                400
+            };
             return Err(answer_raw(&norm, code, "only SIP/2.0 is supported", host));
         }
     }
     if is_request {
         let method = norm.start_line.split(' ').next().unwrap_or_default();
         let is_token = !method.is_empty()
-            && method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            && method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
         if is_token && !KNOWN_METHODS.contains(&method) {
             return Err(answer_raw(&norm, 501, "method not implemented", host));
         }
@@ -83,8 +94,20 @@ pub fn parse(bytes: &[u8], datagram: bool, limits: Limits, host: &str) -> Result
 
 /// Methods rsip knows (it refuses others, which get 501 here).
 const KNOWN_METHODS: &[&str] = &[
-    "ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS", "PRACK",
-    "PUBLISH", "REFER", "REGISTER", "SUBSCRIBE", "UPDATE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "INFO",
+    "INVITE",
+    "MESSAGE",
+    "NOTIFY",
+    "OPTIONS",
+    "PRACK",
+    "PUBLISH",
+    "REFER",
+    "REGISTER",
+    "SUBSCRIBE",
+    "UPDATE",
 ];
 
 fn first_line(s: &str) -> &str {
@@ -314,7 +337,10 @@ pub fn user_of(addr: &str) -> Option<String> {
 pub fn has_sdp<M: HasHeaders>(m: &M, body: &[u8]) -> bool {
     !body.is_empty()
         && m.headers().iter().any(|h| match h {
-            Header::ContentType(c) => c.value().to_ascii_lowercase().starts_with("application/sdp"),
+            Header::ContentType(c) => c
+                .value()
+                .to_ascii_lowercase()
+                .starts_with("application/sdp"),
             _ => false,
         })
 }
@@ -331,9 +357,8 @@ pub fn response(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
             Header::To(to) => {
                 let has_tag = to.typed().ok().and_then(|t| t.tag().cloned()).is_some();
                 match to_tag {
-                    Some(tag) if !has_tag && code > 100 => headers.push(
-                        rsip::headers::To::new(format!("{};tag={tag}", to.value())).into(),
-                    ),
+                    Some(tag) if !has_tag && code > 100 => headers
+                        .push(rsip::headers::To::new(format!("{};tag={tag}", to.value())).into()),
                     _ => headers.push(h.clone()),
                 }
             }
@@ -396,7 +421,12 @@ pub fn stamp_received(req: &mut Request, source: std::net::SocketAddr) -> bool {
         let sent_by_host = parts[0]
             .split_whitespace()
             .nth(1)
-            .map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).trim_matches(['[', ']']))
+            .map(|h| {
+                h.rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(h)
+                    .trim_matches(['[', ']'])
+            })
             .unwrap_or_default();
         if sent_by_host != source.ip().to_string() || asked {
             parts.push(format!("received={}", source.ip()));
@@ -436,7 +466,10 @@ mod tests {
             "Max-Forwards: 70",
         ];
         let mut s = String::from("INVITE sip:12345@hotline SIP/2.0\r\n");
-        for h in all.iter().filter(|h| drop.is_empty() || !h.starts_with(drop)) {
+        for h in all
+            .iter()
+            .filter(|h| drop.is_empty() || !h.starts_with(drop))
+        {
             s.push_str(h);
             s.push_str("\r\n");
         }
@@ -488,11 +521,17 @@ mod tests {
         let bad = String::from_utf8(invite("", ""))
             .expect("utf8")
             .replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
-        assert_eq!(rejected_code(parse(bad.as_bytes(), true, LIMITS, "gw")), Some(400));
+        assert_eq!(
+            rejected_code(parse(bad.as_bytes(), true, LIMITS, "gw")),
+            Some(400)
+        );
         let hops = String::from_utf8(invite("", ""))
             .expect("utf8")
             .replace("Max-Forwards: 70", "Max-Forwards: 0");
-        assert_eq!(rejected_code(parse(hops.as_bytes(), true, LIMITS, "gw")), Some(483));
+        assert_eq!(
+            rejected_code(parse(hops.as_bytes(), true, LIMITS, "gw")),
+            Some(483)
+        );
     }
 
     #[test]
@@ -500,7 +539,10 @@ mod tests {
         let v = String::from_utf8(invite("", ""))
             .expect("utf8")
             .replace("SIP/2.0\r\n", "SIP/3.0\r\n");
-        assert_eq!(rejected_code(parse(v.as_bytes(), true, LIMITS, "gw")), Some(505));
+        assert_eq!(
+            rejected_code(parse(v.as_bytes(), true, LIMITS, "gw")),
+            Some(505)
+        );
         assert!(matches!(
             parse(b"\x16\x03\x01garbage", true, LIMITS, "gw"),
             Err(Rejected::Drop(_))
@@ -538,7 +580,10 @@ mod tests {
 
     #[test]
     fn users_of_addresses() {
-        assert_eq!(user_of("\"A\" <sip:+8613800138000@x;user=phone>;tag=1").as_deref(), Some("+8613800138000"));
+        assert_eq!(
+            user_of("\"A\" <sip:+8613800138000@x;user=phone>;tag=1").as_deref(),
+            Some("+8613800138000")
+        );
         assert_eq!(user_of("<tel:+862112345>").as_deref(), Some("+862112345"));
         assert_eq!(user_of("sip:host.only"), None);
     }

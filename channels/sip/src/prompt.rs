@@ -70,7 +70,10 @@ mod tests {
     fn built_in_prompts_decode_and_carry_sound() {
         let p = Prompts::load().expect("prompts");
         for (name, samples) in [("blocked", &p.blocked), ("leave", &p.leave_message)] {
-            assert!(samples.len() > RATE as usize, "{name} shorter than a second");
+            assert!(
+                samples.len() > RATE as usize,
+                "{name} shorter than a second"
+            );
             let loud = samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
             assert!(loud > samples.len() / 10, "{name} is mostly silence");
         }

@@ -65,7 +65,14 @@ pub fn parse(packet: &[u8]) -> Option<RtpView> {
 }
 
 /// Writes a fixed header with no CSRCs or extension.
-pub fn write_header(out: &mut Vec<u8>, pt: u8, marker: bool, sequence: u16, timestamp: u32, ssrc: u32) {
+pub fn write_header(
+    out: &mut Vec<u8>,
+    pt: u8,
+    marker: bool,
+    sequence: u16,
+    timestamp: u32,
+    ssrc: u32,
+) {
     out.push(0x80);
     out.push(pt & 0x7f | if marker { 0x80 } else { 0 });
     out.extend_from_slice(&sequence.to_be_bytes());
@@ -99,7 +106,10 @@ mod tests {
         write_header(&mut p, 8, true, 7, 160, 0xdead_beef);
         p.extend_from_slice(&[1, 2, 3]);
         let v = parse(&p).expect("rtp");
-        assert_eq!((v.payload_type, v.marker, v.sequence, v.timestamp, v.ssrc), (8, true, 7, 160, 0xdead_beef));
+        assert_eq!(
+            (v.payload_type, v.marker, v.sequence, v.timestamp, v.ssrc),
+            (8, true, 7, 160, 0xdead_beef)
+        );
         assert_eq!(&p[v.payload.0..v.payload.1], &[1, 2, 3]);
     }
 

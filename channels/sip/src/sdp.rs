@@ -54,10 +54,7 @@ pub fn parse(body: &[u8]) -> Result<MediaInfo, SdpError> {
         .or(session.connection_information.as_ref())
         .and_then(|c| c.address.as_ref())
         .ok_or(SdpError::NoAddress)?;
-    let ip: IpAddr = address
-        .address
-        .parse()
-        .map_err(|_| SdpError::NoAddress)?;
+    let ip: IpAddr = address.address.parse().map_err(|_| SdpError::NoAddress)?;
     let port = media.media_name.port.value;
     let rtp = (port > 0 && port <= 65_535 && !ip.is_unspecified())
         .then(|| SocketAddr::new(ip, port as u16));
@@ -97,7 +94,13 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaInfo, SdpError> {
 
 /// A session description from the gateway: one audio stream at `rtp`, the `codecs` in
 /// order, and telephone-event on `dtmf`. RTCP is on the next port (RFC 3550).
-pub fn build(rtp: SocketAddr, codecs: &[u8], dtmf: Option<u8>, session_id: u64, version: u64) -> Vec<u8> {
+pub fn build(
+    rtp: SocketAddr,
+    codecs: &[u8],
+    dtmf: Option<u8>,
+    session_id: u64,
+    version: u64,
+) -> Vec<u8> {
     let ip = rtp.ip();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut formats: Vec<String> = codecs.iter().map(u8::to_string).collect();
@@ -114,7 +117,9 @@ pub fn build(rtp: SocketAddr, codecs: &[u8], dtmf: Option<u8>, session_id: u64, 
         s.push_str(&format!("a=rtpmap:{pt} {name}/8000\r\n"));
     }
     if let Some(pt) = dtmf {
-        s.push_str(&format!("a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"));
+        s.push_str(&format!(
+            "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"
+        ));
     }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
     s.into_bytes()
@@ -136,9 +141,10 @@ mod tests {
 
     #[test]
     fn no_g711_is_no_common_codec() {
-        let g729 = SIPP_OFFER
-            .replace("8 0 101", "18")
-            .replace("a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "a=rtpmap:18 G729/8000\r\n");
+        let g729 = SIPP_OFFER.replace("8 0 101", "18").replace(
+            "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n",
+            "a=rtpmap:18 G729/8000\r\n",
+        );
         assert_eq!(parse_offer(g729.as_bytes()), Err(SdpError::NoCommonCodec));
     }
 
@@ -150,7 +156,13 @@ mod tests {
 
     #[test]
     fn what_we_build_parses_back() {
-        let body = build("192.0.2.1:20000".parse().expect("addr"), &[PCMU], Some(101), 1, 1);
+        let body = build(
+            "192.0.2.1:20000".parse().expect("addr"),
+            &[PCMU],
+            Some(101),
+            1,
+            1,
+        );
         let info = parse_offer(&body).expect("valid");
         assert_eq!(info.rtp, Some("192.0.2.1:20000".parse().expect("addr")));
         assert_eq!(info.codecs, vec![PCMU]);

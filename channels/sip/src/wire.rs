@@ -96,7 +96,9 @@ impl Normalized {
 
 /// Number of CR and LF bytes at the start of `buf` (keep-alives between stream messages).
 pub fn leading_crlf(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+    buf.iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
 }
 
 fn find_header_end(buf: &[u8]) -> Option<usize> {
@@ -137,8 +139,7 @@ fn content_length<'a>(
         let name = name.trim();
         if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l") {
             let value = value.trim();
-            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.len() > 9
-            {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.len() > 9 {
                 return Err(WireError::BadContentLength);
             }
             let n: usize = value.parse().map_err(|_| WireError::BadContentLength)?;
@@ -187,7 +188,10 @@ pub fn normalize(msg: &[u8], datagram: bool, limits: Limits) -> Result<Normalize
         None => return Err(WireError::NoHeaderEnd),
     };
     let head = std::str::from_utf8(head).map_err(|_| WireError::NotText)?;
-    if head.bytes().any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t')) {
+    if head
+        .bytes()
+        .any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t'))
+    {
         return Err(WireError::NotText);
     }
     let mut lines = head.split("\r\n");
@@ -271,10 +275,7 @@ mod tests {
         assert_eq!(frame_stream(&raw[..raw.len() - 1], LIMITS), Ok(None));
         assert_eq!(frame_stream(raw, LIMITS), Ok(Some(raw.len())));
         let none = b"BYE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n";
-        assert_eq!(
-            frame_stream(none, LIMITS),
-            Err(WireError::BadContentLength)
-        );
+        assert_eq!(frame_stream(none, LIMITS), Err(WireError::BadContentLength));
         let endless = vec![b'a'; 5000];
         assert_eq!(
             frame_stream(&endless, LIMITS),
