@@ -195,7 +195,7 @@ impl Call {
             return;
         }
         tracing::info!(call = %self.id, trunk = %self.trunk, caller = %contract::mask_identity(&self.citizen), "Call offered");
-        metrics::counter!("sip_calls_offered_total", "trunk" => self.trunk.clone()).increment(1);
+        metrics::counter!("gateway_sip_calls_offered_total", "trunk" => self.trunk.clone()).increment(1);
 
         if self.is_blocked() {
             self.refuse_blocked().await;
@@ -612,7 +612,7 @@ impl Call {
         if let Err(e) = self.submit(answered, "answered").await {
             tracing::warn!(call = %self.id, error = %e, "Cannot record the answer");
         }
-        metrics::counter!("sip_calls_answered_total").increment(1);
+        metrics::counter!("gateway_sip_calls_answered_total").increment(1);
 
         let shutdown = self.core.ctx.shutdown.clone();
         let (outcome, by) = loop {
@@ -728,7 +728,7 @@ impl Call {
 
     /// No agent took the call: record a message (or pass the failure on).
     async fn fallback(&mut self, relay: Relay, agent_code: u16) {
-        metrics::counter!("sip_calls_fallback_total").increment(1);
+        metrics::counter!("gateway_sip_calls_fallback_total").increment(1);
         if self.core.cfg.fallback == Fallback::Reject {
             let code = match agent_code {
                 486 | 600 => 486,
@@ -852,7 +852,7 @@ impl Call {
     /// INVITE had an offer, then 603 with a Reason header. Never a silent drop.
     async fn refuse_blocked(&mut self) {
         tracing::info!(call = %self.id, "Caller is restricted (Art. 9); announcing and declining");
-        metrics::counter!("sip_calls_refused_total", "reason" => "blocked").increment(1);
+        metrics::counter!("gateway_sip_calls_refused_total", "reason" => "blocked").increment(1);
         if let Some(offer) = self.a.offer.clone()
             && let Ok(relay) = self.start_relay(false)
         {
@@ -1027,7 +1027,7 @@ impl Call {
             tracing::warn!(call = %self.id, error = %e, "Recording incomplete");
         }
         tracing::info!(call = %self.id, outcome = ?outcome, ended_by = ?by, packets_citizen = report.packets[0], packets_agent = report.packets[1], "Call ended");
-        metrics::counter!("sip_calls_ended_total").increment(1);
+        metrics::counter!("gateway_sip_calls_ended_total").increment(1);
         // The end of a call is a fact the hotline must keep: retry a full outbox for a
         // while rather than lose it.
         let mut wait = Duration::from_millis(200);

@@ -352,7 +352,7 @@ impl Endpoint {
                 self.stats
                     .rejected
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                metrics::counter!("sip_messages_rejected_total").increment(1);
+                metrics::counter!("gateway_sip_messages_rejected_total").increment(1);
                 tracing::debug!(reason = %why, "Rejected a malformed request");
                 let dest = self.response_destination(&response, peer);
                 self.send(dest, msg::encode(*response)).await;
@@ -362,7 +362,7 @@ impl Endpoint {
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                metrics::counter!("sip_messages_dropped_total").increment(1);
+                metrics::counter!("gateway_sip_messages_dropped_total").increment(1);
                 tracing::debug!(reason = %why, "Dropped an unusable message");
                 return;
             }
@@ -428,7 +428,7 @@ impl Endpoint {
                         self.stats
                             .absorbed
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics::counter!("sip_retransmissions_absorbed_total").increment(1);
+                        metrics::counter!("gateway_sip_retransmissions_absorbed_total").increment(1);
                         Some(entry.last.clone())
                     }
                 }
@@ -536,7 +536,7 @@ impl Endpoint {
                 }
             }
             None => {
-                metrics::counter!("sip_stray_responses_total").increment(1);
+                metrics::counter!("gateway_sip_stray_responses_total").increment(1);
                 tracing::debug!("Response matched no client transaction");
             }
         }

@@ -284,13 +284,13 @@ impl Core {
         let trunk = match self.trunk_for(&request, source) {
             TrunkCheck::Admitted(name) => name,
             TrunkCheck::Challenge { stale } => {
-                metrics::counter!("sip_calls_refused_total", "reason" => "challenge").increment(1);
+                metrics::counter!("gateway_sip_calls_refused_total", "reason" => "challenge").increment(1);
                 let challenge = self.digest.challenge(stale);
                 self.answer(&request, &tx, 401, "", vec![challenge]).await;
                 return;
             }
             TrunkCheck::Forbidden => {
-                metrics::counter!("sip_calls_refused_total", "reason" => "unknown_trunk")
+                metrics::counter!("gateway_sip_calls_refused_total", "reason" => "unknown_trunk")
                     .increment(1);
                 tracing::info!(source = %source, "Refused a call from an unknown trunk");
                 self.answer(&request, &tx, 403, "unknown trunk", vec![])
@@ -299,7 +299,7 @@ impl Core {
             }
         };
         if let Err(retry) = self.rate_ok(source) {
-            metrics::counter!("sip_calls_refused_total", "reason" => "rate").increment(1);
+            metrics::counter!("gateway_sip_calls_refused_total", "reason" => "rate").increment(1);
             let retry_after = Header::Other("Retry-After".into(), retry.max(1).to_string());
             self.answer(
                 &request,
@@ -325,7 +325,7 @@ impl Core {
         }
         if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_calls {
             self.active.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("sip_calls_refused_total", "reason" => "capacity").increment(1);
+            metrics::counter!("gateway_sip_calls_refused_total", "reason" => "capacity").increment(1);
             let retry_after = Header::Other("Retry-After".into(), "5".into());
             self.answer(
                 &request,
@@ -337,10 +337,10 @@ impl Core {
             .await;
             return;
         }
-        metrics::gauge!("sip_calls_active").increment(1.0);
+        metrics::gauge!("gateway_sip_calls_active").increment(1.0);
         call::run(self.clone(), request, tx, trunk).await;
         self.active.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("sip_calls_active").decrement(1.0);
+        metrics::gauge!("gateway_sip_calls_active").decrement(1.0);
     }
 }
 

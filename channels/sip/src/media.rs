@@ -434,7 +434,7 @@ async fn on_rtp(
     match leg.latched {
         None => leg.latched = Some(from),
         Some(l) if l != from => {
-            metrics::counter!("sip_rtp_foreign_packets_total").increment(1);
+            metrics::counter!("gateway_sip_rtp_foreign_packets_total").increment(1);
             return;
         }
         Some(_) => {}
@@ -449,7 +449,7 @@ async fn on_rtp(
         return;
     }
     let Some(view) = rtp::parse(packet) else {
-        metrics::counter!("sip_rtp_malformed_packets_total").increment(1);
+        metrics::counter!("gateway_sip_rtp_malformed_packets_total").increment(1);
         return;
     };
     report.packets[i] += 1;
@@ -620,7 +620,7 @@ impl Recorder {
                 Ok(w) => self.writer = Some(w),
                 Err(e) => {
                     tracing::warn!(error = %e, "Cannot create the call recording");
-                    metrics::counter!("sip_recording_errors_total").increment(1);
+                    metrics::counter!("gateway_sip_recording_errors_total").increment(1);
                     self.error = Some(e.to_string());
                     return;
                 }
