@@ -366,6 +366,7 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             .env("E2E_CARRIER_SECRET", CARRIER_SECRET)
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("E2E_TRUNK_PASSWORD", sip::TRUNK_PASSWORD)
+            .env("E2E_FEED_SECRET", sip::FEED_SECRET)
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(log)

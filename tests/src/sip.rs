@@ -16,6 +16,8 @@ pub const TRUNK_PASSWORD: &str = "e2e-trunk-password-0123";
 pub const TRUNK_USER: &str = "carrier-b";
 /// The source address of the digest trunk.
 pub const DIGEST_TRUNK_IP: &str = "127.0.0.4";
+/// The agent feed's token secret (env `E2E_FEED_SECRET`).
+pub const FEED_SECRET: &str = "e2e-agent-feed-secret-0123456789";
 /// An address no trunk sends from.
 pub const UNKNOWN_TRUNK_IP: &str = "127.0.0.3";
 
@@ -40,6 +42,8 @@ pub struct SipOptions {
     pub max_calls: usize,
     /// T1 in milliseconds.
     pub t1_ms: u64,
+    /// Whether the agent feed is on (at `/agent/feed`).
+    pub agent_feed: bool,
 }
 
 impl SipOptions {
@@ -55,6 +59,7 @@ impl SipOptions {
             invite_burst: 1000,
             max_calls: 4000,
             t1_ms: 500,
+            agent_feed: false,
         }
     }
 
@@ -86,6 +91,7 @@ trunks = [
   {{ name = "{TRUNK_USER}", addresses = ["{DIGEST_TRUNK_IP}/32"], digest = {{ username = "{TRUNK_USER}", password_env = "E2E_TRUNK_PASSWORD" }} }},
 ]
 
+{feed}
 [channels.sip.media]
 port_min = {media}
 port_max = {media_max}
@@ -102,6 +108,11 @@ timeout_secs = 20
             max_calls = self.max_calls,
             t1 = self.t1_ms,
             media_max = media + 3998,
+            feed = if self.agent_feed {
+                "[channels.sip.agent_feed]\ntoken_secret_env = \"E2E_FEED_SECRET\"\n"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -377,6 +388,24 @@ impl RawSip {
             t = self.target
         )
     }
+}
+
+/// A desk token for `agent`, made as docs/sip.md documents it (an oracle, not the
+/// gateway's own code): `<agent>.<expiry>.<hex HMAC-SHA256(secret, "<agent>.<expiry>")>`.
+pub fn desk_token(agent: &str, valid_for: Duration) -> String {
+    use hmac::{Hmac, Mac};
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + valid_for.as_secs();
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(FEED_SECRET.as_bytes())
+        .expect("any key length");
+    mac.update(format!("{agent}.{expiry}").as_bytes());
+    format!(
+        "{agent}.{expiry}.{}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The status code of a response.

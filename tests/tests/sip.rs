@@ -496,3 +496,100 @@ fn retransmitted_invite_is_absorbed_by_the_transaction_layer() -> Result<()> {
     assert_eq!(offered, 1, "{contacts:#?}");
     Ok(())
 }
+
+/// The next JSON text frame of a feed socket within `within`.
+async fn next_event<S>(ws: &mut S, within: Duration) -> Option<Value>
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).ok();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_desktop_gets_a_screen_pop_and_call_states() -> Result<()> {
+    let (broker, gw, agent_port) = start(|s| s.agent_feed = true)?;
+    let feed_url = format!("ws://127.0.0.1:{}/agent/feed", gw.http_port);
+
+    // Without a valid token: 401, as a problem.
+    let forged =
+        desk_token("agent1001", Duration::from_secs(600)).replace("agent1001", "agent1002");
+    match tokio_tungstenite::connect_async(format!("{feed_url}?access_token={forged}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => bail!("a forged token was accepted: {:?}", other.map(|_| ())),
+    }
+    let (mut desk, _) = tokio_tungstenite::connect_async(format!(
+        "{feed_url}?access_token={}",
+        desk_token("agent1001", Duration::from_secs(600))
+    ))
+    .await?;
+    let (mut other_desk, _) = tokio_tungstenite::connect_async(format!(
+        "{feed_url}?access_token={}",
+        desk_token("agent2002", Duration::from_secs(600))
+    ))
+    .await?;
+
+    for (round, earlier) in [(1, 0), (2, 1)] {
+        let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+        let citizen = Sipp::citizen(
+            "citizen-call.xml",
+            "127.0.0.1",
+            gw.sip_port,
+            "13800138000",
+            &["-d", "1000"],
+        )?;
+        let pop = next_event(&mut desk, Duration::from_secs(10))
+            .await
+            .unwrap_or_default();
+        assert_eq!(pop["type"], "screen_pop", "round {round}: {pop}");
+        assert_eq!(pop["caller"], "138****8000", "masked (Art. 21)");
+        assert_eq!(pop["earlier_calls"], earlier, "round {round}");
+        assert_eq!(pop["trunk"], "carrier-a");
+        assert!(
+            pop["ticket_ref"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("ZH")
+        );
+        let mut states = Vec::new();
+        while let Some(ev) = next_event(&mut desk, Duration::from_secs(10)).await {
+            assert_eq!(ev["call_id"], pop["call_id"]);
+            states.push(ev["state"].as_str().unwrap_or_default().to_owned());
+            if ev["state"] == "ended" {
+                assert_eq!(ev["outcome"], "talked");
+                assert_eq!(ev["ended_by"], "citizen");
+                break;
+            }
+        }
+        assert_eq!(states, ["ringing", "answered", "ended"], "round {round}");
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            citizen.expect_ok(SIPP_WAIT)?;
+            agent.expect_ok(SIPP_WAIT)?;
+            Ok(())
+        })
+        .await??;
+    }
+    assert!(
+        next_event(&mut other_desk, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "another agent's desktop sees nothing of these calls"
+    );
+    let contacts = call_contacts(&broker, 6)?;
+    assert_eq!(contacts.len(), 6);
+    Ok(())
+}

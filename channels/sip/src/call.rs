@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::Core;
 use crate::config::Fallback;
 use crate::endpoint::{ClientTx, Peer, ServerTx};
+use crate::feed::{CallStateName, FeedEvent};
 use crate::g711::{PCMA, PCMU};
 use crate::media::{MediaEvent, Relay, RelayReport, RelaySetup, Side};
 use crate::msg;
@@ -99,6 +100,12 @@ struct Call {
     sequence: u32,
     started: Instant,
     agent: Option<String>,
+    /// Calls this citizen made before (from the channel's state), for the screen-pop.
+    earlier_calls: u32,
+    /// Channel state the next submission writes with its contact.
+    pending_state: Vec<(String, Vec<u8>)>,
+    /// Whether the agent's desktop got its screen-pop.
+    popped: bool,
 }
 
 /// Runs one call from its INVITE (already admitted by trunk, rate and capacity) to its
@@ -153,6 +160,9 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
         sequence: 0,
         started: Instant::now(),
         agent: None,
+        earlier_calls: 0,
+        pending_state: Vec::new(),
+        popped: false,
         core: core.clone(),
     };
     call.run(input_tx).await;
@@ -181,6 +191,7 @@ impl Call {
                 }
             }
         }
+        self.count_call().await;
         let offered = self.call_contact(CallPhase::Offered);
         if let Err(e) = self.submit(offered, "offered").await {
             tracing::warn!(error = %e, "Cannot record the call offer; refusing the call");
@@ -195,7 +206,8 @@ impl Call {
             return;
         }
         tracing::info!(call = %self.id, trunk = %self.trunk, caller = %contract::mask_identity(&self.citizen), "Call offered");
-        metrics::counter!("gateway_sip_calls_offered_total", "trunk" => self.trunk.clone()).increment(1);
+        metrics::counter!("gateway_sip_calls_offered_total", "trunk" => self.trunk.clone())
+            .increment(1);
 
         if self.is_blocked() {
             self.refuse_blocked().await;
@@ -275,6 +287,67 @@ impl Call {
                 self.core.unregister(&b.call_id);
                 self.fallback(relay, code).await;
             }
+        }
+    }
+
+    /// Reads how many calls this citizen made before and schedules the count's update
+    /// with the offer. Counts calls only: the full contact history across channels is
+    /// the routing crate's (repeat contacts, Art. 14).
+    async fn count_call(&mut self) {
+        if self.citizen.kind != IdentityKind::PhoneNumber {
+            return;
+        }
+        let key = format!("sip/citizen/{}", self.citizen.key);
+        let earlier = match self.core.ctx.intake.scan_state(&key).await {
+            Ok(rows) => rows
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        self.earlier_calls = earlier;
+        self.pending_state
+            .push((key, (earlier.saturating_add(1)).to_string().into_bytes()));
+    }
+
+    /// Sends a feed event to the agent's desktop, once the agent is known.
+    fn publish(&self, event: FeedEvent) {
+        if let (Some(feed), Some(agent)) = (&self.core.feed, &self.agent) {
+            feed.publish(agent, &event);
+        }
+    }
+
+    /// Learns the agent from a response's Contact and pops the call up on its screen.
+    fn screen_pop<M: HasHeaders>(&mut self, response: &M, state: CallStateName) {
+        if self.agent.is_none() {
+            self.agent = contact_uri(response).as_deref().and_then(msg::user_of);
+        }
+        if self.popped || self.agent.is_none() {
+            return;
+        }
+        self.popped = true;
+        let caller = match self.citizen.kind {
+            IdentityKind::PhoneNumber => contract::mask_phone(&self.citizen.value),
+            _ => "withheld".to_owned(),
+        };
+        self.publish(FeedEvent::ScreenPop {
+            call_id: self.id,
+            ticket_ref: self.ticket.clone(),
+            caller,
+            citizen_key: self.citizen.key.clone(),
+            earlier_calls: self.earlier_calls,
+            trunk: self.trunk.clone(),
+            dialled: self.dialled.clone(),
+        });
+        // An answer's state follows once the citizen's side is connected too.
+        if state == CallStateName::Ringing {
+            self.publish(FeedEvent::CallState {
+                call_id: self.id,
+                state,
+                outcome: None,
+                ended_by: None,
+            });
         }
     }
 
@@ -419,6 +492,7 @@ impl Call {
                             if b.to_tag.is_none() {
                                 b.to_tag = msg::to_tag(&resp);
                             }
+                            self.screen_pop(&resp, CallStateName::Ringing);
                             let early = self.a.offer.is_some() && msg::has_sdp(&resp, resp.body());
                             if early {
                                 // Early media (ringback or an IVR on the agent side) is
@@ -538,7 +612,10 @@ impl Call {
     async fn connected(&mut self, mut b: BLeg, mut b_tx: ClientTx, ok: Response, mut relay: Relay) {
         b.to_tag = msg::to_tag(&ok);
         b.remote_target = contact_uri(&ok);
-        self.agent = contact_uri(&ok).as_deref().and_then(msg::user_of);
+        if let Some(agent) = contact_uri(&ok).as_deref().and_then(msg::user_of) {
+            self.agent = Some(agent);
+        }
+        self.screen_pop(&ok, CallStateName::Answered);
         let b_via = self.via_header(b.peer);
         let ack = in_dialog_request(&b, Method::Ack, b.cseq, b_via.clone());
         self.core.ep.send(b.peer, msg::encode(ack.clone())).await;
@@ -613,6 +690,12 @@ impl Call {
             tracing::warn!(call = %self.id, error = %e, "Cannot record the answer");
         }
         metrics::counter!("gateway_sip_calls_answered_total").increment(1);
+        self.publish(FeedEvent::CallState {
+            call_id: self.id,
+            state: CallStateName::Answered,
+            outcome: None,
+            ended_by: None,
+        });
 
         let shutdown = self.core.ctx.shutdown.clone();
         let (outcome, by) = loop {
@@ -678,7 +761,8 @@ impl Call {
                         self.bye(&b, b_via.clone()).await;
                         break (CallOutcome::MediaTimeout, CallParty::Gateway);
                     }
-                    Some(MediaEvent::Dtmf(_)) | None => {}
+                    Some(MediaEvent::Dtmf(key)) => self.publish(FeedEvent::Dtmf { call_id: self.id, key }),
+                    None => {}
                 },
                 () = shutdown.cancelled() => {
                     self.bye_citizen().await;
@@ -1028,6 +1112,12 @@ impl Call {
         }
         tracing::info!(call = %self.id, outcome = ?outcome, ended_by = ?by, packets_citizen = report.packets[0], packets_agent = report.packets[1], "Call ended");
         metrics::counter!("gateway_sip_calls_ended_total").increment(1);
+        self.publish(FeedEvent::CallState {
+            call_id: self.id,
+            state: CallStateName::Ended,
+            outcome: Some(outcome),
+            ended_by: Some(by),
+        });
         // The end of a call is a fact the hotline must keep: retry a full outbox for a
         // while rather than lose it.
         let mut wait = Duration::from_millis(200);
@@ -1076,6 +1166,7 @@ impl Call {
         };
         let submission = Submission {
             events: vec![Event::from(contact)],
+            put_state: std::mem::take(&mut self.pending_state),
             once: Some((
                 format!("sip/{}/{phase}", self.a.call_id),
                 self.id.to_string().into_bytes(),

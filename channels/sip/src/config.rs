@@ -130,6 +130,36 @@ pub struct SipConfig {
     /// RFC 3261 T1 in milliseconds; retransmission and transaction timers scale from it.
     #[serde(default = "default_t1")]
     pub t1_ms: u64,
+    /// The agent call screen feed (a WebSocket on the public HTTP port); off when absent.
+    #[serde(default)]
+    pub agent_feed: Option<AgentFeedConfig>,
+}
+
+/// `[channels.sip.agent_feed]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFeedConfig {
+    /// The WebSocket path on the public HTTP port.
+    #[serde(default = "default_feed_path")]
+    pub path: String,
+    /// Environment variable holding the secret desk tokens are signed with (at least 16
+    /// bytes; shared with the centre's desktop login service).
+    pub token_secret_env: String,
+    /// Sockets one agent may hold open at once.
+    #[serde(default = "default_feed_connections")]
+    pub max_connections_per_agent: usize,
+}
+
+/// Default path of the agent feed.
+pub const DEFAULT_FEED_PATH: &str = "/agent/feed";
+/// Default sockets per agent.
+pub const DEFAULT_FEED_CONNECTIONS: usize = 4;
+
+fn default_feed_path() -> String {
+    DEFAULT_FEED_PATH.into()
+}
+fn default_feed_connections() -> usize {
+    DEFAULT_FEED_CONNECTIONS
 }
 
 /// `[channels.sip.media]`
@@ -309,6 +339,26 @@ impl SipConfig {
         }
         if !(10..=5000).contains(&self.t1_ms) {
             return Err(invalid("t1_ms", "must be 10 to 5000"));
+        }
+        if let Some(f) = &self.agent_feed {
+            if !f.path.starts_with('/') {
+                return Err(invalid("agent_feed.path", "must start with /"));
+            }
+            if !(1..=64).contains(&f.max_connections_per_agent) {
+                return Err(invalid(
+                    "agent_feed.max_connections_per_agent",
+                    "must be 1 to 64",
+                ));
+            }
+            if env(&f.token_secret_env).is_none_or(|s| s.len() < 16) {
+                return Err(invalid(
+                    "agent_feed.token_secret_env",
+                    &format!(
+                        "environment variable {} is missing or shorter than 16 bytes",
+                        f.token_secret_env
+                    ),
+                ));
+            }
         }
         for n in &self.blocked_callers {
             if contract::identity::normalize_phone(n).is_none() {

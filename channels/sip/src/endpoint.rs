@@ -428,7 +428,8 @@ impl Endpoint {
                         self.stats
                             .absorbed
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics::counter!("gateway_sip_retransmissions_absorbed_total").increment(1);
+                        metrics::counter!("gateway_sip_retransmissions_absorbed_total")
+                            .increment(1);
                         Some(entry.last.clone())
                     }
                 }

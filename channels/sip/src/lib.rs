@@ -15,12 +15,14 @@
 //! - [`sdp`], [`rtp`], [`g711`]: media descriptions, RTP headers, G.711 codecs;
 //! - [`media`]: port pool, per-call relay, stereo WAV recording, audio tap, DTMF;
 //! - [`call`]: one task per call: admission, bridging, fallback, contacts;
+//! - [`feed`]: the agent call screen feed (screen-pops and call states over WebSocket);
 //! - this module: the channel (config to running listeners) and the request router.
 
 pub mod auth;
 pub mod call;
 pub mod config;
 pub mod endpoint;
+pub mod feed;
 pub mod g711;
 pub mod media;
 pub mod msg;
@@ -121,6 +123,18 @@ impl Channel for SipChannel {
             .filter_map(|n| contract::normalize_phone(n))
             .collect();
         let ports = PortPool::new(cfg.media_bind(), cfg.media.port_min, cfg.media.port_max);
+        let feed = cfg.agent_feed.as_ref().map(|f| {
+            let secret = std::env::var(&f.token_secret_env).unwrap_or_default();
+            feed::Feed::new(
+                feed::TokenVerifier::new(secret.as_bytes()),
+                f.max_connections_per_agent,
+                ctx.shutdown.clone(),
+            )
+        });
+        let router = match (&feed, &cfg.agent_feed) {
+            (Some(feed), Some(f)) => Some(feed.clone().router(&f.path)),
+            _ => None,
+        };
         let core = Arc::new(Core {
             digest: Digest::new(cfg.realm.clone()),
             ep: ep.clone(),
@@ -133,6 +147,7 @@ impl Channel for SipChannel {
             active: AtomicUsize::new(0),
             limits: Mutex::new(HashMap::new()),
             ctx: ctx.clone(),
+            feed,
             cfg: Arc::new(cfg),
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
@@ -154,10 +169,7 @@ impl Channel for SipChannel {
             agent_target = %core.cfg.agent_target,
             "SIP channel listening"
         );
-        Ok(ChannelParts {
-            router: None,
-            tasks,
-        })
+        Ok(ChannelParts { router, tasks })
     }
 }
 
@@ -188,6 +200,7 @@ pub struct Core {
     calls: Mutex<HashMap<String, mpsc::Sender<CallInput>>>,
     active: AtomicUsize,
     limits: Mutex<HashMap<IpAddr, TokenBucket>>,
+    feed: Option<Arc<feed::Feed>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -284,7 +297,8 @@ impl Core {
         let trunk = match self.trunk_for(&request, source) {
             TrunkCheck::Admitted(name) => name,
             TrunkCheck::Challenge { stale } => {
-                metrics::counter!("gateway_sip_calls_refused_total", "reason" => "challenge").increment(1);
+                metrics::counter!("gateway_sip_calls_refused_total", "reason" => "challenge")
+                    .increment(1);
                 let challenge = self.digest.challenge(stale);
                 self.answer(&request, &tx, 401, "", vec![challenge]).await;
                 return;
@@ -325,7 +339,8 @@ impl Core {
         }
         if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_calls {
             self.active.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("gateway_sip_calls_refused_total", "reason" => "capacity").increment(1);
+            metrics::counter!("gateway_sip_calls_refused_total", "reason" => "capacity")
+                .increment(1);
             let retry_after = Header::Other("Retry-After".into(), "5".into());
             self.answer(
                 &request,

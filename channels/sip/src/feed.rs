@@ -1,0 +1,333 @@
+//! The agent call screen feed: a WebSocket an agent desktop keeps open to get, for each
+//! call routed to its agent, a screen-pop (masked caller, the citizen's earlier calls,
+//! trunk, dialled number) and the call's state changes. The live transcript joins this
+//! feed with speech recognition.
+//!
+//! Authentication: the centre's desktop login mints a bearer token per agent,
+//! `<agent>.<expiry unix seconds>.<hex HMAC-SHA256(secret, "<agent>.<expiry>")>`, with
+//! the secret named by `agent_feed.token_secret_env`. The desktop presents it as
+//! `Authorization: Bearer <token>` or, where a browser cannot set headers on a
+//! WebSocket, as `?access_token=<token>`. An agent is the user part of the Contact the
+//! agent side answers with (`sip:agent1001@...` is agent `agent1001`).
+//!
+//! Each socket has a bounded queue; a desktop that does not read loses events (counted)
+//! rather than holding the call path up. The caller's number appears only masked
+//! (Art. 21): the full number is in the contacts, for the ticket service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use contract::{CallOutcome, CallParty, Problem, TicketRef};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::endpoint::lock;
+
+/// Events queued per socket before new ones are dropped.
+const SOCKET_QUEUE: usize = 64;
+
+/// What an agent desktop receives.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedEvent {
+    /// A call is ringing at (or was answered by) this agent.
+    ScreenPop {
+        /// The gateway's call id.
+        call_id: Uuid,
+        /// The ticket the call's contacts go to.
+        ticket_ref: TicketRef,
+        /// The caller's number, masked (`138****8000`), or `withheld`.
+        caller: String,
+        /// The citizen's pseudonymous key (the ticket service looks the history up by it).
+        citizen_key: String,
+        /// Calls this citizen made to the hotline before this one.
+        earlier_calls: u32,
+        /// The trunk the call came in on.
+        trunk: String,
+        /// The number dialled.
+        dialled: Option<String>,
+    },
+    /// The call's state changed.
+    CallState {
+        /// The gateway's call id.
+        call_id: Uuid,
+        /// `ringing`, `answered` or `ended`.
+        state: CallStateName,
+        /// Ended: how.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<CallOutcome>,
+        /// Ended: who ended it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ended_by: Option<CallParty>,
+    },
+    /// The citizen pressed a key.
+    Dtmf {
+        /// The gateway's call id.
+        call_id: Uuid,
+        /// The key.
+        key: char,
+    },
+}
+
+/// A call's state on the feed.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStateName {
+    /// Ringing at the agent.
+    Ringing,
+    /// Answered by the agent.
+    Answered,
+    /// Over.
+    Ended,
+}
+
+/// Checks desk tokens.
+pub struct TokenVerifier {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenVerifier(..)")
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier with this secret.
+    pub fn new(secret: &[u8]) -> Self {
+        TokenVerifier {
+            secret: secret.to_vec(),
+        }
+    }
+
+    fn mac(&self, agent: &str, expiry: u64) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(format!("{agent}.{expiry}").as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// A token for `agent` valid until `expiry` (what the desktop login service mints;
+    /// here for tests and tools).
+    pub fn mint(&self, agent: &str, expiry: u64) -> String {
+        format!("{agent}.{expiry}.{}", hex::encode(self.mac(agent, expiry)))
+    }
+
+    /// The agent a token names, if it is genuine and unexpired at `now` (unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Option<String> {
+        let (rest, sig) = token.rsplit_once('.')?;
+        let (agent, expiry) = rest.rsplit_once('.')?;
+        let expiry: u64 = expiry.parse().ok()?;
+        if agent.is_empty() || expiry < now {
+            return None;
+        }
+        let sig = hex::decode(sig).ok()?;
+        let want = self.mac(agent, expiry);
+        let same = sig.len() == want.len()
+            && sig.iter().zip(&want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        same.then(|| agent.to_owned())
+    }
+}
+
+/// The subscriptions of connected desktops.
+pub struct Feed {
+    verifier: TokenVerifier,
+    subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<Arc<str>>>>>,
+    max_per_agent: usize,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// A feed checking tokens with `verifier`.
+    pub fn new(
+        verifier: TokenVerifier,
+        max_per_agent: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Feed {
+            verifier,
+            subscribers: Mutex::new(HashMap::new()),
+            max_per_agent,
+            shutdown,
+        })
+    }
+
+    /// Sends an event to every socket of `agent`.
+    pub fn publish(&self, agent: &str, event: &FeedEvent) {
+        let mut subs = lock(&self.subscribers);
+        let Some(list) = subs.get_mut(agent) else {
+            return;
+        };
+        let text: Arc<str> = match serde_json::to_string(event) {
+            Ok(t) => Arc::from(t),
+            Err(_) => return,
+        };
+        list.retain(|tx| match tx.try_send(text.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("gateway_sip_feed_dropped_total").increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if list.is_empty() {
+            subs.remove(agent);
+        }
+    }
+
+    /// The route of the feed.
+    pub fn router(self: Arc<Self>, path: &str) -> axum::Router {
+        axum::Router::new()
+            .route(path, get(upgrade))
+            .with_state(self)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+async fn upgrade(
+    State(feed): State<Arc<Feed>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(agent) = bearer
+        .or(query.access_token)
+        .and_then(|t| feed.verifier.verify(t.trim(), now_secs()))
+    else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "agent-token",
+            "Agent token missing, forged or expired",
+            "Present the desk token from the login service as a Bearer token or access_token.",
+        )
+        .into_response();
+    };
+    let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+    {
+        let mut subs = lock(&feed.subscribers);
+        let list = subs.entry(agent.clone()).or_default();
+        list.retain(|t| !t.is_closed());
+        if list.len() >= feed.max_per_agent {
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "agent-feed-connections",
+                "Too many feed connections for this agent",
+                format!("At most {} sockets per agent.", feed.max_per_agent),
+            )
+            .into_response();
+        }
+        list.push(tx);
+    }
+    let shutdown = feed.shutdown.clone();
+    ws.max_message_size(4096)
+        .on_upgrade(move |socket| serve(socket, rx, shutdown))
+}
+
+async fn serve(
+    mut socket: WebSocket,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    shutdown: CancellationToken,
+) {
+    let mut ping = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(text) => {
+                    if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                // The feed is one-way; anything the desktop sends is ignored.
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            () = shutdown.cancelled() => {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame { code: 1001, reason: "gateway shutting down".into() })))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_only_when_genuine_and_unexpired() {
+        let v = TokenVerifier::new(b"a-feed-secret-of-enough-length");
+        let t = v.mint("agent1001", 2_000);
+        assert_eq!(v.verify(&t, 1_000).as_deref(), Some("agent1001"));
+        assert_eq!(v.verify(&t, 2_001), None, "expired");
+        let forged = t.replace("agent1001", "agent1002");
+        assert_eq!(v.verify(&forged, 1_000), None, "another agent's name");
+        let other = TokenVerifier::new(b"another-secret-entirely-here");
+        assert_eq!(other.verify(&t, 1_000), None, "another secret");
+        assert_eq!(v.verify("garbage", 0), None);
+    }
+
+    #[tokio::test]
+    async fn events_reach_only_the_agents_sockets_and_a_slow_socket_drops() {
+        let feed = Feed::new(TokenVerifier::new(b"x"), 4, CancellationToken::new());
+        let (tx, mut rx) = mpsc::channel(1);
+        lock(&feed.subscribers).insert("a1".into(), vec![tx]);
+        let ev = FeedEvent::Dtmf {
+            call_id: Uuid::nil(),
+            key: '5',
+        };
+        feed.publish("a2", &ev);
+        feed.publish("a1", &ev);
+        feed.publish("a1", &ev);
+        let got = rx.recv().await.expect("one event");
+        assert_eq!(
+            got.as_ref(),
+            r#"{"type":"dtmf","call_id":"00000000-0000-0000-0000-000000000000","key":"5"}"#
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "the second was dropped, not queued without bound"
+        );
+    }
+}
