@@ -212,7 +212,6 @@ impl Sipp {
             .arg(dir.path().join("errors.txt"))
             .arg("-message_file")
             .arg(dir.path().join("messages.txt"))
-            .args(["-timeout", "60s", "-timeout_error"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -228,7 +227,7 @@ impl Sipp {
 
     /// The agent side: a uas on 127.0.0.1:`port`, one call unless `args` say otherwise.
     pub fn agent(scenario: &str, port: u16, args: &[&str]) -> Result<Sipp> {
-        let mut all = vec!["-m", "1"];
+        let mut all = vec!["-m", "1", "-timeout", "60s", "-timeout_error"];
         all.extend_from_slice(args);
         let s = Sipp::start("agent", scenario, "127.0.0.1", port, &all)?;
         // sipp binds its socket within milliseconds; a call placed before that would
@@ -247,11 +246,22 @@ impl Sipp {
         args: &[&str],
     ) -> Result<Sipp> {
         let target = format!("127.0.0.1:{gateway_port}");
-        let mut all = vec!["-m", "1", "-key", "caller", caller];
+        let mut all = vec!["-m", "1", "-timeout", "60s", "-timeout_error", "-key", "caller", caller];
         all.extend_from_slice(args);
         all.push(&target);
         let port = super::free_port();
         Sipp::start("citizen", scenario, local_ip, port, &all)
+    }
+
+    /// The process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops sipp now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for sipp to exit (killing it after `within`).
