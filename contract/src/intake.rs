@@ -77,6 +77,17 @@ pub trait Intake: Send + Sync + 'static {
     /// its sessions at start).
     async fn scan_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError>;
 
+    /// Reads one channel state value (a point lookup: a prefix scan also walks the older
+    /// versions of a key that is updated often, such as a per-citizen counter).
+    async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, IntakeError> {
+        Ok(self
+            .scan_state(key)
+            .await?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v))
+    }
+
     /// Reads the unexpired idempotency keys starting with `prefix` and the values stored
     /// with them (the chat channel rebuilds a session's acknowledged messages from them).
     async fn scan_once(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError>;

@@ -390,6 +390,20 @@ impl Intake for Outbox {
         self.scan(|s| &s.state, prefix, |v| Some(v.to_vec())).await
     }
 
+    async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, IntakeError> {
+        let shared = self.shared.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            shared
+                .state
+                .get(key.as_bytes())
+                .map(|v| v.map(|v| v.to_vec()))
+        })
+        .await
+        .map_err(|e| IntakeError::Storage(e.to_string()))?
+        .map_err(|e| IntakeError::Storage(e.to_string()))
+    }
+
     async fn scan_once(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IntakeError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         self.scan(

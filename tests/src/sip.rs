@@ -246,7 +246,16 @@ impl Sipp {
         args: &[&str],
     ) -> Result<Sipp> {
         let target = format!("127.0.0.1:{gateway_port}");
-        let mut all = vec!["-m", "1", "-timeout", "60s", "-timeout_error", "-key", "caller", caller];
+        let mut all = vec![
+            "-m",
+            "1",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-key",
+            "caller",
+            caller,
+        ];
         all.extend_from_slice(args);
         all.push(&target);
         let port = super::free_port();

@@ -298,13 +298,12 @@ impl Call {
             return;
         }
         let key = format!("sip/citizen/{}", self.citizen.key);
-        let earlier = match self.core.ctx.intake.scan_state(&key).await {
-            Ok(rows) => rows
-                .iter()
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+        let earlier = match self.core.ctx.intake.get_state(&key).await {
+            Ok(Some(v)) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
                 .unwrap_or(0),
-            Err(_) => 0,
+            _ => 0,
         };
         self.earlier_calls = earlier;
         self.pending_state

@@ -61,7 +61,11 @@ struct Outcome {
 impl Outcome {
     fn failed_pct(&self) -> f64 {
         let all = self.ok + self.failed;
-        if all == 0 { 100.0 } else { self.failed as f64 * 100.0 / all as f64 }
+        if all == 0 {
+            100.0
+        } else {
+            self.failed as f64 * 100.0 / all as f64
+        }
     }
 }
 
@@ -69,9 +73,13 @@ impl Outcome {
 fn sipp_counts(path: &PathBuf) -> (u64, u64) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut lines = text.lines();
-    let Some(head) = lines.next() else { return (0, 0) };
+    let Some(head) = lines.next() else {
+        return (0, 0);
+    };
     let cols: Vec<&str> = head.split(';').collect();
-    let Some(last) = text.lines().filter(|l| !l.is_empty()).last() else { return (0, 0) };
+    let Some(last) = text.lines().filter(|l| !l.is_empty()).last() else {
+        return (0, 0);
+    };
     let vals: Vec<&str> = last.split(';').collect();
     let get = |name: &str| {
         cols.iter()
@@ -84,13 +92,34 @@ fn sipp_counts(path: &PathBuf) -> (u64, u64) {
 }
 
 /// Runs a uac against `target` and returns its counts, with the CPU of `watch` meanwhile.
-fn run_uac(scenario: &str, target: &str, rate: u32, calls: u32, extra: &[&str], watch: Option<u32>) -> Result<Outcome> {
+fn run_uac(
+    scenario: &str,
+    target: &str,
+    rate: u32,
+    calls: u32,
+    extra: &[&str],
+    watch: Option<u32>,
+) -> Result<Outcome> {
     let port = e2e::free_port();
     let rate_s = rate.to_string();
     let calls_s = calls.to_string();
     let mut args: Vec<&str> = vec![
-        "-r", &rate_s, "-m", &calls_s, "-l", "100000", "-key", "caller", "13800138000",
-        "-trace_stat", "-fd", "1", "-timeout", "600s", "-recv_timeout", "8000",
+        "-r",
+        &rate_s,
+        "-m",
+        &calls_s,
+        "-l",
+        "100000",
+        "-key",
+        "caller",
+        "13800138000",
+        "-trace_stat",
+        "-fd",
+        "1",
+        "-timeout",
+        "600s",
+        "-recv_timeout",
+        "8000",
     ];
     args.extend_from_slice(extra);
     args.push(target);
@@ -113,7 +142,11 @@ fn run_uac(scenario: &str, target: &str, rate: u32, calls: u32, extra: &[&str], 
             if c.is_finite() {
                 s1 = c;
             }
-            if std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true) || Instant::now() > deadline {
+            if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+                || Instant::now() > deadline
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -168,21 +201,52 @@ fn main() -> Result<()> {
     println!("sip-bench: gateway {gw_target}, agent side 127.0.0.1:{agent_port}");
 
     // 1. Signalling: short calls through the gateway, and sipp to sipp directly.
-    println!("\n## Call rate (INVITE/200/ACK/BYE, no RTP), {} s per rate", args.seconds);
-    println!("| rate | via gateway: ok / failed (%) | gateway CPU per call | caller sipp CPU per call | sipp to sipp directly: ok / failed (%) | wall via / direct |");
+    println!(
+        "\n## Call rate (INVITE/200/ACK/BYE, no RTP), {} s per rate",
+        args.seconds
+    );
+    println!(
+        "| rate | via gateway: ok / failed (%) | gateway CPU per call | caller sipp CPU per call | sipp to sipp directly: ok / failed (%) | wall via / direct |"
+    );
     println!("|---|---|---|---|---|---|");
     let mut sustained = 0;
     let mut direct_sustained = 0;
     for &rate in &args.rates {
         let calls = rate * args.seconds;
-        let agent = Sipp::start("agent", "bench-agent-short.xml", "127.0.0.1", agent_port, &["-timeout", "600s"])?;
+        let agent = Sipp::start(
+            "agent",
+            "bench-agent-short.xml",
+            "127.0.0.1",
+            agent_port,
+            &["-timeout", "600s"],
+        )?;
         std::thread::sleep(Duration::from_millis(300));
-        let via = run_uac("bench-citizen-short.xml", &gw_target, rate, calls, &[], Some(gw_pid))?;
+        let via = run_uac(
+            "bench-citizen-short.xml",
+            &gw_target,
+            rate,
+            calls,
+            &[],
+            Some(gw_pid),
+        )?;
         drop(agent);
         let direct_port = free_udp_tcp_port();
-        let direct_agent = Sipp::start("agent", "bench-agent-short.xml", "127.0.0.1", direct_port, &["-timeout", "600s"])?;
+        let direct_agent = Sipp::start(
+            "agent",
+            "bench-agent-short.xml",
+            "127.0.0.1",
+            direct_port,
+            &["-timeout", "600s"],
+        )?;
         std::thread::sleep(Duration::from_millis(300));
-        let direct = run_uac("bench-citizen-short.xml", &format!("127.0.0.1:{direct_port}"), rate, calls, &[], None)?;
+        let direct = run_uac(
+            "bench-citizen-short.xml",
+            &format!("127.0.0.1:{direct_port}"),
+            rate,
+            calls,
+            &[],
+            None,
+        )?;
         drop(direct_agent);
         if via.failed_pct() < 0.5 && via.ok + via.failed >= u64::from(calls) {
             sustained = rate;
@@ -205,7 +269,9 @@ fn main() -> Result<()> {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
-    println!("\nsustained (< 0.5% failed): gateway {sustained}/s, sipp to sipp {direct_sustained}/s");
+    println!(
+        "\nsustained (< 0.5% failed): gateway {sustained}/s, sipp to sipp {direct_sustained}/s"
+    );
 
     // 2. Bare signalling: OPTIONS to the gateway and to Kamailio.
     println!("\n## OPTIONS, 5 s per rate");
@@ -218,13 +284,25 @@ fn main() -> Result<()> {
         let calls = rate * 5;
         let g = run_uac("options.xml", &gw_target, rate, calls, &[], Some(gw_pid))?;
         let k = match &kam {
-            Some(_) => Some(run_uac("options.xml", &format!("127.0.0.1:{kam_port}"), rate, calls, &[], None)?),
+            Some(_) => Some(run_uac(
+                "options.xml",
+                &format!("127.0.0.1:{kam_port}"),
+                rate,
+                calls,
+                &[],
+                None,
+            )?),
             None => None,
         };
         let kam_cell = k.map_or("Kamailio not installed".to_owned(), |k| {
             format!("{} / {} ({:.2}%)", k.ok, k.failed, k.failed_pct())
         });
-        println!("| {rate}/s | {} / {} ({:.2}%) | {kam_cell} |", g.ok, g.failed, g.failed_pct());
+        println!(
+            "| {rate}/s | {} / {} ({:.2}%) | {kam_cell} |",
+            g.ok,
+            g.failed,
+            g.failed_pct()
+        );
     }
     if let Some(k) = kam.as_mut() {
         let _ = k.kill();
@@ -239,13 +317,29 @@ fn main() -> Result<()> {
         // to 2 x `hold` seconds.
         let rate = (c / args.hold).max(1);
         let calls = rate * args.hold * 2;
-        println!("\n## {c} concurrent calls, G.711 RTP both ways, recording on (launch {rate}/s, hold {} s)", args.hold);
-        let agent = Sipp::start("agent", "agent-answer.xml", "127.0.0.1", agent_port, &["-timeout", "600s"])?;
+        println!(
+            "\n## {c} concurrent calls, G.711 RTP both ways, recording on (launch {rate}/s, hold {} s)",
+            args.hold
+        );
+        let agent = Sipp::start(
+            "agent",
+            "agent-answer.xml",
+            "127.0.0.1",
+            agent_port,
+            &["-timeout", "600s"],
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         let gw_target2 = gw_target.clone();
         let hold = args.hold;
         let uac = std::thread::spawn(move || {
-            run_uac("citizen-call.xml", &gw_target2, rate, calls, &["-d", &hold_ms], None)
+            run_uac(
+                "citizen-call.xml",
+                &gw_target2,
+                rate,
+                calls,
+                &["-d", &hold_ms],
+                None,
+            )
         });
         std::thread::sleep(Duration::from_secs(u64::from(hold)) + Duration::from_millis(500));
         let g0 = cpu_seconds(gw_pid);
@@ -267,7 +361,9 @@ fn main() -> Result<()> {
             core_fraction * 100.0,
             core_fraction * 100.0 / f64::from(c)
         );
-        let recordings = std::fs::read_dir(gw.recordings_dir()).map(|d| d.count()).unwrap_or(0);
+        let recordings = std::fs::read_dir(gw.recordings_dir())
+            .map(|d| d.count())
+            .unwrap_or(0);
         println!("recordings written: {recordings}");
     }
     Ok(())
