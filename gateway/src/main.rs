@@ -51,7 +51,8 @@ fn main() -> ExitCode {
                         c.gateway.instance,
                         [
                             ("chat", c.channels.chat.is_some()),
-                            ("sms", c.channels.sms.is_some())
+                            ("sms", c.channels.sms.is_some()),
+                            ("phone", c.channels.sip.is_some()),
                         ]
                         .iter()
                         .filter(|(_, on)| *on)
