@@ -593,3 +593,31 @@ async fn agent_desktop_gets_a_screen_pop_and_call_states() -> Result<()> {
     assert_eq!(contacts.len(), 6);
     Ok(())
 }
+
+#[test]
+fn sigterm_hangs_up_calls_in_progress_and_records_their_end() -> Result<()> {
+    let (broker, mut gw, agent_port) = start(|_| {})?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let citizen = Sipp::citizen(
+        "citizen-waits-bye.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138011",
+        &[],
+    )?;
+    // Wait until the call is up.
+    call_contacts(&broker, 2)?;
+    assert!(
+        gw.terminate(Duration::from_secs(20)),
+        "the gateway exits cleanly within its grace period"
+    );
+    // Both legs got a BYE and answered it.
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+    gw.restart()?;
+    let contacts = call_contacts(&broker, 3)?;
+    let end = ended(&contacts);
+    assert_eq!(end["outcome"], "shutdown", "{contacts:#?}");
+    assert_eq!(end["ended_by"], "gateway");
+    Ok(())
+}

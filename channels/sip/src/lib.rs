@@ -152,14 +152,28 @@ impl Channel for SipChannel {
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
         let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-        tasks.push(Box::pin(
-            ep.clone().run_udp(tu.clone(), ctx.shutdown.clone()),
-        ));
+        // On shutdown, calls in progress hang up both legs; their BYEs need answers, so
+        // the sockets stay open until the last call has ended (the gateway's grace period
+        // bounds the wait). New INVITEs meanwhile get 503.
+        let stop = tokio_util::sync::CancellationToken::new();
+        {
+            let core = core.clone();
+            let stop = stop.clone();
+            let shutdown = ctx.shutdown.clone();
+            tasks.push(Box::pin(async move {
+                shutdown.cancelled().await;
+                while core.active.load(Ordering::Acquire) > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                stop.cancel();
+            }));
+        }
+        tasks.push(Box::pin(ep.clone().run_udp(tu.clone(), stop.clone())));
         if let Some(listener) = tcp {
             tasks.push(Box::pin(ep.clone().run_tcp(
                 listener,
                 tu,
-                ctx.shutdown.clone(),
+                stop.clone(),
                 ctx.tasks.clone(),
             )));
         }
