@@ -77,7 +77,7 @@ fn sipp_counts(path: &PathBuf) -> (u64, u64) {
         return (0, 0);
     };
     let cols: Vec<&str> = head.split(';').collect();
-    let Some(last) = text.lines().filter(|l| !l.is_empty()).last() else {
+    let Some(last) = text.lines().rfind(|l| !l.is_empty()) else {
         return (0, 0);
     };
     let vals: Vec<&str> = last.split(';').collect();
