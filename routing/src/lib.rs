@@ -2,9 +2,14 @@
 //!
 //! Today it owns the first guesses a ticket draft carries: the request's kind (Art. 8)
 //! and whether it may be an emergency for the 110/119/120 linkage (Art. 15), both from
-//! cue words kept in `data/cues.toml`. The blocklist (Art. 9), repeat-contact linking
+//! cue words kept in `data/cues.toml`; and the [`Blocklist`] voice channels ask before
+//! they bridge a call (Art. 9). The restrictions agents record, repeat-contact linking
 //! (Art. 14) and working-day deadlines (Art. 22) join this crate behind the same kind of
 //! small, pure, tested functions.
+
+pub mod blocklist;
+
+pub use blocklist::{Blocklist, Restriction, StaticBlocklist};
 
 use std::collections::HashMap;
 

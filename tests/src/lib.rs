@@ -266,6 +266,8 @@ pub struct Gateway {
     pub http_port: u16,
     /// SIP port (UDP and TCP), 0 without the SIP channel.
     pub sip_port: u16,
+    /// SIP TLS port, when the SIP channel has TLS on.
+    pub sip_tls_port: u16,
     /// Admin port.
     pub admin_port: u16,
     dir: tempfile::TempDir,
@@ -330,19 +332,21 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             sms_burst = opts.sms_burst,
         );
         let mut config = config;
-        let sip_port = match &opts.sip {
+        let (sip_port, sip_tls_port) = match &opts.sip {
             Some(sip) => {
                 let port = sip::free_udp_tcp_port();
-                config.push_str(&sip.config_section(port, &dir.path().join("recordings")));
-                port
+                let tls_port = free_port();
+                config.push_str(&sip.config_section(port, tls_port, dir.path())?);
+                (port, tls_port)
             }
-            None => 0,
+            None => (0, 0),
         };
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config)?;
         let mut gw = Gateway {
             http_port,
             sip_port,
+            sip_tls_port,
             admin_port,
             dir,
             config_path,
@@ -397,6 +401,11 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The gateway's own directory (config, TLS material, recordings, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Where the SIP channel writes call recordings.

@@ -44,6 +44,9 @@ pub struct SipOptions {
     pub t1_ms: u64,
     /// Whether the agent feed is on (at `/agent/feed`).
     pub agent_feed: bool,
+    /// Whether SIP over TLS is on (a self-signed certificate for `localhost` is made with
+    /// openssl in the gateway's directory).
+    pub tls: bool,
 }
 
 impl SipOptions {
@@ -60,18 +63,31 @@ impl SipOptions {
             max_calls: 4000,
             t1_ms: 500,
             agent_feed: false,
+            tls: false,
         }
     }
 
-    /// The `[channels.sip]` section for a gateway on `port`.
-    pub fn config_section(&self, port: u16, recordings: &Path) -> String {
+    /// The `[channels.sip]` section for a gateway on `port` (and `tls_port`), writing
+    /// recordings under `dir/recordings` and TLS material in `dir`.
+    pub fn config_section(&self, port: u16, tls_port: u16, dir: &Path) -> Result<String> {
+        let recordings = dir.join("recordings");
+        let tls = if self.tls {
+            make_certificate(dir)?;
+            format!(
+                "[channels.sip.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            )
+        } else {
+            String::new()
+        };
         let media = free_media_base();
         let blocked: Vec<String> = self
             .blocked_callers
             .iter()
             .map(|b| format!("\"{b}\""))
             .collect();
-        format!(
+        Ok(format!(
             r#"
 [channels.sip]
 listen_udp = "127.0.0.1:{port}"
@@ -92,6 +108,7 @@ trunks = [
 ]
 
 {feed}
+{tls}
 [channels.sip.media]
 port_min = {media}
 port_max = {media_max}
@@ -113,7 +130,101 @@ timeout_secs = 20
             } else {
                 ""
             },
-        )
+        ))
+    }
+}
+
+/// A self-signed certificate for `localhost` and its key, as `dir/cert.pem` and
+/// `dir/key.pem` (openssl, as the CI installs it).
+pub fn make_certificate(dir: &Path) -> Result<()> {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        // An end-entity certificate: rustls refuses a CA certificate as a server's.
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("run openssl")?;
+    if !status.success() {
+        bail!("openssl could not make a certificate");
+    }
+    Ok(())
+}
+
+/// A TLS client to the gateway's SIP TLS port, trusting the certificate in `cert`.
+pub async fn tls_connect(
+    port: u16,
+    cert: &Path,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert)? {
+        roots.add(c?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    Ok(connector.connect(name, tcp).await?)
+}
+
+/// Reads one SIP message from a stream (framed by Content-Length), within `within`.
+pub async fn read_sip<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    within: Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = header(&format!("{head}\r\n\r\n"), "Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -621,3 +621,66 @@ fn sigterm_hangs_up_calls_in_progress_and_records_their_end() -> Result<()> {
     assert_eq!(end["ended_by"], "gateway");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_over_tls_is_bridged_and_answered_on_the_same_connection() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (broker, gw, agent_port) = start(|s| s.tls = true)?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let mut tls = tls_connect(gw.sip_tls_port, &gw.dir().join("cert.pem")).await?;
+    let rtp = rtp_socket()?;
+    let rtp_port = rtp.local_addr()?.port();
+    let local = "127.0.0.1:5999";
+    let sdp = format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    let base = |method: &str, cseq: u32, to: &str, branch: &str| {
+        format!(
+            "{method} sip:12345@localhost;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{branch}\r\nFrom: <sip:13800138012@carrier.example>;tag=tls1\r\nTo: {to}\r\nCall-ID: tls-call-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:13800138012@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+        )
+    };
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        base("INVITE", 1, "<sip:12345@localhost>", "tlsinv"),
+        sdp.len()
+    );
+    tls.write_all(invite.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut ok = None;
+    while let Some(m) = read_sip(&mut tls, &mut buf, Duration::from_secs(10)).await {
+        if status_of(&m) == Some(200) {
+            ok = Some(m);
+            break;
+        }
+    }
+    let ok = ok.ok_or_else(|| anyhow::anyhow!("no 200 over TLS"))?;
+    let contact = header(&ok, "Contact").unwrap_or_default();
+    assert!(
+        contact.contains("transport=tls"),
+        "the gateway's Contact names TLS: {contact}"
+    );
+    let to = header(&ok, "To").unwrap_or_default();
+    tls.write_all(format!("{}Content-Length: 0\r\n\r\n", base("ACK", 1, &to, "tlsack")).as_bytes())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    tls.write_all(format!("{}Content-Length: 0\r\n\r\n", base("BYE", 2, &to, "tlsbye")).as_bytes())
+        .await?;
+    let bye_ok = read_sip(&mut tls, &mut buf, Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
+    assert_eq!(status_of(&bye_ok), Some(200), "{bye_ok}");
+    assert!(header(&bye_ok, "CSeq").unwrap_or_default().ends_with("BYE"));
+    tokio::task::spawn_blocking(move || agent.expect_ok(SIPP_WAIT).map(|_| ())).await??;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(phases(&contacts), ["offered", "answered", "ended"]);
+    assert_eq!(ended(&contacts)["ended_by"], "citizen");
+    // A plaintext client on the TLS port never gets SIP through.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", gw.sip_tls_port)).await?;
+    plain.write_all(invite.as_bytes()).await?;
+    let mut pbuf = Vec::new();
+    assert_eq!(
+        read_sip(&mut plain, &mut pbuf, Duration::from_secs(3)).await,
+        None
+    );
+    Ok(())
+}

@@ -351,8 +351,10 @@ impl Call {
     }
 
     fn is_blocked(&self) -> bool {
-        self.citizen.kind == IdentityKind::PhoneNumber
-            && self.core.blocked.contains(&self.citizen.value)
+        self.core
+            .blocklist
+            .check(&self.citizen, Utc::now())
+            .is_some()
     }
 
     fn media_addr(&self, port: u16) -> SocketAddr {

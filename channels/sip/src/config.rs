@@ -133,6 +133,31 @@ pub struct SipConfig {
     /// The agent call screen feed (a WebSocket on the public HTTP port); off when absent.
     #[serde(default)]
     pub agent_feed: Option<AgentFeedConfig>,
+    /// SIP over TLS (RFC 3261 §26, `transport=tls`); off when absent.
+    #[serde(default)]
+    pub tls: Option<SipTlsConfig>,
+}
+
+/// `[channels.sip.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTlsConfig {
+    /// The TLS listener (5061 by convention).
+    pub listen: SocketAddr,
+    /// The server certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Seconds a peer has to complete the handshake.
+    #[serde(default = "default_handshake")]
+    pub handshake_timeout_secs: u64,
+}
+
+/// Default seconds a TLS handshake may take.
+pub const DEFAULT_TLS_HANDSHAKE_SECS: u64 = 10;
+
+fn default_handshake() -> u64 {
+    DEFAULT_TLS_HANDSHAKE_SECS
 }
 
 /// `[channels.sip.agent_feed]`
@@ -339,6 +364,22 @@ impl SipConfig {
         }
         if !(10..=5000).contains(&self.t1_ms) {
             return Err(invalid("t1_ms", "must be 10 to 5000"));
+        }
+        if let Some(t) = &self.tls {
+            for (field, path) in [
+                ("tls.cert_file", &t.cert_file),
+                ("tls.key_file", &t.key_file),
+            ] {
+                if !path.is_file() {
+                    return Err(invalid(
+                        field,
+                        &format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+            if !(1..=60).contains(&t.handshake_timeout_secs) {
+                return Err(invalid("tls.handshake_timeout_secs", "must be 1 to 60"));
+            }
         }
         if let Some(f) = &self.agent_feed {
             if !f.path.starts_with('/') {

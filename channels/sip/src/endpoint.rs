@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use rsip::prelude::*;
 use rsip::{Method, Request, Response, SipMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -37,19 +37,21 @@ pub enum Peer {
     Udp(SocketAddr),
     /// The remote address of an open TCP connection.
     Tcp(SocketAddr),
+    /// The remote address of an open TLS connection.
+    Tls(SocketAddr),
 }
 
 impl Peer {
     /// The remote address.
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Peer::Udp(a) | Peer::Tcp(a) => *a,
+            Peer::Udp(a) | Peer::Tcp(a) | Peer::Tls(a) => *a,
         }
     }
 
     /// Whether the transport is reliable (no retransmissions).
     pub fn reliable(&self) -> bool {
-        matches!(self, Peer::Tcp(_))
+        matches!(self, Peer::Tcp(_) | Peer::Tls(_))
     }
 
     /// The Via transport token.
@@ -57,6 +59,7 @@ impl Peer {
         match self {
             Peer::Udp(_) => "UDP",
             Peer::Tcp(_) => "TCP",
+            Peer::Tls(_) => "TLS",
         }
     }
 }
@@ -199,7 +202,7 @@ impl Endpoint {
                     tracing::debug!(%error, "UDP send failed");
                 }
             }
-            Peer::Tcp(addr) => {
+            Peer::Tcp(addr) | Peer::Tls(addr) => {
                 let sender = lock(&self.tcp).get(&addr).cloned();
                 match sender {
                     Some(s) => {
@@ -268,7 +271,10 @@ impl Endpoint {
                     let ep = self.clone();
                     let tu = tu.clone();
                     let shutdown = shutdown.clone();
-                    tasks.spawn(async move { ep.serve_tcp(stream, from, tu, shutdown).await });
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(async move {
+                        ep.serve_stream(stream, Peer::Tcp(from), tu, shutdown).await
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "TCP accept failed");
@@ -278,15 +284,64 @@ impl Endpoint {
         }
     }
 
-    async fn serve_tcp(
+    /// Accepts TLS connections until `shutdown`; each gets `handshake` to complete its
+    /// handshake, then is served like TCP.
+    pub async fn run_tls(
         self: Arc<Self>,
-        stream: TcpStream,
-        from: SocketAddr,
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        handshake: Duration,
         tu: Arc<dyn TransactionUser>,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) {
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = shutdown.cancelled() => break,
+            };
+            let (stream, from) = match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "TLS accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let ep = self.clone();
+            let tu = tu.clone();
+            let shutdown = shutdown.clone();
+            let acceptor = acceptor.clone();
+            tasks.spawn(async move {
+                match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => ep.serve_stream(tls, Peer::Tls(from), tu, shutdown).await,
+                    Ok(Err(error)) => {
+                        metrics::counter!("gateway_sip_tls_handshake_failures_total").increment(1);
+                        tracing::debug!(%error, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics::counter!("gateway_sip_tls_handshake_failures_total").increment(1);
+                        tracing::debug!("TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Serves one stream connection (TCP or TLS): frames messages by Content-Length and
+    /// sends responses and requests for this peer back on it.
+    async fn serve_stream<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: Peer,
+        tu: Arc<dyn TransactionUser>,
+        shutdown: CancellationToken,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let from = peer.addr();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
         lock(&self.tcp).insert(from, tx);
         let writer_task = tokio::spawn(async move {
@@ -315,7 +370,7 @@ impl Endpoint {
                     Ok(None) => break,
                     Ok(Some(n)) => {
                         let message = buf.split_to(n);
-                        self.on_message(&message, Peer::Tcp(from), &tu).await;
+                        self.on_message(&message, peer, &tu).await;
                     }
                     Err(error) => {
                         // The stream cannot be resynchronised after a framing error:
@@ -481,7 +536,7 @@ impl Endpoint {
     /// `rport`, else to the source address and the Via's port.
     fn response_destination_for(&self, request: &Request, peer: Peer) -> Peer {
         match peer {
-            Peer::Tcp(_) => peer,
+            Peer::Tcp(_) | Peer::Tls(_) => peer,
             Peer::Udp(from) => {
                 let via = request
                     .via_header()
@@ -499,7 +554,7 @@ impl Endpoint {
 
     fn response_destination(&self, response: &Response, peer: Peer) -> Peer {
         match peer {
-            Peer::Tcp(_) => peer,
+            Peer::Tcp(_) | Peer::Tls(_) => peer,
             Peer::Udp(from) => {
                 let via = response
                     .via_header()

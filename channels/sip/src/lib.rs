@@ -31,7 +31,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -93,6 +93,20 @@ impl Channel for SipChannel {
             ),
             None => None,
         };
+        let tls = match &cfg.tls {
+            Some(t) => {
+                let acceptor = tls_acceptor(t)?;
+                let listener = tokio::net::TcpListener::bind(t.listen)
+                    .await
+                    .map_err(|e| format!("cannot bind SIP TLS {}: {e}", t.listen))?;
+                Some((
+                    listener,
+                    acceptor,
+                    Duration::from_secs(t.handshake_timeout_secs),
+                ))
+            }
+            None => None,
+        };
         let limits = wire::Limits {
             max_message_bytes: cfg.max_message_bytes,
             max_headers: cfg.max_headers,
@@ -117,11 +131,9 @@ impl Channel for SipChannel {
                 }
             })
             .collect();
-        let blocked = cfg
-            .blocked_callers
-            .iter()
-            .filter_map(|n| contract::normalize_phone(n))
-            .collect();
+        // The routing blocklist (Art. 9); today the numbers in the config.
+        let blocklist: Arc<dyn routing::Blocklist> =
+            Arc::new(routing::StaticBlocklist::new(&cfg.blocked_callers));
         let ports = PortPool::new(cfg.media_bind(), cfg.media.port_min, cfg.media.port_max);
         let feed = cfg.agent_feed.as_ref().map(|f| {
             let secret = std::env::var(&f.token_secret_env).unwrap_or_default();
@@ -142,7 +154,7 @@ impl Channel for SipChannel {
             prompts: Prompts::load()?,
             local_port,
             trunks,
-            blocked,
+            blocklist,
             calls: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             limits: Mutex::new(HashMap::new()),
@@ -177,14 +189,54 @@ impl Channel for SipChannel {
                 ctx.tasks.clone(),
             )));
         }
+        if let Some((listener, acceptor, handshake)) = tls {
+            tasks.push(Box::pin(ep.clone().run_tls(
+                listener,
+                acceptor,
+                handshake,
+                core.clone(),
+                stop.clone(),
+                ctx.tasks.clone(),
+            )));
+        }
         tracing::info!(
             udp = %core.cfg.listen_udp,
+            tls = ?core.cfg.tls.as_ref().map(|t| t.listen),
             tcp = ?core.cfg.listen_tcp,
             agent_target = %core.cfg.agent_target,
             "SIP channel listening"
         );
         Ok(ChannelParts { router, tasks })
     }
+}
+
+/// The TLS server side: the configured certificate chain and key, TLS 1.2 and 1.3 with
+/// rustls's safe defaults (ring). Trunks authenticate by address or digest as on the
+/// other transports.
+fn tls_acceptor(cfg: &config::SipTlsConfig) -> Result<tokio_rustls::TlsAcceptor, BoxError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "cannot read SIP TLS certificates {}: {e}",
+                cfg.cert_file.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", cfg.cert_file.display()).into());
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| format!("cannot read SIP TLS key {}: {e}", cfg.key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("SIP TLS certificate and key do not go together: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 /// A trunk as the router checks it.
@@ -209,7 +261,7 @@ pub struct Core {
     digest: Digest,
     local_port: u16,
     trunks: Vec<Trunk>,
-    blocked: HashSet<String>,
+    blocklist: Arc<dyn routing::Blocklist>,
     /// Calls in progress by Call-ID (both legs' Call-IDs point at the same call).
     calls: Mutex<HashMap<String, mpsc::Sender<CallInput>>>,
     active: AtomicUsize,
