@@ -370,6 +370,8 @@ fn blocked_caller_hears_the_announcement_then_603() -> Result<()> {
     assert_eq!(phases(&contacts), ["offered", "rejected"]);
     assert_eq!(contacts[1]["content"]["reason"], "blocked_caller");
     assert_eq!(contacts[1]["content"]["sip_status"], 603);
+    let kept = std::fs::read_dir(gw.recordings_dir())?.count();
+    assert_eq!(kept, 0, "a refused caller's announcement is not recorded");
     Ok(())
 }
 

@@ -361,6 +361,8 @@ impl Call {
         SocketAddr::new(self.core.cfg.media_advertised(), port)
     }
 
+    /// Starts the relay: both legs when `bridged`, else the citizen's alone (the
+    /// announcement to a refused caller, which is neither recorded nor tapped).
     fn start_relay(&self, bridged: bool) -> std::io::Result<Relay> {
         let citizen = self.core.ports.allocate()?;
         let agent = if bridged {
@@ -368,7 +370,7 @@ impl Call {
         } else {
             None
         };
-        let tap = self.core.ctx.audio_tap.as_ref().and_then(|t| {
+        let tap = self.core.ctx.audio_tap.as_ref().filter(|_| bridged).and_then(|t| {
             t.open(&CallAudioInfo {
                 call_id: self.id,
                 ticket_ref: self.ticket.clone(),
@@ -378,7 +380,7 @@ impl Call {
         Ok(Relay::start(RelaySetup {
             citizen,
             agent,
-            recording: self.core.cfg.recordings_dir.join(self.recording_name()),
+            recording: bridged.then(|| self.core.cfg.recordings_dir.join(self.recording_name())),
             timeout: Duration::from_secs(self.core.cfg.media.timeout_secs),
             tap,
         }))

@@ -187,8 +187,9 @@ pub struct RelaySetup {
     pub citizen: LegSockets,
     /// The agent-facing sockets, when the call is bridged.
     pub agent: Option<LegSockets>,
-    /// Where the WAV goes.
-    pub recording: PathBuf,
+    /// Where the WAV goes; `None` records nothing (the announcement to a refused
+    /// caller is not a conversation the hotline keeps).
+    pub recording: Option<PathBuf>,
     /// Silence (no RTP either way) after which [`MediaEvent::Timeout`] is reported.
     pub timeout: Duration,
     /// The audio tap's stream for this call.
@@ -245,12 +246,23 @@ struct Leg {
     sockets: LegSockets,
     remote: Option<SocketAddr>,
     latched: Option<SocketAddr>,
+    /// The RTP socket is connected to `latched`.
+    connected: bool,
     rtcp_latched: Option<SocketAddr>,
 }
 
 impl Leg {
     fn rtp_dest(&self) -> Option<SocketAddr> {
         self.latched.or(self.remote)
+    }
+
+    /// Sends RTP to this leg's far end.
+    async fn send_rtp(&self, packet: &[u8]) {
+        if self.connected {
+            let _ = self.sockets.rtp.send(packet).await;
+        } else if let Some(dest) = self.rtp_dest() {
+            let _ = self.sockets.rtp.send_to(packet, dest).await;
+        }
     }
 
     fn rtcp_dest(&self) -> Option<SocketAddr> {
@@ -294,12 +306,14 @@ async fn run(
             sockets: setup.citizen,
             remote: None,
             latched: None,
+            connected: false,
             rtcp_latched: None,
         }),
         setup.agent.map(|sockets| Leg {
             sockets,
             remote: None,
             latched: None,
+            connected: false,
             rtcp_latched: None,
         }),
     ];
@@ -401,13 +415,13 @@ async fn run(
                     (Some(p), Some(leg)) => {
                         let end = (p.at + FRAME).min(p.samples.len());
                         let frame = &p.samples[p.at..end];
-                        if let Some(dest) = leg.rtp_dest() {
+                        if leg.rtp_dest().is_some() {
                             out.clear();
                             rtp::write_header(&mut out, codec, p.first, p.seq, p.ts, p.ssrc);
                             let mut payload = Vec::with_capacity(FRAME);
                             g711::encode(codec, frame, &mut payload);
                             out.extend_from_slice(&payload);
-                            let _ = leg.sockets.rtp.send_to(&out, dest).await;
+                            leg.send_rtp(&out).await;
                         }
                         // What the citizen hears from the gateway is on the agent channel.
                         recorder.push_at(Side::Agent, start.elapsed(), frame);
@@ -451,7 +465,14 @@ async fn on_rtp(
     let i = side.index();
     let Some(leg) = legs[i].as_mut() else { return };
     match leg.latched {
-        None => leg.latched = Some(from),
+        None => {
+            leg.latched = Some(from);
+            // A connected socket takes packets from the latched source only and sends
+            // without a route lookup per packet.
+            if leg.sockets.rtp.connect(from).await.is_ok() {
+                leg.connected = true;
+            }
+        }
         Some(l) if l != from => {
             metrics::counter!("gateway_sip_rtp_foreign_packets_total").increment(1);
             return;
@@ -460,10 +481,8 @@ async fn on_rtp(
     }
     if rtp::is_rtcp(packet) {
         // RTCP multiplexed on the RTP port (RFC 5761): pass it on as it is.
-        if let Some((dest, sock)) =
-            other(legs, side).and_then(|o| o.rtp_dest().map(|d| (d, &o.sockets.rtp)))
-        {
-            let _ = sock.send_to(packet, dest).await;
+        if let Some(o) = other(legs, side) {
+            o.send_rtp(packet).await;
         }
         return;
     }
@@ -472,10 +491,8 @@ async fn on_rtp(
         return;
     };
     report.packets[i] += 1;
-    if let Some(o) = other(legs, side)
-        && let Some(dest) = o.rtp_dest()
-    {
-        let _ = o.sockets.rtp.send_to(packet, dest).await;
+    if let Some(o) = other(legs, side) {
+        o.send_rtp(packet).await;
     }
     let payload = &packet[view.payload.0..view.payload.1];
     if Some(view.payload_type) == dtmf_pt {
@@ -523,7 +540,7 @@ struct Track {
 
 /// The stereo WAV of a call and the tap, fed per packet.
 struct Recorder {
-    path: PathBuf,
+    path: Option<PathBuf>,
     writer: Option<hound::WavWriter<BufWriter<File>>>,
     error: Option<String>,
     start: Instant,
@@ -533,7 +550,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(path: PathBuf, start: Instant, tap: Option<Box<dyn CallAudio>>) -> Self {
+    fn new(path: Option<PathBuf>, start: Instant, tap: Option<Box<dyn CallAudio>>) -> Self {
         Recorder {
             path,
             writer: None,
@@ -625,6 +642,15 @@ impl Recorder {
         if upto <= self.written || self.error.is_some() {
             return;
         }
+        let Some(path) = self.path.as_ref() else {
+            // Not recorded: drop what is pending up to `upto`.
+            let n = (upto - self.written) as usize;
+            for t in &mut self.tracks {
+                t.pending.drain(..n.min(t.pending.len()));
+            }
+            self.written = upto;
+            return;
+        };
         if self.writer.is_none() {
             let spec = hound::WavSpec {
                 channels: 2,
@@ -632,7 +658,7 @@ impl Recorder {
                 bits_per_sample: 16,
                 sample_format: hound::SampleFormat::Int,
             };
-            match File::create(&self.path)
+            match File::create(path)
                 .map_err(hound::Error::from)
                 .and_then(|f| hound::WavWriter::new(BufWriter::with_capacity(64 * 1024, f), spec))
             {
@@ -677,8 +703,8 @@ impl Recorder {
         let ms = self.written * 1000 / u64::from(RATE);
         match self.writer.take() {
             Some(w) => match w.finalize() {
-                Ok(()) => (ms, Some(self.path.clone()), self.error.clone()),
-                Err(e) => (ms, Some(self.path.clone()), Some(e.to_string())),
+                Ok(()) => (ms, self.path.clone(), self.error.clone()),
+                Err(e) => (ms, self.path.clone(), Some(e.to_string())),
             },
             None => (ms, None, self.error.clone()),
         }
@@ -694,7 +720,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("call.wav");
         let start = Instant::now();
-        let mut r = Recorder::new(path.clone(), start, None);
+        let mut r = Recorder::new(Some(path.clone()), start, None);
         // The citizen talks for one second from t=0; the agent answers from t=0.5 s with
         // a packet lost in the middle.
         for i in 0..50u32 {
