@@ -22,10 +22,11 @@ fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
 }
 
 const DEV: &str = include_str!("../../deploy/config/dev.toml");
-const DEV_ENV: [(&str, &str); 3] = [
+const DEV_ENV: [(&str, &str); 4] = [
     ("GATEWAY_CITIZEN_KEY_SECRET", "0123456789abcdef0123456789"),
     ("GATEWAY_SMS_SECRET_DEV", "0123456789abcdef0123456789"),
     ("GATEWAY_ADMIN_TOKEN", "0123456789abcdef0123456789"),
+    ("GATEWAY_AGENT_FEED_SECRET", "0123456789abcdef0123456789"),
 ];
 
 #[test]
@@ -33,7 +34,7 @@ fn the_dev_config_is_valid() {
     let (ok, text) = check(DEV, &DEV_ENV);
     assert!(ok, "{text}");
     assert!(
-        text.contains("valid") && text.contains("chat, sms"),
+        text.contains("valid") && text.contains("chat, sms, phone"),
         "{text}"
     );
 }

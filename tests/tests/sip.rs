@@ -691,7 +691,13 @@ async fn call_over_tls_is_bridged_and_answered_on_the_same_connection() -> Resul
 fn dtmf_keys_are_captured_into_the_call_contact() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
     let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen("citizen-dtmf.xml", "127.0.0.1", gw.sip_port, "13800138013", &["-d", "500"])?;
+    let citizen = Sipp::citizen(
+        "citizen-dtmf.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138013",
+        &["-d", "500"],
+    )?;
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;

@@ -370,13 +370,19 @@ impl Call {
         } else {
             None
         };
-        let tap = self.core.ctx.audio_tap.as_ref().filter(|_| bridged).and_then(|t| {
-            t.open(&CallAudioInfo {
-                call_id: self.id,
-                ticket_ref: self.ticket.clone(),
-                sample_rate: crate::media::RATE,
-            })
-        });
+        let tap = self
+            .core
+            .ctx
+            .audio_tap
+            .as_ref()
+            .filter(|_| bridged)
+            .and_then(|t| {
+                t.open(&CallAudioInfo {
+                    call_id: self.id,
+                    ticket_ref: self.ticket.clone(),
+                    sample_rate: crate::media::RATE,
+                })
+            });
         Ok(Relay::start(RelaySetup {
             citizen,
             agent,
