@@ -762,6 +762,115 @@ mod tests {
         assert!((3900..=4300).contains(&first_right), "{first_right}");
     }
 
+    fn relay_on_loopback(recording: Option<PathBuf>) -> (Relay, Arc<PortPool>) {
+        let base = (std::net::UdpSocket::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+            & !1)
+            .clamp(20_000, 60_000);
+        let pool = PortPool::new("127.0.0.1".parse().expect("ip"), base, base + 40);
+        let relay = Relay::start(RelaySetup {
+            citizen: pool.allocate().expect("ports"),
+            agent: Some(pool.allocate().expect("ports")),
+            recording,
+            timeout: Duration::from_secs(5),
+            tap: None,
+        });
+        (relay, pool)
+    }
+
+    async fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    #[tokio::test]
+    async fn relays_rtp_and_rtcp_both_ways_and_drops_strangers_after_latching() {
+        let (relay, _pool) = relay_on_loopback(None);
+        let a_port = relay.port(Side::Citizen).expect("citizen port");
+        let b_port = relay.port(Side::Agent).expect("agent port");
+        let citizen = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let citizen_rtcp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        // The agent's RTP and RTCP on consecutive ports, as RFC 3550 has them.
+        let (agent, agent_rtcp) = loop {
+            let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let port = rtp.local_addr().expect("addr").port();
+            if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port.wrapping_add(1))).await {
+                break (rtp, rtcp);
+            }
+        };
+        relay
+            .set_remote(Side::Agent, Some(agent.local_addr().expect("addr")))
+            .await;
+        relay.set_codec(g711::PCMU, None).await;
+
+        let mut packet = Vec::new();
+        rtp::write_header(&mut packet, g711::PCMU, true, 1, 160, 7);
+        packet.extend_from_slice(&[0xff; 160]);
+        citizen
+            .send_to(&packet, ("127.0.0.1", a_port))
+            .await
+            .expect("send");
+        assert_eq!(
+            recv(&agent).await.as_deref(),
+            Some(&packet[..]),
+            "citizen to agent"
+        );
+        // The agent answers; the citizen latched, so its audio goes to the source seen.
+        agent
+            .send_to(&packet, ("127.0.0.1", b_port))
+            .await
+            .expect("send");
+        assert_eq!(
+            recv(&citizen).await.as_deref(),
+            Some(&packet[..]),
+            "agent to citizen"
+        );
+        // A stranger sending to the citizen's port after latching is dropped.
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        stranger
+            .send_to(&packet, ("127.0.0.1", a_port))
+            .await
+            .expect("send");
+        assert_eq!(
+            recv(&agent).await,
+            None,
+            "a stranger's packet is not relayed"
+        );
+        // RTCP goes from the citizen's RTCP port to the agent's (its RTP port + 1).
+        let report = [
+            0x80, 200, 0, 6, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        citizen_rtcp
+            .send_to(&report, ("127.0.0.1", a_port + 1))
+            .await
+            .expect("send");
+        assert_eq!(
+            recv(&agent_rtcp).await.as_deref(),
+            Some(&report[..]),
+            "RTCP passed on"
+        );
+        let report = relay.stop().await;
+        assert_eq!(report.packets, [1, 1]);
+        assert_eq!(report.recording, None, "nothing recorded when not asked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_either_way_is_reported_once() {
+        let (mut relay, _pool) = relay_on_loopback(None);
+        let event = tokio::time::timeout(Duration::from_secs(30), relay.events.recv()).await;
+        assert_eq!(event.ok().flatten(), Some(MediaEvent::Timeout));
+        let again = tokio::time::timeout(Duration::from_secs(30), relay.events.recv()).await;
+        assert!(again.is_err(), "reported once");
+        relay.stop().await;
+    }
+
     #[tokio::test]
     async fn port_pool_skips_ports_in_use_and_returns_them() {
         let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
