@@ -425,6 +425,22 @@ impl Drop for Sipp {
     }
 }
 
+/// One call from a sipp citizen (on 127.0.0.1) through the gateway to a sipp agent side:
+/// `(scenario, args)` for the agent, `(scenario, caller, args)` for the citizen; fails
+/// with sipp's logs unless both complete within a minute.
+pub fn call_through(
+    gw: &super::Gateway,
+    agent_port: u16,
+    agent: (&str, &[&str]),
+    citizen: (&str, &str, &[&str]),
+) -> Result<()> {
+    let a = Sipp::agent(agent.0, agent_port, agent.1)?;
+    let c = Sipp::citizen(citizen.0, "127.0.0.1", gw.sip_port, citizen.1, citizen.2)?;
+    c.expect_ok(Duration::from_secs(60))?;
+    a.expect_ok(Duration::from_secs(60))?;
+    Ok(())
+}
+
 /// A SIP peer over a raw UDP socket, for exact bytes.
 pub struct RawSip {
     /// The socket.

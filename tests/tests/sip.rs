@@ -62,16 +62,12 @@ fn ended(contacts: &[Value]) -> &Value {
 #[test]
 fn basic_call_records_both_directions_and_emits_contacts() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
-    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen(
-        "citizen-call.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "+86 138 0013 8000",
-        &["-d", "3000"],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        ("citizen-call.xml", "+86 138 0013 8000", &["-d", "3000"]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
 
     let contacts = call_contacts(&broker, 3)?;
     assert_eq!(
@@ -128,17 +124,12 @@ fn basic_call_records_both_directions_and_emits_contacts() -> Result<()> {
 #[test]
 fn cancel_before_answer_releases_agent_leg() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
-    let agent = Sipp::agent("agent-ring-cancel.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen(
-        "citizen-cancel.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138001",
-        &["-d", "1000"],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-ring-cancel.xml", &[]),
+        ("citizen-cancel.xml", "13800138001", &["-d", "1000"]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    // The agent leg got the CANCEL, answered 487 and saw the ACK.
-    agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 2)?;
     assert_eq!(phases(&contacts), ["offered", "ended"]);
     assert_eq!(ended(&contacts)["outcome"], "caller_cancelled");
@@ -149,17 +140,13 @@ fn cancel_before_answer_releases_agent_leg() -> Result<()> {
 #[test]
 fn agent_busy_falls_back_to_a_recorded_message() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
-    let agent = Sipp::agent("agent-busy.xml", agent_port, &[])?;
     // The prompt and the tone take about 3.6 s; the citizen speaks for 3 s after them.
-    let citizen = Sipp::citizen(
-        "citizen-call.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138002",
-        &["-d", "6600"],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-busy.xml", &[]),
+        ("citizen-call.xml", "13800138002", &["-d", "6600"]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 2)?;
     assert_eq!(phases(&contacts), ["offered", "ended"]);
     let end = ended(&contacts);
@@ -186,16 +173,12 @@ fn agent_busy_falls_back_to_a_recorded_message() -> Result<()> {
 fn no_answer_falls_back_after_the_ring_timeout() -> Result<()> {
     let (broker, gw, agent_port) = start(|s| s.ring_timeout_secs = 2)?;
     // The agent side rings until the gateway gives up and cancels it.
-    let agent = Sipp::agent("agent-ring-cancel.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen(
-        "citizen-call.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138003",
-        &["-d", "5000"],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-ring-cancel.xml", &[]),
+        ("citizen-call.xml", "13800138003", &["-d", "5000"]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 2)?;
     let end = ended(&contacts);
     assert_eq!(end["outcome"], "message_recorded");
@@ -230,16 +213,12 @@ fn reject_fallback_passes_busy_back_to_the_caller() -> Result<()> {
 #[test]
 fn agent_hangs_up_and_the_citizen_gets_bye() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
-    let agent = Sipp::agent("agent-hangs-up.xml", agent_port, &["-d", "2000"])?;
-    let citizen = Sipp::citizen(
-        "citizen-waits-bye.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138005",
-        &[],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-hangs-up.xml", &["-d", "2000"]),
+        ("citizen-waits-bye.xml", "13800138005", &[]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
     let end = ended(&contacts);
     assert_eq!(end["outcome"], "talked");
@@ -250,16 +229,12 @@ fn agent_hangs_up_and_the_citizen_gets_bye() -> Result<()> {
 #[test]
 fn invite_without_sdp_is_bridged_with_the_offer_in_the_answer() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
-    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen(
-        "citizen-late-offer.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138006",
-        &["-d", "2500"],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        ("citizen-late-offer.xml", "13800138006", &["-d", "2500"]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
     let end = ended(&contacts);
     assert_eq!(end["outcome"], "talked");
@@ -690,16 +665,12 @@ async fn call_over_tls_is_bridged_and_answered_on_the_same_connection() -> Resul
 #[test]
 fn dtmf_keys_are_captured_into_the_call_contact() -> Result<()> {
     let (broker, gw, agent_port) = start(|_| {})?;
-    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen(
-        "citizen-dtmf.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138013",
-        &["-d", "500"],
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        ("citizen-dtmf.xml", "13800138013", &["-d", "500"]),
     )?;
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
     assert_eq!(ended(&contacts)["dtmf"], "15", "{contacts:#?}");
     Ok(())

@@ -253,44 +253,12 @@ impl Endpoint {
         sweeper.abort();
     }
 
-    /// Accepts TCP connections until `shutdown`.
-    pub async fn run_tcp(
+    /// Accepts stream connections until `shutdown`: plain TCP, or TLS when `tls` gives
+    /// the acceptor and the time a peer has to complete its handshake.
+    pub async fn run_listener(
         self: Arc<Self>,
         listener: TcpListener,
-        tu: Arc<dyn TransactionUser>,
-        shutdown: CancellationToken,
-        tasks: TaskTracker,
-    ) {
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                () = shutdown.cancelled() => break,
-            };
-            match accepted {
-                Ok((stream, from)) => {
-                    let ep = self.clone();
-                    let tu = tu.clone();
-                    let shutdown = shutdown.clone();
-                    let _ = stream.set_nodelay(true);
-                    tasks.spawn(async move {
-                        ep.serve_stream(stream, Peer::Tcp(from), tu, shutdown).await
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    /// Accepts TLS connections until `shutdown`; each gets `handshake` to complete its
-    /// handshake, then is served like TCP.
-    pub async fn run_tls(
-        self: Arc<Self>,
-        listener: TcpListener,
-        acceptor: tokio_rustls::TlsAcceptor,
-        handshake: Duration,
+        tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
         tu: Arc<dyn TransactionUser>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -303,7 +271,7 @@ impl Endpoint {
             let (stream, from) = match accepted {
                 Ok(a) => a,
                 Err(error) => {
-                    tracing::warn!(%error, "TLS accept failed");
+                    tracing::warn!(%error, "SIP stream accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -312,8 +280,11 @@ impl Endpoint {
             let ep = self.clone();
             let tu = tu.clone();
             let shutdown = shutdown.clone();
-            let acceptor = acceptor.clone();
+            let tls = tls.clone();
             tasks.spawn(async move {
+                let Some((acceptor, handshake)) = tls else {
+                    return ep.serve_stream(stream, Peer::Tcp(from), tu, shutdown).await;
+                };
                 match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => ep.serve_stream(tls, Peer::Tls(from), tu, shutdown).await,
                     Ok(Err(error)) => {
@@ -409,7 +380,7 @@ impl Endpoint {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("gateway_sip_messages_rejected_total").increment(1);
                 tracing::debug!(reason = %why, "Rejected a malformed request");
-                let dest = self.response_destination(&response, peer);
+                let dest = Self::response_destination(&*response, peer);
                 self.send(dest, msg::encode(*response)).await;
                 return;
             }
@@ -505,7 +476,7 @@ impl Endpoint {
         };
         match resend {
             Some(Some(bytes)) => {
-                let dest = self.response_destination_for(&request, peer);
+                let dest = Self::response_destination(&request, peer);
                 self.send(dest, bytes).await;
                 return;
             }
@@ -520,7 +491,7 @@ impl Endpoint {
             ep: self.clone(),
             key,
             peer,
-            dest: self.response_destination_for(&request, peer),
+            dest: Self::response_destination(&request, peer),
             invite: request.method == Method::Invite,
         };
         if tx.invite {
@@ -531,39 +502,19 @@ impl Endpoint {
         tu.clone().on_request(request, tx);
     }
 
-    /// Where responses to `request` go (§18.2.2, RFC 3581): back over the same TCP
-    /// connection; over UDP to the source address and port when the client asked with
-    /// `rport`, else to the source address and the Via's port.
-    fn response_destination_for(&self, request: &Request, peer: Peer) -> Peer {
+    /// Where responses to a request go (§18.2.2, RFC 3581): back over the same TCP or
+    /// TLS connection; over UDP to the source address and port when the client asked
+    /// with `rport`, else to the source address and the Via's port. `m` is the request,
+    /// or a response built from it (which carries its Vias).
+    fn response_destination<M: HeadersExt>(m: &M, peer: Peer) -> Peer {
         match peer {
             Peer::Tcp(_) | Peer::Tls(_) => peer,
             Peer::Udp(from) => {
-                let via = request
-                    .via_header()
-                    .map(|v| v.value().to_owned())
-                    .unwrap_or_default();
-                if via.contains(";rport=") {
+                let asked = m.via_header().is_ok_and(|v| v.value().contains("rport"));
+                if asked {
                     peer
                 } else {
-                    let port = msg::via_sent_by_port(request).unwrap_or(5060);
-                    Peer::Udp(SocketAddr::new(from.ip(), port))
-                }
-            }
-        }
-    }
-
-    fn response_destination(&self, response: &Response, peer: Peer) -> Peer {
-        match peer {
-            Peer::Tcp(_) | Peer::Tls(_) => peer,
-            Peer::Udp(from) => {
-                let via = response
-                    .via_header()
-                    .map(|v| v.value().to_owned())
-                    .unwrap_or_default();
-                if via.contains("rport") {
-                    peer
-                } else {
-                    let port = msg::via_sent_by_port(response).unwrap_or(5060);
+                    let port = msg::via_sent_by_port(m).unwrap_or(5060);
                     Peer::Udp(SocketAddr::new(from.ip(), port))
                 }
             }

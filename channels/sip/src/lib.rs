@@ -182,18 +182,18 @@ impl Channel for SipChannel {
         }
         tasks.push(Box::pin(ep.clone().run_udp(tu.clone(), stop.clone())));
         if let Some(listener) = tcp {
-            tasks.push(Box::pin(ep.clone().run_tcp(
+            tasks.push(Box::pin(ep.clone().run_listener(
                 listener,
+                None,
                 tu,
                 stop.clone(),
                 ctx.tasks.clone(),
             )));
         }
         if let Some((listener, acceptor, handshake)) = tls {
-            tasks.push(Box::pin(ep.clone().run_tls(
+            tasks.push(Box::pin(ep.clone().run_listener(
                 listener,
-                acceptor,
-                handshake,
+                Some((acceptor, handshake)),
                 core.clone(),
                 stop.clone(),
                 ctx.tasks.clone(),
