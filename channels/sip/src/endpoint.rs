@@ -823,3 +823,132 @@ fn error_for_head(buf: &[u8], code: u16, why: &str, host: &str) -> Option<Bytes>
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 8192,
+        max_headers: 64,
+    };
+
+    /// A transaction user that refuses every request with 486 and counts what it saw.
+    struct Refuser {
+        seen: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TransactionUser for Refuser {
+        fn on_request(self: Arc<Self>, request: Request, tx: ServerTx) {
+            self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move { tx.respond(msg::response(&request, 486, Some("t"))).await });
+        }
+        fn on_ack(self: Arc<Self>, _request: Request, _peer: Peer) {}
+    }
+
+    async fn endpoint(t1_ms: u64) -> Arc<Endpoint> {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        Endpoint::new(
+            udp,
+            Timers::from_t1(Duration::from_millis(t1_ms)),
+            LIMITS,
+            "127.0.0.1".into(),
+        )
+    }
+
+    fn invite_from(from: SocketAddr, branch: &str) -> String {
+        format!(
+            "INVITE sip:12345@gw SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch={branch};rport\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:12345@gw>\r\nCall-ID: {branch}@test\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    async fn recv_text(sock: &UdpSocket, within: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 8192];
+        let (n, _) = tokio::time::timeout(within, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn invite_failure_is_retransmitted_until_ack_and_retransmitted_invites_are_absorbed() {
+        let ep = endpoint(50).await;
+        let tu = Arc::new(Refuser {
+            seen: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let shutdown = CancellationToken::new();
+        tokio::spawn(ep.clone().run_udp(tu.clone(), shutdown.clone()));
+        let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let target = ep.udp_addr().expect("addr");
+        let invite = invite_from(peer.local_addr().expect("addr"), "z9hG4bKg1");
+        peer.send_to(invite.as_bytes(), target).await.expect("send");
+        // 100 at once, then the 486, then the 486 again on Timer G (T1, 2 T1, ...).
+        let mut codes = Vec::new();
+        while codes.iter().filter(|c| **c == 486).count() < 3 {
+            let m = recv_text(&peer, Duration::from_secs(2))
+                .await
+                .expect("a response");
+            codes.push(m[8..11].parse::<u16>().expect("status"));
+        }
+        assert_eq!(codes[0], 100);
+        // A retransmitted INVITE is absorbed: answered with the 486 again, not passed up.
+        peer.send_to(invite.as_bytes(), target).await.expect("send");
+        let again = recv_text(&peer, Duration::from_secs(2))
+            .await
+            .expect("a response");
+        assert!(again.starts_with("SIP/2.0 486"), "{again}");
+        assert_eq!(tu.seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The ACK stops the retransmissions.
+        let ack = invite
+            .replace("INVITE sip", "ACK sip")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+        peer.send_to(ack.as_bytes(), target).await.expect("send");
+        while recv_text(&peer, Duration::from_millis(150)).await.is_some() {}
+        assert_eq!(
+            recv_text(&peer, Duration::from_millis(600)).await,
+            None,
+            "no 486 after the ACK"
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn client_invite_is_retransmitted_on_timer_a_and_times_out_with_408() {
+        let ep = endpoint(20).await;
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let to = silent.local_addr().expect("addr");
+        let request = rsip::Request::try_from(
+            invite_from(ep.udp_addr().expect("addr"), "z9hG4bKa1").as_str(),
+        )
+        .expect("valid");
+        let mut tx = ep.request(request, Peer::Udp(to));
+        // Timer A doubles from T1: sends at 0, 20, 60, 140, 300, 620 ms, ... until Timer B
+        // (64 T1 = 1.28 s).
+        let mut arrivals = Vec::new();
+        let start = Instant::now();
+        while let Some(_m) = recv_text(&silent, Duration::from_millis(1500)).await {
+            arrivals.push(start.elapsed());
+            if arrivals.len() == 6 {
+                break;
+            }
+        }
+        assert_eq!(arrivals.len(), 6, "retransmissions: {arrivals:?}");
+        let gaps: Vec<u128> = arrivals
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        // Each retransmission waits at least twice as long as the one before (delays on a
+        // loaded machine only lengthen the gaps).
+        for (i, gap) in gaps.iter().enumerate() {
+            assert!(
+                *gap >= 20 << i,
+                "gap {i} of {gaps:?} is shorter than T1 x 2^{i}"
+            );
+        }
+        let timeout = tokio::time::timeout(Duration::from_secs(3), tx.recv())
+            .await
+            .expect("in time");
+        assert_eq!(timeout.map(|r| r.status_code.code()), Some(408));
+    }
+}
