@@ -75,6 +75,9 @@ struct BLeg {
     call_id: String,
     to_tag: Option<String>,
     remote_target: Option<String>,
+    /// The dialog's route set: the 2xx's Record-Route, reversed (RFC 3261 §12.1.2), sent
+    /// as Route headers on ACK and BYE (loose routing).
+    route_set: Vec<String>,
     cseq: u32,
     peer: Peer,
 }
@@ -480,6 +483,7 @@ impl Call {
             call_id,
             to_tag: None,
             remote_target: None,
+            route_set: Vec::new(),
             cseq: 1,
             peer,
         }
@@ -598,6 +602,7 @@ impl Call {
                                 let mut leg = b;
                                 leg.to_tag = msg::to_tag(&resp);
                                 leg.remote_target = contact_uri(&resp);
+                                leg.route_set = route_set(&resp);
                                 let ack = in_dialog_request(&leg, Method::Ack, 1, via.clone());
                                 core.ep.send(leg.peer, msg::encode(ack)).await;
                                 leg.cseq += 1;
@@ -621,6 +626,7 @@ impl Call {
     async fn connected(&mut self, mut b: BLeg, mut b_tx: ClientTx, ok: Response, mut relay: Relay) {
         b.to_tag = msg::to_tag(&ok);
         b.remote_target = contact_uri(&ok);
+        b.route_set = route_set(&ok);
         if let Some(agent) = contact_uri(&ok).as_deref().and_then(msg::user_of) {
             self.agent = Some(agent);
         }
@@ -1056,16 +1062,7 @@ impl Call {
     }
 
     async fn bye(&self, b: &BLeg, via: Header) {
-        let mut leg = BLeg {
-            invite: b.invite.clone(),
-            call_id: b.call_id.clone(),
-            to_tag: b.to_tag.clone(),
-            remote_target: b.remote_target.clone(),
-            cseq: b.cseq + 1,
-            peer: b.peer,
-        };
-        leg.cseq = b.cseq + 1;
-        let bye = in_dialog_request(&leg, Method::Bye, leg.cseq, fresh_branch(&via));
+        let bye = in_dialog_request(b, Method::Bye, b.cseq + 1, fresh_branch(&via));
         let mut tx = self.core.ep.request(bye, b.peer);
         while tx.recv().await.is_some_and(|r| r.status_code.code() < 200) {}
     }
@@ -1230,6 +1227,9 @@ fn in_dialog_request(b: &BLeg, method: Method, cseq: u32, via: Header) -> Reques
         headers.push(rsip::headers::To::new(value).into());
     }
     headers.push(rsip::headers::CSeq::new(format!("{cseq} {method}")).into());
+    for route in &b.route_set {
+        headers.push(rsip::headers::Route::new(route.clone()).into());
+    }
     let uri = b
         .remote_target
         .as_deref()
@@ -1242,6 +1242,20 @@ fn in_dialog_request(b: &BLeg, method: Method, cseq: u32, via: Header) -> Reques
         headers,
         body: Vec::new(),
     }
+}
+
+/// The route set a UAC learns from a 2xx: its Record-Route values, last first (§12.1.2).
+fn route_set(response: &Response) -> Vec<String> {
+    let mut routes: Vec<String> = response
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::RecordRoute(r) => Some(r.value().to_owned()),
+            _ => None,
+        })
+        .collect();
+    routes.reverse();
+    routes
 }
 
 /// The same Via with a new branch (each new transaction needs one).
