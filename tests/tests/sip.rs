@@ -675,3 +675,29 @@ fn dtmf_keys_are_captured_into_the_call_contact() -> Result<()> {
     assert_eq!(ended(&contacts)["dtmf"], "15", "{contacts:#?}");
     Ok(())
 }
+
+#[test]
+fn call_over_tcp_from_the_trunk_is_bridged() -> Result<()> {
+    let (broker, gw, agent_port) = start(|_| {})?;
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        (
+            "citizen-call.xml",
+            "13800138014",
+            &["-t", "t1", "-d", "1500"],
+        ),
+    )?;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(phases(&contacts), ["offered", "answered", "ended"]);
+    let rec = Recording::open(
+        &gw.recordings_dir()
+            .join(ended(&contacts)["recording"].as_str().unwrap_or_default()),
+    )?;
+    assert!(
+        rms(&rec.left) > 1000.0 && rms(&rec.right) > 1000.0,
+        "audio both ways"
+    );
+    Ok(())
+}
