@@ -617,7 +617,7 @@ async fn call_over_tls_is_bridged_and_answered_on_the_same_connection() -> Resul
         )
     };
     let invite = format!(
-        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        "{}Record-Route: <sip:sbc.example;transport=tls;lr>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         base("INVITE", 1, "<sip:12345@localhost>", "tlsinv"),
         sdp.len()
     );
@@ -631,6 +631,11 @@ async fn call_over_tls_is_bridged_and_answered_on_the_same_connection() -> Resul
         }
     }
     let ok = ok.ok_or_else(|| anyhow::anyhow!("no 200 over TLS"))?;
+    assert_eq!(
+        header(&ok, "Record-Route").as_deref(),
+        Some("<sip:sbc.example;transport=tls;lr>"),
+        "the 200 echoes the trunk's Record-Route (RFC 3261 §12.1.1)"
+    );
     let contact = header(&ok, "Contact").unwrap_or_default();
     assert!(
         contact.contains("transport=tls"),
