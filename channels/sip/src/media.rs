@@ -4,8 +4,9 @@
 //! One task per call owns both legs' sockets, so a packet is received, forwarded,
 //! decoded and recorded without crossing threads or locks. Each leg latches to the
 //! address its first packet came from (symmetric RTP, RFC 4961) because callers behind
-//! NAT send from an address their SDP does not name; packets from any other source after
-//! that are dropped, so a stranger cannot inject audio into a call.
+//! NAT send from an address their SDP does not name; the socket is then connected to it,
+//! so packets from any other source are dropped and a stranger cannot inject audio into a
+//! call.
 //!
 //! The recording places each direction's audio by its RTP timestamp relative to when
 //! that direction started, so silence suppression and jitter do not shift one side
