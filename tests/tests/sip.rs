@@ -706,3 +706,44 @@ fn call_over_tcp_from_the_trunk_is_bridged() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn invites_beyond_a_trunks_rate_get_503_with_retry_after() -> Result<()> {
+    let (_broker, gw, _) = start(|s| {
+        s.invite_rate = 0.5;
+        s.invite_burst = 2;
+    })?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let mut finals = Vec::new();
+    for i in 0..3 {
+        let invite = raw.invite(
+            &format!("rate-{i}@test"),
+            &format!("z9hG4bKrate{i}"),
+            "13800138015",
+            Some(40_002),
+        );
+        raw.send(invite.as_bytes())?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while let Some(m) = raw.recv(Duration::from_secs(2)) {
+        if status_of(&m).is_some_and(|s| s >= 200) {
+            finals.push(m);
+        }
+    }
+    // The first two are admitted (they ring an agent side that is not there); the third
+    // is over the burst. (Its 503 is retransmitted until ACKed: count calls, not
+    // messages.)
+    let refused: std::collections::BTreeSet<String> =
+        finals.iter().filter_map(|m| header(m, "Call-ID")).collect();
+    assert_eq!(
+        refused.into_iter().collect::<Vec<_>>(),
+        ["rate-2@test"],
+        "{finals:?}"
+    );
+    assert_eq!(status_of(&finals[0]), Some(503));
+    let retry: u64 = header(&finals[0], "Retry-After")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(retry >= 1, "{}", finals[0]);
+    Ok(())
+}
