@@ -228,6 +228,28 @@ pub async fn read_sip<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// A broker (memory storage) and a gateway with the SIP channel, its options set by
+/// `configure`, logging at `rust_log`; also returns the port the agent side must listen
+/// on (UDP, 127.0.0.1).
+pub fn start_gateway(
+    configure: impl FnOnce(&mut SipOptions),
+    rust_log: &str,
+) -> Result<(super::Broker, super::Gateway, u16)> {
+    let broker = super::Broker::start(super::Storage::Memory)?;
+    let agent_port = free_udp_tcp_port();
+    let mut sip = SipOptions::new(agent_port);
+    configure(&mut sip);
+    let gw = super::Gateway::start(
+        &broker.bootstrap(),
+        super::GatewayOptions {
+            sip: Some(sip),
+            rust_log: rust_log.into(),
+            ..super::GatewayOptions::default()
+        },
+    )?;
+    Ok((broker, gw, agent_port))
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1.
 pub fn free_udp_tcp_port() -> u16 {
     loop {

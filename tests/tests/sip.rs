@@ -12,19 +12,7 @@ use serde_json::Value;
 const SIPP_WAIT: Duration = Duration::from_secs(60);
 
 fn start(opts: impl FnOnce(&mut SipOptions)) -> Result<(Broker, Gateway, u16)> {
-    let broker = Broker::start(Storage::Memory)?;
-    let agent_port = free_udp_tcp_port();
-    let mut sip = SipOptions::new(agent_port);
-    opts(&mut sip);
-    let gw = Gateway::start(
-        &broker.bootstrap(),
-        GatewayOptions {
-            sip: Some(sip),
-            rust_log: "info,channel_sip=debug".into(),
-            ..GatewayOptions::default()
-        },
-    )?;
-    Ok((broker, gw, agent_port))
+    start_gateway(opts, "info,channel_sip=debug")
 }
 
 /// The phone contacts on Kafka in order, once `count` of them have arrived.

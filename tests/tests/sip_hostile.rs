@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use e2e::sip::*;
-use e2e::*;
 
 fn request(method_line: &str, headers: &[&str], body: &str) -> String {
     let mut s = format!("{method_line}\r\n");
@@ -31,15 +30,7 @@ fn call_id(n: usize) -> String {
 
 #[test]
 fn malformed_sip_gets_its_response_or_is_dropped_and_calls_still_work() -> Result<()> {
-    let broker = Broker::start(Storage::Memory)?;
-    let agent_port = free_udp_tcp_port();
-    let gw = Gateway::start(
-        &broker.bootstrap(),
-        GatewayOptions {
-            sip: Some(SipOptions::new(agent_port)),
-            ..GatewayOptions::default()
-        },
-    )?;
+    let (_broker, gw, agent_port) = start_gateway(|_| {}, "info")?;
     let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
     let huge = format!("X-Huge: {}", "a".repeat(20_000));
     let many: Vec<String> = (0..200).map(|i| format!("X-H{i}: v")).collect();

@@ -796,12 +796,11 @@ impl Call {
     /// Sends a 2xx to the citizen and retransmits it until the ACK (§13.3.1.4). Returns
     /// the ACK, or `None` after 64 T1 without one (or when the citizen hung up first).
     async fn answer_citizen(&mut self, ok: Response) -> Option<Request> {
-        self.a.tx.respond(ok.clone()).await;
+        let bytes = self.a.tx.respond(ok).await;
         let timers = self.core.ep.timers();
         let give_up = Instant::now() + timers.timeout();
         let mut interval = timers.t1;
         let mut next = Instant::now() + interval;
-        let bytes = msg::encode(ok);
         loop {
             tokio::select! {
                 input = self.inputs.recv() => match input {
@@ -1047,7 +1046,7 @@ impl Call {
                 headers.push(rsip::headers::Route::new(r.value()).into());
             }
         }
-        let uri = contact_uri_of(&self.a.invite)
+        let uri = contact_uri(&self.a.invite)
             .and_then(|u| rsip::Uri::try_from(u.as_str()).ok())
             .unwrap_or_else(|| self.a.invite.uri.clone());
         let bye = Request {
@@ -1287,8 +1286,4 @@ fn contact_uri<M: HasHeaders>(m: &M) -> Option<String> {
         }
         _ => None,
     })
-}
-
-fn contact_uri_of(r: &Request) -> Option<String> {
-    contact_uri(r)
 }

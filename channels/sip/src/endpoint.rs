@@ -125,17 +125,6 @@ struct ServerEntry {
     expires: Instant,
 }
 
-/// Counters of what the layer refused or absorbed (also exported as metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Requests answered with an error before reaching a transaction.
-    pub rejected: std::sync::atomic::AtomicU64,
-    /// Messages dropped unparsed.
-    pub dropped: std::sync::atomic::AtomicU64,
-    /// Retransmitted requests absorbed by a server transaction.
-    pub absorbed: std::sync::atomic::AtomicU64,
-}
-
 /// The transport and transaction layers.
 pub struct Endpoint {
     udp: Arc<UdpSocket>,
@@ -145,8 +134,6 @@ pub struct Endpoint {
     timers: Timers,
     limits: Limits,
     host: String,
-    /// Counters.
-    pub stats: Stats,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -174,7 +161,6 @@ impl Endpoint {
             timers,
             limits,
             host,
-            stats: Stats::default(),
         })
     }
 
@@ -346,9 +332,7 @@ impl Endpoint {
                     Err(error) => {
                         // The stream cannot be resynchronised after a framing error:
                         // answer what can be answered, then close (RFC 3261 §18.3).
-                        self.stats
-                            .rejected
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::counter!("gateway_sip_messages_rejected_total").increment(1);
                         let code = if matches!(error, wire::WireError::TooLarge(_)) {
                             513
                         } else {
@@ -357,7 +341,7 @@ impl Endpoint {
                         if let Some(resp) =
                             error_for_head(&buf, code, &error.to_string(), &self.host)
                         {
-                            self.send(Peer::Tcp(from), resp).await;
+                            self.send(peer, resp).await;
                         }
                         tracing::debug!(%error, "TCP framing error; closing the connection");
                         break 'conn;
@@ -375,9 +359,6 @@ impl Endpoint {
         let message = match msg::parse(bytes, !peer.reliable(), self.limits, &self.host) {
             Ok(m) => m,
             Err(Rejected::Answer(response, why)) => {
-                self.stats
-                    .rejected
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("gateway_sip_messages_rejected_total").increment(1);
                 tracing::debug!(reason = %why, "Rejected a malformed request");
                 let dest = Self::response_destination(&*response, peer);
@@ -385,9 +366,6 @@ impl Endpoint {
                 return;
             }
             Err(Rejected::Drop(why)) => {
-                self.stats
-                    .dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("gateway_sip_messages_dropped_total").increment(1);
                 tracing::debug!(reason = %why, "Dropped an unusable message");
                 return;
@@ -451,9 +429,6 @@ impl Endpoint {
                         }
                         None
                     } else {
-                        self.stats
-                            .absorbed
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         metrics::counter!("gateway_sip_retransmissions_absorbed_total")
                             .increment(1);
                         Some(entry.last.clone())
@@ -692,7 +667,8 @@ impl ServerTx {
     }
 
     /// Sends a response on a server transaction and moves it along its state machine.
-    pub async fn respond(&self, response: Response) {
+    /// Returns the bytes sent, for a caller that retransmits a 2xx itself (§13.3.1.4).
+    pub async fn respond(&self, response: Response) -> Bytes {
         let tx = self;
         let ep = &self.ep;
         let code = response.status_code.code();
@@ -728,6 +704,7 @@ impl ServerTx {
             }
         }
         ep.send(tx.dest, bytes.clone()).await;
+        let sent = bytes.clone();
         if retransmit {
             // Timer G until ACK (Confirmed) or Timer H.
             let ep_timers = ep.timers;
@@ -753,6 +730,7 @@ impl ServerTx {
                 }
             });
         }
+        sent
     }
 }
 

@@ -340,6 +340,7 @@ async fn run(
     let mut buf_rtcp_b = vec![0u8; 2048];
     let mut pcm: Vec<i16> = Vec::with_capacity(FRAME * 2);
     let mut out: Vec<u8> = Vec::with_capacity(FRAME + 12);
+    let mut encoded: Vec<u8> = Vec::with_capacity(FRAME);
 
     loop {
         tokio::select! {
@@ -421,9 +422,8 @@ async fn run(
                         if leg.rtp_dest().is_some() {
                             out.clear();
                             rtp::write_header(&mut out, codec, p.first, p.seq, p.ts, p.ssrc);
-                            let mut payload = Vec::with_capacity(FRAME);
-                            g711::encode(codec, frame, &mut payload);
-                            out.extend_from_slice(&payload);
+                            g711::encode(codec, frame, &mut encoded);
+                            out.extend_from_slice(&encoded);
                             leg.send_rtp(&out).await;
                         }
                         // What the citizen hears from the gateway is on the agent channel.

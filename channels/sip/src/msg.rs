@@ -333,7 +333,7 @@ pub fn user_of(addr: &str) -> Option<String> {
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-/// Whether the request's Content-Type is SDP (or it has no body).
+/// Whether the message carries an SDP body (a non-empty body of type application/sdp).
 pub fn has_sdp<M: HasHeaders>(m: &M, body: &[u8]) -> bool {
     !body.is_empty()
         && m.headers().iter().any(|h| match h {

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use e2e::sip::{SipOptions, Sipp, free_udp_tcp_port, sipp_dir};
-use e2e::{Broker, Gateway, GatewayOptions, Storage, cpu_seconds};
+use e2e::cpu_seconds;
+use e2e::sip::{Sipp, free_udp_tcp_port, sipp_dir, start_gateway};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -181,19 +181,13 @@ fn kamailio(port: u16) -> Option<Child> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let broker = Broker::start(Storage::Memory)?;
-    let agent_port = free_udp_tcp_port();
-    let mut sip = SipOptions::new(agent_port);
-    sip.invite_rate = 100_000.0;
-    sip.invite_burst = 100_000;
-    sip.max_calls = 20_000;
-    let gw = Gateway::start(
-        &broker.bootstrap(),
-        GatewayOptions {
-            sip: Some(sip),
-            rust_log: "warn".into(),
-            ..GatewayOptions::default()
+    let (_broker, gw, agent_port) = start_gateway(
+        |sip| {
+            sip.invite_rate = 100_000.0;
+            sip.invite_burst = 100_000;
+            sip.max_calls = 20_000;
         },
+        "warn",
     )
     .context("start the gateway (cargo build --release -p gateway -p e2e)")?;
     let gw_pid = gw.pid().context("gateway pid")?;
