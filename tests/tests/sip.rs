@@ -735,3 +735,65 @@ fn invites_beyond_a_trunks_rate_get_503_with_retry_after() -> Result<()> {
     assert!(retry >= 1, "{}", finals[0]);
     Ok(())
 }
+
+#[test]
+fn early_media_from_the_agent_side_reaches_the_citizen_before_the_answer() -> Result<()> {
+    let (broker, gw, agent_port) = start(|_| {})?;
+    let agent = Sipp::agent("agent-early-media.xml", agent_port, &[])?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let rtp = rtp_socket()?;
+    let invite = raw.invite(
+        "early-1@test",
+        "z9hG4bKearly1",
+        "13800138016",
+        Some(rtp.local_addr()?.port()),
+    );
+    raw.send(invite.as_bytes())?;
+    raw.sock.set_nonblocking(true)?;
+    let mut progress = None;
+    let mut ok = None;
+    let mut early_packets = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while ok.is_none() && std::time::Instant::now() < deadline {
+        if let Ok((n, _)) = rtp.recv_from(&mut buf) {
+            if progress.is_some() && n > 12 {
+                early_packets += 1;
+            }
+        }
+        if let Ok((n, _)) = raw.sock.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            match status_of(&m) {
+                Some(183) => progress = Some(m),
+                Some(200) => ok = Some(m),
+                _ => {}
+            }
+        }
+    }
+    raw.sock.set_nonblocking(false)?;
+    let progress = progress.ok_or_else(|| anyhow::anyhow!("no 183 reached the citizen"))?;
+    assert!(
+        progress.contains("application/sdp") && progress.contains("m=audio"),
+        "{progress}"
+    );
+    assert!(
+        early_packets >= 25,
+        "early media relayed before the answer: {early_packets} packets"
+    );
+    let ok = ok.ok_or_else(|| anyhow::anyhow!("no 200"))?;
+    let to = header(&ok, "To").unwrap_or_default();
+    let local = raw.local();
+    let in_dialog = |method: &str, cseq: u32| {
+        format!(
+            "{method} sip:12345@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{method}{cseq}e;rport\r\nFrom: <sip:13800138016@carrier.example>;tag=raw1\r\nTo: {to}\r\nCall-ID: early-1@test\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            port = gw.sip_port
+        )
+    };
+    raw.send(in_dialog("ACK", 1).as_bytes())?;
+    std::thread::sleep(Duration::from_millis(300));
+    raw.send(in_dialog("BYE", 2).as_bytes())?;
+    agent.expect_ok(SIPP_WAIT)?;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(phases(&contacts), ["offered", "answered", "ended"]);
+    Ok(())
+}
