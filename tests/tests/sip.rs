@@ -756,10 +756,11 @@ fn early_media_from_the_agent_side_reaches_the_citizen_before_the_answer() -> Re
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 4096];
     while ok.is_none() && std::time::Instant::now() < deadline {
-        if let Ok((n, _)) = rtp.recv_from(&mut buf) {
-            if progress.is_some() && n > 12 {
-                early_packets += 1;
-            }
+        if let Ok((n, _)) = rtp.recv_from(&mut buf)
+            && progress.is_some()
+            && n > 12
+        {
+            early_packets += 1;
         }
         if let Ok((n, _)) = raw.sock.recv_from(&mut buf) {
             let m = String::from_utf8_lossy(&buf[..n]).into_owned();
