@@ -47,6 +47,11 @@ pub struct SipOptions {
     /// Whether SIP over TLS is on (a self-signed certificate for `localhost` is made with
     /// openssl in the gateway's directory).
     pub tls: bool,
+    /// Seconds without RTP either way after which a call is hung up.
+    pub media_timeout_secs: u64,
+    /// How many media ports the gateway may use (a bridged call takes four: an RTP and
+    /// RTCP pair per leg).
+    pub media_ports: u16,
 }
 
 impl SipOptions {
@@ -64,6 +69,8 @@ impl SipOptions {
             t1_ms: 500,
             agent_feed: false,
             tls: false,
+            media_timeout_secs: 20,
+            media_ports: 3999,
         }
     }
 
@@ -81,7 +88,13 @@ impl SipOptions {
         } else {
             String::new()
         };
-        let media = free_media_base();
+        // A small range sits above the ephemeral ports and the big ranges, so that no
+        // other test gateway's calls take the few ports a test means to exhaust.
+        let media = if self.media_ports < 100 {
+            61_000 + (uuid::Uuid::new_v4().as_u128() % 1500) as u16 * 2
+        } else {
+            free_media_base()
+        };
         let blocked: Vec<String> = self
             .blocked_callers
             .iter()
@@ -112,7 +125,7 @@ trunks = [
 [channels.sip.media]
 port_min = {media}
 port_max = {media_max}
-timeout_secs = 20
+timeout_secs = {media_timeout}
 "#,
             agent = self.agent_port,
             rec = recordings.display(),
@@ -124,7 +137,8 @@ timeout_secs = 20
             burst = self.invite_burst,
             max_calls = self.max_calls,
             t1 = self.t1_ms,
-            media_max = media + 3998,
+            media_max = media + self.media_ports - 1,
+            media_timeout = self.media_timeout_secs,
             feed = if self.agent_feed {
                 "[channels.sip.agent_feed]\ntoken_secret_env = \"E2E_FEED_SECRET\"\n"
             } else {

@@ -798,3 +798,325 @@ fn early_media_from_the_agent_side_reaches_the_citizen_before_the_answer() -> Re
     assert_eq!(phases(&contacts), ["offered", "answered", "ended"]);
     Ok(())
 }
+
+/// An in-dialog request from the raw citizen of `call_id`, after the 200 `ok`.
+#[allow(clippy::too_many_arguments)]
+fn raw_in_dialog(
+    raw: &RawSip,
+    gw: &Gateway,
+    ok: &str,
+    call_id: &str,
+    caller: &str,
+    method: &str,
+    cseq: u32,
+    sdp_port: Option<u16>,
+) -> String {
+    let to = header(ok, "To").unwrap_or_default();
+    let local = raw.local();
+    let body = sdp_port.map_or(String::new(), |p| {
+        format!(
+            "v=0\r\no=t 1 2 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            ip = local.ip()
+        )
+    });
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:12345@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{method}{cseq}{call};rport\r\nFrom: <sip:{caller}@carrier.example>;tag=raw1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{caller}@{local}>\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+        port = gw.sip_port,
+        call = call_id.len(),
+        len = body.len()
+    )
+}
+
+/// Sends a raw INVITE and returns its 200 once the agent side answered.
+fn raw_call_answered(raw: &RawSip, call_id: &str, caller: &str, rtp_port: u16) -> Result<String> {
+    let invite = raw.invite(
+        call_id,
+        &format!("z9hG4bK{call_id}"),
+        caller,
+        Some(rtp_port),
+    );
+    raw.send(invite.as_bytes())?;
+    let answers = raw.recv_final(Duration::from_secs(10));
+    match answers.iter().find(|m| status_of(m) == Some(200)) {
+        Some(ok) => Ok(ok.clone()),
+        None => bail!("no 200 to the INVITE: {answers:?}"),
+    }
+}
+
+/// The port of the first `m=audio` line of a message's SDP.
+fn sdp_audio_port(message: &str) -> Option<u16> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+}
+
+/// Counts the RTP packets (longer than a header) that reach `sock` within `within`.
+fn rtp_packets_within(sock: &std::net::UdpSocket, within: Duration) -> Result<usize> {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while std::time::Instant::now() < deadline {
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && len > 12
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[test]
+fn in_dialog_options_info_and_a_reinvite_moving_the_media_are_answered() -> Result<()> {
+    let (broker, gw, agent_port) = start(|_| {})?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let (call, caller) = ("dialog-1@test", "13800138020");
+    let rtp = rtp_socket()?;
+    let ok = raw_call_answered(&raw, call, caller, rtp.local_addr()?.port())?;
+    let gw_media = sdp_audio_port(&ok).ok_or_else(|| anyhow::anyhow!("no SDP in {ok}"))?;
+    raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "ACK", 1, None).as_bytes())?;
+    // Latch the citizen's first address with a few packets of our own.
+    let mut packet = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+    packet.extend_from_slice(&[0xff; 160]);
+    for _ in 0..5 {
+        rtp.send_to(&packet, ("127.0.0.1", gw_media))?;
+    }
+    assert!(
+        rtp_packets_within(&rtp, Duration::from_secs(2))? > 10,
+        "the agent's audio reaches the citizen's first address"
+    );
+
+    for (cseq, method) in [(2, "OPTIONS"), (3, "INFO")] {
+        raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, method, cseq, None).as_bytes())?;
+        let answer = raw.recv_final(Duration::from_secs(5));
+        assert!(
+            answer
+                .iter()
+                .any(|m| status_of(m) == Some(200) && m.contains(method)),
+            "{method} in the dialog gets 200: {answer:?}"
+        );
+    }
+
+    // The citizen moves its media to another port with a re-INVITE: the gateway answers
+    // with its own, unchanged media port and the agent's audio follows to the new port.
+    let moved = rtp_socket()?;
+    let reinvite = raw_in_dialog(
+        &raw,
+        &gw,
+        &ok,
+        call,
+        caller,
+        "INVITE",
+        4,
+        Some(moved.local_addr()?.port()),
+    );
+    raw.send(reinvite.as_bytes())?;
+    let answer = raw.recv_final(Duration::from_secs(5));
+    let re_ok = answer
+        .iter()
+        .find(|m| status_of(m) == Some(200))
+        .ok_or_else(|| anyhow::anyhow!("no 200 to the re-INVITE: {answer:?}"))?;
+    assert_eq!(sdp_audio_port(re_ok), Some(gw_media), "{re_ok}");
+    raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "ACK", 4, None).as_bytes())?;
+    assert!(
+        rtp_packets_within(&moved, Duration::from_secs(2))? > 10,
+        "the agent's audio follows the re-INVITE to the new port"
+    );
+    let _ = rtp_packets_within(&rtp, Duration::from_millis(300))?;
+    assert_eq!(
+        rtp_packets_within(&rtp, Duration::from_secs(1))?,
+        0,
+        "nothing goes to the old port any more"
+    );
+
+    raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "BYE", 5, None).as_bytes())?;
+    let bye = raw.recv_final(Duration::from_secs(5));
+    assert!(
+        bye.iter()
+            .any(|m| status_of(m) == Some(200) && m.contains("BYE")),
+        "{bye:?}"
+    );
+    agent.expect_ok(SIPP_WAIT)?;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(phases(&contacts), ["offered", "answered", "ended"]);
+    assert_eq!(ended(&contacts)["ended_by"], "citizen");
+    Ok(())
+}
+
+#[test]
+fn calls_beyond_capacity_get_503_and_a_silent_call_is_hung_up() -> Result<()> {
+    let (broker, gw, agent_port) = start(|o| {
+        o.max_calls = 1;
+        o.media_timeout_secs = 5;
+    })?;
+    // The agent side answers and sends no audio; the citizen sends none either.
+    let agent = Sipp::agent("bench-agent-short.xml", agent_port, &[])?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let (call, caller) = ("silent-1@test", "13800138021");
+    let rtp = rtp_socket()?;
+    let ok = raw_call_answered(&raw, call, caller, rtp.local_addr()?.port())?;
+    raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "ACK", 1, None).as_bytes())?;
+
+    // A second call while the first is up: 503 with Retry-After, and no contact.
+    let second = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let invite = second.invite(
+        "full-1@test",
+        "z9hG4bKfull1",
+        "13800138022",
+        Some(rtp.local_addr()?.port()),
+    );
+    second.send(invite.as_bytes())?;
+    let answer = second.recv_final(Duration::from_secs(5));
+    let refused = answer.last().cloned().unwrap_or_default();
+    assert_eq!(status_of(&refused), Some(503), "{answer:?}");
+    assert!(header(&refused, "Retry-After").is_some(), "{refused}");
+    second.send(second.ack_failure(&invite, &refused).as_bytes())?;
+
+    // Silence both ways: the gateway hangs the first call up on both legs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut bye = None;
+    while bye.is_none() && std::time::Instant::now() < deadline {
+        if let Some(m) = raw.recv(Duration::from_millis(500))
+            && m.starts_with("BYE ")
+        {
+            bye = Some(m);
+        }
+    }
+    let bye = bye.ok_or_else(|| anyhow::anyhow!("no BYE for a silent call"))?;
+    let via = header(&bye, "Via").unwrap_or_default();
+    let reply = format!(
+        "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {call}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(&bye, "From").unwrap_or_default(),
+        header(&bye, "To").unwrap_or_default(),
+        header(&bye, "CSeq").unwrap_or_default(),
+    );
+    raw.send(reply.as_bytes())?;
+    agent.expect_ok(SIPP_WAIT)?;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(
+        phases(&contacts),
+        ["offered", "answered", "ended"],
+        "{contacts:#?}"
+    );
+    let end = ended(&contacts);
+    assert_eq!(end["outcome"], "media_timeout", "{end:#}");
+    assert_eq!(end["ended_by"], "gateway");
+    Ok(())
+}
+
+#[test]
+fn a_call_with_no_media_port_free_gets_503() -> Result<()> {
+    // Four ports: one bridged call's two RTP/RTCP pairs.
+    let (broker, gw, agent_port) = start(|o| o.media_ports = 4)?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let (call, caller) = ("ports-1@test", "13800138023");
+    let rtp = rtp_socket()?;
+    let ok = raw_call_answered(&raw, call, caller, rtp.local_addr()?.port())?;
+    raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "ACK", 1, None).as_bytes())?;
+
+    let second = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let invite = second.invite(
+        "ports-2@test",
+        "z9hG4bKports2",
+        "13800138024",
+        Some(rtp.local_addr()?.port()),
+    );
+    second.send(invite.as_bytes())?;
+    let answer = second.recv_final(Duration::from_secs(5));
+    let refused = answer.last().cloned().unwrap_or_default();
+    assert_eq!(status_of(&refused), Some(503), "{answer:?}");
+    assert!(
+        header(&refused, "Warning").is_some_and(|w| w.contains("media ports")),
+        "{refused}"
+    );
+    second.send(second.ack_failure(&invite, &refused).as_bytes())?;
+
+    raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "BYE", 2, None).as_bytes())?;
+    agent.expect_ok(SIPP_WAIT)?;
+    // The refused call was offered (it is on record) and ended unanswered with 503.
+    let contacts = call_contacts(&broker, 5)?;
+    let refused_end = contacts
+        .iter()
+        .filter(|c| c["content"]["phase"] == "ended")
+        .find(|c| c["content"]["sip_status"] == 503)
+        .ok_or_else(|| anyhow::anyhow!("no ended contact with 503: {contacts:#?}"))?;
+    assert_eq!(refused_end["content"]["outcome"], "unanswered");
+    assert_eq!(refused_end["content"]["ended_by"], "gateway");
+    Ok(())
+}
+
+#[test]
+fn a_ringing_call_gets_503_when_the_gateway_shuts_down() -> Result<()> {
+    let (broker, mut gw, agent_port) = start(|o| o.ring_timeout_secs = 60)?;
+    let agent = Sipp::agent("agent-ring-cancel.xml", agent_port, &[])?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let rtp = rtp_socket()?;
+    let invite = raw.invite(
+        "ringing-1@test",
+        "z9hG4bKringing1",
+        "13800138025",
+        Some(rtp.local_addr()?.port()),
+    );
+    raw.send(invite.as_bytes())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ringing = false;
+    while !ringing && std::time::Instant::now() < deadline {
+        ringing = raw
+            .recv(Duration::from_millis(500))
+            .is_some_and(|m| status_of(&m) == Some(180));
+    }
+    assert!(ringing, "the citizen hears ringing first");
+    assert!(
+        gw.terminate(Duration::from_secs(20)),
+        "the gateway exits cleanly within its grace period"
+    );
+    let answer = raw.recv_final(Duration::from_secs(2));
+    let last = answer.last().cloned().unwrap_or_default();
+    assert_eq!(status_of(&last), Some(503), "{answer:?}");
+    // The agent side was cancelled (the scenario waits for the CANCEL).
+    agent.expect_ok(SIPP_WAIT)?;
+    gw.restart()?;
+    let contacts = call_contacts(&broker, 2)?;
+    assert_eq!(phases(&contacts), ["offered", "ended"], "{contacts:#?}");
+    let end = ended(&contacts);
+    assert_eq!(end["outcome"], "shutdown");
+    assert_eq!(end["sip_status"], 503);
+    Ok(())
+}
+
+#[test]
+fn a_recording_that_cannot_be_written_does_not_harm_the_call() -> Result<()> {
+    let (broker, gw, agent_port) = start(|_| {})?;
+    // The recordings directory is replaced by a file: no WAV can be created there.
+    let dir = gw.recordings_dir();
+    std::fs::remove_dir_all(&dir)?;
+    std::fs::write(&dir, b"not a directory")?;
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        ("citizen-call.xml", "+86 138 0013 8026", &["-d", "2000"]),
+    )?;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(phases(&contacts), ["offered", "answered", "ended"]);
+    let end = ended(&contacts);
+    assert_eq!(end["outcome"], "talked", "{end:#}");
+    assert!(
+        end["recording"].is_null(),
+        "no recording is claimed: {end:#}"
+    );
+    assert!(
+        gw.log().contains("Cannot create the call recording"),
+        "the failure is logged"
+    );
+    Ok(())
+}

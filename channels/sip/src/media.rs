@@ -268,6 +268,28 @@ impl Leg {
         }
     }
 
+    /// Takes the address the far end's SDP gives, first or in a re-INVITE / UPDATE.
+    ///
+    /// Before any packet arrived it is only where to send. Once latched, a *different*
+    /// address means the far end moved its media (RFC 3264 §8.3.1): the leg re-latches
+    /// there at once, the socket connected to it, so packets from the old address stop
+    /// and the new one is served without waiting for its first packet. The same address
+    /// again (a session refresh) or a hold's unspecified address changes nothing.
+    async fn follow(&mut self, addr: Option<SocketAddr>) {
+        let moved = matches!((addr, self.remote), (Some(new), Some(old)) if new != old);
+        let unspecified = addr.is_some_and(|a| a.ip().is_unspecified());
+        if unspecified {
+            return;
+        }
+        if moved && self.latched.is_some() {
+            let new = addr.expect("moved implies an address");
+            self.connected = self.sockets.rtp.connect(new).await.is_ok();
+            self.latched = self.connected.then_some(new);
+            self.rtcp_latched = None;
+        }
+        self.remote = addr;
+    }
+
     fn rtcp_dest(&self) -> Option<SocketAddr> {
         self.rtcp_latched.or_else(|| {
             self.remote
@@ -360,7 +382,7 @@ async fn run(
                 }
                 Some(Control::Remote(side, addr)) => {
                     if let Some(l) = legs[side.index()].as_mut() {
-                        l.remote = addr;
+                        l.follow(addr).await;
                     }
                 }
                 Some(Control::Codec(pt, dtmf)) => {
@@ -866,6 +888,56 @@ mod tests {
         let report = relay.stop().await;
         assert_eq!(report.packets, [1, 1]);
         assert_eq!(report.recording, None, "nothing recorded when not asked");
+    }
+
+    #[tokio::test]
+    async fn a_moved_address_in_a_reinvite_relatches_and_a_refresh_does_not() {
+        let (relay, _pool) = relay_on_loopback(None);
+        let a_port = relay.port(Side::Citizen).expect("citizen port");
+        let b_port = relay.port(Side::Agent).expect("agent port");
+        let old = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let new = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let agent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let old_addr = old.local_addr().expect("addr");
+        relay.set_remote(Side::Citizen, Some(old_addr)).await;
+        relay
+            .set_remote(Side::Agent, Some(agent.local_addr().expect("addr")))
+            .await;
+        relay.set_codec(g711::PCMU, None).await;
+        let mut packet = Vec::new();
+        rtp::write_header(&mut packet, g711::PCMU, true, 1, 160, 7);
+        packet.extend_from_slice(&[0xff; 160]);
+        // The citizen latches from its first address.
+        old.send_to(&packet, ("127.0.0.1", a_port))
+            .await
+            .expect("send");
+        assert!(recv(&agent).await.is_some(), "citizen to agent");
+        // A refresh with the same address keeps the latch.
+        relay.set_remote(Side::Citizen, Some(old_addr)).await;
+        agent
+            .send_to(&packet, ("127.0.0.1", b_port))
+            .await
+            .expect("send");
+        assert!(recv(&old).await.is_some(), "still to the old address");
+        // The citizen moves its media: the agent's audio goes to the new address at
+        // once, and the old address is no longer relayed.
+        relay
+            .set_remote(Side::Citizen, Some(new.local_addr().expect("addr")))
+            .await;
+        agent
+            .send_to(&packet, ("127.0.0.1", b_port))
+            .await
+            .expect("send");
+        assert!(recv(&new).await.is_some(), "agent to the new address");
+        old.send_to(&packet, ("127.0.0.1", a_port))
+            .await
+            .expect("send");
+        assert_eq!(recv(&agent).await, None, "the old address is dropped");
+        new.send_to(&packet, ("127.0.0.1", a_port))
+            .await
+            .expect("send");
+        assert!(recv(&agent).await.is_some(), "the new address is relayed");
+        relay.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
