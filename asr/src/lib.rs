@@ -7,6 +7,12 @@
 
 use async_trait::async_trait;
 
+pub mod convert;
+pub mod guard;
+pub mod resample;
+pub mod vocabulary;
+pub mod whisper;
+
 pub use contract::Speaker;
 
 /// One utterance to transcribe.
@@ -45,6 +51,9 @@ pub enum AsrError {
     /// The engine failed on this input.
     #[error("transcription failed: {0}")]
     Engine(String),
+    /// The model could not be loaded.
+    #[error("speech model: {0}")]
+    Model(String),
 }
 
 /// A speech-to-text engine.

@@ -1,0 +1,252 @@
+//! The whisper.cpp engine (through whisper-rs).
+//!
+//! The model is loaded once; each worker owns a decoding state (whisper.cpp's KV cache
+//! and compute buffers), so utterances never wait on a state being built. Inference runs
+//! on tokio's blocking pool, bounded by `workers`; at most `queue` more utterances wait
+//! for a worker, and beyond that [`AsrError::Busy`] tells the caller to defer (the
+//! streaming layer then completes the utterance from the recording after the call).
+//!
+//! Decoding settings come from what telephone Mandarin needs (see the ASR issue):
+//! language forced to `zh` (detection mislabels narrowband Mandarin), greedy decoding
+//! with no temperature fallback (fallback and beam search produced 20-100 s repetition
+//! loops), no conditioning on earlier text, an initial prompt in Simplified Chinese with
+//! the domain's words (whisper writes Traditional otherwise), and a token budget tied to
+//! the utterance's length so that a loop cannot run on.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::guard;
+use crate::{AsrError, Segment, TranscriptionEngine, Utterance};
+
+/// Settings of the whisper engine.
+#[derive(Debug, Clone)]
+pub struct WhisperConfig {
+    /// The ggml model file.
+    pub model: PathBuf,
+    /// Spoken language, forced (ISO 639-1; `zh` for Mandarin).
+    pub language: String,
+    /// Text that primes the decoder: a Simplified Chinese sentence and the domain's
+    /// vocabulary (districts, streets, departments).
+    pub initial_prompt: String,
+    /// Utterances transcribed at once (each a blocking worker with its own state).
+    pub workers: usize,
+    /// CPU threads per worker.
+    pub threads: usize,
+    /// Utterances that may wait for a worker before `Busy`.
+    pub queue: usize,
+    /// Use the GPU when whisper.cpp was built with one (the `cuda` feature).
+    pub use_gpu: bool,
+    /// Run the encoder over the utterance's length only (plus a margin) instead of
+    /// whisper's fixed 30 s window: several times faster for the short utterances of a
+    /// phone call, at a small cost in accuracy (measured in docs/benchmarks.md).
+    pub fit_audio_ctx: bool,
+}
+
+/// The whisper.cpp engine.
+pub struct WhisperEngine {
+    ctx: Arc<WhisperContext>,
+    states: Arc<Mutex<Vec<WhisperState>>>,
+    workers: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
+    cfg: WhisperConfig,
+}
+
+impl std::fmt::Debug for WhisperEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperEngine")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends whisper.cpp's and ggml's own log lines to `tracing` (targets
+/// `whisper_rs::whisper_logging_hook` and `whisper_rs::ggml_logging_hook`) instead of
+/// stderr. Idempotent.
+pub fn route_logs_to_tracing() {
+    whisper_rs::install_logging_hooks();
+}
+
+impl WhisperEngine {
+    /// Loads the model and makes one decoding state per worker.
+    pub fn load(cfg: WhisperConfig) -> Result<WhisperEngine, AsrError> {
+        route_logs_to_tracing();
+        if !cfg.model.is_file() {
+            return Err(AsrError::Model(format!(
+                "{} does not exist; run deploy/fetch-model.sh",
+                cfg.model.display()
+            )));
+        }
+        if whisper_rs::get_lang_id(&cfg.language).is_none() {
+            return Err(AsrError::Model(format!(
+                "language {:?} is not one whisper knows",
+                cfg.language
+            )));
+        }
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(cfg.use_gpu);
+        let path = cfg.model.to_string_lossy().into_owned();
+        let ctx = WhisperContext::new_with_params(&path, params)
+            .map_err(|e| AsrError::Model(format!("cannot load {path}: {e}")))?;
+        let workers = cfg.workers.max(1);
+        let states = (0..workers)
+            .map(|_| ctx.create_state())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AsrError::Model(format!("cannot make a decoding state: {e}")))?;
+        tracing::info!(model = %path, workers, threads = cfg.threads, "Speech model loaded");
+        Ok(WhisperEngine {
+            ctx: Arc::new(ctx),
+            states: Arc::new(Mutex::new(states)),
+            workers: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(Semaphore::new(workers + cfg.queue)),
+            cfg,
+        })
+    }
+
+    /// Utterances waiting for a worker or being transcribed.
+    pub fn in_flight(&self) -> usize {
+        self.cfg.workers.max(1) + self.cfg.queue - self.admitted.available_permits()
+    }
+}
+
+#[async_trait]
+impl TranscriptionEngine for WhisperEngine {
+    async fn transcribe(&self, utterance: Utterance) -> Result<Segment, AsrError> {
+        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+            metrics::counter!("gateway_asr_busy_total").increment(1);
+            return Err(AsrError::Busy);
+        };
+        metrics::gauge!("gateway_asr_queue_depth").set(self.in_flight() as f64);
+        let worker = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AsrError::Engine("engine closed".into()))?;
+        let states = self.states.clone();
+        let ctx = self.ctx.clone();
+        let cfg = self.cfg.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _worker = worker;
+            // A worker permit guarantees a state is free.
+            let mut state = states
+                .lock()
+                .map_err(|_| AsrError::Engine("state pool poisoned".into()))?
+                .pop()
+                .ok_or_else(|| AsrError::Engine("no free decoding state".into()))?;
+            let out = run(&ctx, &mut state, &cfg, &utterance);
+            if let Ok(mut pool) = states.lock() {
+                pool.push(state);
+            }
+            out
+        })
+        .await
+        .map_err(|e| AsrError::Engine(format!("worker panicked: {e}")))?;
+        metrics::gauge!("gateway_asr_queue_depth").set(self.in_flight() as f64);
+        result
+    }
+}
+
+/// Most tokens whisper may write for `samples` of 16 kHz audio: Mandarin speech runs at
+/// about 4-6 characters a second and a character is one or two tokens; 8 tokens a second
+/// plus a margin leaves room for fast talkers and none for a loop.
+fn token_budget(samples: usize) -> i32 {
+    let secs = samples as f64 / 16_000.0;
+    (secs * 8.0 + 12.0).min(220.0) as i32
+}
+
+/// Encoder positions for `samples` of 16 kHz audio: 50 a second (whisper's 20 ms
+/// frames), plus a second of margin, at most the full 1500.
+fn audio_ctx(samples: usize) -> i32 {
+    ((samples as f64 / 16_000.0 + 1.0) * 50.0)
+        .ceil()
+        .min(1500.0) as i32
+}
+
+fn run(
+    ctx: &WhisperContext,
+    state: &mut WhisperState,
+    cfg: &WhisperConfig,
+    utterance: &Utterance,
+) -> Result<Segment, AsrError> {
+    let started = Instant::now();
+    let mut audio: Vec<f32> = utterance
+        .samples
+        .iter()
+        .map(|&s| f32::from(s) / 32768.0)
+        .collect();
+    // whisper.cpp refuses under a second of audio; pad short utterances with silence.
+    if audio.len() < 16_000 + 1_600 {
+        audio.resize(16_000 + 1_600, 0.0);
+    }
+    let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    p.set_language(Some(&cfg.language));
+    p.set_detect_language(false);
+    p.set_translate(false);
+    p.set_n_threads(cfg.threads.max(1) as i32);
+    p.set_temperature(0.0);
+    p.set_temperature_inc(0.0);
+    p.set_no_context(true);
+    p.set_single_segment(true);
+    p.set_no_timestamps(true);
+    p.set_suppress_blank(true);
+    p.set_suppress_nst(true);
+    p.set_max_tokens(token_budget(utterance.samples.len()));
+    if cfg.fit_audio_ctx {
+        p.set_audio_ctx(audio_ctx(audio.len()));
+    }
+    p.set_print_special(false);
+    p.set_print_progress(false);
+    p.set_print_realtime(false);
+    p.set_print_timestamps(false);
+    if !cfg.initial_prompt.is_empty() {
+        p.set_initial_prompt(&cfg.initial_prompt);
+    }
+    state
+        .full(p, &audio)
+        .map_err(|e| AsrError::Engine(format!("whisper_full: {e}")))?;
+    let eot = ctx.token_eot();
+    let mut text = String::new();
+    let mut prob_sum = 0f32;
+    let mut prob_n = 0u32;
+    let mut no_speech = 0f32;
+    for seg in state.as_iter() {
+        text.push_str(
+            &seg.to_str_lossy()
+                .map_err(|e| AsrError::Engine(e.to_string()))?,
+        );
+        no_speech = no_speech.max(seg.no_speech_probability());
+        for i in 0..seg.n_tokens() {
+            if let Some(t) = seg.get_token(i)
+                && t.token_id() < eot
+            {
+                prob_sum += t.token_probability();
+                prob_n += 1;
+            }
+        }
+    }
+    let confidence = if prob_n == 0 {
+        0.0
+    } else {
+        prob_sum / prob_n as f32
+    };
+    let audio_ms = utterance.samples.len() as u64 * 1000 / 16_000;
+    let elapsed = started.elapsed();
+    metrics::histogram!("gateway_asr_real_time_factor")
+        .record(elapsed.as_secs_f64() / (audio_ms.max(1) as f64 / 1000.0));
+    let text = guard::clean(&text, no_speech, confidence);
+    Ok(Segment {
+        speaker: utterance.speaker,
+        start_ms: utterance.start_ms,
+        end_ms: utterance.start_ms + audio_ms,
+        text,
+        confidence,
+    })
+}
