@@ -9,6 +9,7 @@ run:
 # The whole test suite: lints, unit tests, end-to-end tests against a real broker.
 test: lint
 	deploy/install-tansu.sh
+	deploy/fetch-model.sh
 	cargo build -p gateway
 	cargo test --workspace --all-targets
 

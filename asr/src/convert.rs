@@ -802,3 +802,350 @@ pub fn convert(
         tokens: tokens.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CTranslate2 model.bin writer, for building tiny models in tests.
+    #[derive(Default)]
+    struct Ct2Writer {
+        vars: Vec<(String, Vec<usize>, u8, Vec<u8>)>,
+        aliases: Vec<(String, String)>,
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&((s.len() + 1) as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+    }
+
+    impl Ct2Writer {
+        /// An f16 tensor whose element `i` is `base + i / 64`.
+        fn f16(&mut self, name: &str, shape: &[usize], base: f32) {
+            let n: usize = shape.iter().product();
+            let data = (0..n)
+                .flat_map(|i| f16::from_f32(base + i as f32 / 64.0).to_le_bytes())
+                .collect();
+            self.vars.push((name.into(), shape.to_vec(), 4, data));
+        }
+
+        fn zeros(&mut self, name: &str, shape: &[usize]) {
+            let n: usize = shape.iter().product();
+            self.vars
+                .push((name.into(), shape.to_vec(), 4, vec![0; n * 2]));
+        }
+
+        fn i16(&mut self, name: &str, v: i16) {
+            self.vars
+                .push((name.into(), vec![], 2, v.to_le_bytes().to_vec()));
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = 6u32.to_le_bytes().to_vec();
+            string(&mut out, "WhisperSpec");
+            out.extend_from_slice(&3u32.to_le_bytes());
+            out.extend_from_slice(&(self.vars.len() as u32).to_le_bytes());
+            for (name, shape, dtype, data) in &self.vars {
+                string(&mut out, name);
+                out.push(shape.len() as u8);
+                for &d in shape {
+                    out.extend_from_slice(&(d as u32).to_le_bytes());
+                }
+                out.push(*dtype);
+                out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                out.extend_from_slice(data);
+            }
+            out.extend_from_slice(&(self.aliases.len() as u32).to_le_bytes());
+            for (a, t) in &self.aliases {
+                string(&mut out, a);
+                string(&mut out, t);
+            }
+            out
+        }
+    }
+
+    const S: usize = 4; // width
+    const MELS: usize = 3;
+    const VOCAB: usize = 6;
+
+    fn attention(w: &mut Ct2Writer, p: &str, fused: usize) {
+        w.f16(&format!("{p}/layer_norm/gamma"), &[S], 1.0);
+        w.f16(&format!("{p}/layer_norm/beta"), &[S], 0.5);
+        w.f16(&format!("{p}/linear_0/weight"), &[fused * S, S], 0.0);
+        // The key block of the fused bias is zero, as CTranslate2 stores it.
+        let mut bias: Vec<u8> = Vec::new();
+        for i in 0..fused * S {
+            let is_key = (fused == 3 && (S..2 * S).contains(&i)) || (fused == 2 && i < S);
+            let v = if is_key { 0.0 } else { 1.0 + i as f32 };
+            bias.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+        w.vars
+            .push((format!("{p}/linear_0/bias"), vec![fused * S], 4, bias));
+        w.f16(&format!("{p}/linear_1/weight"), &[S, S], 2.0);
+        w.f16(&format!("{p}/linear_1/bias"), &[S], 3.0);
+    }
+
+    fn ffn(w: &mut Ct2Writer, p: &str) {
+        w.f16(&format!("{p}/ffn/layer_norm/gamma"), &[S], 1.0);
+        w.f16(&format!("{p}/ffn/layer_norm/beta"), &[S], 0.0);
+        w.f16(&format!("{p}/ffn/linear_0/weight"), &[2 * S, S], 0.0);
+        w.f16(&format!("{p}/ffn/linear_0/bias"), &[2 * S], 0.0);
+        w.f16(&format!("{p}/ffn/linear_1/weight"), &[S, 2 * S], 0.0);
+        w.f16(&format!("{p}/ffn/linear_1/bias"), &[S], 0.0);
+    }
+
+    /// A one-layer Whisper in CTranslate2's layout.
+    fn tiny() -> Ct2Writer {
+        let mut w = Ct2Writer::default();
+        w.f16("encoder/conv1/weight", &[S, MELS, 3], 0.0);
+        w.f16("encoder/conv1/bias", &[S], 0.25);
+        w.f16("encoder/conv2/weight", &[S, S, 3], 0.0);
+        w.f16("encoder/conv2/bias", &[S], 0.25);
+        w.f16("encoder/position_encodings/encodings", &[5, S], 0.0);
+        w.i16("encoder/num_heads", 2);
+        attention(&mut w, "encoder/layer_0/self_attention", 3);
+        ffn(&mut w, "encoder/layer_0");
+        w.f16("encoder/layer_norm/gamma", &[S], 1.0);
+        w.f16("encoder/layer_norm/beta", &[S], 0.0);
+        w.f16("decoder/embeddings/weight", &[VOCAB, S], 0.0);
+        w.f16("decoder/position_encodings/encodings", &[3, S], 0.0);
+        w.i16("decoder/num_heads", 2);
+        attention(&mut w, "decoder/layer_0/self_attention", 3);
+        // Cross-attention: the query alone in linear_0, [k; v] fused in linear_1.
+        let p = "decoder/layer_0/attention";
+        w.f16(&format!("{p}/layer_norm/gamma"), &[S], 1.0);
+        w.f16(&format!("{p}/layer_norm/beta"), &[S], 0.0);
+        w.f16(&format!("{p}/linear_0/weight"), &[S, S], 0.0);
+        w.f16(&format!("{p}/linear_0/bias"), &[S], 0.0);
+        w.f16(&format!("{p}/linear_1/weight"), &[2 * S, S], 10.0);
+        w.zeros(&format!("{p}/linear_1/bias"), &[2 * S]);
+        w.f16(&format!("{p}/linear_2/weight"), &[S, S], 0.0);
+        w.f16(&format!("{p}/linear_2/bias"), &[S], 0.0);
+        ffn(&mut w, "decoder/layer_0");
+        w.f16("decoder/layer_norm/gamma", &[S], 1.0);
+        w.f16("decoder/layer_norm/beta", &[S], 0.0);
+        w.aliases.push((
+            "decoder/projection/weight".into(),
+            "decoder/embeddings/weight".into(),
+        ));
+        w
+    }
+
+    /// "!", "Ġhi" (a space then hi), "Ċ" (a newline), then the end-of-text token.
+    const VOCABULARY: &str = "!\nĠhi\nĊ\n<|endoftext|>\n<|startoftranscript|>\n<|zh|>\n";
+
+    /// A ggml file, read back: header ints, filters, tokens and tensors by name.
+    struct Ggml {
+        header: Vec<i32>,
+        filters: (usize, usize, Vec<f32>),
+        tokens: Vec<Vec<u8>>,
+        tensors: HashMap<String, (Vec<usize>, i32, Vec<u8>)>,
+    }
+
+    fn read_ggml(b: &[u8]) -> Ggml {
+        let mut at = 0;
+        let i32s = |n: usize, at: &mut usize| -> Vec<i32> {
+            let v = (0..n)
+                .map(|k| {
+                    let o = *at + 4 * k;
+                    i32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+                })
+                .collect();
+            *at += 4 * n;
+            v
+        };
+        let header = i32s(12, &mut at);
+        let fdims = i32s(2, &mut at);
+        let (n_mel, n_fft) = (fdims[0] as usize, fdims[1] as usize);
+        let filters = b[at..at + 4 * n_mel * n_fft]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        at += 4 * n_mel * n_fft;
+        let n_tokens = i32s(1, &mut at)[0] as usize;
+        let mut tokens = Vec::new();
+        for _ in 0..n_tokens {
+            let len = i32s(1, &mut at)[0] as usize;
+            tokens.push(b[at..at + len].to_vec());
+            at += len;
+        }
+        let mut tensors = HashMap::new();
+        while at < b.len() {
+            let h = i32s(3, &mut at);
+            let (n_dims, name_len, ttype) = (h[0] as usize, h[1] as usize, h[2]);
+            let ne: Vec<usize> = i32s(n_dims, &mut at)
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            let name = String::from_utf8(b[at..at + name_len].to_vec()).expect("name");
+            at += name_len;
+            let size = if ttype == 0 { 4 } else { 2 };
+            let n = ne.iter().product::<usize>() * size;
+            tensors.insert(name, (ne, ttype, b[at..at + n].to_vec()));
+            at += n;
+        }
+        Ggml {
+            header,
+            filters: (n_mel, n_fft, filters),
+            tokens,
+            tensors,
+        }
+    }
+
+    fn f16s(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
+    }
+
+    fn f32s(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    fn converted() -> Ggml {
+        let mut out = Vec::new();
+        let summary = convert(&tiny().bytes(), VOCABULARY, &mut out).expect("convert");
+        assert_eq!(
+            summary.tensors,
+            7 + 15 + 4 + 24,
+            "whisper.cpp's tensor count"
+        );
+        read_ggml(&out)
+    }
+
+    #[test]
+    fn the_header_carries_whisper_cpp_hparams() {
+        let g = converted();
+        assert_eq!(g.header[0] as u32, 0x6767_6d6c, "ggml magic");
+        // n_vocab, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_text_ctx,
+        // n_text_state, n_text_head, n_text_layer, n_mels, ftype.
+        assert_eq!(&g.header[1..], &[6, 5, 4, 2, 1, 3, 4, 2, 1, 3, 1]);
+        assert_eq!((g.filters.0, g.filters.1), (3, 201));
+    }
+
+    #[test]
+    fn tokens_are_the_bytes_below_end_of_text() {
+        let g = converted();
+        assert_eq!(
+            g.tokens,
+            vec![b"!".to_vec(), b" hi".to_vec(), b"\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn fused_projections_are_split_and_the_key_has_no_bias() {
+        let g = converted();
+        let fused: Vec<f32> = (0..3 * S * S).map(|i| i as f32 / 64.0).collect();
+        let q = &g.tensors["encoder.blocks.0.attn.query.weight"];
+        let k = &g.tensors["encoder.blocks.0.attn.key.weight"];
+        let v = &g.tensors["encoder.blocks.0.attn.value.weight"];
+        assert_eq!(q.0, vec![S, S], "ggml dims, innermost first");
+        assert_eq!(q.1, 1, "matrices stay f16");
+        assert_eq!(f16s(&q.2), fused[..S * S]);
+        assert_eq!(f16s(&k.2), fused[S * S..2 * S * S]);
+        assert_eq!(f16s(&v.2), fused[2 * S * S..]);
+        assert!(!g.tensors.contains_key("encoder.blocks.0.attn.key.bias"));
+        let vb = &g.tensors["encoder.blocks.0.attn.value.bias"];
+        assert_eq!(vb.1, 0, "vectors become f32");
+        assert_eq!(f32s(&vb.2), vec![9.0, 10.0, 11.0, 12.0]);
+        // Cross-attention: [k; v] in linear_1, the query in linear_0.
+        let ck = &g.tensors["decoder.blocks.0.cross_attn.key.weight"];
+        let cv = &g.tensors["decoder.blocks.0.cross_attn.value.weight"];
+        assert_eq!(f16s(&ck.2)[0], 10.0);
+        assert_eq!(f16s(&cv.2)[0], 10.0 + (S * S) as f32 / 64.0);
+        assert!(
+            g.tensors
+                .contains_key("decoder.blocks.0.cross_attn.query.bias")
+        );
+        assert!(
+            !g.tensors
+                .contains_key("decoder.blocks.0.cross_attn.key.bias")
+        );
+    }
+
+    #[test]
+    fn small_tensors_are_f32_in_whisper_cpp_shapes() {
+        let g = converted();
+        let b = &g.tensors["encoder.conv1.bias"];
+        assert_eq!((b.0.clone(), b.1), (vec![1, S], 0), "conv bias as (n, 1)");
+        assert_eq!(f32s(&b.2)[0], 0.25);
+        let pe = &g.tensors["encoder.positional_embedding"];
+        assert_eq!((pe.0.clone(), pe.1), (vec![S, 5], 0));
+        let conv = &g.tensors["encoder.conv1.weight"];
+        assert_eq!((conv.0.clone(), conv.1), (vec![3, MELS, S], 1));
+        let ln = &g.tensors["encoder.ln_post.weight"];
+        assert_eq!(
+            f32s(&ln.2),
+            vec![1.0, 1.0 + 1.0 / 64.0, 1.0 + 2.0 / 64.0, 1.0 + 3.0 / 64.0]
+        );
+        assert!(g.tensors.contains_key("decoder.token_embedding.weight"));
+        assert!(g.tensors.contains_key("decoder.ln.bias"));
+    }
+
+    #[test]
+    fn a_non_zero_key_bias_means_an_unexpected_layout() {
+        let mut w = tiny();
+        let bias = w
+            .vars
+            .iter_mut()
+            .find(|v| v.0 == "decoder/layer_0/attention/linear_1/bias")
+            .expect("bias");
+        bias.3 = (0..2 * S)
+            .flat_map(|_| f16::from_f32(1.0).to_le_bytes())
+            .collect();
+        let err = convert(&w.bytes(), VOCABULARY, &mut Vec::new()).expect_err("refused");
+        assert!(err.to_string().contains("key bias"), "{err}");
+    }
+
+    #[test]
+    fn quantized_truncated_and_foreign_models_are_refused_with_a_reason() {
+        let mut w = tiny();
+        w.vars[0].2 = 1; // int8
+        let half = w.vars[0].3.len() / 2;
+        w.vars[0].3.truncate(half);
+        let err = convert(&w.bytes(), VOCABULARY, &mut Vec::new()).expect_err("int8");
+        assert!(err.to_string().contains("float16"), "{err}");
+        let bytes = tiny().bytes();
+        for cut in [3, 20, bytes.len() / 2] {
+            let err = convert(&bytes[..cut], VOCABULARY, &mut Vec::new()).expect_err("cut");
+            assert!(matches!(err, ConvertError::Malformed { .. }), "{err}");
+        }
+        let err = convert(&tiny().bytes(), "a\nb\n", &mut Vec::new()).expect_err("vocab");
+        assert!(matches!(err, ConvertError::Vocabulary(_)), "{err}");
+    }
+
+    #[test]
+    fn mel_filters_match_whisper_own_filterbank() {
+        let f = mel_filters(16_000.0, 400, 80);
+        assert_eq!(f.len(), 80 * 201);
+        let mut last_peak = 0;
+        for m in 0..80 {
+            let row = &f[m * 201..(m + 1) * 201];
+            assert!(row.iter().all(|&x| x >= 0.0));
+            let peak = (0..201)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .expect("peak");
+            assert!(peak >= last_peak, "centres rise");
+            last_peak = peak;
+        }
+        // OpenAI whisper's own filterbank (whisper/assets/mel_filters.npz, "mel_80", from
+        // the openai-whisper sdist on PyPI, MIT), stored as raw little-endian f32.
+        let reference: Vec<f32> = include_bytes!("../data/whisper-mel-80.f32")
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(reference.len(), f.len());
+        let worst = f
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-6,
+            "largest difference from whisper's filters: {worst}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 pub mod convert;
 pub mod guard;
 pub mod resample;
+pub mod score;
 pub mod vocabulary;
 pub mod whisper;
 

@@ -162,6 +162,17 @@ fn token_budget(samples: usize) -> i32 {
     (secs * 8.0 + 12.0).min(220.0) as i32
 }
 
+/// Below this RMS level (about -50 dBFS) an utterance is not decoded at all: a line's
+/// hiss, not a voice (speech on a phone line sits around -20 to -30 dBFS).
+const MIN_RMS: f64 = 100.0;
+
+fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
+}
+
 /// Encoder positions for `samples` of 16 kHz audio: 50 a second (whisper's 20 ms
 /// frames), plus a second of margin, at most the full 1500.
 fn audio_ctx(samples: usize) -> i32 {
@@ -177,6 +188,17 @@ fn run(
     utterance: &Utterance,
 ) -> Result<Segment, AsrError> {
     let started = Instant::now();
+    let audio_ms = utterance.samples.len() as u64 * 1000 / 16_000;
+    if rms(&utterance.samples) < MIN_RMS {
+        // Nothing a person said: do not give whisper the chance to invent something.
+        return Ok(Segment {
+            speaker: utterance.speaker,
+            start_ms: utterance.start_ms,
+            end_ms: utterance.start_ms + audio_ms,
+            text: String::new(),
+            confidence: 0.0,
+        });
+    }
     let mut audio: Vec<f32> = utterance
         .samples
         .iter()
@@ -237,11 +259,11 @@ fn run(
     } else {
         prob_sum / prob_n as f32
     };
-    let audio_ms = utterance.samples.len() as u64 * 1000 / 16_000;
     let elapsed = started.elapsed();
     metrics::histogram!("gateway_asr_real_time_factor")
         .record(elapsed.as_secs_f64() / (audio_ms.max(1) as f64 / 1000.0));
-    let text = guard::clean(&text, no_speech, confidence);
+    tracing::debug!(no_speech, confidence, raw = %text, "Decoded an utterance");
+    let text = guard::clean(&text, no_speech, confidence, &cfg.initial_prompt);
     Ok(Segment {
         speaker: utterance.speaker,
         start_ms: utterance.start_ms,

@@ -30,6 +30,12 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let engine = asr::whisper::WhisperEngine::load(asr::whisper::WhisperConfig {
         model: args.model.clone(),
         language: "zh".into(),
