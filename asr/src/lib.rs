@@ -7,13 +7,17 @@
 
 use async_trait::async_trait;
 
+pub mod config;
 pub mod convert;
 pub mod guard;
 pub mod resample;
 pub mod score;
+pub mod stream;
+pub mod vad;
 pub mod vocabulary;
 pub mod whisper;
 
+pub use config::AsrConfig;
 pub use contract::Speaker;
 
 /// One utterance to transcribe.

@@ -7,12 +7,17 @@
 //! and drops (and counts) what does not fit. The per-call recording is the complete
 //! record; the tap is best effort.
 
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::TicketRef;
+use crate::event::{TicketRef, TranscriptSegment};
 
 /// Who is speaking in a call leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Speaker {
     /// The citizen's leg (left channel of the recording).
     Citizen,
@@ -29,12 +34,32 @@ pub struct CallAudioInfo {
     pub ticket_ref: TicketRef,
     /// Samples per second of the PCM pushed (8,000 for G.711).
     pub sample_rate: u32,
+    /// The call's stereo recording (citizen left, agent right), complete once
+    /// [`CallAudio::finish`] is called: what a tap that fell behind transcribes from.
+    pub recording: Option<std::path::PathBuf>,
 }
 
 /// Receives the decoded audio of calls.
 pub trait AudioTap: Send + Sync + 'static {
     /// Called when a call's media starts; `None` when the tap does not want this call.
-    fn open(&self, call: &CallAudioInfo) -> Option<Box<dyn CallAudio>>;
+    /// What the tap makes of the audio (transcript segments) goes to `sink`.
+    fn open(
+        &self,
+        call: &CallAudioInfo,
+        sink: Arc<dyn TranscriptSink>,
+    ) -> Option<Box<dyn CallAudio>>;
+}
+
+/// Where a tap delivers a call's transcript; the voice channel implements it (the
+/// agent's screen, contacts on Kafka, the ticket draft). Both methods must not block.
+pub trait TranscriptSink: Send + Sync + 'static {
+    /// A segment is ready: live, or `deferred` and completed after the call. A live
+    /// segment with empty text and `deferred` set announces one that comes later.
+    fn segment(&self, segment: TranscriptSegment);
+
+    /// Every segment of the call is in (the deferred ones completed): the whole
+    /// transcript in time order. Called once, after the call's media ended.
+    fn complete(&self, transcript: Vec<TranscriptSegment>);
 }
 
 /// One call's audio stream into the tap.
@@ -46,6 +71,6 @@ pub trait CallAudio: Send + 'static {
     /// A DTMF digit the citizen pressed.
     fn dtmf(&mut self, _digit: char, _offset_ms: u64) {}
 
-    /// The call's media ended.
+    /// The call's media ended and its recording is complete.
     fn finish(self: Box<Self>);
 }

@@ -115,6 +115,30 @@ pub enum ContactContent {
     /// A step of a telephone call (one contact per phase: offered, answered, ended or
     /// rejected).
     Call(CallContact),
+    /// One utterance of a call, transcribed (speech to text).
+    Transcript(TranscriptSegment),
+}
+
+/// One utterance of a call as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TranscriptSegment {
+    /// The call (the `call_id` of its call contacts).
+    pub call_id: Uuid,
+    /// Who spoke.
+    pub speaker: crate::audio::Speaker,
+    /// Start, in milliseconds from the start of the call's media.
+    pub start_ms: u64,
+    /// End, in milliseconds from the start of the call's media.
+    pub end_ms: u64,
+    /// What was said, Simplified Chinese. Machine transcription: homophones are likely
+    /// (香洲 may come out as 相周).
+    pub text: String,
+    /// The recogniser's confidence, 0 to 1 (mean token probability).
+    pub confidence: f32,
+    /// Transcribed after the call, from the recording, because the recogniser was busy
+    /// while it was live (the agent saw it late or not at all).
+    #[serde(default)]
+    pub deferred: bool,
 }
 
 /// The phase of a call a contact reports.
@@ -336,6 +360,59 @@ pub struct TicketDraft {
     /// Earlier tickets this one repeats or supplements (Art. 14); filled by routing.
     #[serde(default)]
     pub related_tickets: Vec<TicketRef>,
+    /// Calls: the whole transcript, both speakers, in time order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transcript: Vec<TranscriptSegment>,
+    /// Fields the gateway read out of the citizen's words, each with where it came from
+    /// and how sure it is; the agent confirms or corrects them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefill: Vec<PrefillField>,
+}
+
+/// Which ticket field a prefill value is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefillName {
+    /// The request's kind (Art. 8); the value is a [`TicketKind`] name.
+    Kind,
+    /// A one-line summary.
+    Summary,
+    /// The district (区) the matter is in.
+    District,
+    /// The place as said (street, town, landmark).
+    Address,
+    /// What the citizen asks for.
+    Request,
+    /// A hint that the matter may not be accepted (Art. 7), for the agent to check.
+    NonAcceptance,
+    /// A cue of an emergency (Art. 15).
+    Emergency,
+}
+
+/// One value read out of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PrefillField {
+    /// The field.
+    pub name: PrefillName,
+    /// The value, normalised (the district's official name even when the transcript has
+    /// a homophone).
+    pub value: String,
+    /// Where it came from: the segment's index in `transcript` and the character range
+    /// (start inclusive, end exclusive) in that segment's text.
+    pub span: TranscriptSpan,
+    /// 0 to 1: the recogniser's confidence times how well the words matched.
+    pub confidence: f32,
+}
+
+/// A character range of one transcript segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TranscriptSpan {
+    /// Index into the draft's `transcript`.
+    pub segment: usize,
+    /// First character (in Unicode scalar values).
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
 }
 
 /// Any event the gateway emits.

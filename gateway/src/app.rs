@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use contract::{ChannelContext, CitizenKeyer, Intake};
+use contract::{AudioTap, ChannelContext, CitizenKeyer, Intake};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -89,6 +89,37 @@ pub async fn run(
         })
     };
 
+    // Speech recognition (Art. 15's urgent calls and every ticket's prefill read from it).
+    let audio_tap: Option<Arc<dyn AudioTap>> = match &config.asr {
+        None => None,
+        Some(a) => {
+            let prefiller = routing::Prefiller::builtin();
+            let hotwords: Vec<String> = prefiller
+                .hotwords()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let a = a.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                let words: Vec<&str> = hotwords.iter().map(String::as_str).collect();
+                a.start(&words)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("speech model loader: {e}"))?;
+            match started {
+                Ok(tap) => Some(tap as Arc<dyn AudioTap>),
+                Err(e) => {
+                    tracing::error!(error = %e, "SPEECH RECOGNITION IS OFF: calls are recorded but not transcribed, agents get no live transcript and tickets no prefill. Fix the [asr] model and restart");
+                    metrics::gauge!("gateway_asr_enabled").set(0.0);
+                    None
+                }
+            }
+        }
+    };
+    if audio_tap.is_some() {
+        metrics::gauge!("gateway_asr_enabled").set(1.0);
+    }
+
     // Channels.
     let tasks = TaskTracker::new();
     let ctx = ChannelContext {
@@ -96,8 +127,7 @@ pub async fn run(
         keyer: CitizenKeyer::new(&secrets.citizen_key),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
-        // Speech recognition plugs in here with the speech-to-ticket work.
-        audio_tap: None,
+        audio_tap,
     };
     let mut public = axum::Router::new();
     for channel in registry::channels(&config.channels) {

@@ -74,6 +74,9 @@ pub struct Config {
     /// The channels; a missing section leaves that channel off.
     #[serde(default)]
     pub channels: ChannelsSection,
+    /// Speech recognition of calls; a missing section leaves it off.
+    #[serde(default)]
+    pub asr: Option<asr::AsrConfig>,
 }
 
 /// `[gateway]`
@@ -619,6 +622,9 @@ impl Config {
         if let Some(sip) = &self.channels.sip {
             sip.validate(env)
                 .map_err(|e| invalid("channels.sip", e.to_string()))?;
+        }
+        if let Some(a) = &self.asr {
+            a.validate().map_err(|e| invalid("asr", e))?;
         }
 
         Ok(Secrets {

@@ -8,8 +8,10 @@
 //! small, pure, tested functions.
 
 pub mod blocklist;
+pub mod prefill;
 
 pub use blocklist::{Blocklist, Restriction, StaticBlocklist};
+pub use prefill::Prefiller;
 
 use std::collections::HashMap;
 
@@ -143,6 +145,8 @@ impl Classifier {
             urgency: guess.urgency,
             contacts,
             related_tickets: Vec::new(),
+            transcript: Vec::new(),
+            prefill: Vec::new(),
         }
     }
 }

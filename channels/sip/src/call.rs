@@ -13,14 +13,14 @@
 //! counted twice.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use contract::{
-    CallAudioInfo, CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity,
-    Contact, ContactContent, Event, IdentityKind, IntakeError, ReplyPath, SCHEMA_VERSION,
-    Submission, TicketRef,
+    CallAudioInfo, CallContact, CallOutcome, CallParty, CallPhase, CitizenIdentity, ContactContent,
+    Event, IdentityKind, IntakeError, Submission, TicketRef,
 };
 use rsip::headers::UntypedHeader;
 use rsip::prelude::*;
@@ -37,6 +37,7 @@ use crate::g711::{PCMA, PCMU};
 use crate::media::{MediaEvent, Relay, RelayReport, RelaySetup, Side};
 use crate::msg;
 use crate::sdp::{self, MediaInfo, SdpError};
+use crate::transcript::{CallRecord, CallSink};
 
 /// What reaches a call from the router.
 #[derive(Debug)]
@@ -100,7 +101,8 @@ struct Call {
     dialled: Option<String>,
     a: ALeg,
     inputs: mpsc::Receiver<CallInput>,
-    sequence: u32,
+    /// How the call's contacts are addressed (shared with its transcript sink).
+    record: CallRecord,
     started: Instant,
     agent: Option<String>,
     /// Calls this citizen made before (from the channel's state), for the screen-pop.
@@ -143,9 +145,18 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
         .cloned()
         .collect();
     let peer = tx.peer();
+    let ticket = TicketRef::generate(Utc::now());
+    let record = CallRecord {
+        id,
+        ticket: ticket.clone(),
+        citizen: citizen.clone(),
+        channel_ref: call_id.clone(),
+        sequence: Arc::new(AtomicU32::new(0)),
+        agent: Arc::new(OnceLock::new()),
+    };
     let mut call = Call {
         id,
-        ticket: TicketRef::generate(Utc::now()),
+        ticket,
         citizen,
         trunk,
         dialled,
@@ -160,7 +171,7 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
             tx,
         },
         inputs,
-        sequence: 0,
+        record,
         started: Instant::now(),
         agent: None,
         earlier_calls: 0,
@@ -324,6 +335,9 @@ impl Call {
     fn screen_pop<M: HasHeaders>(&mut self, response: &M, state: CallStateName) {
         if self.agent.is_none() {
             self.agent = contact_uri(response).as_deref().and_then(msg::user_of);
+            if let Some(a) = &self.agent {
+                let _ = self.record.agent.set(a.clone());
+            }
         }
         if self.popped || self.agent.is_none() {
             return;
@@ -380,11 +394,15 @@ impl Call {
             .as_ref()
             .filter(|_| bridged)
             .and_then(|t| {
-                t.open(&CallAudioInfo {
-                    call_id: self.id,
-                    ticket_ref: self.ticket.clone(),
-                    sample_rate: crate::media::RATE,
-                })
+                t.open(
+                    &CallAudioInfo {
+                        call_id: self.id,
+                        ticket_ref: self.ticket.clone(),
+                        sample_rate: crate::media::RATE,
+                        recording: Some(self.core.cfg.recordings_dir.join(self.recording_name())),
+                    },
+                    CallSink::new(self.core.clone(), self.record.clone()),
+                )
             });
         Ok(Relay::start(RelaySetup {
             citizen,
@@ -1144,31 +1162,7 @@ impl Call {
 
     /// Records one call contact durably, once per Call-ID and phase.
     async fn submit(&mut self, call: CallContact, phase: &str) -> Result<(), IntakeError> {
-        self.sequence += 1;
-        let number = match self.citizen.kind {
-            IdentityKind::PhoneNumber => Some(self.citizen.value.clone()),
-            _ => None,
-        };
-        let mut reply_paths = Vec::new();
-        if let Some(n) = &number {
-            reply_paths.push(ReplyPath::Phone { number: n.clone() });
-            // Mainland mobile numbers also take the Art. 13 result SMS.
-            if n.len() == 11 && n.starts_with('1') {
-                reply_paths.push(ReplyPath::Sms { number: n.clone() });
-            }
-        }
-        let contact = Contact {
-            schema_version: SCHEMA_VERSION,
-            id: contract::event::new_event_id(),
-            ticket_ref: self.ticket.clone(),
-            channel: ChannelKind::Phone,
-            received_at: Utc::now(),
-            citizen: self.citizen.clone(),
-            reply_paths,
-            content: ContactContent::Call(call),
-            channel_ref: Some(self.a.call_id.clone()),
-            sequence: self.sequence,
-        };
+        let contact = self.record.contact(ContactContent::Call(call));
         let submission = Submission {
             events: vec![Event::from(contact)],
             put_state: std::mem::take(&mut self.pending_state),

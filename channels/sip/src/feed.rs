@@ -77,6 +77,25 @@ pub enum FeedEvent {
         /// The key.
         key: char,
     },
+    /// An utterance of the call as text (live, within about a second of its end), or,
+    /// with empty text and `deferred`, one the recogniser could not take live: it is
+    /// sent again with its text once transcribed from the recording after the call.
+    Transcript {
+        /// The gateway's call id.
+        call_id: Uuid,
+        /// `citizen` or `agent`.
+        speaker: contract::Speaker,
+        /// Start and end, in milliseconds from the start of the call's media.
+        start_ms: u64,
+        /// End.
+        end_ms: u64,
+        /// What was said (Simplified Chinese; machine transcription).
+        text: String,
+        /// The recogniser's confidence, 0 to 1.
+        confidence: f32,
+        /// Not live: see above.
+        deferred: bool,
+    },
 }
 
 /// A call's state on the feed.

@@ -29,6 +29,7 @@ pub mod msg;
 pub mod prompt;
 pub mod rtp;
 pub mod sdp;
+pub mod transcript;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -160,6 +161,7 @@ impl Channel for SipChannel {
             limits: Mutex::new(HashMap::new()),
             ctx: ctx.clone(),
             feed,
+            prefiller: Arc::new(routing::Prefiller::builtin()),
             cfg: Arc::new(cfg),
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
@@ -267,6 +269,8 @@ pub struct Core {
     active: AtomicUsize,
     limits: Mutex<HashMap<IpAddr, TokenBucket>>,
     feed: Option<Arc<feed::Feed>>,
+    /// Fills a call's ticket draft from its transcript.
+    prefiller: Arc<routing::Prefiller>,
 }
 
 impl std::fmt::Debug for Core {

@@ -726,17 +726,19 @@ impl Recorder {
             .max()
             .unwrap_or(0) as u64;
         self.flush(self.written + longest);
-        if let Some(tap) = self.tap.take() {
-            tap.finish();
-        }
         let ms = self.written * 1000 / u64::from(RATE);
-        match self.writer.take() {
+        let result = match self.writer.take() {
             Some(w) => match w.finalize() {
                 Ok(()) => (ms, self.path.clone(), self.error.clone()),
                 Err(e) => (ms, self.path.clone(), Some(e.to_string())),
             },
             None => (ms, None, self.error.clone()),
+        };
+        // After the WAV is complete: a tap that fell behind reads the rest from it.
+        if let Some(tap) = self.tap.take() {
+            tap.finish();
         }
+        result
     }
 }
 

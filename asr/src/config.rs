@@ -1,0 +1,120 @@
+//! `[asr]`: speech recognition of calls. Absent, calls are not transcribed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::stream::{AsrTap, StreamConfig};
+use crate::vad::VadConfig;
+use crate::whisper::{WhisperConfig, WhisperEngine};
+use crate::{AsrError, vocabulary};
+
+/// `[asr]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsrConfig {
+    /// The ggml model file (`deploy/fetch-model.sh` puts whisper base there). When it is
+    /// missing the gateway starts without speech recognition and says so loudly.
+    pub model: PathBuf,
+    /// Spoken language, forced: `zh` (detection mislabels telephone Mandarin).
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Utterances transcribed at once. Default 1: on a small machine one worker with all
+    /// cores beats two sharing them.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// CPU threads per worker. Default 2.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Utterances (of all calls) waiting for a worker before new ones are deferred to
+    /// after their call. Default 4: more only adds latency to live text.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Utterances of one call waiting before its next ones are deferred. Default 4.
+    #[serde(default = "default_queue_per_call")]
+    pub queue_per_call: usize,
+    /// Silence that ends an utterance, in milliseconds. Default 500.
+    #[serde(default = "default_end_silence_ms")]
+    pub end_silence_ms: u64,
+    /// Encode only each utterance's length rather than whisper's 30 s window: about five
+    /// times faster on phone-length utterances. Default true.
+    #[serde(default = "yes")]
+    pub fit_audio_ctx: bool,
+    /// Use the GPU when the gateway was built with the `cuda` feature. Default false.
+    #[serde(default)]
+    pub use_gpu: bool,
+}
+
+fn default_language() -> String {
+    "zh".into()
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_queue() -> usize {
+    4
+}
+fn default_queue_per_call() -> usize {
+    4
+}
+fn default_end_silence_ms() -> u64 {
+    500
+}
+fn yes() -> bool {
+    true
+}
+
+impl AsrConfig {
+    /// Checks the values; the model's presence is checked at start (a missing model is
+    /// not fatal).
+    pub fn validate(&self) -> Result<(), String> {
+        if whisper_rs::get_lang_id(&self.language).is_none() {
+            return Err(format!(
+                "language {:?} is not one whisper knows",
+                self.language
+            ));
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err("workers: must be 1 to 64".into());
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err("threads: must be 1 to 64".into());
+        }
+        if self.queue > 10_000 || !(1..=64).contains(&self.queue_per_call) {
+            return Err("queue: at most 10000; queue_per_call: 1 to 64".into());
+        }
+        if !(200..=3000).contains(&self.end_silence_ms) {
+            return Err("end_silence_ms: must be 200 to 3000".into());
+        }
+        Ok(())
+    }
+
+    /// Loads the model and makes the tap voice channels feed; `hotwords` (places,
+    /// departments) prime the decoder. Call on a blocking-capable thread inside a tokio
+    /// runtime: loading reads the whole model.
+    pub fn start(&self, hotwords: &[&str]) -> Result<Arc<AsrTap>, AsrError> {
+        let engine = WhisperEngine::load(WhisperConfig {
+            model: self.model.clone(),
+            language: self.language.clone(),
+            // Whisper gives the prompt at most half its 448-token context.
+            initial_prompt: vocabulary::prompt_with(hotwords, 150),
+            workers: self.workers,
+            threads: self.threads,
+            queue: self.queue,
+            use_gpu: self.use_gpu,
+            fit_audio_ctx: self.fit_audio_ctx,
+        })?;
+        let stream = StreamConfig {
+            vad: VadConfig {
+                end_silence_ms: self.end_silence_ms,
+                ..VadConfig::default()
+            },
+            queue_per_call: self.queue_per_call,
+        };
+        Ok(Arc::new(AsrTap::new(Arc::new(engine), stream)))
+    }
+}
