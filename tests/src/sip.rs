@@ -52,6 +52,9 @@ pub struct SipOptions {
     /// How many media ports the gateway may use (a bridged call takes four: an RTP and
     /// RTCP pair per leg).
     pub media_ports: u16,
+    /// Speech recognition with the real model (`.dev/models/ggml-base.bin`, from
+    /// deploy/fetch-model.sh, or `HOTLINE_ASR_MODEL`): an `[asr]` section.
+    pub asr: bool,
 }
 
 impl SipOptions {
@@ -71,6 +74,7 @@ impl SipOptions {
             tls: false,
             media_timeout_secs: 20,
             media_ports: 3999,
+            asr: false,
         }
     }
 
@@ -126,6 +130,7 @@ trunks = [
 port_min = {media}
 port_max = {media_max}
 timeout_secs = {media_timeout}
+{asr}
 "#,
             agent = self.agent_port,
             rec = recordings.display(),
@@ -139,6 +144,11 @@ timeout_secs = {media_timeout}
             t1 = self.t1_ms,
             media_max = media + self.media_ports - 1,
             media_timeout = self.media_timeout_secs,
+            asr = if self.asr {
+                format!("\n[asr]\nmodel = \"{}\"\n", asr_model().display())
+            } else {
+                String::new()
+            },
             feed = if self.agent_feed {
                 "[channels.sip.agent_feed]\ntoken_secret_env = \"E2E_FEED_SECRET\"\n"
             } else {
@@ -146,6 +156,16 @@ timeout_secs = {media_timeout}
             },
         ))
     }
+}
+
+/// The speech model the tests use: `HOTLINE_ASR_MODEL`, or the one
+/// deploy/fetch-model.sh puts in `.dev/models/` (`make test` runs it first).
+pub fn asr_model() -> PathBuf {
+    std::env::var_os("HOTLINE_ASR_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.dev/models/ggml-base.bin")
+        })
 }
 
 /// A self-signed certificate for `localhost` and its key, as `dir/cert.pem` and
