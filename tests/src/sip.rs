@@ -55,6 +55,8 @@ pub struct SipOptions {
     /// Speech recognition with the real model (`.dev/models/ggml-base.bin`, from
     /// deploy/fetch-model.sh, or `HOTLINE_ASR_MODEL`): an `[asr]` section.
     pub asr: bool,
+    /// `[asr] queue`: utterances of all calls waiting for the one worker.
+    pub asr_queue: usize,
 }
 
 impl SipOptions {
@@ -75,6 +77,7 @@ impl SipOptions {
             media_timeout_secs: 20,
             media_ports: 3999,
             asr: false,
+            asr_queue: 4,
         }
     }
 
@@ -145,7 +148,11 @@ timeout_secs = {media_timeout}
             media_max = media + self.media_ports - 1,
             media_timeout = self.media_timeout_secs,
             asr = if self.asr {
-                format!("\n[asr]\nmodel = \"{}\"\n", asr_model().display())
+                format!(
+                    "\n[asr]\nmodel = \"{}\"\nqueue = {}\n",
+                    asr_model().display(),
+                    self.asr_queue
+                )
             } else {
                 String::new()
             },

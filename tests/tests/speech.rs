@@ -200,3 +200,82 @@ async fn a_call_is_transcribed_live_to_the_agent_and_its_ticket_is_prefilled() -
     );
     Ok(())
 }
+
+/// More speech than the recogniser can take live: calls are not harmed, the late
+/// utterances are marked deferred and completed from the recordings after the calls, and
+/// every ticket draft still carries the whole transcript.
+#[test]
+fn speech_beyond_the_recogniser_is_deferred_and_completed_after_the_call() -> Result<()> {
+    const CALLS: usize = 3;
+    let (broker, gw, agent_port) = start_gateway(
+        |s| {
+            s.asr = true;
+            // One worker and nothing waiting: a second utterance at the same moment is
+            // deferred.
+            s.asr_queue = 0;
+        },
+        "info",
+    )?;
+    let agent = Sipp::agent("agent-greets.xml", agent_port, &["-m", "3"])?;
+    let citizen = Sipp::citizen(
+        "citizen-speech.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138031",
+        &["-d", "18000", "-m", "3", "-r", "10"],
+    )?;
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+
+    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(240), |r| {
+        r.iter().filter(|r| r.value["channel"] == "phone").count() >= CALLS
+    })?;
+    let drafts: Vec<&Value> = drafts
+        .iter()
+        .map(|r| &r.value)
+        .filter(|v| v["channel"] == "phone")
+        .collect();
+    assert_eq!(drafts.len(), CALLS);
+    let mut deferred = 0;
+    for d in &drafts {
+        let transcript = d["transcript"].as_array().cloned().unwrap_or_default();
+        deferred += transcript.iter().filter(|s| s["deferred"] == true).count();
+        let citizen_text: String = transcript
+            .iter()
+            .filter(|s| s["speaker"] == "citizen")
+            .filter_map(|s| s["text"].as_str())
+            .collect();
+        let cer = asr::score::cer(SAID, &citizen_text);
+        println!("{} (CER {cer:.3}): {citizen_text}", d["ticket_ref"]);
+        assert!(
+            cer <= 0.35,
+            "the whole transcript, late parts included: {cer:.3} {citizen_text:?}"
+        );
+    }
+    assert!(deferred > 0, "some speech was deferred: {drafts:#?}");
+    let contacts = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(30),
+        |r| r.iter().any(|r| r.value["content"]["deferred"] == true),
+    )?;
+    assert!(
+        contacts
+            .iter()
+            .any(|r| r.value["content"]["type"] == "transcript"
+                && r.value["content"]["deferred"] == true
+                && !r.value["content"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()),
+        "a deferred segment completed from the recording is on Kafka"
+    );
+    // Every call ended normally.
+    let ended = contacts
+        .iter()
+        .filter(|r| r.value["content"]["phase"] == "ended")
+        .filter(|r| r.value["content"]["outcome"] == "talked")
+        .count();
+    assert_eq!(ended, CALLS);
+    Ok(())
+}
