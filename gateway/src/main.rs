@@ -60,6 +60,14 @@ fn main() -> ExitCode {
                         .collect::<Vec<_>>()
                         .join(", ")
                     );
+                    if let Some(a) = &c.asr
+                        && !a.model.is_file()
+                    {
+                        println!(
+                            "warning: asr.model {} does not exist: calls will not be transcribed (deploy/fetch-model.sh)",
+                            a.model.display()
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
