@@ -57,6 +57,8 @@ pub struct SipOptions {
     pub asr: bool,
     /// `[asr] queue`: utterances of all calls waiting for the one worker.
     pub asr_queue: usize,
+    /// `[asr] model` instead of [`asr_model`].
+    pub asr_model: Option<PathBuf>,
 }
 
 impl SipOptions {
@@ -78,6 +80,7 @@ impl SipOptions {
             media_ports: 3999,
             asr: false,
             asr_queue: 4,
+            asr_model: None,
         }
     }
 
@@ -150,7 +153,7 @@ timeout_secs = {media_timeout}
             asr = if self.asr {
                 format!(
                     "\n[asr]\nmodel = \"{}\"\nqueue = {}\n",
-                    asr_model().display(),
+                    self.asr_model.clone().unwrap_or_else(asr_model).display(),
                     self.asr_queue
                 )
             } else {

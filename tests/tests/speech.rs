@@ -279,3 +279,40 @@ fn speech_beyond_the_recogniser_is_deferred_and_completed_after_the_call() -> Re
     assert_eq!(ended, CALLS);
     Ok(())
 }
+
+/// Without its model the gateway still takes calls, and says loudly that nothing is
+/// transcribed.
+#[test]
+fn without_the_model_calls_go_on_untranscribed_with_a_loud_warning() -> Result<()> {
+    let (broker, gw, agent_port) = start_gateway(
+        |s| {
+            s.asr = true;
+            s.asr_model = Some("/nonexistent/ggml-base.bin".into());
+        },
+        "info",
+    )?;
+    assert!(
+        gw.log().contains("SPEECH RECOGNITION IS OFF"),
+        "{}",
+        gw.log()
+    );
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-greets.xml", &[]),
+        ("citizen-speech.xml", "13800138032", &["-d", "3000"]),
+    )?;
+    let contacts = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(20),
+        |r| r.iter().any(|r| r.value["content"]["phase"] == "ended"),
+    )?;
+    assert!(
+        contacts
+            .iter()
+            .all(|r| r.value["content"]["type"] != "transcript"),
+        "nothing transcribed"
+    );
+    Ok(())
+}
