@@ -10,9 +10,13 @@
 //! is matched by toneless pinyin, with all readings of a heteronym (着 is zhe, zhao and
 //! zhuo), through the `pinyin` crate; district names also with one letter of pinyin off.
 //! Only the citizen's words count: the agent's questions ("哪个区?") are not the
-//! citizen's facts.
+//! citizen's facts. A one-character cue (请) must start a word in jieba's segmentation
+//! (jieba-rs, with the place names added to its dictionary), so that 申请 or 邀请 are
+//! not requests (jieba may join it with what follows: 请派); longer cues match across
+//! segmentation, which a transcript's wrong characters often break.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use contract::event::new_event_id;
@@ -78,22 +82,27 @@ impl Cue {
 
     /// Where the cue sounds in `text` (character offsets): every character shares a
     /// reading with the cue's.
-    fn find(&self, text: &[Vec<String>]) -> Option<(usize, f32)> {
+    fn find(&self, said: &Said<'_>) -> Option<(usize, f32)> {
+        let text = &said.readings;
         let n = self.len();
         if n == 0 || text.len() < n {
             return None;
         }
         (0..=text.len() - n)
-            .find(|&i| (0..n).all(|j| text[i + j].iter().any(|r| self.readings[j].contains(r))))
+            .find(|&i| {
+                (0..n).all(|j| text[i + j].iter().any(|r| self.readings[j].contains(r)))
+                    && (n > 1 || said.bounds.contains(&i))
+            })
             .map(|i| (i, 1.0))
     }
 
     /// Like [`Cue::find`], and failing that, the first window whose default readings
     /// are one letter away from the cue's (for names of three characters or more).
-    fn find_fuzzy(&self, text: &[Vec<String>]) -> Option<(usize, f32)> {
-        if let Some(hit) = self.find(text) {
+    fn find_fuzzy(&self, said: &Said<'_>) -> Option<(usize, f32)> {
+        if let Some(hit) = self.find(said) {
             return Some(hit);
         }
+        let text = &said.readings;
         let n = self.len();
         if n < 3 || text.len() < n {
             return None;
@@ -119,11 +128,7 @@ fn first_heard<'s, 't, 'c>(
 ) -> Option<Heard<'s, 't, 'c>> {
     said.iter().find_map(|s| {
         cues.iter().find_map(|c| {
-            let hit = if fuzzy {
-                c.find_fuzzy(&s.readings)
-            } else {
-                c.find(&s.readings)
-            };
+            let hit = if fuzzy { c.find_fuzzy(s) } else { c.find(s) };
             hit.map(|(at, fit)| (s, c, at, fit))
         })
     })
@@ -148,6 +153,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 /// Reads ticket fields out of call transcripts.
 #[derive(Debug, Clone)]
 pub struct Prefiller {
+    jieba: Arc<jieba_rs::Jieba>,
     classifier: Classifier,
     kinds: Vec<(TicketKind, Vec<Cue>)>,
     emergency: Vec<Cue>,
@@ -164,6 +170,8 @@ struct Said<'a> {
     seg: &'a TranscriptSegment,
     chars: Vec<char>,
     readings: Vec<Vec<String>>,
+    /// Character offsets where jieba's words start and end.
+    bounds: HashSet<usize>,
 }
 
 impl Prefiller {
@@ -180,6 +188,15 @@ impl Prefiller {
             .collect();
         // Longest first, then by name, so that matching is deterministic.
         towns.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.word.cmp(&b.0.word)));
+        let mut jieba = jieba_rs::Jieba::new();
+        for w in places
+            .districts
+            .iter()
+            .chain(places.towns.keys())
+            .chain(&places.landmarks)
+        {
+            jieba.add_word(w, None, None);
+        }
         if let Some((t, d)) = towns.iter().find(|(_, d)| !places.districts.contains(d)) {
             return Err(CueError::Inconsistent(format!(
                 "town {} is in {d}, which is not in districts",
@@ -187,6 +204,7 @@ impl Prefiller {
             )));
         }
         Ok(Prefiller {
+            jieba: Arc::new(jieba),
             kinds: classifier
                 .kinds
                 .iter()
@@ -278,11 +296,20 @@ impl Prefiller {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.speaker == Speaker::Citizen && !s.text.is_empty())
-            .map(|(index, seg)| Said {
-                index,
-                seg,
-                chars: seg.text.chars().collect(),
-                readings: readings(&seg.text),
+            .map(|(index, seg)| {
+                let mut bounds = HashSet::from([0]);
+                let mut at = 0;
+                for word in self.jieba.cut(&seg.text, true) {
+                    at += word.chars().count();
+                    bounds.insert(at);
+                }
+                Said {
+                    index,
+                    seg,
+                    chars: seg.text.chars().collect(),
+                    readings: readings(&seg.text),
+                    bounds,
+                }
             })
             .collect();
         let mut out = Vec::new();
@@ -304,7 +331,7 @@ impl Prefiller {
                 .iter()
                 .flat_map(|s| {
                     cues.iter()
-                        .filter_map(move |c| c.find(&s.readings).map(|(at, fit)| (s, c, at, fit)))
+                        .filter_map(move |c| c.find(s).map(|(at, fit)| (s, c, at, fit)))
                 })
                 .collect();
             if let Some(h) = hits.first()
@@ -395,8 +422,8 @@ impl Prefiller {
             ));
         }
         for c in &self.non_acceptance {
-            if let Some(s) = said.iter().find(|s| c.find(&s.readings).is_some())
-                && let Some((at, fit)) = c.find(&s.readings)
+            if let Some(s) = said.iter().find(|s| c.find(s).is_some())
+                && let Some((at, fit)) = c.find(s)
             {
                 out.push(field(
                     PrefillName::NonAcceptance,
@@ -526,6 +553,21 @@ mod tests {
         assert_eq!(
             field(&only_town, PrefillName::District).map(|x| x.value.as_str()),
             Some("斗门区")
+        );
+    }
+
+    #[test]
+    fn a_one_character_cue_must_start_a_word() {
+        let p = Prefiller::builtin();
+        let f = p.fields(&[seg(Speaker::Citizen, "我上个月申请了低保。")]);
+        assert!(
+            field(&f, PrefillName::Request).is_none(),
+            "申请 is not 请: {f:?}"
+        );
+        let f = p.fields(&[seg(Speaker::Citizen, "路灯坏了，请派人来修。")]);
+        assert_eq!(
+            field(&f, PrefillName::Request).map(|x| x.value.as_str()),
+            Some("请派人来修")
         );
     }
 
