@@ -519,6 +519,33 @@ fn self_attention(
     linear(m, &format!("{from}/linear_1"), &format!("{to}.out"), outs)
 }
 
+/// A block's feed-forward part: its layer norm and two linear layers.
+fn feed_forward(
+    m: &Ct2Model<'_>,
+    from: &str,
+    to: &str,
+    outs: &mut Vec<Out>,
+) -> Result<(), ConvertError> {
+    layer_norm(
+        m,
+        &format!("{from}/ffn/layer_norm"),
+        &format!("{to}.mlp_ln"),
+        outs,
+    )?;
+    linear(
+        m,
+        &format!("{from}/ffn/linear_0"),
+        &format!("{to}.mlp.0"),
+        outs,
+    )?;
+    linear(
+        m,
+        &format!("{from}/ffn/linear_1"),
+        &format!("{to}.mlp.2"),
+        outs,
+    )
+}
+
 fn tensors(m: &Ct2Model<'_>, h: &Hparams) -> Result<Vec<Out>, ConvertError> {
     let mut outs = Vec::new();
     let pe = m.var("encoder/position_encodings/encodings")?;
@@ -547,24 +574,7 @@ fn tensors(m: &Ct2Model<'_>, h: &Hparams) -> Result<Vec<Out>, ConvertError> {
             &format!("{to}.attn"),
             &mut outs,
         )?;
-        layer_norm(
-            m,
-            &format!("{from}/ffn/layer_norm"),
-            &format!("{to}.mlp_ln"),
-            &mut outs,
-        )?;
-        linear(
-            m,
-            &format!("{from}/ffn/linear_0"),
-            &format!("{to}.mlp.0"),
-            &mut outs,
-        )?;
-        linear(
-            m,
-            &format!("{from}/ffn/linear_1"),
-            &format!("{to}.mlp.2"),
-            &mut outs,
-        )?;
+        feed_forward(m, &from, &to, &mut outs)?;
     }
     layer_norm(m, "encoder/layer_norm", "encoder.ln_post", &mut outs)?;
 
@@ -613,24 +623,7 @@ fn tensors(m: &Ct2Model<'_>, h: &Hparams) -> Result<Vec<Out>, ConvertError> {
             &format!("{to}.cross_attn.out"),
             &mut outs,
         )?;
-        layer_norm(
-            m,
-            &format!("{from}/ffn/layer_norm"),
-            &format!("{to}.mlp_ln"),
-            &mut outs,
-        )?;
-        linear(
-            m,
-            &format!("{from}/ffn/linear_0"),
-            &format!("{to}.mlp.0"),
-            &mut outs,
-        )?;
-        linear(
-            m,
-            &format!("{from}/ffn/linear_1"),
-            &format!("{to}.mlp.2"),
-            &mut outs,
-        )?;
+        feed_forward(m, &from, &to, &mut outs)?;
     }
     layer_norm(m, "decoder/layer_norm", "decoder.ln", &mut outs)?;
     Ok(outs)

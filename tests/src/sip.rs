@@ -719,3 +719,26 @@ pub fn rtp_socket() -> Result<UdpSocket> {
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(s)
 }
+
+/// The next JSON text frame of an agent feed socket within `within`.
+pub async fn next_event<S>(ws: &mut S, within: Duration) -> Option<serde_json::Value>
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).ok();
+        }
+    }
+}

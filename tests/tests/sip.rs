@@ -462,29 +462,6 @@ fn retransmitted_invite_is_absorbed_by_the_transaction_layer() -> Result<()> {
     Ok(())
 }
 
-/// The next JSON text frame of a feed socket within `within`.
-async fn next_event<S>(ws: &mut S, within: Duration) -> Option<Value>
-where
-    S: futures::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    use futures::StreamExt;
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .ok()??
-            .ok()?;
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-            return serde_json::from_str(&t).ok();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_desktop_gets_a_screen_pop_and_call_states() -> Result<()> {
     let (broker, gw, agent_port) = start(|s| s.agent_feed = true)?;

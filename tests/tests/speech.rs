@@ -8,35 +8,35 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use e2e::sip::*;
 use e2e::*;
-use futures::StreamExt;
 use serde_json::Value;
 
 const SIPP_WAIT: Duration = Duration::from_secs(90);
 
+/// The phone channel's ticket drafts on Kafka, once `count` have arrived.
+fn phone_drafts(broker: &Broker, count: usize, within: Duration) -> Result<Vec<Value>> {
+    let records = consume(&broker.bootstrap(), DRAFTS, within, |r| {
+        r.iter().filter(|r| r.value["channel"] == "phone").count() >= count
+    })?;
+    Ok(records
+        .into_iter()
+        .map(|r| r.value)
+        .filter(|v| v["channel"] == "phone")
+        .collect())
+}
+
+/// The citizen's words in a draft's transcript, joined.
+fn citizen_text(draft: &Value) -> String {
+    draft["transcript"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["speaker"] == "citizen")
+        .filter_map(|s| s["text"].as_str())
+        .collect()
+}
+
 /// What the citizen says in call-complaint.wav (tests/fixtures/speech/sentences.tsv).
 const SAID: &str = "你好，我要投诉，香洲区凤凰路有个工地每天晚上施工到十二点，噪音太大了，吵得我们睡不着觉。斗门区井岸镇已经停水两天了，整个小区都没有水，请问什么时候能恢复供水？";
-
-/// The next JSON text frame of the feed within `within`.
-async fn next_event<S>(ws: &mut S, within: Duration) -> Option<Value>
-where
-    S: futures::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .ok()??
-            .ok()?;
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-            return serde_json::from_str(&t).ok();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_transcribed_live_to_the_agent_and_its_ticket_is_prefilled() -> Result<()> {
@@ -109,21 +109,12 @@ async fn a_call_is_transcribed_live_to_the_agent_and_its_ticket_is_prefilled() -
     .await??;
 
     // Kafka: the transcript as contacts, and the prefilled draft.
-    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(60), |r| {
-        r.iter().any(|r| r.value["channel"] == "phone")
-    })?;
-    let draft = drafts
-        .iter()
-        .map(|r| &r.value)
-        .find(|v| v["channel"] == "phone")
-        .cloned()
+    let draft = phone_drafts(&broker, 1, Duration::from_secs(60))?
+        .into_iter()
+        .next()
         .unwrap_or_default();
     let transcript = draft["transcript"].as_array().cloned().unwrap_or_default();
-    let citizen_text: String = transcript
-        .iter()
-        .filter(|s| s["speaker"] == "citizen")
-        .filter_map(|s| s["text"].as_str())
-        .collect();
+    let citizen_text = citizen_text(&draft);
     let cer = asr::score::cer(SAID, &citizen_text);
     println!("citizen transcript (CER {cer:.3}): {citizen_text}");
     // whisper base on Kokoro speech over G.711: 0.11-0.14 measured on these sentences
@@ -227,24 +218,13 @@ fn speech_beyond_the_recogniser_is_deferred_and_completed_after_the_call() -> Re
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
 
-    let drafts = consume(&broker.bootstrap(), DRAFTS, Duration::from_secs(240), |r| {
-        r.iter().filter(|r| r.value["channel"] == "phone").count() >= CALLS
-    })?;
-    let drafts: Vec<&Value> = drafts
-        .iter()
-        .map(|r| &r.value)
-        .filter(|v| v["channel"] == "phone")
-        .collect();
+    let drafts = phone_drafts(&broker, CALLS, Duration::from_secs(240))?;
     assert_eq!(drafts.len(), CALLS);
     let mut deferred = 0;
     for d in &drafts {
         let transcript = d["transcript"].as_array().cloned().unwrap_or_default();
         deferred += transcript.iter().filter(|s| s["deferred"] == true).count();
-        let citizen_text: String = transcript
-            .iter()
-            .filter(|s| s["speaker"] == "citizen")
-            .filter_map(|s| s["text"].as_str())
-            .collect();
+        let citizen_text = citizen_text(d);
         let cer = asr::score::cer(SAID, &citizen_text);
         println!("{} (CER {cer:.3}): {citizen_text}", d["ticket_ref"]);
         assert!(
