@@ -383,6 +383,8 @@ pub enum PrefillName {
     Address,
     /// What the citizen asks for.
     Request,
+    /// A department or unit the citizen names (a hint for dispatch, Art. 10).
+    Department,
     /// A hint that the matter may not be accepted (Art. 7), for the agent to check.
     NonAcceptance,
     /// A cue of an emergency (Art. 15).

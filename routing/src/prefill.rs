@@ -38,6 +38,7 @@ pub const DEFAULT_PREFILL: &str = include_str!("../data/prefill.toml");
 #[derive(Debug, Deserialize)]
 struct PlaceFile {
     districts: Vec<String>,
+    departments: Vec<String>,
     towns: HashMap<String, String>,
     landmarks: Vec<String>,
 }
@@ -160,6 +161,7 @@ pub struct Prefiller {
     districts: Vec<Cue>,
     towns: Vec<(Cue, String)>,
     landmarks: Vec<Cue>,
+    departments: Vec<Cue>,
     request: Vec<Cue>,
     non_acceptance: Vec<Cue>,
 }
@@ -194,6 +196,7 @@ impl Prefiller {
             .iter()
             .chain(places.towns.keys())
             .chain(&places.landmarks)
+            .chain(&places.departments)
         {
             jieba.add_word(w, None, None);
         }
@@ -215,6 +218,7 @@ impl Prefiller {
             districts: cue_list(&places.districts),
             towns,
             landmarks: cue_list(&places.landmarks),
+            departments: cue_list(&places.departments),
             request: cue_list(&prefill.request),
             non_acceptance: cue_list(&prefill.non_acceptance),
         })
@@ -227,12 +231,13 @@ impl Prefiller {
             .unwrap_or_else(|e| unreachable!("shipped prefill data: {e}"))
     }
 
-    /// The names that prime the recogniser (districts, towns, landmarks).
+    /// The names that prime the recogniser (districts, towns, landmarks, departments).
     pub fn hotwords(&self) -> Vec<&str> {
         self.districts
             .iter()
             .chain(self.towns.iter().map(|(c, _)| c))
             .chain(&self.landmarks)
+            .chain(&self.departments)
             .map(|c| c.word.as_str())
             .collect()
     }
@@ -401,6 +406,16 @@ impl Prefiller {
             let fit = if same_segment { 1.0 } else { 0.8 };
             out.push(field(PrefillName::Address, value, s, at, end - at, fit));
         }
+        if let Some((s, c, at, fit)) = first_heard(&said, &self.departments, true) {
+            out.push(field(
+                PrefillName::Department,
+                c.word.clone(),
+                s,
+                at,
+                c.len(),
+                fit,
+            ));
+        }
         // The request: the clause where a request cue starts, to the clause's end.
         if let Some((s, _, at, fit)) = first_heard(&said, &self.request, false) {
             let end = s.chars[at..]
@@ -553,6 +568,23 @@ mod tests {
         assert_eq!(
             field(&only_town, PrefillName::District).map(|x| x.value.as_str()),
             Some("斗门区")
+        );
+    }
+
+    #[test]
+    fn a_department_named_is_read_out_even_with_a_homophone_nearby() {
+        let p = Prefiller::builtin();
+        let praise = p.fields(&[seg(
+            Speaker::Citizen,
+            "我想表扬一下相周区市场监督管理局的工作人员,他们处理我的问题很及时。",
+        )]);
+        assert_eq!(
+            field(&praise, PrefillName::Department).map(|x| x.value.as_str()),
+            Some("市场监督管理局")
+        );
+        assert_eq!(
+            field(&praise, PrefillName::Kind).map(|x| x.value.as_str()),
+            Some("praise")
         );
     }
 
