@@ -12,6 +12,10 @@ use serde_json::Value;
 
 const SIPP_WAIT: Duration = Duration::from_secs(90);
 
+/// whisper takes both of a small machine's cores: the tests that transcribe take turns,
+/// or one test's calls would slow the other's live text (cargo runs tests in parallel).
+static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The phone channel's ticket drafts on Kafka, once `count` have arrived.
 fn phone_drafts(broker: &Broker, count: usize, within: Duration) -> Result<Vec<Value>> {
     let records = consume(&broker.bootstrap(), DRAFTS, within, |r| {
@@ -40,6 +44,7 @@ const SAID: &str = "你好，我要投诉，香洲区凤凰路有个工地每天
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_transcribed_live_to_the_agent_and_its_ticket_is_prefilled() -> Result<()> {
+    let _turn = CORES.lock().await;
     let (broker, gw, agent_port) = start_gateway(
         |s| {
             s.agent_feed = true;
@@ -198,6 +203,7 @@ async fn a_call_is_transcribed_live_to_the_agent_and_its_ticket_is_prefilled() -
 #[test]
 fn speech_beyond_the_recogniser_is_deferred_and_completed_after_the_call() -> Result<()> {
     const CALLS: usize = 3;
+    let _turn = CORES.blocking_lock();
     let (broker, gw, agent_port) = start_gateway(
         |s| {
             s.asr = true;
