@@ -37,6 +37,10 @@ pub struct AsrConfig {
     /// Silence that ends an utterance, in milliseconds. Default 500.
     #[serde(default = "default_end_silence_ms")]
     pub end_silence_ms: u64,
+    /// Longest stretch of talk transcribed as one segment, in milliseconds; a longer one
+    /// is cut at a pause and goes to the screen in parts. Default 15000.
+    #[serde(default = "default_max_utterance_ms")]
+    pub max_utterance_ms: u64,
     /// Encode only each utterance's length rather than whisper's 30 s window: about five
     /// times faster on phone-length utterances. Default true.
     #[serde(default = "yes")]
@@ -44,6 +48,9 @@ pub struct AsrConfig {
     /// Use the GPU when the gateway was built with the `cuda` feature. Default false.
     #[serde(default)]
     pub use_gpu: bool,
+    /// whisper.cpp's flash attention. Default false.
+    #[serde(default)]
+    pub flash_attn: bool,
 }
 
 fn default_language() -> String {
@@ -63,6 +70,9 @@ fn default_queue_per_call() -> usize {
 }
 fn default_end_silence_ms() -> u64 {
     500
+}
+fn default_max_utterance_ms() -> u64 {
+    15_000
 }
 fn yes() -> bool {
     true
@@ -90,6 +100,11 @@ impl AsrConfig {
         if !(200..=3000).contains(&self.end_silence_ms) {
             return Err("end_silence_ms: must be 200 to 3000".into());
         }
+        if !(2_000..=28_000).contains(&self.max_utterance_ms) {
+            return Err(
+                "max_utterance_ms: must be 2000 to 28000 (whisper hears 30 s at most)".into(),
+            );
+        }
         Ok(())
     }
 
@@ -107,10 +122,12 @@ impl AsrConfig {
             queue: self.queue,
             use_gpu: self.use_gpu,
             fit_audio_ctx: self.fit_audio_ctx,
+            flash_attn: self.flash_attn,
         })?;
         let stream = StreamConfig {
             vad: VadConfig {
                 end_silence_ms: self.end_silence_ms,
+                max_utterance_ms: self.max_utterance_ms,
                 ..VadConfig::default()
             },
             queue_per_call: self.queue_per_call,

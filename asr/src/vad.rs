@@ -9,8 +9,10 @@
 //!
 //! An utterance starts after `min_speech_ms` of frames above the threshold (with
 //! `pre_roll_ms` of audio before it kept, so first syllables are not clipped) and ends
-//! after `end_silence_ms` below it. One longer than `max_utterance_ms` is cut there and
-//! continues as the next window, so a long complaint still reaches the screen in parts.
+//! after `end_silence_ms` below it. One longer than `max_utterance_ms` is cut at the
+//! quietest frame of its last second (a pause between phrases, most likely) and
+//! continues as the next window: a long complaint reaches the screen in parts, each
+//! soon after it was said, and no audio is lost at a cut.
 
 use std::collections::VecDeque;
 
@@ -74,6 +76,21 @@ pub struct Vad {
     current: Option<(u64, Vec<i16>)>,
     /// Frames below threshold in a row inside an utterance.
     silent_run: usize,
+}
+
+/// The sample offset just after the quietest of the last `frames` whole frames of an
+/// utterance (frames counted from its start).
+fn quietest_frame_end(samples: &[i16], frames: usize) -> usize {
+    let whole = samples.len() / FRAME;
+    let from = whole.saturating_sub(frames).max(1);
+    (from..whole)
+        .min_by_key(|&f| {
+            samples[f * FRAME..(f + 1) * FRAME]
+                .iter()
+                .map(|&s| i64::from(s).pow(2))
+                .sum::<i64>()
+        })
+        .map_or(samples.len(), |f| (f + 1) * FRAME)
 }
 
 fn ms_to_frames(ms: u64) -> usize {
@@ -173,13 +190,20 @@ impl Vad {
                 if self.silent_run >= ms_to_frames(self.cfg.end_silence_ms) || long {
                     let first = *first;
                     let (_, mut samples) = self.current.take()?;
-                    if !long {
+                    if long {
+                        // Cut at the quietest frame of the last second (a pause between
+                        // phrases, most likely) and go on with the rest as the next
+                        // window, so no audio is lost at the cut.
+                        let cut = quietest_frame_end(&samples, ms_to_frames(1000));
+                        let rest = samples.split_off(cut);
+                        self.current = Some((first + cut as u64, rest));
+                    } else {
                         // Drop the trailing silence but for 200 ms.
                         let keep_tail = ms_to_frames(200) * FRAME;
                         let trailing = self.silent_run * FRAME;
                         samples.truncate(samples.len() - trailing.saturating_sub(keep_tail));
+                        self.silent_run = 0;
                     }
-                    self.silent_run = 0;
                     return Some(Detected {
                         start_ms: first / 16,
                         samples,
@@ -252,11 +276,20 @@ mod tests {
         let mut vad = Vad::new(VadConfig::default());
         let mut seed = 1;
         assert!(vad.push(&hiss(3000, 300, &mut seed)).is_empty());
-        let out = vad.push(&tone(32_000, 8000.0));
+        // 32 s of talk with a quiet 20 ms gap at 14.5 s: the first window is cut there.
+        let mut talk = tone(14_500, 8000.0);
+        talk.extend(vec![0i16; 320]);
+        talk.extend(tone(17_480, 8000.0));
+        let out = vad.push(&talk);
         assert_eq!(out.len(), 2, "15 s windows");
-        assert_eq!(out[0].samples.len(), 15_000 * 16);
+        let cut = out[0].samples.len();
+        // The gap is at 3 s of hiss + 14.5 s of talk on the stream's clock.
+        let cut_at = out[0].start_ms + cut as u64 / 16;
+        assert!((17_500..=17_540).contains(&cut_at), "cut at {cut_at} ms");
+        assert_eq!(out[1].start_ms, out[0].start_ms + cut as u64 / 16, "no gap");
         let rest = vad.flush().expect("the rest");
-        assert!(rest.samples.len() > 1000 * 16);
+        let total: usize = out.iter().map(|d| d.samples.len()).sum::<usize>() + rest.samples.len();
+        assert!(total >= 32_000 * 16, "no audio lost at the cuts: {total}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct WhisperConfig {
     /// whisper's fixed 30 s window: several times faster for the short utterances of a
     /// phone call, at a small cost in accuracy (measured in docs/benchmarks.md).
     pub fit_audio_ctx: bool,
+    /// whisper.cpp's flash attention.
+    pub flash_attn: bool,
 }
 
 /// The whisper.cpp engine.
@@ -92,6 +94,7 @@ impl WhisperEngine {
         }
         let mut params = WhisperContextParameters::default();
         params.use_gpu(cfg.use_gpu);
+        params.flash_attn(cfg.flash_attn);
         let path = cfg.model.to_string_lossy().into_owned();
         let ctx = WhisperContext::new_with_params(&path, params)
             .map_err(|e| AsrError::Model(format!("cannot load {path}: {e}")))?;

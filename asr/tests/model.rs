@@ -31,6 +31,7 @@ fn engine(fit_audio_ctx: bool) -> WhisperEngine {
         queue: 8,
         use_gpu: false,
         fit_audio_ctx,
+        flash_attn: false,
     })
     .unwrap_or_else(|e| panic!("{e} (deploy/fetch-model.sh puts the model in place)"))
 }

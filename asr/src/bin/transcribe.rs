@@ -23,6 +23,9 @@ struct Args {
     /// Encode whisper's full 30 s window instead of the utterance's length.
     #[arg(long)]
     full_window: bool,
+    /// whisper.cpp's flash attention.
+    #[arg(long)]
+    flash_attn: bool,
     /// WAV files.
     files: Vec<PathBuf>,
 }
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         queue: 0,
         use_gpu: true,
         fit_audio_ctx: !args.full_window,
+        flash_attn: args.flash_attn,
     })?;
     for file in &args.files {
         let mut wav =

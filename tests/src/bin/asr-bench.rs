@@ -36,6 +36,15 @@ struct Args {
     /// Threads for whisper (both paths).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// whisper.cpp's flash attention (pipeline only).
+    #[arg(long)]
+    flash_attn: bool,
+    /// Silence that ends an utterance, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    end_silence_ms: u64,
+    /// Longest window before a cut at a pause, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    window_ms: u64,
     /// Concurrent live calls to try, in order.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     calls: Vec<usize>,
@@ -124,6 +133,7 @@ fn engine_config(args: &Args, queue: usize) -> WhisperConfig {
         queue,
         use_gpu: true,
         fit_audio_ctx: true,
+        flash_attn: args.flash_attn,
     }
 }
 
@@ -223,13 +233,29 @@ async fn main() -> Result<()> {
         "\n## Live calls (call-complaint.wav, {:.1} s, real time)",
         call.len() as f64 / 8000.0
     );
-    println!("| calls | segments | deferred | latency p50 | latency p95 |");
-    println!("|---|---|---|---|---|");
+    // What call-complaint.wav says (tests/fixtures/speech/sentences.tsv).
+    let said = "你好，我要投诉，香洲区凤凰路有个工地每天晚上施工到十二点，噪音太大了，吵得我们睡不着觉。斗门区井岸镇已经停水两天了，整个小区都没有水，请问什么时候能恢复供水？";
+    println!(
+        "end silence {} ms, window {} ms",
+        args.end_silence_ms, args.window_ms
+    );
+    println!("| calls | segments | deferred | latency p50 | latency p95 | mean CER |");
+    println!("|---|---|---|---|---|---|");
     let mut sustained = 0;
     for &n in &args.calls {
         let engine: Arc<dyn asr::TranscriptionEngine> =
             Arc::new(WhisperEngine::load(engine_config(&args, 4))?);
-        let tap = Arc::new(AsrTap::new(engine, StreamConfig::default()));
+        let tap = Arc::new(AsrTap::new(
+            engine,
+            StreamConfig {
+                vad: asr::vad::VadConfig {
+                    end_silence_ms: args.end_silence_ms,
+                    max_utterance_ms: args.window_ms,
+                    ..asr::vad::VadConfig::default()
+                },
+                ..StreamConfig::default()
+            },
+        ));
         let mut handles = Vec::new();
         for k in 0..n {
             let tap = tap.clone();
@@ -255,8 +281,15 @@ async fn main() -> Result<()> {
         }
         let mut latencies = Vec::new();
         let (mut segments, mut deferred) = (0, 0);
+        let mut cer_sum = 0.0;
         for h in handles {
             let (start, segs) = h.await??;
+            let text: String = segs
+                .iter()
+                .filter(|(_, s)| !s.text.is_empty())
+                .map(|(_, s)| s.text.as_str())
+                .collect();
+            cer_sum += asr::score::cer(said, &text);
             for (at, s) in segs {
                 if s.deferred {
                     deferred += usize::from(s.text.is_empty());
@@ -273,9 +306,10 @@ async fn main() -> Result<()> {
             sustained = n;
         }
         println!(
-            "| {n} | {segments} | {deferred} | {:.0} ms | {:.0} ms |",
+            "| {n} | {segments} | {deferred} | {:.0} ms | {:.0} ms | {:.3} |",
             percentile(&mut latencies, 0.5),
-            percentile(&mut latencies, 0.95)
+            percentile(&mut latencies, 0.95),
+            cer_sum / n as f64
         );
     }
     println!("\nlive calls sustained with nothing deferred: {sustained}");
