@@ -391,19 +391,25 @@ impl Prefiller {
             }
             (None, None) => {}
         }
-        // Address: the town and the landmark heard, in the official spelling.
+        // Address: the town and the landmark heard in the first segment that names a
+        // place, in the official spelling. Places from different segments are not
+        // joined: a caller with two matters (noise in one district, an outage in
+        // another) must not get an address made of both.
         let landmark = first_heard(&said, &self.landmarks, false);
-        let parts: Vec<_> = [town, landmark].into_iter().flatten().collect();
-        if let Some(&(s, _, at, _)) = parts.first() {
+        let first_place = [&town, &landmark]
+            .into_iter()
+            .flatten()
+            .map(|p| p.0.index)
+            .min();
+        let mut parts: Vec<_> = [town, landmark]
+            .into_iter()
+            .flatten()
+            .filter(|p| Some(p.0.index) == first_place)
+            .collect();
+        parts.sort_by_key(|p| p.2);
+        if let (Some(&(s, _, at, fit)), Some(last)) = (parts.first(), parts.last()) {
             let value: String = parts.iter().map(|(_, c, _, _)| c.word.as_str()).collect();
-            let same_segment = parts.iter().all(|p| p.0.index == s.index);
-            let end = parts
-                .iter()
-                .filter(|p| p.0.index == s.index)
-                .map(|p| p.2 + p.1.len())
-                .max()
-                .unwrap_or(at);
-            let fit = if same_segment { 1.0 } else { 0.8 };
+            let end = last.2 + last.1.len();
             out.push(field(PrefillName::Address, value, s, at, end - at, fit));
         }
         if let Some((s, c, at, fit)) = first_heard(&said, &self.departments, true) {
@@ -586,6 +592,25 @@ mod tests {
             field(&praise, PrefillName::Kind).map(|x| x.value.as_str()),
             Some("praise")
         );
+    }
+
+    #[test]
+    fn two_matters_in_two_districts_are_not_joined_into_one_address() {
+        let p = Prefiller::builtin();
+        let f = p.fields(&[
+            seg(
+                Speaker::Citizen,
+                "我要投诉,香洲区、凤凰路有个工地每天晚上施工。",
+            ),
+            seg(Speaker::Citizen, "斗门区、井岸镇已经停水两天了。"),
+        ]);
+        assert_eq!(
+            field(&f, PrefillName::District).map(|x| x.value.as_str()),
+            Some("香洲区")
+        );
+        let a = field(&f, PrefillName::Address).expect("address");
+        assert_eq!(a.value, "凤凰路");
+        assert_eq!(a.span.segment, 0);
     }
 
     #[test]
