@@ -1,9 +1,15 @@
-//! Speech to text for the voice channels.
+//! Speech to text for the voice channels (docs/asr.md).
 //!
-//! This crate owns the seam a voice channel's audio tap feeds: a [`TranscriptionEngine`]
-//! takes one utterance of 16 kHz mono PCM and returns text with timing and confidence.
-//! The whisper-rs engine, the voice-activity detector and the model converter arrive
-//! with the speech-to-ticket issue; until then the gateway runs without ASR.
+//! This crate owns:
+//! - the [`TranscriptionEngine`] seam (one utterance of 16 kHz PCM in, text with timing
+//!   and confidence out) and its whisper.cpp implementation ([`whisper`]), with the
+//!   guards against whisper's known failures ([`guard`]);
+//! - live streaming of calls ([`stream`]): the `AudioTap` voice channels feed, with the
+//!   upsampler ([`resample`]), the voice-activity detector ([`vad`]) and deferral to the
+//!   recording when the engine is busy;
+//! - the `[asr]` configuration ([`config`]);
+//! - the CTranslate2-to-ggml model converter ([`convert`], binary `ct2-to-ggml`) and the
+//!   character error rate the tests and benchmarks score with ([`score`]).
 
 use async_trait::async_trait;
 

@@ -3,7 +3,8 @@
 //! Two event types leave the gateway, each on its own Kafka topic:
 //!
 //! - [`Contact`]: one thing a citizen said or did on one channel (a chat message, an SMS,
-//!   later a call or a transcript segment). Contacts are facts; they are never revised.
+//!   a step of a call, an utterance of a call as text). Contacts are facts; they are
+//!   never revised.
 //! - [`TicketDraft`]: what the gateway proposes to the ticket service, built from one or
 //!   more contacts. The ticket service owns the ticket; the draft is a proposal.
 //!
