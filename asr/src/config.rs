@@ -37,6 +37,12 @@ pub struct AsrConfig {
     /// Silence that ends an utterance, in milliseconds. Default 500.
     #[serde(default = "default_end_silence_ms")]
     pub end_silence_ms: u64,
+    /// Longest initial prompt in characters: the Simplified primer, then as many of the
+    /// routing vocabulary's place and department names as fit. Longer primes homophones
+    /// better and costs decoding time on every utterance (docs/benchmarks.md: 150 gives
+    /// CER 0.085 at 2.4 s to the screen, 10 gives 0.211 at 1.7 s). Default 150.
+    #[serde(default = "default_prompt_chars")]
+    pub prompt_chars: usize,
     /// Longest stretch of talk transcribed as one segment, in milliseconds; a longer one
     /// is cut at a pause and goes to the screen in parts. Default 15000.
     #[serde(default = "default_max_utterance_ms")]
@@ -71,6 +77,9 @@ fn default_queue_per_call() -> usize {
 fn default_end_silence_ms() -> u64 {
     500
 }
+fn default_prompt_chars() -> usize {
+    150
+}
 fn default_max_utterance_ms() -> u64 {
     15_000
 }
@@ -100,6 +109,9 @@ impl AsrConfig {
         if !(200..=3000).contains(&self.end_silence_ms) {
             return Err("end_silence_ms: must be 200 to 3000".into());
         }
+        if !(10..=300).contains(&self.prompt_chars) {
+            return Err("prompt_chars: must be 10 to 300 (whisper gives the prompt at most half its 448-token context)".into());
+        }
         if !(2_000..=28_000).contains(&self.max_utterance_ms) {
             return Err(
                 "max_utterance_ms: must be 2000 to 28000 (whisper hears 30 s at most)".into(),
@@ -115,8 +127,7 @@ impl AsrConfig {
         let engine = WhisperEngine::load(WhisperConfig {
             model: self.model.clone(),
             language: self.language.clone(),
-            // Whisper gives the prompt at most half its 448-token context.
-            initial_prompt: vocabulary::prompt_with(hotwords, 150),
+            initial_prompt: vocabulary::prompt_with(hotwords, self.prompt_chars),
             workers: self.workers,
             threads: self.threads,
             queue: self.queue,

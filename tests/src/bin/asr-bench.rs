@@ -45,6 +45,9 @@ struct Args {
     /// Longest window before a cut at a pause, in milliseconds.
     #[arg(long, default_value_t = 15_000)]
     window_ms: u64,
+    /// Longest initial prompt (primer and hotwords), in characters; the gateway's is 150.
+    #[arg(long, default_value_t = 150)]
+    prompt_chars: usize,
     /// Concurrent live calls to try, in order.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     calls: Vec<usize>,
@@ -127,7 +130,11 @@ fn engine_config(args: &Args, queue: usize) -> WhisperConfig {
     WhisperConfig {
         model: args.model.clone(),
         language: "zh".into(),
-        initial_prompt: asr::vocabulary::default_prompt(),
+        // The gateway's prompt: the primer and the routing vocabulary's hotwords.
+        initial_prompt: asr::vocabulary::prompt_with(
+            &routing::Prefiller::builtin().hotwords(),
+            args.prompt_chars,
+        ),
         workers: 1,
         threads: args.threads,
         queue,
@@ -152,7 +159,10 @@ fn direct(args: &Args, audio: &[Vec<i16>], fit: bool) -> Result<f64> {
         p.set_no_context(true);
         p.set_single_segment(true);
         p.set_no_timestamps(true);
-        p.set_initial_prompt(asr::vocabulary::SIMPLIFIED_PRIMER);
+        p.set_initial_prompt(&asr::vocabulary::prompt_with(
+            &routing::Prefiller::builtin().hotwords(),
+            args.prompt_chars,
+        ));
         p.set_print_progress(false);
         p.set_print_realtime(false);
         p.set_print_special(false);
