@@ -199,8 +199,14 @@ impl CallAudio for CallStream {
         if let Some(done) = self.done.take() {
             let _ = done.send(deferred);
         }
-        metrics::gauge!("gateway_asr_live_calls").decrement(1.0);
         // Dropping `jobs` here tells the transcriber no more live utterances come.
+    }
+}
+
+impl Drop for CallStream {
+    /// Finished or dropped with a failed call: either way the call is no longer live.
+    fn drop(&mut self) {
+        metrics::gauge!("gateway_asr_live_calls").decrement(1.0);
     }
 }
 
