@@ -47,8 +47,8 @@ pub struct AsrConfig {
     /// is cut at a pause and goes to the screen in parts. Default 15000.
     #[serde(default = "default_max_utterance_ms")]
     pub max_utterance_ms: u64,
-    /// Encode only each utterance's length rather than whisper's 30 s window: about five
-    /// times faster on phone-length utterances. Default true.
+    /// Encode only each utterance's length rather than whisper's 30 s window: 3.1-4.2x
+    /// faster on the fixtures' utterances (docs/benchmarks.md). Default true.
     #[serde(default = "yes")]
     pub fit_audio_ctx: bool,
     /// Use the GPU when the gateway was built with the `cuda` feature. Default false.

@@ -230,16 +230,7 @@ async fn transcriber(
         };
         match engine.transcribe(u).await {
             Ok(seg) => {
-                if !seg.text.is_empty() {
-                    let seg = TranscriptSegment {
-                        call_id,
-                        speaker: seg.speaker,
-                        start_ms: seg.start_ms,
-                        end_ms: seg.end_ms,
-                        text: seg.text,
-                        confidence: seg.confidence,
-                        deferred: false,
-                    };
+                if let Some(seg) = heard(call_id, seg, false) {
                     sink.segment(seg.clone());
                     transcript.push(seg);
                 }
@@ -261,8 +252,7 @@ async fn transcriber(
             Some(Ok(channels)) => {
                 for span in late {
                     let samples = cut(&channels, span);
-                    if let Some(seg) = complete(&*engine, span, samples).await {
-                        let seg = TranscriptSegment { call_id, ..seg };
+                    if let Some(seg) = complete(&*engine, call_id, span, samples).await {
                         sink.segment(seg.clone());
                         transcript.push(seg);
                     }
@@ -280,10 +270,24 @@ async fn transcriber(
     sink.complete(transcript);
 }
 
+/// The contract's segment of what the engine heard; `None` when it heard nothing.
+fn heard(call_id: Uuid, seg: crate::Segment, deferred: bool) -> Option<TranscriptSegment> {
+    (!seg.text.is_empty()).then_some(TranscriptSegment {
+        call_id,
+        speaker: seg.speaker,
+        start_ms: seg.start_ms,
+        end_ms: seg.end_ms,
+        text: seg.text,
+        confidence: seg.confidence,
+        deferred,
+    })
+}
+
 /// Transcribes a deferred span, waiting for a worker as long as it takes (the call is
 /// over; nothing is harmed by waiting, and the transcript must be whole).
 async fn complete(
     engine: &dyn TranscriptionEngine,
+    call_id: Uuid,
     span: Span,
     samples: Vec<i16>,
 ) -> Option<TranscriptSegment> {
@@ -295,18 +299,7 @@ async fn complete(
             samples: samples.clone(),
         };
         match engine.transcribe(u).await {
-            Ok(seg) if seg.text.is_empty() => return None,
-            Ok(seg) => {
-                return Some(TranscriptSegment {
-                    call_id: Uuid::nil(),
-                    speaker: seg.speaker,
-                    start_ms: seg.start_ms,
-                    end_ms: seg.end_ms,
-                    text: seg.text,
-                    confidence: seg.confidence,
-                    deferred: true,
-                });
-            }
+            Ok(seg) => return heard(call_id, seg, true),
             Err(AsrError::Busy) => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));

@@ -159,7 +159,9 @@ pub struct Prefiller {
     kinds: Vec<(TicketKind, Vec<Cue>)>,
     emergency: Vec<Cue>,
     districts: Vec<Cue>,
-    towns: Vec<(Cue, String)>,
+    /// Towns, longest first, and the district each is in (by town name).
+    towns: Vec<Cue>,
+    town_district: HashMap<String, String>,
     landmarks: Vec<Cue>,
     departments: Vec<Cue>,
     request: Vec<Cue>,
@@ -183,13 +185,9 @@ impl Prefiller {
         let places: PlaceFile = toml::from_str(places)?;
         let prefill: PrefillFile = toml::from_str(prefill)?;
         let cue_list = |v: &[String]| v.iter().map(|w| Cue::new(w)).collect::<Vec<_>>();
-        let mut towns: Vec<(Cue, String)> = places
-            .towns
-            .iter()
-            .map(|(t, d)| (Cue::new(t), d.clone()))
-            .collect();
+        let mut towns: Vec<Cue> = places.towns.keys().map(|t| Cue::new(t)).collect();
         // Longest first, then by name, so that matching is deterministic.
-        towns.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.word.cmp(&b.0.word)));
+        towns.sort_by(|a, b| b.len().cmp(&a.len()).then(a.word.cmp(&b.word)));
         let mut jieba = jieba_rs::Jieba::new();
         for w in places
             .districts
@@ -200,10 +198,13 @@ impl Prefiller {
         {
             jieba.add_word(w, None, None);
         }
-        if let Some((t, d)) = towns.iter().find(|(_, d)| !places.districts.contains(d)) {
+        if let Some((t, d)) = places
+            .towns
+            .iter()
+            .find(|(_, d)| !places.districts.contains(d))
+        {
             return Err(CueError::Inconsistent(format!(
-                "town {} is in {d}, which is not in districts",
-                t.word
+                "town {t} is in {d}, which is not in districts"
             )));
         }
         Ok(Prefiller {
@@ -217,6 +218,7 @@ impl Prefiller {
             classifier,
             districts: cue_list(&places.districts),
             towns,
+            town_district: places.towns.clone(),
             landmarks: cue_list(&places.landmarks),
             departments: cue_list(&places.departments),
             request: cue_list(&prefill.request),
@@ -235,7 +237,7 @@ impl Prefiller {
     pub fn hotwords(&self) -> Vec<&str> {
         self.districts
             .iter()
-            .chain(self.towns.iter().map(|(c, _)| c))
+            .chain(&self.towns)
             .chain(&self.landmarks)
             .chain(&self.departments)
             .map(|c| c.word.as_str())
@@ -363,8 +365,7 @@ impl Prefiller {
             ));
         }
         // District: said, or implied by a town.
-        let town_cues: Vec<Cue> = self.towns.iter().map(|(c, _)| c.clone()).collect();
-        let town = first_heard(&said, &town_cues, false);
+        let town = first_heard(&said, &self.towns, false);
         let district = first_heard(&said, &self.districts, true);
         match (district, &town) {
             (Some((s, c, at, fit)), _) => {
@@ -378,7 +379,7 @@ impl Prefiller {
                 ));
             }
             (None, Some((s, c, at, fit))) => {
-                if let Some((_, d)) = self.towns.iter().find(|(t, _)| t.word == c.word) {
+                if let Some(d) = self.town_district.get(&c.word) {
                     out.push(field(
                         PrefillName::District,
                         d.clone(),
