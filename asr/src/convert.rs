@@ -29,7 +29,7 @@ use half::f16;
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     /// The input ended early or a field is out of range.
-    #[error("model.bin is malformed at byte {at}: {what}")]
+    #[error("the model file is malformed at byte {at}: {what}")]
     Malformed {
         /// Byte offset.
         at: usize,

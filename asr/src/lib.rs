@@ -8,7 +8,8 @@
 //!   upsampler ([`resample`]), the voice-activity detector ([`vad`]) and deferral to the
 //!   recording when the engine is busy;
 //! - the `[asr]` configuration ([`config`]);
-//! - the CTranslate2-to-ggml model converter ([`convert`], binary `ct2-to-ggml`) and the
+//! - the CTranslate2-to-ggml model converter ([`convert`], binary `ct2-to-ggml`), its
+//!   q8_0 quantizer ([`quantize`]) and the
 //!   character error rate the tests and benchmarks score with ([`score`]).
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 pub mod config;
 pub mod convert;
 pub mod guard;
+pub mod quantize;
 pub mod resample;
 pub mod score;
 pub mod stream;

@@ -16,6 +16,10 @@
 //!    utterances, 16 s) in real time, 20 ms frames: end-of-utterance to segment latency
 //!    (p50, p95) and the deferred count. The largest count with nothing deferred is what
 //!    this machine sustains live.
+//!
+//! On a GPU machine (the `cuda` build), `--workers` decoding states share the GPU and
+//! `--cpu-only` runs the same binary on the CPU for the baseline; `RUST_LOG=info` shows
+//! whisper.cpp's backend choice.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,6 +40,21 @@ struct Args {
     /// Threads for whisper (both paths).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Decoding states for the live calls (the gateway's `[asr] workers`).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Utterances waiting for a state before the engine is busy (`[asr] queue`).
+    #[arg(long, default_value_t = 4)]
+    queue: usize,
+    /// Leave the GPU alone (a `cuda` build's CPU baseline).
+    #[arg(long)]
+    cpu_only: bool,
+    /// Live calls start this far apart, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    stagger_ms: u64,
+    /// The speech fixtures (tests/fixtures/speech).
+    #[arg(long, default_value_os_t = fixtures())]
+    fixtures: PathBuf,
     /// whisper.cpp's flash attention (pipeline only).
     #[arg(long)]
     flash_attn: bool,
@@ -135,10 +154,10 @@ fn engine_config(args: &Args, queue: usize) -> WhisperConfig {
             &routing::Prefiller::builtin().hotwords(),
             args.prompt_chars,
         ),
-        workers: 1,
+        workers: args.workers,
         threads: args.threads,
         queue,
-        use_gpu: true,
+        use_gpu: !args.cpu_only,
         fit_audio_ctx: true,
         flash_attn: args.flash_attn,
     }
@@ -146,7 +165,9 @@ fn engine_config(args: &Args, queue: usize) -> WhisperConfig {
 
 /// whisper.cpp directly: one whisper_full per file.
 fn direct(args: &Args, audio: &[Vec<i16>], fit: bool) -> Result<f64> {
-    let ctx = WhisperContext::new_with_params(&args.model, WhisperContextParameters::default())?;
+    let mut params = WhisperContextParameters::default();
+    params.use_gpu(!args.cpu_only);
+    let ctx = WhisperContext::new_with_params(&args.model, params)?;
     let mut state = ctx.create_state()?;
     let started = Instant::now();
     for a in audio {
@@ -181,17 +202,27 @@ fn direct(args: &Args, audio: &[Vec<i16>], fit: bool) -> Result<f64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     asr::whisper::route_logs_to_tracing();
     let audio: Vec<Vec<i16>> = FILES
         .iter()
-        .map(|f| read_ulaw(&fixtures().join(format!("{f}.wav"))))
+        .map(|f| read_ulaw(&args.fixtures.join(format!("{f}.wav"))))
         .collect::<Result<_>>()?;
     let audio_secs: f64 = audio.iter().map(|a| a.len() as f64 / 8000.0).sum();
     println!(
-        "asr-bench: {} files, {audio_secs:.1} s of audio, model {}, {} threads",
+        "asr-bench: {} files, {audio_secs:.1} s of audio, model {}, {} threads, {} workers, {}",
         audio.len(),
         args.model.display(),
-        args.threads
+        args.threads,
+        args.workers,
+        if args.cpu_only {
+            "CPU only"
+        } else {
+            "GPU if the build has one"
+        }
     );
 
     // 1. Throughput.
@@ -238,7 +269,7 @@ async fn main() -> Result<()> {
     );
 
     // 2. Live calls, paced in real time.
-    let call = read_ulaw(&fixtures().join("call-complaint.wav"))?;
+    let call = read_ulaw(&args.fixtures.join("call-complaint.wav"))?;
     println!(
         "\n## Live calls (call-complaint.wav, {:.1} s, real time)",
         call.len() as f64 / 8000.0
@@ -246,15 +277,15 @@ async fn main() -> Result<()> {
     // What call-complaint.wav says (tests/fixtures/speech/sentences.tsv).
     let said = "你好，我要投诉，香洲区凤凰路有个工地每天晚上施工到十二点，噪音太大了，吵得我们睡不着觉。斗门区井岸镇已经停水两天了，整个小区都没有水，请问什么时候能恢复供水？";
     println!(
-        "end silence {} ms, window {} ms",
-        args.end_silence_ms, args.window_ms
+        "end silence {} ms, window {} ms, calls {} ms apart, queue {}",
+        args.end_silence_ms, args.window_ms, args.stagger_ms, args.queue
     );
     println!("| calls | segments | deferred | latency p50 | latency p95 | mean CER |");
     println!("|---|---|---|---|---|---|");
     let mut sustained = 0;
     for &n in &args.calls {
         let engine: Arc<dyn asr::TranscriptionEngine> =
-            Arc::new(WhisperEngine::load(engine_config(&args, 4))?);
+            Arc::new(WhisperEngine::load(engine_config(&args, args.queue))?);
         let tap = Arc::new(AsrTap::new(
             engine,
             StreamConfig {
@@ -266,13 +297,14 @@ async fn main() -> Result<()> {
                 ..StreamConfig::default()
             },
         ));
+        let stagger = args.stagger_ms;
         let mut handles = Vec::new();
         for k in 0..n {
             let tap = tap.clone();
             let call = call.clone();
             handles.push(tokio::spawn(async move {
-                // Calls start 300 ms apart, as they arrive in practice.
-                tokio::time::sleep(Duration::from_millis(300 * k as u64)).await;
+                // Calls start apart, as they arrive in practice.
+                tokio::time::sleep(Duration::from_millis(stagger * k as u64)).await;
                 let c = Arc::new(Mutex::new(Collected::default()));
                 let mut stream = tap
                     .open(&info(), Arc::new(Sink(c.clone())))
