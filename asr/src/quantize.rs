@@ -105,7 +105,7 @@ fn row_bytes(ttype: i32, n: usize) -> Option<usize> {
     match ttype {
         GGML_TYPE_F32 => Some(4 * n),
         GGML_TYPE_F16 => Some(2 * n),
-        GGML_TYPE_Q8_0 if n % QK8_0 == 0 => Some(n / QK8_0 * Q8_0_BLOCK_BYTES),
+        GGML_TYPE_Q8_0 if n.is_multiple_of(QK8_0) => Some(n / QK8_0 * Q8_0_BLOCK_BYTES),
         _ => None,
     }
 }
@@ -226,7 +226,7 @@ pub fn quantize_q8_0(model: &[u8], out: &mut impl Write) -> Result<QuantizeSumma
     let mut buf = Vec::new();
     for t in &g.tensors {
         let q = t.ttype == GGML_TYPE_F16 && t.ne.len() == 2;
-        if q && t.ne[0] % QK8_0 != 0 {
+        if q && !t.ne[0].is_multiple_of(QK8_0) {
             return Err(ConvertError::Tensor(format!(
                 "{}: rows of {} values cannot be cut into q8_0 blocks of {QK8_0}",
                 t.name, t.ne[0]
