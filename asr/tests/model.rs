@@ -18,10 +18,17 @@ fn fixtures() -> PathBuf {
     root().join("tests/fixtures/speech")
 }
 
-fn engine(fit_audio_ctx: bool) -> WhisperEngine {
-    let model = std::env::var_os("HOTLINE_ASR_MODEL")
+fn model() -> PathBuf {
+    std::env::var_os("HOTLINE_ASR_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".dev/models/ggml-base.bin"));
+        .unwrap_or_else(|| root().join(".dev/models/ggml-base.bin"))
+}
+
+fn engine(fit_audio_ctx: bool) -> WhisperEngine {
+    engine_with(model(), fit_audio_ctx)
+}
+
+fn engine_with(model: PathBuf, fit_audio_ctx: bool) -> WhisperEngine {
     WhisperEngine::load(WhisperConfig {
         model,
         language: "zh".into(),
@@ -131,6 +138,41 @@ async fn hotline_sentences_are_recognised_within_the_measured_error_rate() {
     // shared testing notes measured 0.12-0.16 for Kokoro voices. The bound leaves room
     // for run-to-run wobble, not for a regression to espeak-like 0.5+.
     assert!(mean <= 0.2, "mean CER {mean:.3}");
+}
+
+/// The q8_0 quantizer (`asr::quantize`, `ct2-to-ggml --quantize q8_0`): whisper.cpp
+/// loads the quantized model and it says what the f16 one says.
+#[tokio::test]
+async fn the_q8_0_model_transcribes_like_the_f16_one() {
+    let f16 = std::fs::read(model())
+        .unwrap_or_else(|e| panic!("{e} (deploy/fetch-model.sh puts the model in place)"));
+    let mut q8 = Vec::new();
+    let s = asr::quantize::quantize_q8_0(&f16, &mut q8).expect("quantize");
+    // base: 4 + 6 x 4 encoder and 6 x 8 decoder matrices, and the token embedding.
+    assert_eq!(s.quantized, 97, "{s:?}");
+    assert!(q8.len() < f16.len() * 6 / 10, "{} of {} bytes", q8.len(), f16.len());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ggml-base-q8_0.bin");
+    std::fs::write(&path, &q8).expect("write");
+    drop((f16, q8));
+    let (f16, q8) = (engine(true), engine_with(path, true));
+    let mut total = 0.0;
+    let mut n = 0.0;
+    for (id, _) in sentences() {
+        let file = format!("{id}.16k.wav");
+        let a = transcribe(&f16, read_16k(&file)).await;
+        let b = transcribe(&q8, read_16k(&file)).await;
+        let d = asr::score::cer(&a, &b);
+        println!("{file}: {d:.3} q8_0 {b} | f16 {a}");
+        // A wrong block layout, scale or tensor choice gives no model or noise: CER ~1.
+        assert!(d <= 0.2, "{file}: {b:?} vs {a:?}");
+        total += d;
+        n += 1.0;
+    }
+    let mean = total / n;
+    println!("mean CER of q8_0 against f16: {mean:.3}");
+    // Measured 0.006 (one homophone in the seven sentences).
+    assert!(mean <= 0.05, "mean CER of q8_0 against f16 {mean:.3}");
 }
 
 /// Silence and noise give no text (the hallucination guard).
