@@ -67,6 +67,14 @@ impl Upsampler {
     /// output samples (under a millisecond).
     pub fn process(&mut self, input: &[i16]) -> Vec<i16> {
         let mut out = Vec::with_capacity(input.len() * 2);
+        self.process_into(input, &mut out);
+        out
+    }
+
+    /// As [`Upsampler::process`], appending to `out` (a buffer the caller reuses, so the
+    /// media path allocates nothing per packet).
+    pub fn process_into(&mut self, input: &[i16], out: &mut Vec<i16>) {
+        out.reserve(input.len() * 2);
         for &s in input {
             self.history.copy_within(1.., 0);
             self.history[PHASE - 1] = f32::from(s);
@@ -84,7 +92,6 @@ impl Upsampler {
                 out.push(y.round().clamp(-32768.0, 32767.0) as i16);
             }
         }
-        out
     }
 }
 

@@ -130,6 +130,8 @@ impl AudioTap for AsrTap {
 struct Leg {
     up: Upsampler,
     vad: Vad,
+    /// The upsampled packet, reused.
+    buf: Vec<i16>,
 }
 
 impl Leg {
@@ -137,6 +139,7 @@ impl Leg {
         Leg {
             up: Upsampler::default(),
             vad: Vad::new(cfg),
+            buf: Vec::with_capacity(640),
         }
     }
 }
@@ -182,8 +185,9 @@ impl CallAudio for CallStream {
     fn push(&mut self, speaker: Speaker, offset_ms: u64, samples: &[i16]) {
         let leg = &mut self.legs[index(speaker)];
         let mut found = leg.vad.seek(offset_ms);
-        let up = leg.up.process(samples);
-        found.extend(leg.vad.push(&up));
+        leg.buf.clear();
+        leg.up.process_into(samples, &mut leg.buf);
+        found.extend(leg.vad.push(&leg.buf));
         for d in found {
             self.hand_over(speaker, d);
         }

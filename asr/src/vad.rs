@@ -68,8 +68,8 @@ pub struct Vad {
     at: u64,
     /// Noise floor, as mean square.
     floor: f32,
-    /// Recent frames before speech starts (the pre-roll).
-    recent: VecDeque<Vec<i16>>,
+    /// Recent samples before speech starts (the pre-roll), whole frames.
+    recent: VecDeque<i16>,
     /// Frames above threshold in a row, before an utterance starts.
     voiced_run: usize,
     /// The utterance being collected, and its start in samples.
@@ -126,16 +126,23 @@ impl Vad {
         out
     }
 
-    /// Feeds samples; returns the utterances that ended.
+    /// Feeds samples; returns the utterances that ended. Nothing is allocated per
+    /// packet (this runs on the media path for every call): frames are read in place
+    /// and the pre-roll is one ring of samples.
     pub fn push(&mut self, samples: &[i16]) -> Vec<Detected> {
         let mut out = Vec::new();
         self.pending.extend_from_slice(samples);
-        while self.pending.len() >= FRAME {
-            let frame: Vec<i16> = self.pending.drain(..FRAME).collect();
+        let pending = std::mem::take(&mut self.pending);
+        let mut frames = pending.chunks_exact(FRAME);
+        for frame in frames.by_ref() {
             if let Some(d) = self.frame(frame) {
                 out.push(d);
             }
         }
+        let rest = frames.remainder().len();
+        self.pending = pending;
+        let whole = self.pending.len() - rest;
+        self.pending.drain(..whole);
         out
     }
 
@@ -149,7 +156,7 @@ impl Vad {
         })
     }
 
-    fn frame(&mut self, frame: Vec<i16>) -> Option<Detected> {
+    fn frame(&mut self, frame: &[i16]) -> Option<Detected> {
         let energy = frame.iter().map(|&s| f32::from(s).powi(2)).sum::<f32>() / FRAME as f32;
         let min = (10f32.powf(self.cfg.min_level_dbfs / 20.0) * 32768.0).powi(2);
         let ratio = 10f32.powf(self.cfg.threshold_db / 10.0);
@@ -167,16 +174,17 @@ impl Vad {
                     };
                 }
                 self.voiced_run = if voiced { self.voiced_run + 1 } else { 0 };
-                self.recent.push_back(frame);
-                let keep =
-                    ms_to_frames(self.cfg.pre_roll_ms) + ms_to_frames(self.cfg.min_speech_ms);
-                while self.recent.len() > keep {
-                    self.recent.pop_front();
+                self.recent.extend(frame);
+                let keep = (ms_to_frames(self.cfg.pre_roll_ms)
+                    + ms_to_frames(self.cfg.min_speech_ms))
+                    * FRAME;
+                if self.recent.len() > keep {
+                    self.recent.drain(..self.recent.len() - keep);
                 }
                 if self.voiced_run >= ms_to_frames(self.cfg.min_speech_ms) {
                     let n = self.recent.len() as u64;
-                    let first = start + FRAME as u64 - n * FRAME as u64;
-                    let samples: Vec<i16> = self.recent.drain(..).flatten().collect();
+                    let first = start + FRAME as u64 - n;
+                    let samples: Vec<i16> = self.recent.drain(..).collect();
                     self.current = Some((first, samples));
                     self.silent_run = 0;
                     self.voiced_run = 0;
@@ -184,7 +192,7 @@ impl Vad {
                 None
             }
             Some((first, samples)) => {
-                samples.extend_from_slice(&frame);
+                samples.extend_from_slice(frame);
                 self.silent_run = if voiced { 0 } else { self.silent_run + 1 };
                 let long = samples.len() as u64 >= self.cfg.max_utterance_ms * 16;
                 if self.silent_run >= ms_to_frames(self.cfg.end_silence_ms) || long {

@@ -26,6 +26,46 @@ use whisper_rs::{
 use crate::guard;
 use crate::{AsrError, Segment, TranscriptionEngine, Utterance};
 
+/// The engine options the command-line tools share (`transcribe`, `asr-bench`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// The ggml model.
+    #[arg(long, default_value = ".dev/models/ggml-base.bin")]
+    pub model: PathBuf,
+    /// CPU threads per decoding state.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// whisper.cpp's flash attention.
+    #[arg(long)]
+    pub flash_attn: bool,
+    /// Leave the GPU alone (a `cuda` build's CPU baseline).
+    #[arg(long)]
+    pub cpu_only: bool,
+}
+
+impl EngineArgs {
+    /// The engine's settings: Mandarin, these options, and the rest as given.
+    pub fn config(
+        &self,
+        initial_prompt: String,
+        workers: usize,
+        queue: usize,
+        fit_audio_ctx: bool,
+    ) -> WhisperConfig {
+        WhisperConfig {
+            model: self.model.clone(),
+            language: "zh".into(),
+            initial_prompt,
+            workers,
+            threads: self.threads,
+            queue,
+            use_gpu: !self.cpu_only,
+            fit_audio_ctx,
+            flash_attn: self.flash_attn,
+        }
+    }
+}
+
 /// Settings of the whisper engine.
 #[derive(Debug, Clone)]
 pub struct WhisperConfig {

@@ -150,7 +150,12 @@ async fn the_q8_0_model_transcribes_like_the_f16_one() {
     let s = asr::quantize::quantize_q8_0(&f16, &mut q8).expect("quantize");
     // base: 4 + 6 x 4 encoder and 6 x 8 decoder matrices, and the token embedding.
     assert_eq!(s.quantized, 97, "{s:?}");
-    assert!(q8.len() < f16.len() * 6 / 10, "{} of {} bytes", q8.len(), f16.len());
+    assert!(
+        q8.len() < f16.len() * 6 / 10,
+        "{} of {} bytes",
+        q8.len(),
+        f16.len()
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ggml-base-q8_0.bin");
     std::fs::write(&path, &q8).expect("write");

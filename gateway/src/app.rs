@@ -93,7 +93,7 @@ pub async fn run(
     let audio_tap: Option<Arc<dyn AudioTap>> = match &config.asr {
         None => None,
         Some(a) => {
-            let prefiller = routing::Prefiller::builtin();
+            let prefiller = routing::Prefiller::shared();
             let hotwords: Vec<String> = prefiller
                 .hotwords()
                 .into_iter()

@@ -233,6 +233,14 @@ impl Prefiller {
             .unwrap_or_else(|e| unreachable!("shipped prefill data: {e}"))
     }
 
+    /// The one built-in prefiller of the process. Building one loads jieba's dictionary
+    /// (tens of MB, a noticeable pause), so the gateway's recogniser prompt and the SIP
+    /// channel's drafts share this one rather than each building their own.
+    pub fn shared() -> Arc<Prefiller> {
+        static SHARED: std::sync::OnceLock<Arc<Prefiller>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| Arc::new(Self::builtin())).clone()
+    }
+
     /// The names that prime the recogniser (districts, towns, landmarks, departments).
     pub fn hotwords(&self) -> Vec<&str> {
         self.districts

@@ -11,21 +11,14 @@ use clap::Parser;
 /// Transcribe WAV files with whisper as the gateway runs it.
 #[derive(Parser)]
 struct Args {
-    /// The ggml model.
-    #[arg(long, default_value = ".dev/models/ggml-base.bin")]
-    model: PathBuf,
-    /// CPU threads.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    #[command(flatten)]
+    engine: asr::whisper::EngineArgs,
     /// The initial prompt (default: the gateway's).
     #[arg(long)]
     prompt: Option<String>,
     /// Encode whisper's full 30 s window instead of the utterance's length.
     #[arg(long)]
     full_window: bool,
-    /// whisper.cpp's flash attention.
-    #[arg(long)]
-    flash_attn: bool,
     /// WAV files.
     files: Vec<PathBuf>,
 }
@@ -39,17 +32,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let engine = asr::whisper::WhisperEngine::load(asr::whisper::WhisperConfig {
-        model: args.model.clone(),
-        language: "zh".into(),
-        initial_prompt: args.prompt.unwrap_or_else(asr::vocabulary::default_prompt),
-        workers: 1,
-        threads: args.threads,
-        queue: 0,
-        use_gpu: true,
-        fit_audio_ctx: !args.full_window,
-        flash_attn: args.flash_attn,
-    })?;
+    let prompt = args.prompt.unwrap_or_else(asr::vocabulary::default_prompt);
+    let engine =
+        asr::whisper::WhisperEngine::load(args.engine.config(prompt, 1, 0, !args.full_window))?;
     for file in &args.files {
         let mut wav =
             hound::WavReader::open(file).with_context(|| format!("open {}", file.display()))?;

@@ -161,7 +161,7 @@ impl Channel for SipChannel {
             limits: Mutex::new(HashMap::new()),
             ctx: ctx.clone(),
             feed,
-            prefiller: Arc::new(routing::Prefiller::builtin()),
+            prefiller: routing::Prefiller::shared(),
             cfg: Arc::new(cfg),
         });
         let tu: Arc<dyn TransactionUser> = core.clone();

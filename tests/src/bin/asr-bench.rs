@@ -27,37 +27,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use asr::stream::{AsrTap, StreamConfig};
-use asr::whisper::{WhisperConfig, WhisperEngine};
+use asr::whisper::{EngineArgs, WhisperConfig, WhisperEngine};
 use clap::Parser;
 use contract::{AudioTap, CallAudioInfo, Speaker, TicketRef, TranscriptSegment, TranscriptSink};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
 #[derive(Parser)]
 struct Args {
-    /// The ggml model.
-    #[arg(long, default_value = ".dev/models/ggml-base.bin")]
-    model: PathBuf,
-    /// Threads for whisper (both paths).
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// Model, threads (both paths), flash attention (the pipeline only), CPU only.
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Decoding states for the live calls (the gateway's `[asr] workers`).
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Utterances waiting for a state before the engine is busy (`[asr] queue`).
     #[arg(long, default_value_t = 4)]
     queue: usize,
-    /// Leave the GPU alone (a `cuda` build's CPU baseline).
-    #[arg(long)]
-    cpu_only: bool,
     /// Live calls start this far apart, in milliseconds.
     #[arg(long, default_value_t = 300)]
     stagger_ms: u64,
     /// The speech fixtures (tests/fixtures/speech).
     #[arg(long, default_value_os_t = fixtures())]
     fixtures: PathBuf,
-    /// whisper.cpp's flash attention (pipeline only).
-    #[arg(long)]
-    flash_attn: bool,
     /// Silence that ends an utterance, in milliseconds.
     #[arg(long, default_value_t = 500)]
     end_silence_ms: u64,
@@ -146,28 +137,17 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn engine_config(args: &Args, queue: usize) -> WhisperConfig {
-    WhisperConfig {
-        model: args.model.clone(),
-        language: "zh".into(),
-        // The gateway's prompt: the primer and the routing vocabulary's hotwords.
-        initial_prompt: asr::vocabulary::prompt_with(
-            &routing::Prefiller::builtin().hotwords(),
-            args.prompt_chars,
-        ),
-        workers: args.workers,
-        threads: args.threads,
-        queue,
-        use_gpu: !args.cpu_only,
-        fit_audio_ctx: true,
-        flash_attn: args.flash_attn,
-    }
+    // The gateway's prompt: the primer and the routing vocabulary's hotwords.
+    let prompt =
+        asr::vocabulary::prompt_with(&routing::Prefiller::shared().hotwords(), args.prompt_chars);
+    args.engine.config(prompt, args.workers, queue, true)
 }
 
 /// whisper.cpp directly: one whisper_full per file.
 fn direct(args: &Args, audio: &[Vec<i16>], fit: bool) -> Result<f64> {
     let mut params = WhisperContextParameters::default();
-    params.use_gpu(!args.cpu_only);
-    let ctx = WhisperContext::new_with_params(&args.model, params)?;
+    params.use_gpu(!args.engine.cpu_only);
+    let ctx = WhisperContext::new_with_params(&args.engine.model, params)?;
     let mut state = ctx.create_state()?;
     let started = Instant::now();
     for a in audio {
@@ -175,13 +155,13 @@ fn direct(args: &Args, audio: &[Vec<i16>], fit: bool) -> Result<f64> {
         let pcm: Vec<f32> = up.iter().map(|&s| f32::from(s) / 32768.0).collect();
         let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         p.set_language(Some("zh"));
-        p.set_n_threads(args.threads as i32);
+        p.set_n_threads(args.engine.threads as i32);
         p.set_temperature_inc(0.0);
         p.set_no_context(true);
         p.set_single_segment(true);
         p.set_no_timestamps(true);
         p.set_initial_prompt(&asr::vocabulary::prompt_with(
-            &routing::Prefiller::builtin().hotwords(),
+            &routing::Prefiller::shared().hotwords(),
             args.prompt_chars,
         ));
         p.set_print_progress(false);
@@ -215,10 +195,10 @@ async fn main() -> Result<()> {
     println!(
         "asr-bench: {} files, {audio_secs:.1} s of audio, model {}, {} threads, {} workers, {}",
         audio.len(),
-        args.model.display(),
-        args.threads,
+        args.engine.model.display(),
+        args.engine.threads,
         args.workers,
-        if args.cpu_only {
+        if args.engine.cpu_only {
             "CPU only"
         } else {
             "GPU if the build has one"
