@@ -51,9 +51,7 @@ cp .gpu/work/target/release/asr-bench .gpu/b/asr-bench
 strip .gpu/b/asr-bench
 
 # 4. The model: q8_0, in two parts.
-deploy/fetch-model.sh .dev/models/ggml-base.bin
-cargo build --release -p asr --bin ct2-to-ggml
-target/release/ct2-to-ggml --ggml .dev/models/ggml-base.bin --quantize q8_0 --out .gpu/work/ggml-base-q8_0.bin
+deploy/fetch-model.sh .dev/models/ggml-base.bin .gpu/work/ggml-base-q8_0.bin
 head -c 55000000 .gpu/work/ggml-base-q8_0.bin > .gpu/a/model.part-a
 tail -c +55000001 .gpu/work/ggml-base-q8_0.bin > .gpu/b/model.part-b
 sha256sum .gpu/work/ggml-base-q8_0.bin
