@@ -103,8 +103,8 @@ impl<'a> Cursor<'a> {
 /// reader does not know.
 fn row_bytes(ttype: i32, n: usize) -> Option<usize> {
     match ttype {
-        GGML_TYPE_F32 => Some(4 * n),
-        GGML_TYPE_F16 => Some(2 * n),
+        GGML_TYPE_F32 => n.checked_mul(4),
+        GGML_TYPE_F16 => n.checked_mul(2),
         GGML_TYPE_Q8_0 if n.is_multiple_of(QK8_0) => Some(n / QK8_0 * Q8_0_BLOCK_BYTES),
         _ => None,
     }
@@ -125,8 +125,12 @@ impl<'a> GgmlFile<'a> {
         }
         let start = c.at;
         let (n_mel, n_fft) = (c.count("mel bands")?, c.count("fft bins")?);
+        let filter_bytes = n_mel
+            .checked_mul(n_fft)
+            .and_then(|n| n.checked_mul(4))
+            .unwrap_or(usize::MAX);
         let filters = c
-            .take(4 * n_mel * n_fft, "mel filters")?
+            .take(filter_bytes, "mel filters")?
             .chunks_exact(4)
             .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
             .collect();
@@ -147,15 +151,15 @@ impl<'a> GgmlFile<'a> {
                 .map(|_| c.count("tensor dimension"))
                 .collect::<Result<Vec<_>, _>>()?;
             let name = String::from_utf8_lossy(c.take(name_len, "tensor name")?).into_owned();
-            let n_rows: usize = ne.iter().skip(1).product();
+            let n_rows = ne.iter().skip(1).try_fold(1usize, |a, &d| a.checked_mul(d));
             let bytes = ne
                 .first()
                 .and_then(|&n0| row_bytes(ttype, n0))
-                .map(|r| r * n_rows)
+                .and_then(|r| r.checked_mul(n_rows?))
                 .ok_or_else(|| ConvertError::Malformed {
                     at,
                     what: format!(
-                        "tensor {name} has type {ttype}, which this reader does not know"
+                        "tensor {name}: type {ttype} with dimensions {ne:?} is not one this reader knows"
                     ),
                 })?;
             let data = c.take(bytes, &name)?;
@@ -384,5 +388,12 @@ mod tests {
         assert!(err.to_string().contains("f16 model"), "{err}");
         let err = quantize_q8_0(&tiny_ggml(64)[..100], &mut Vec::new()).expect_err("truncated");
         assert!(err.to_string().contains("past the end"), "{err}");
+        // Absurd dimensions are an error, not a panic or a huge allocation.
+        let mut huge = tiny_ggml(64);
+        let at = 48 + 8 + 8 + 4 + 4 + 2 + 12; // the first tensor's dimensions
+        huge[at..at + 4].copy_from_slice(&i32::MAX.to_le_bytes());
+        huge[at + 4..at + 8].copy_from_slice(&i32::MAX.to_le_bytes());
+        let err = GgmlFile::parse(&huge).expect_err("overflowing dimensions");
+        assert!(err.to_string().contains("m.weight"), "{err}");
     }
 }
