@@ -40,7 +40,7 @@ pub struct AsrConfig {
     /// Longest initial prompt in characters: the Simplified primer, then as many of the
     /// routing vocabulary's place and department names as fit. Longer primes homophones
     /// better and costs decoding time on every utterance (docs/benchmarks.md: 150 gives
-    /// CER 0.085 at 2.4 s to the screen, 10 gives 0.211 at 1.7 s). Default 150.
+    /// CER 0.085 at 1.7-2.4 s to the screen, 10 gives 0.211 at 1.5-1.7 s). Default 150.
     #[serde(default = "default_prompt_chars")]
     pub prompt_chars: usize,
     /// Longest stretch of talk transcribed as one segment, in milliseconds; a longer one

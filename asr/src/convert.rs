@@ -936,53 +936,18 @@ mod tests {
         tensors: HashMap<String, (Vec<usize>, i32, Vec<u8>)>,
     }
 
+    /// Read back with the same reader the quantizer uses.
     fn read_ggml(b: &[u8]) -> Ggml {
-        let mut at = 0;
-        let i32s = |n: usize, at: &mut usize| -> Vec<i32> {
-            let v = (0..n)
-                .map(|k| {
-                    let o = *at + 4 * k;
-                    i32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-                })
-                .collect();
-            *at += 4 * n;
-            v
-        };
-        let header = i32s(12, &mut at);
-        let fdims = i32s(2, &mut at);
-        let (n_mel, n_fft) = (fdims[0] as usize, fdims[1] as usize);
-        let filters = b[at..at + 4 * n_mel * n_fft]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        at += 4 * n_mel * n_fft;
-        let n_tokens = i32s(1, &mut at)[0] as usize;
-        let mut tokens = Vec::new();
-        for _ in 0..n_tokens {
-            let len = i32s(1, &mut at)[0] as usize;
-            tokens.push(b[at..at + len].to_vec());
-            at += len;
-        }
-        let mut tensors = HashMap::new();
-        while at < b.len() {
-            let h = i32s(3, &mut at);
-            let (n_dims, name_len, ttype) = (h[0] as usize, h[1] as usize, h[2]);
-            let ne: Vec<usize> = i32s(n_dims, &mut at)
-                .into_iter()
-                .map(|d| d as usize)
-                .collect();
-            let name = String::from_utf8(b[at..at + name_len].to_vec()).expect("name");
-            at += name_len;
-            let size = if ttype == 0 { 4 } else { 2 };
-            let n = ne.iter().product::<usize>() * size;
-            tensors.insert(name, (ne, ttype, b[at..at + n].to_vec()));
-            at += n;
-        }
+        let g = crate::quantize::GgmlFile::parse(b).expect("the converter's output reads back");
         Ggml {
-            header,
-            filters: (n_mel, n_fft, filters),
-            tokens,
-            tensors,
+            header: g.header.to_vec(),
+            filters: g.filters,
+            tokens: g.tokens,
+            tensors: g
+                .tensors
+                .into_iter()
+                .map(|t| (t.name, (t.ne, t.ttype, t.data.to_vec())))
+                .collect(),
         }
     }
 

@@ -1,10 +1,12 @@
 //! A whisper.cpp ggml model, read back, and its weight matrices quantized to `q8_0`.
 //!
-//! Why: a quantized model is half the size of the f16 one (78 MB against 148 MB for
+//! Why: a quantized model is half the size of the f16 one (82 MB against 148 MB for
 //! `base`), which is what fits where the f16 file does not (a machine that takes at
-//! most 64 MiB, a small image), and on a CPU with int8 dot products it decodes faster.
-//! `q8_0` is the one format taken: whisper's accuracy is known not to move with it, and
-//! the lower formats (q5, q4) do cost accuracy on Mandarin.
+//! most 64 MiB, a small image, less memory per host). It is not reliably faster on the
+//! development CPU (docs/benchmarks.md).
+//!
+//! `q8_0` is the one format taken: `asr/tests/model.rs` shows it says what f16 says.
+//! Lower formats (q5, q4) were not tried.
 //!
 //! Why by hand: ggml's own quantizer (`ggml_quantize_chunk`) is reachable only through
 //! FFI, and this workspace forbids `unsafe`; whisper.cpp's `quantize` tool is a C++

@@ -79,6 +79,21 @@ async fn transcribe(engine: &WhisperEngine, samples: Vec<i16>) -> String {
         .text
 }
 
+/// The character error rate of each `(file, reference, heard)`, printed, each at most
+/// `each`; returns their mean.
+fn mean_cer(what: &str, heard: &[(String, String, String)], each: f64) -> f64 {
+    let mut total = 0.0;
+    for (file, reference, got) in heard {
+        let d = asr::score::cer(reference, got);
+        println!("{file}: {d:.3} {got} | {what} {reference}");
+        assert!(d <= each, "{file}: {got:?} against {what} {reference:?}");
+        total += d;
+    }
+    let mean = total / heard.len() as f64;
+    println!("mean CER against {what}: {mean:.3}");
+    mean
+}
+
 /// faster-whisper (CTranslate2) on the original weights, greedy, same prompt: what a
 /// correct conversion must reproduce (tests/fixtures/speech/reference.py made it).
 #[tokio::test]
@@ -96,22 +111,15 @@ async fn the_converted_model_transcribes_like_faster_whisper_on_the_same_weights
             .collect();
     // faster-whisper always encodes whisper's full 30 s window: compare like with like.
     let engine = engine(false);
-    let mut total = 0.0;
-    let mut n = 0.0;
+    let mut heard = Vec::new();
     for (id, _) in sentences() {
         let file = format!("{id}.16k.wav");
-        let expected = &reference[&file];
         let got = transcribe(&engine, read_16k(&file)).await;
-        let d = asr::score::cer(expected, &got);
-        println!("{file}: {d:.3} ours {got} | faster-whisper {expected}");
-        // A broken conversion (a swapped or transposed tensor, wrong mel filters, wrong
-        // token bytes) gives unrelated text or none: a CER near 1.
-        assert!(d <= 0.25, "{file}: {got:?} vs {expected:?}");
-        total += d;
-        n += 1.0;
+        heard.push((file.clone(), reference[&file].clone(), got));
     }
-    let mean = total / n;
-    println!("mean CER against faster-whisper: {mean:.3}");
+    // A broken conversion (a swapped or transposed tensor, wrong mel filters, wrong
+    // token bytes) gives unrelated text or none: a CER near 1.
+    let mean = mean_cer("faster-whisper", &heard, 0.25);
     // What remains is homophone-level: f16 kernels of whisper.cpp and CTranslate2 differ
     // in rounding, and greedy decoding follows a different near-tie now and then
     // (measured 0.07 mean, 0.18 worst).
@@ -122,18 +130,12 @@ async fn the_converted_model_transcribes_like_faster_whisper_on_the_same_weights
 #[tokio::test]
 async fn hotline_sentences_are_recognised_within_the_measured_error_rate() {
     let engine = engine(true);
-    let mut total = 0.0;
-    let mut n = 0.0;
+    let mut heard = Vec::new();
     for (id, text) in sentences() {
         let got = transcribe(&engine, read_16k(&format!("{id}.16k.wav"))).await;
-        let d = asr::score::cer(&text, &got);
-        println!("{id}: CER {d:.3}: {got}");
-        assert!(d <= 0.40, "{id}: {got:?} for {text:?}");
-        total += d;
-        n += 1.0;
+        heard.push((id, text, got));
     }
-    let mean = total / n;
-    println!("mean CER against the source text: {mean:.3}");
+    let mean = mean_cer("the source text", &heard, 0.40);
     // Measured 0.11 mean, 0.23 worst (homophones: 相周 for 香洲, 找火 for 着火); the
     // shared testing notes measured 0.12-0.16 for Kokoro voices. The bound leaves room
     // for run-to-run wobble, not for a regression to espeak-like 0.5+.
@@ -148,7 +150,8 @@ async fn the_q8_0_model_transcribes_like_the_f16_one() {
         .unwrap_or_else(|e| panic!("{e} (deploy/fetch-model.sh puts the model in place)"));
     let mut q8 = Vec::new();
     let s = asr::quantize::quantize_q8_0(&f16, &mut q8).expect("quantize");
-    // base: 4 + 6 x 4 encoder and 6 x 8 decoder matrices, and the token embedding.
+    // base: 6 encoder blocks of 6 matrices (q, k, v, out, 2 MLP), 6 decoder blocks of 10
+    // (self and cross attention 4 each, 2 MLP), and the token embedding.
     assert_eq!(s.quantized, 97, "{s:?}");
     assert!(
         q8.len() < f16.len() * 6 / 10,
@@ -161,22 +164,16 @@ async fn the_q8_0_model_transcribes_like_the_f16_one() {
     std::fs::write(&path, &q8).expect("write");
     drop((f16, q8));
     let (f16, q8) = (engine(true), engine_with(path, true));
-    let mut total = 0.0;
-    let mut n = 0.0;
+    let mut heard = Vec::new();
     for (id, _) in sentences() {
         let file = format!("{id}.16k.wav");
         let a = transcribe(&f16, read_16k(&file)).await;
         let b = transcribe(&q8, read_16k(&file)).await;
-        let d = asr::score::cer(&a, &b);
-        println!("{file}: {d:.3} q8_0 {b} | f16 {a}");
-        // A wrong block layout, scale or tensor choice gives no model or noise: CER ~1.
-        assert!(d <= 0.2, "{file}: {b:?} vs {a:?}");
-        total += d;
-        n += 1.0;
+        heard.push((file, a, b));
     }
-    let mean = total / n;
-    println!("mean CER of q8_0 against f16: {mean:.3}");
-    // Measured 0.006 (one homophone in the seven sentences).
+    // A wrong block layout, scale or tensor choice gives no model or noise: CER ~1.
+    let mean = mean_cer("f16", &heard, 0.2);
+    // Measured 0.005 (one character of the seven sentences).
     assert!(mean <= 0.05, "mean CER of q8_0 against f16 {mean:.3}");
 }
 

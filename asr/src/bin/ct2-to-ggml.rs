@@ -7,7 +7,6 @@
 //! ct2-to-ggml --ggml ggml-base.bin --quantize q8_0 --out ggml-base-q8_0.bin
 //! ```
 
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -72,12 +71,7 @@ fn main() -> anyhow::Result<()> {
     // Written beside the target and renamed, so a failed run leaves no half model where
     // the gateway looks for one.
     let tmp = args.out.with_extension("partial");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    let mut w = BufWriter::new(file);
-    std::io::Write::write_all(&mut w, &ggml)
-        .and_then(|()| std::io::Write::flush(&mut w))
-        .with_context(|| format!("write {}", tmp.display()))?;
-    drop(w);
+    std::fs::write(&tmp, &ggml).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out)
         .with_context(|| format!("rename to {}", args.out.display()))?;
     println!("wrote {} ({} bytes)", args.out.display(), ggml.len());
