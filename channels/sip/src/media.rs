@@ -326,7 +326,7 @@ async fn run(
     events: mpsc::Sender<MediaEvent>,
 ) {
     let start = Instant::now();
-    let mut legs = [
+    let legs = [
         Some(Leg {
             sockets: setup.citizen,
             remote: None,
@@ -342,12 +342,17 @@ async fn run(
             rtcp_latched: None,
         }),
     ];
-    let mut recorder = Recorder::new(setup.recording, start, setup.tap);
-    let mut report = RelayReport::default();
+    let mut fwd = Forwarder {
+        legs,
+        recorder: Recorder::new(setup.recording, start, setup.tap),
+        report: RelayReport::default(),
+        pcm: Vec::with_capacity(FRAME * 2),
+        dtmf_pt: None,
+        last_dtmf_ts: None,
+        events,
+        last_packet: start,
+    };
     let mut codec = g711::PCMU;
-    let mut dtmf_pt: Option<u8> = None;
-    let mut last_dtmf_ts: Option<u32> = None;
-    let mut last_packet = start;
     let mut timed_out = false;
     let mut player: Option<Player> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -360,7 +365,6 @@ async fn run(
     let mut buf_b = vec![0u8; 2048];
     let mut buf_rtcp = vec![0u8; 2048];
     let mut buf_rtcp_b = vec![0u8; 2048];
-    let mut pcm: Vec<i16> = Vec::with_capacity(FRAME * 2);
     let mut out: Vec<u8> = Vec::with_capacity(FRAME + 12);
     let mut encoded: Vec<u8> = Vec::with_capacity(FRAME);
 
@@ -373,21 +377,21 @@ async fn run(
                     if let Some(p) = player.take().and_then(|p| p.done) {
                         let _ = p.send(());
                     }
-                    let (ms, path, error) = recorder.finish();
-                    report.recorded_ms = ms;
-                    report.recording = path;
-                    report.error = error;
-                    let _ = reply.send(report);
+                    let (ms, path, error) = fwd.recorder.finish();
+                    fwd.report.recorded_ms = ms;
+                    fwd.report.recording = path;
+                    fwd.report.error = error;
+                    let _ = reply.send(fwd.report);
                     return;
                 }
                 Some(Control::Remote(side, addr)) => {
-                    if let Some(l) = legs[side.index()].as_mut() {
+                    if let Some(l) = fwd.legs[side.index()].as_mut() {
                         l.follow(addr).await;
                     }
                 }
                 Some(Control::Codec(pt, dtmf)) => {
                     codec = pt;
-                    dtmf_pt = dtmf;
+                    fwd.dtmf_pt = dtmf;
                 }
                 Some(Control::Play(samples, done)) => {
                     player = Some(Player {
@@ -399,45 +403,31 @@ async fn run(
                         ssrc: rand::random(),
                         first: true,
                     });
-                    last_packet = Instant::now();
+                    fwd.last_packet = Instant::now();
                 }
             },
-            r = recv_opt(legs[0].as_ref(), false, &mut buf) => {
+            r = recv_opt(fwd.legs[0].as_ref(), false, &mut buf) => {
                 if let Ok((n, from)) = r {
-                    last_packet = Instant::now();
-                    on_rtp(Side::Citizen, &buf[..n], from, &mut legs, &mut recorder, &mut report, &mut pcm, dtmf_pt, &mut last_dtmf_ts, &events).await;
-                    // Take what else is already queued on this socket before going back
-                    // to select over all of them.
-                    for _ in 0..DRAIN {
-                        let Some(Ok((n, from))) = legs[0].as_ref().map(|l| l.sockets.rtp.try_recv_from(&mut buf)) else { break };
-                        on_rtp(Side::Citizen, &buf[..n], from, &mut legs, &mut recorder, &mut report, &mut pcm, dtmf_pt, &mut last_dtmf_ts, &events).await;
-                    }
+                    fwd.on_rtp_burst(Side::Citizen, &mut buf, n, from).await;
                 }
             }
-            r = recv_opt(legs[1].as_ref(), false, &mut buf_b) => {
+            r = recv_opt(fwd.legs[1].as_ref(), false, &mut buf_b) => {
                 if let Ok((n, from)) = r {
-                    last_packet = Instant::now();
-                    on_rtp(Side::Agent, &buf_b[..n], from, &mut legs, &mut recorder, &mut report, &mut pcm, None, &mut last_dtmf_ts, &events).await;
-                    // Take what else is already queued on this socket before going back
-                    // to select over all of them.
-                    for _ in 0..DRAIN {
-                        let Some(Ok((n, from))) = legs[1].as_ref().map(|l| l.sockets.rtp.try_recv_from(&mut buf_b)) else { break };
-                        on_rtp(Side::Agent, &buf_b[..n], from, &mut legs, &mut recorder, &mut report, &mut pcm, None, &mut last_dtmf_ts, &events).await;
-                    }
+                    fwd.on_rtp_burst(Side::Agent, &mut buf_b, n, from).await;
                 }
             }
-            r = recv_opt(legs[0].as_ref(), true, &mut buf_rtcp) => {
+            r = recv_opt(fwd.legs[0].as_ref(), true, &mut buf_rtcp) => {
                 if let Ok((n, from)) = r {
-                    on_rtcp(Side::Citizen, &buf_rtcp[..n], from, &mut legs).await;
+                    on_rtcp(Side::Citizen, &buf_rtcp[..n], from, &mut fwd.legs).await;
                 }
             }
-            r = recv_opt(legs[1].as_ref(), true, &mut buf_rtcp_b) => {
+            r = recv_opt(fwd.legs[1].as_ref(), true, &mut buf_rtcp_b) => {
                 if let Ok((n, from)) = r {
-                    on_rtcp(Side::Agent, &buf_rtcp_b[..n], from, &mut legs).await;
+                    on_rtcp(Side::Agent, &buf_rtcp_b[..n], from, &mut fwd.legs).await;
                 }
             }
             _ = tick.tick(), if player.is_some() => {
-                let finished = match (player.as_mut(), legs[0].as_ref()) {
+                let finished = match (player.as_mut(), fwd.legs[0].as_ref()) {
                     (Some(p), Some(leg)) => {
                         let end = (p.at + FRAME).min(p.samples.len());
                         let frame = &p.samples[p.at..end];
@@ -449,7 +439,7 @@ async fn run(
                             leg.send_rtp(&out).await;
                         }
                         // What the citizen hears from the gateway is on the agent channel.
-                        recorder.push_at(Side::Agent, start.elapsed(), frame);
+                        fwd.recorder.push_at(Side::Agent, start.elapsed(), frame);
                         p.first = false;
                         p.seq = p.seq.wrapping_add(1);
                         p.ts = p.ts.wrapping_add(FRAME as u32);
@@ -464,76 +454,101 @@ async fn run(
                     }
             }
             _ = idle_check.tick(), if !timed_out && player.is_none() => {
-                if last_packet.elapsed() >= setup.timeout {
+                if fwd.last_packet.elapsed() >= setup.timeout {
                     timed_out = true;
-                    let _ = events.try_send(MediaEvent::Timeout);
+                    let _ = fwd.events.try_send(MediaEvent::Timeout);
                 }
             }
         }
     }
-    let _ = recorder.finish();
+    let _ = fwd.recorder.finish();
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn on_rtp(
-    side: Side,
-    packet: &[u8],
-    from: SocketAddr,
-    legs: &mut [Option<Leg>; 2],
-    recorder: &mut Recorder,
-    report: &mut RelayReport,
-    pcm: &mut Vec<i16>,
+/// What handling one RTP packet touches: both legs, the recording, the report, the DTMF
+/// state and the event channel, held together so that both legs share one packet path.
+struct Forwarder {
+    legs: [Option<Leg>; 2],
+    recorder: Recorder,
+    report: RelayReport,
+    /// Decoded samples of the packet at hand, reused.
+    pcm: Vec<i16>,
+    /// The telephone-event payload type the citizen's leg negotiated (RFC 4733).
     dtmf_pt: Option<u8>,
-    last_dtmf_ts: &mut Option<u32>,
-    events: &mpsc::Sender<MediaEvent>,
-) {
-    let i = side.index();
-    let Some(leg) = legs[i].as_mut() else { return };
-    match leg.latched {
-        None => {
-            leg.latched = Some(from);
-            // A connected socket takes packets from the latched source only and sends
-            // without a route lookup per packet.
-            if leg.sockets.rtp.connect(from).await.is_ok() {
-                leg.connected = true;
-            }
+    last_dtmf_ts: Option<u32>,
+    events: mpsc::Sender<MediaEvent>,
+    last_packet: Instant,
+}
+
+impl Forwarder {
+    /// Handles the packet just received into `buf` on `side`'s RTP socket, then what else
+    /// is already queued on that socket (up to [`DRAIN`]) before the caller goes back to
+    /// select over all of them.
+    async fn on_rtp_burst(&mut self, side: Side, buf: &mut [u8], n: usize, from: SocketAddr) {
+        self.last_packet = Instant::now();
+        self.on_rtp(side, &buf[..n], from).await;
+        for _ in 0..DRAIN {
+            let Some(Ok((n, from))) = self.legs[side.index()]
+                .as_ref()
+                .map(|l| l.sockets.rtp.try_recv_from(buf))
+            else {
+                break;
+            };
+            self.on_rtp(side, &buf[..n], from).await;
         }
-        Some(l) if l != from => {
-            metrics::counter!("gateway_sip_rtp_foreign_packets_total").increment(1);
+    }
+
+    async fn on_rtp(&mut self, side: Side, packet: &[u8], from: SocketAddr) {
+        let i = side.index();
+        let legs = &mut self.legs;
+        let Some(leg) = legs[i].as_mut() else { return };
+        match leg.latched {
+            None => {
+                leg.latched = Some(from);
+                // A connected socket takes packets from the latched source only and sends
+                // without a route lookup per packet.
+                if leg.sockets.rtp.connect(from).await.is_ok() {
+                    leg.connected = true;
+                }
+            }
+            Some(l) if l != from => {
+                metrics::counter!("gateway_sip_rtp_foreign_packets_total").increment(1);
+                return;
+            }
+            Some(_) => {}
+        }
+        if rtp::is_rtcp(packet) {
+            // RTCP multiplexed on the RTP port (RFC 5761): pass it on as it is.
+            if let Some(o) = other(legs, side) {
+                o.send_rtp(packet).await;
+            }
             return;
         }
-        Some(_) => {}
-    }
-    if rtp::is_rtcp(packet) {
-        // RTCP multiplexed on the RTP port (RFC 5761): pass it on as it is.
+        let Some(view) = rtp::parse(packet) else {
+            metrics::counter!("gateway_sip_rtp_malformed_packets_total").increment(1);
+            return;
+        };
+        self.report.packets[i] += 1;
         if let Some(o) = other(legs, side) {
             o.send_rtp(packet).await;
         }
-        return;
-    }
-    let Some(view) = rtp::parse(packet) else {
-        metrics::counter!("gateway_sip_rtp_malformed_packets_total").increment(1);
-        return;
-    };
-    report.packets[i] += 1;
-    if let Some(o) = other(legs, side) {
-        o.send_rtp(packet).await;
-    }
-    let payload = &packet[view.payload.0..view.payload.1];
-    if Some(view.payload_type) == dtmf_pt {
-        if let Some((key, true)) = rtp::dtmf_event(payload) {
-            // The end packet is sent three times (RFC 4733 §2.5.1.4); one key per event.
-            if *last_dtmf_ts != Some(view.timestamp) {
-                *last_dtmf_ts = Some(view.timestamp);
-                report.dtmf.push(key);
-                recorder.dtmf(key);
-                let _ = events.try_send(MediaEvent::Dtmf(key));
+        let payload = &packet[view.payload.0..view.payload.1];
+        // DTMF is taken from the citizen only: the agent keys nothing the gateway acts on.
+        if side == Side::Citizen && Some(view.payload_type) == self.dtmf_pt {
+            if let Some((key, true)) = rtp::dtmf_event(payload) {
+                // The end packet is sent three times (RFC 4733 §2.5.1.4); one key per event.
+                if self.last_dtmf_ts != Some(view.timestamp) {
+                    self.last_dtmf_ts = Some(view.timestamp);
+                    self.report.dtmf.push(key);
+                    self.recorder.dtmf(key);
+                    let _ = self.events.try_send(MediaEvent::Dtmf(key));
+                }
             }
+            return;
         }
-        return;
-    }
-    if g711::decode(view.payload_type, payload, pcm) {
-        recorder.push_rtp(side, view.ssrc, view.timestamp, pcm);
+        if g711::decode(view.payload_type, payload, &mut self.pcm) {
+            self.recorder
+                .push_rtp(side, view.ssrc, view.timestamp, &self.pcm);
+        }
     }
 }
 
