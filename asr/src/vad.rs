@@ -62,6 +62,11 @@ pub struct Detected {
 #[derive(Debug, Clone)]
 pub struct Vad {
     cfg: VadConfig,
+    /// The quietest frame energy that can be speech (`min_level_dbfs`), as mean square.
+    min_energy: f32,
+    /// How far above the floor a frame must be to count as voiced (`threshold_db`), as a
+    /// power ratio. Both are worked out once here, not per frame.
+    ratio: f32,
     /// Samples not yet a whole frame.
     pending: Vec<i16>,
     /// Offset of the next frame, in samples from the stream's start.
@@ -101,6 +106,8 @@ impl Vad {
     /// A detector with these settings.
     pub fn new(cfg: VadConfig) -> Vad {
         Vad {
+            min_energy: (10f32.powf(cfg.min_level_dbfs / 20.0) * 32768.0).powi(2),
+            ratio: 10f32.powf(cfg.threshold_db / 10.0),
             cfg,
             pending: Vec::with_capacity(FRAME),
             at: 0,
@@ -126,22 +133,22 @@ impl Vad {
         out
     }
 
-    /// Feeds samples; returns the utterances that ended. Nothing is allocated per
-    /// packet (this runs on the media path for every call): frames are read in place
-    /// and the pre-roll is one ring of samples.
+    /// Feeds samples; returns the utterances that ended. This runs on the media path
+    /// for every packet of every call, so it allocates nothing between utterances (frames
+    /// are read in place, the pre-roll is one ring of samples) and, within one, only when
+    /// the utterance's buffer grows (amortized). `asr::stream`'s tests count this.
     pub fn push(&mut self, samples: &[i16]) -> Vec<Detected> {
         let mut out = Vec::new();
         self.pending.extend_from_slice(samples);
+        // Taken out of `self` for the loop, which needs `&mut self`; given back after.
         let pending = std::mem::take(&mut self.pending);
-        let mut frames = pending.chunks_exact(FRAME);
-        for frame in frames.by_ref() {
+        let whole = pending.len() - pending.len() % FRAME;
+        for frame in pending[..whole].chunks_exact(FRAME) {
             if let Some(d) = self.frame(frame) {
                 out.push(d);
             }
         }
-        let rest = frames.remainder().len();
         self.pending = pending;
-        let whole = self.pending.len() - rest;
         self.pending.drain(..whole);
         out
     }
@@ -158,9 +165,7 @@ impl Vad {
 
     fn frame(&mut self, frame: &[i16]) -> Option<Detected> {
         let energy = frame.iter().map(|&s| f32::from(s).powi(2)).sum::<f32>() / FRAME as f32;
-        let min = (10f32.powf(self.cfg.min_level_dbfs / 20.0) * 32768.0).powi(2);
-        let ratio = 10f32.powf(self.cfg.threshold_db / 10.0);
-        let voiced = energy > min && energy > self.floor * ratio;
+        let voiced = energy > self.min_energy && energy > self.floor * self.ratio;
         let start = self.at;
         self.at += FRAME as u64;
         match self.current.as_mut() {

@@ -418,12 +418,12 @@ async fn run(
             }
             r = recv_opt(fwd.legs[0].as_ref(), true, &mut buf_rtcp) => {
                 if let Ok((n, from)) = r {
-                    on_rtcp(Side::Citizen, &buf_rtcp[..n], from, &mut fwd.legs).await;
+                    fwd.on_rtcp(Side::Citizen, &buf_rtcp[..n], from).await;
                 }
             }
             r = recv_opt(fwd.legs[1].as_ref(), true, &mut buf_rtcp_b) => {
                 if let Ok((n, from)) = r {
-                    on_rtcp(Side::Agent, &buf_rtcp_b[..n], from, &mut fwd.legs).await;
+                    fwd.on_rtcp(Side::Agent, &buf_rtcp_b[..n], from).await;
                 }
             }
             _ = tick.tick(), if player.is_some() => {
@@ -550,25 +550,28 @@ impl Forwarder {
                 .push_rtp(side, view.ssrc, view.timestamp, &self.pcm);
         }
     }
+
+    /// RTCP on its own port (RFC 3550): latched like RTP, passed to the other leg's RTCP
+    /// port.
+    async fn on_rtcp(&mut self, side: Side, packet: &[u8], from: SocketAddr) {
+        let legs = &mut self.legs;
+        let i = side.index();
+        let Some(leg) = legs[i].as_mut() else { return };
+        match leg.rtcp_latched {
+            None => leg.rtcp_latched = Some(from),
+            Some(l) if l != from => return,
+            Some(_) => {}
+        }
+        if let Some(o) = other(legs, side)
+            && let Some(dest) = o.rtcp_dest()
+        {
+            let _ = o.sockets.rtcp.send_to(packet, dest).await;
+        }
+    }
 }
 
 fn other(legs: &[Option<Leg>; 2], side: Side) -> Option<&Leg> {
     legs[1 - side.index()].as_ref()
-}
-
-async fn on_rtcp(side: Side, packet: &[u8], from: SocketAddr, legs: &mut [Option<Leg>; 2]) {
-    let i = side.index();
-    let Some(leg) = legs[i].as_mut() else { return };
-    match leg.rtcp_latched {
-        None => leg.rtcp_latched = Some(from),
-        Some(l) if l != from => return,
-        Some(_) => {}
-    }
-    if let Some(o) = other(legs, side)
-        && let Some(dest) = o.rtcp_dest()
-    {
-        let _ = o.sockets.rtcp.send_to(packet, dest).await;
-    }
 }
 
 struct Track {
