@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::stream::{AsrTap, StreamConfig};
 use crate::vad::VadConfig;
-use crate::whisper::{WhisperConfig, WhisperEngine};
+use crate::whisper::{Decoding, WhisperConfig, WhisperEngine};
 use crate::{AsrError, vocabulary};
 
 /// `[asr]`
@@ -47,10 +47,21 @@ pub struct AsrConfig {
     /// is cut at a pause and goes to the screen in parts. Default 15000.
     #[serde(default = "default_max_utterance_ms")]
     pub max_utterance_ms: u64,
-    /// Encode only each utterance's length rather than whisper's 30 s window: 3.1-4.2x
-    /// faster on the fixtures' utterances (docs/benchmarks.md). Default true.
-    #[serde(default = "yes")]
-    pub fit_audio_ctx: bool,
+    /// The shortest encoder window in milliseconds (see [`Decoding::min_window_ms`]).
+    /// Default 30000, whisper's own: shorter windows repeat and mishear short
+    /// utterances (docs/benchmarks.md).
+    #[serde(default = "default_min_window_ms")]
+    pub min_window_ms: u64,
+    /// Beam width; 1 (default) is greedy.
+    #[serde(default = "default_beam_size")]
+    pub beam_size: usize,
+    /// whisper.cpp's temperature fallback, bounded to two more decodes. Default false.
+    #[serde(default)]
+    pub temperature_fallback: bool,
+    /// The degraded mode's window floor (see [`Decoding::busy_window_ms`]). Default
+    /// 10000.
+    #[serde(default = "default_busy_window_ms")]
+    pub busy_window_ms: u64,
     /// Use the GPU when the gateway was built with the `cuda` feature. Default false.
     #[serde(default)]
     pub use_gpu: bool,
@@ -78,16 +89,25 @@ fn default_end_silence_ms() -> u64 {
     500
 }
 fn default_prompt_chars() -> usize {
-    150
+    AsrConfig::DEFAULT_PROMPT_CHARS
 }
 fn default_max_utterance_ms() -> u64 {
     15_000
 }
-fn yes() -> bool {
-    true
+fn default_min_window_ms() -> u64 {
+    Decoding::default().min_window_ms
+}
+fn default_beam_size() -> usize {
+    Decoding::default().beam_size
+}
+fn default_busy_window_ms() -> u64 {
+    Decoding::default().busy_window_ms
 }
 
 impl AsrConfig {
+    /// `prompt_chars` when the config does not say.
+    pub const DEFAULT_PROMPT_CHARS: usize = 150;
+
     /// Checks the values; the model's presence is checked at start (a missing model is
     /// not fatal).
     pub fn validate(&self) -> Result<(), String> {
@@ -117,7 +137,17 @@ impl AsrConfig {
                 "max_utterance_ms: must be 2000 to 28000 (whisper hears 30 s at most)".into(),
             );
         }
-        Ok(())
+        self.decoding().validate()
+    }
+
+    /// The decoding settings.
+    pub fn decoding(&self) -> Decoding {
+        Decoding {
+            min_window_ms: self.min_window_ms,
+            beam_size: self.beam_size,
+            temperature_fallback: self.temperature_fallback,
+            busy_window_ms: self.busy_window_ms,
+        }
     }
 
     /// Loads the model and makes the tap voice channels feed; `hotwords` (places,
@@ -128,11 +158,12 @@ impl AsrConfig {
             model: self.model.clone(),
             language: self.language.clone(),
             initial_prompt: vocabulary::prompt_with(hotwords, self.prompt_chars),
+            spellings: hotwords.iter().map(|w| (*w).to_owned()).collect(),
             workers: self.workers,
             threads: self.threads,
             queue: self.queue,
             use_gpu: self.use_gpu,
-            fit_audio_ctx: self.fit_audio_ctx,
+            decoding: self.decoding(),
             flash_attn: self.flash_attn,
         })?;
         let stream = StreamConfig {

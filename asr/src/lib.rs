@@ -52,6 +52,8 @@ pub struct Segment {
     pub text: String,
     /// The engine's confidence, 0 to 1.
     pub confidence: f32,
+    /// The engine wrote a repetition loop, which the guard removed from `text`.
+    pub looped: bool,
 }
 
 /// Why an utterance was not transcribed.

@@ -32,6 +32,21 @@ pub fn prompt_with(hotwords: &[&str], max_chars: usize) -> String {
     p
 }
 
+/// `prompt` without as many of its last words (after `、`) as it takes for `fits` to
+/// hold; the primer always stays.
+pub fn fit(prompt: &str, fits: impl Fn(&str) -> bool) -> String {
+    let mut p = prompt.to_owned();
+    while !fits(&p) {
+        let body = p.trim_end_matches('。');
+        let Some(cut) = body.rfind('、') else {
+            // One hotword left: drop it too, keep the primer.
+            return default_prompt();
+        };
+        p = format!("{}。", &body[..cut]);
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +55,15 @@ mod tests {
     fn hotwords_follow_the_primer_within_the_limit() {
         let p = prompt_with(&["香洲区", "金湾区", "斗门区"], 20);
         assert_eq!(p, "以下是普通话的句子。香洲区、金湾区。");
+    }
+
+    #[test]
+    fn a_prompt_too_long_loses_its_last_words_not_its_primer() {
+        let p = "以下是普通话的句子。香洲区、金湾区、斗门区。";
+        assert_eq!(fit(p, |_| true), p);
+        let short = fit(p, |x| x.chars().count() <= 17);
+        assert_eq!(short, "以下是普通话的句子。香洲区、金湾区。");
+        assert_eq!(fit(p, |x| x.chars().count() <= 12), "以下是普通话的句子。");
+        assert_eq!(fit(p, |_| false), "以下是普通话的句子。");
     }
 }

@@ -41,28 +41,133 @@ pub struct EngineArgs {
     /// Leave the GPU alone (a `cuda` build's CPU baseline).
     #[arg(long)]
     pub cpu_only: bool,
+    /// How utterances are decoded (the gateway's `[asr]` settings of the same names).
+    #[command(flatten)]
+    pub decoding: Decoding,
 }
 
 impl EngineArgs {
-    /// The engine's settings: Mandarin, these options, and the rest as given.
+    /// The engine's settings: Mandarin, these options, the prompt made of `hotwords` as
+    /// the gateway makes it (at most `prompt_chars`), and the rest as given.
     pub fn config(
         &self,
-        initial_prompt: String,
+        hotwords: &[&str],
+        prompt_chars: usize,
         workers: usize,
         queue: usize,
-        fit_audio_ctx: bool,
     ) -> WhisperConfig {
         WhisperConfig {
             model: self.model.clone(),
             language: "zh".into(),
-            initial_prompt,
+            initial_prompt: crate::vocabulary::prompt_with(hotwords, prompt_chars),
+            spellings: hotwords.iter().map(|w| (*w).to_owned()).collect(),
             workers,
             threads: self.threads,
             queue,
             use_gpu: !self.cpu_only,
-            fit_audio_ctx,
+            decoding: self.decoding,
             flash_attn: self.flash_attn,
         }
+    }
+}
+
+/// How one utterance is decoded: the encoder's window, the search, the fallback.
+/// docs/benchmarks.md measures each choice's accuracy and speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decoding {
+    /// The shortest encoder window, in milliseconds: an utterance shorter than this is
+    /// encoded over this much (the rest silence), a longer one over its own length plus
+    /// a second. 30000 is whisper's fixed window, the one its models were trained on;
+    /// shorter windows are faster and, below what the models saw in training, fall
+    /// into repeating and mishearing short utterances (whisper.cpp's issue 1951).
+    #[arg(long, default_value_t = FULL_WINDOW_MS)]
+    #[serde(default = "full_window")]
+    pub min_window_ms: u64,
+    /// Beam width; 1 is greedy decoding.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "one")]
+    pub beam_size: usize,
+    /// whisper.cpp's temperature fallback: a decode whose mean log-probability is below
+    /// -1 is decoded again at temperature 0.4, then 0.8 (the encoder's work is reused),
+    /// each within the same token budget, so at most three decodes.
+    #[arg(long)]
+    #[serde(default)]
+    pub temperature_fallback: bool,
+    /// The degraded mode: while utterances wait for a worker, the window's floor falls
+    /// to this many milliseconds, so that the backlog clears at some cost in accuracy
+    /// (docs/benchmarks.md) instead of live text being deferred to after the call. At
+    /// or above `min_window_ms`: no degraded mode.
+    #[arg(long, default_value_t = BUSY_WINDOW_MS)]
+    #[serde(default = "busy_window")]
+    pub busy_window_ms: u64,
+}
+
+/// The degraded mode's window floor by default: 10 s, the shortest measured that
+/// does not loop on short utterances (docs/benchmarks.md).
+pub const BUSY_WINDOW_MS: u64 = 10_000;
+
+fn busy_window() -> u64 {
+    BUSY_WINDOW_MS
+}
+
+/// whisper's fixed window: 30 s.
+pub const FULL_WINDOW_MS: u64 = 30_000;
+
+fn full_window() -> u64 {
+    FULL_WINDOW_MS
+}
+fn one() -> usize {
+    1
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Decoding {
+            min_window_ms: FULL_WINDOW_MS,
+            beam_size: 1,
+            temperature_fallback: false,
+            busy_window_ms: BUSY_WINDOW_MS,
+        }
+    }
+}
+
+impl Decoding {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1_000..=FULL_WINDOW_MS).contains(&self.min_window_ms) {
+            return Err("min_window_ms: must be 1000 to 30000".into());
+        }
+        if !(1..=8).contains(&self.beam_size) {
+            return Err("beam_size: must be 1 to 8".into());
+        }
+        if !(1_000..=FULL_WINDOW_MS).contains(&self.busy_window_ms) {
+            return Err("busy_window_ms: must be 1000 to 30000".into());
+        }
+        Ok(())
+    }
+
+    /// The decoding while utterances wait: the degraded mode's floor.
+    pub fn degraded(&self) -> Decoding {
+        Decoding {
+            min_window_ms: self.busy_window_ms,
+            ..*self
+        }
+    }
+
+    /// Whether the degraded mode changes anything.
+    pub fn has_degraded_mode(&self) -> bool {
+        self.busy_window_ms < self.min_window_ms
+    }
+
+    /// Encoder positions for `samples` of 16 kHz audio: 50 a second (whisper's 20 ms
+    /// frames), the utterance plus a second of margin, at least the floor, at most the
+    /// full 1500; `None` for the full window (whisper.cpp's default).
+    pub fn audio_ctx(&self, samples: usize) -> Option<i32> {
+        let fitted = (samples as f64 / 16_000.0 + 1.0) * 50.0;
+        let floor = self.min_window_ms as f64 / 1000.0 * 50.0;
+        let ctx = fitted.max(floor).ceil();
+        (ctx < 1500.0).then_some(ctx as i32)
     }
 }
 
@@ -74,8 +179,11 @@ pub struct WhisperConfig {
     /// Spoken language, forced (ISO 639-1; `zh` for Mandarin).
     pub language: String,
     /// Text that primes the decoder: a Simplified Chinese sentence and the domain's
-    /// vocabulary (districts, streets, departments).
+    /// vocabulary (emergency cues, request kinds, districts, streets, departments).
     pub initial_prompt: String,
+    /// Words whose spelling the text keeps (the city's place names: see
+    /// [`guard::simplified`]).
+    pub spellings: Vec<String>,
     /// Utterances transcribed at once (each a blocking worker with its own state).
     pub workers: usize,
     /// CPU threads per worker.
@@ -84,16 +192,18 @@ pub struct WhisperConfig {
     pub queue: usize,
     /// Use the GPU when whisper.cpp was built with one (the `cuda` feature).
     pub use_gpu: bool,
-    /// Run the encoder over the utterance's length only (plus a margin) instead of
-    /// whisper's fixed 30 s window: several times faster for the short utterances of a
-    /// phone call, at a small cost in accuracy (measured in docs/benchmarks.md).
-    pub fit_audio_ctx: bool,
+    /// Window, search and fallback.
+    pub decoding: Decoding,
     /// whisper.cpp's flash attention.
     pub flash_attn: bool,
 }
 
 /// The whisper.cpp engine.
 pub struct WhisperEngine {
+    /// The prompt's length in tokens.
+    prompt_tokens: usize,
+    /// In the degraded mode (utterances were waiting at the last decode's start).
+    degraded: Arc<std::sync::atomic::AtomicBool>,
     ctx: Arc<WhisperContext>,
     states: Arc<Mutex<Vec<WhisperState>>>,
     workers: Arc<Semaphore>,
@@ -107,6 +217,18 @@ impl std::fmt::Debug for WhisperEngine {
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
+}
+
+fn prompt_tokens(ctx: &WhisperContext, prompt: &str) -> usize {
+    ctx.tokenize(prompt, 4096).map_or(usize::MAX, |t| t.len())
+}
+
+/// `prompt` cut to what whisper reads: the last n_text_ctx/2 - 1 tokens (223). A longer
+/// prompt would lose its start, the Simplified primer (whisper.cpp's `max_prompt_ctx`),
+/// so it loses its last hotwords instead, until it fits.
+pub fn fit_prompt(ctx: &WhisperContext, prompt: &str) -> String {
+    let budget = usize::try_from(ctx.n_text_ctx() / 2 - 1).unwrap_or(0);
+    crate::vocabulary::fit(prompt, |p| prompt_tokens(ctx, p) <= budget)
 }
 
 /// Sends whisper.cpp's and ggml's own log lines to `tracing` (targets
@@ -143,14 +265,53 @@ impl WhisperEngine {
             .map(|_| ctx.create_state())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| AsrError::Model(format!("cannot make a decoding state: {e}")))?;
-        tracing::info!(model = %path, workers, threads = cfg.threads, "Speech model loaded");
+        let mut cfg = cfg;
+        let fitted = fit_prompt(&ctx, &cfg.initial_prompt);
+        if fitted != cfg.initial_prompt {
+            tracing::info!(
+                chars = fitted.chars().count(),
+                "The speech prompt was cut to the tokens whisper reads"
+            );
+            cfg.initial_prompt = fitted;
+        }
+        let prompt_tokens = prompt_tokens(&ctx, &cfg.initial_prompt);
+        tracing::info!(model = %path, workers, threads = cfg.threads, prompt_tokens, "Speech model loaded");
         Ok(WhisperEngine {
+            prompt_tokens,
+            degraded: Arc::default(),
             ctx: Arc::new(ctx),
             states: Arc::new(Mutex::new(states)),
             workers: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(Semaphore::new(workers + cfg.queue)),
             cfg,
         })
+    }
+
+    /// The initial prompt's length in whisper's tokens (it reads at most 223).
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// The initial prompt, as cut to fit ([`fit_prompt`]).
+    pub fn prompt(&self) -> &str {
+        &self.cfg.initial_prompt
+    }
+
+    /// Says when the degraded mode starts and ends (once each way, not per utterance).
+    fn note_degraded(&self, now: bool) {
+        use std::sync::atomic::Ordering;
+        if self.degraded.swap(now, Ordering::Relaxed) != now {
+            let floor_ms = self.cfg.decoding.busy_window_ms;
+            if now {
+                tracing::warn!(
+                    floor_ms,
+                    "Speech recognition is behind: decoding with the shorter window (degraded mode, less accurate) until it catches up"
+                );
+            } else {
+                tracing::info!("Speech recognition caught up: back to the full decoding window");
+            }
+            metrics::gauge!("gateway_asr_degraded").set(f64::from(u8::from(now)));
+        }
     }
 
     /// Utterances waiting for a worker or being transcribed.
@@ -175,7 +336,16 @@ impl TranscriptionEngine for WhisperEngine {
             .map_err(|_| AsrError::Engine("engine closed".into()))?;
         let states = self.states.clone();
         let ctx = self.ctx.clone();
-        let cfg = self.cfg.clone();
+        let mut cfg = self.cfg.clone();
+        if cfg.decoding.has_degraded_mode() {
+            // Others wait behind this one: decode faster until the backlog clears.
+            let behind = self.in_flight() > self.cfg.workers.max(1);
+            self.note_degraded(behind);
+            if behind {
+                cfg.decoding = cfg.decoding.degraded();
+                metrics::counter!("gateway_asr_degraded_total").increment(1);
+            }
+        }
         let result = tokio::task::spawn_blocking(move || {
             let _worker = worker;
             // A worker permit guarantees a state is free.
@@ -216,14 +386,6 @@ fn rms(samples: &[i16]) -> f64 {
     (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
 }
 
-/// Encoder positions for `samples` of 16 kHz audio: 50 a second (whisper's 20 ms
-/// frames), plus a second of margin, at most the full 1500.
-fn audio_ctx(samples: usize) -> i32 {
-    ((samples as f64 / 16_000.0 + 1.0) * 50.0)
-        .ceil()
-        .min(1500.0) as i32
-}
-
 fn run(
     ctx: &WhisperContext,
     state: &mut WhisperState,
@@ -240,6 +402,7 @@ fn run(
             end_ms: utterance.start_ms + audio_ms,
             text: String::new(),
             confidence: 0.0,
+            looped: false,
         });
     }
     let mut audio: Vec<f32> = utterance
@@ -251,21 +414,37 @@ fn run(
     if audio.len() < 16_000 + 1_600 {
         audio.resize(16_000 + 1_600, 0.0);
     }
-    let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    let d = cfg.decoding;
+    let mut p = FullParams::new(if d.beam_size > 1 {
+        SamplingStrategy::BeamSearch {
+            beam_size: d.beam_size as i32,
+            patience: -1.0,
+        }
+    } else {
+        SamplingStrategy::Greedy { best_of: 1 }
+    });
     p.set_language(Some(&cfg.language));
     p.set_detect_language(false);
     p.set_translate(false);
     p.set_n_threads(cfg.threads.max(1) as i32);
     p.set_temperature(0.0);
-    p.set_temperature_inc(0.0);
+    if d.temperature_fallback {
+        // whisper.cpp decodes again at 0.4 and 0.8 when the mean log-probability is
+        // under -1 (its entropy check needs more than 32 tokens, which a short
+        // utterance rarely has; loops are the guard's). The token budget bounds each.
+        p.set_temperature_inc(0.4);
+        p.set_logprob_thold(-1.0);
+    } else {
+        p.set_temperature_inc(0.0);
+    }
     p.set_no_context(true);
     p.set_single_segment(true);
     p.set_no_timestamps(true);
     p.set_suppress_blank(true);
     p.set_suppress_nst(true);
     p.set_max_tokens(token_budget(utterance.samples.len()));
-    if cfg.fit_audio_ctx {
-        p.set_audio_ctx(audio_ctx(audio.len()));
+    if let Some(ctx) = d.audio_ctx(audio.len()) {
+        p.set_audio_ctx(ctx);
     }
     p.set_print_special(false);
     p.set_print_progress(false);
@@ -305,13 +484,30 @@ fn run(
     let elapsed = started.elapsed();
     metrics::histogram!("gateway_asr_real_time_factor")
         .record(elapsed.as_secs_f64() / (audio_ms.max(1) as f64 / 1000.0));
-    tracing::debug!(no_speech, confidence, raw = %text, "Decoded an utterance");
-    let text = guard::clean(&text, no_speech, confidence, &cfg.initial_prompt);
+    let cleaned = guard::clean(
+        &text,
+        no_speech,
+        confidence,
+        &cfg.initial_prompt,
+        &cfg.spellings,
+    );
+    tracing::debug!(
+        no_speech,
+        confidence,
+        compression_ratio = guard::compression_ratio(&text),
+        looped = cleaned.looped,
+        raw = %text,
+        "Decoded an utterance"
+    );
+    if cleaned.looped {
+        metrics::counter!("gateway_asr_loops_total").increment(1);
+    }
     Ok(Segment {
         speaker: utterance.speaker,
         start_ms: utterance.start_ms,
         end_ms: utterance.start_ms + audio_ms,
-        text,
+        text: cleaned.text,
         confidence,
+        looped: cleaned.looped,
     })
 }

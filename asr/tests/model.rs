@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use asr::whisper::{WhisperConfig, WhisperEngine};
+use asr::whisper::{Decoding, FULL_WINDOW_MS, WhisperConfig, WhisperEngine};
 use asr::{Speaker, TranscriptionEngine, Utterance};
 
 fn root() -> PathBuf {
@@ -24,20 +24,31 @@ fn model() -> PathBuf {
         .unwrap_or_else(|| root().join(".dev/models/ggml-base.bin"))
 }
 
-fn engine(fit_audio_ctx: bool) -> WhisperEngine {
-    engine_with(model(), fit_audio_ctx)
+/// The gateway's encoder window (`[asr] min_window_ms` by default).
+fn gateway_window() -> u64 {
+    Decoding::default().min_window_ms
 }
 
-fn engine_with(model: PathBuf, fit_audio_ctx: bool) -> WhisperEngine {
+/// The engine with the gateway's decoding, over an encoder window of at least
+/// `min_window_ms`.
+fn engine(min_window_ms: u64) -> WhisperEngine {
+    engine_with(model(), min_window_ms)
+}
+
+fn engine_with(model: PathBuf, min_window_ms: u64) -> WhisperEngine {
     WhisperEngine::load(WhisperConfig {
         model,
         language: "zh".into(),
         initial_prompt: asr::vocabulary::default_prompt(),
+        spellings: Vec::new(),
         workers: 1,
         threads: 2,
         queue: 8,
         use_gpu: false,
-        fit_audio_ctx,
+        decoding: Decoding {
+            min_window_ms,
+            ..Decoding::default()
+        },
         flash_attn: false,
     })
     .unwrap_or_else(|e| panic!("{e} (deploy/fetch-model.sh puts the model in place)"))
@@ -110,7 +121,7 @@ async fn the_converted_model_transcribes_like_faster_whisper_on_the_same_weights
             })
             .collect();
     // faster-whisper always encodes whisper's full 30 s window: compare like with like.
-    let engine = engine(false);
+    let engine = engine(FULL_WINDOW_MS);
     let mut heard = Vec::new();
     for (id, _) in sentences() {
         let file = format!("{id}.16k.wav");
@@ -129,7 +140,7 @@ async fn the_converted_model_transcribes_like_faster_whisper_on_the_same_weights
 /// What recognition of a citizen's Mandarin achieves with the gateway's settings.
 #[tokio::test]
 async fn hotline_sentences_are_recognised_within_the_measured_error_rate() {
-    let engine = engine(true);
+    let engine = engine(gateway_window());
     let mut heard = Vec::new();
     for (id, text) in sentences() {
         let got = transcribe(&engine, read_16k(&format!("{id}.16k.wav"))).await;
@@ -163,7 +174,10 @@ async fn the_q8_0_model_transcribes_like_the_f16_one() {
     let path = dir.path().join("ggml-base-q8_0.bin");
     std::fs::write(&path, &q8).expect("write");
     drop((f16, q8));
-    let (f16, q8) = (engine(true), engine_with(path, true));
+    let (f16, q8) = (
+        engine(gateway_window()),
+        engine_with(path, gateway_window()),
+    );
     let mut heard = Vec::new();
     for (id, _) in sentences() {
         let file = format!("{id}.16k.wav");
@@ -180,7 +194,7 @@ async fn the_q8_0_model_transcribes_like_the_f16_one() {
 /// Silence and noise give no text (the hallucination guard).
 #[tokio::test]
 async fn silence_and_noise_give_no_text() {
-    let engine = engine(true);
+    let engine = engine(gateway_window());
     let silence = vec![0i16; 16_000 * 3];
     assert_eq!(transcribe(&engine, silence).await, "", "silence");
     // White noise at about -40 dBFS, above the level gate: a hissing line that whisper

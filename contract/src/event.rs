@@ -321,6 +321,23 @@ pub enum Urgency {
     Emergency,
 }
 
+/// An Art. 15 emergency cue found in the citizen's words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EmergencyCue {
+    /// The kind of emergency, as routing's cue rules name it (`fire`, `explosion`,
+    /// `gas_leak`, `injury`, `drowning`, `collapse`, `flooding`, `trapped`, `violence`,
+    /// `disaster`, `water_outage`, `power_outage`, `gas_outage`, `distress`).
+    pub kind: String,
+    /// The linkage the rule names: `110` (police), `119` (fire and rescue), `120`
+    /// (ambulance), or the responsible unit.
+    pub target: String,
+    /// The cue word, as the rules spell it.
+    pub cue: String,
+    /// The words as written in the text (a transcript may hold a homophone: 找火 for
+    /// 着火).
+    pub heard: String,
+}
+
 /// Where the matter is, as the citizen stated it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Location {
@@ -356,6 +373,9 @@ pub struct TicketDraft {
     pub location: Option<Location>,
     /// How urgent it looks.
     pub urgency: Urgency,
+    /// The Art. 15 cue that made it an emergency: which kind, for which linkage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<EmergencyCue>,
     /// The contacts the draft was built from, in order (their `id`s).
     pub contacts: Vec<Uuid>,
     /// Earlier tickets this one repeats or supplements (Art. 14); filled by routing.

@@ -32,8 +32,9 @@ pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
 pub use envelope::{EventType, Record};
 pub use event::{
     CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity, Contact,
-    ContactContent, Event, IdentityKind, Location, PrefillField, PrefillName, ReplyPath,
-    SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, TranscriptSegment, TranscriptSpan, Urgency,
+    ContactContent, EmergencyCue, Event, IdentityKind, Location, PrefillField, PrefillName,
+    ReplyPath, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, TranscriptSegment,
+    TranscriptSpan, Urgency,
 };
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};

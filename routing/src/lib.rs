@@ -1,23 +1,31 @@
 //! Routing decides what happens to a contact once it is recorded.
 //!
 //! Today it owns the first guesses a ticket draft carries: the request's kind (Art. 8)
-//! and whether it may be an emergency for the 110/119/120 linkage (Art. 15), both from
-//! cue words kept in `data/cues.toml`; and the [`Blocklist`] voice channels ask before
-//! they bridge a call (Art. 9). The restrictions agents record, repeat-contact linking
-//! (Art. 14) and working-day deadlines (Art. 22) join this crate behind the same kind of
-//! small, pure, tested functions.
+//! and whether it may be an emergency for the 110/119/120 linkage (Art. 15), which kind
+//! and for which linkage ([`emergency`]), from cue words kept in `data/cues.toml` and
+//! matched by sound ([`sound`], `data/homophones.toml`); a call's ticket prefill from its
+//! transcript ([`prefill`]); and the [`Blocklist`] voice channels ask before they bridge
+//! a call (Art. 9). The restrictions agents record, repeat-contact linking (Art. 14) and
+//! working-day deadlines (Art. 22) join this crate behind the same kind of small, pure,
+//! tested functions.
 
 pub mod blocklist;
+pub mod emergency;
 pub mod prefill;
+pub mod sound;
 
 pub use blocklist::{Blocklist, Restriction, StaticBlocklist};
+pub use emergency::{EmergencyHit, EmergencyRules};
 pub use prefill::Prefiller;
+pub use sound::Homophones;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use contract::event::new_event_id;
-use contract::{ChannelKind, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, Urgency};
+use contract::{
+    ChannelKind, EmergencyCue, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, Urgency,
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -36,39 +44,38 @@ pub enum CueError {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CueFile {
     priority: Vec<TicketKind>,
     kinds: HashMap<TicketKind, Vec<String>>,
-    emergency: EmergencyCues,
-}
-
-#[derive(Debug, Deserialize)]
-struct EmergencyCues {
-    cues: Vec<String>,
+    emergency: Vec<emergency::RuleFile>,
 }
 
 /// Classifies citizen text by cue words.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     kinds: Vec<(TicketKind, Vec<String>)>,
-    emergency: Vec<String>,
+    emergency: EmergencyRules,
 }
 
 /// The classifier's guess for one text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guess {
-    /// The kind (Art. 8), `Unknown` when no cue matched.
+    /// The kind (Art. 8): the kind with the most cues; help (求助) when only an Art. 15
+    /// cue matched; `Unknown` when nothing did.
     pub kind: TicketKind,
-    /// How many cues of that kind matched.
+    /// How many cues of that kind matched (0 for help by an emergency alone).
     pub kind_hits: usize,
     /// `Emergency` when an Art. 15 cue matched.
     pub urgency: Urgency,
+    /// The Art. 15 cue, its kind of emergency and linkage.
+    pub emergency: Option<EmergencyHit>,
 }
 
 impl Classifier {
-    /// Builds a classifier from a cue file's text.
-    pub fn from_toml(text: &str) -> Result<Self, CueError> {
-        let file: CueFile = toml::from_str(text)?;
+    /// Builds a classifier from a cue file's and a homophone file's texts.
+    pub fn from_toml(cues: &str, homophones: &str) -> Result<Self, CueError> {
+        let file: CueFile = toml::from_str(cues)?;
         let mut kinds = Vec::with_capacity(file.priority.len());
         for kind in &file.priority {
             let cues = file.kinds.get(kind).ok_or_else(|| {
@@ -83,14 +90,15 @@ impl Classifier {
         }
         Ok(Classifier {
             kinds,
-            emergency: file.emergency.cues,
+            emergency: EmergencyRules::new(file.emergency, Homophones::from_toml(homophones)?)?,
         })
     }
 
     /// The classifier with the shipped cues.
     pub fn builtin() -> Self {
         // The shipped file is checked by a unit test; it cannot fail at run time.
-        Self::from_toml(DEFAULT_CUES).unwrap_or_else(|e| unreachable!("shipped cues: {e}"))
+        Self::from_toml(DEFAULT_CUES, sound::DEFAULT_HOMOPHONES)
+            .unwrap_or_else(|e| unreachable!("shipped cues: {e}"))
     }
 
     /// Guesses kind and urgency for a citizen's text.
@@ -103,16 +111,48 @@ impl Classifier {
                 best = (*kind, hits);
             }
         }
-        let urgency = if self.emergency.iter().any(|c| text.contains(c.as_str())) {
-            Urgency::Emergency
-        } else {
-            Urgency::Normal
-        };
+        let emergency = self.emergency.detect(text);
         Guess {
-            kind: best.0,
+            kind: kind_with_emergency(best.0, emergency.is_some()),
             kind_hits: best.1,
-            urgency,
+            urgency: if emergency.is_some() {
+                Urgency::Emergency
+            } else {
+                Urgency::Normal
+            },
+            emergency,
         }
+    }
+
+    /// The Art. 15 rules.
+    pub fn emergency_rules(&self) -> &EmergencyRules {
+        &self.emergency
+    }
+
+    /// The first cue of each kind (for priming the speech recogniser).
+    pub fn kind_words(&self) -> impl Iterator<Item = &str> {
+        self.kinds
+            .iter()
+            .filter_map(|(_, cues)| cues.first().map(String::as_str))
+    }
+}
+
+/// Art. 8: an emergency with no other request named is a request for help (求助).
+pub(crate) fn kind_with_emergency(kind: TicketKind, emergency: bool) -> TicketKind {
+    if kind == TicketKind::Unknown && emergency {
+        TicketKind::Help
+    } else {
+        kind
+    }
+}
+
+/// The draft's record of an emergency cue heard in `text`.
+pub(crate) fn emergency_cue(hit: &EmergencyHit, text: &[char]) -> EmergencyCue {
+    EmergencyCue {
+        kind: hit.kind.clone(),
+        target: hit.target.clone(),
+        cue: hit.cue.clone(),
+        heard: text.iter().skip(hit.at).take(hit.len).collect(),
     }
 }
 
@@ -132,6 +172,7 @@ impl Classifier {
         now: DateTime<Utc>,
     ) -> TicketDraft {
         let guess = self.classify(text);
+        let chars: Vec<char> = text.chars().collect();
         TicketDraft {
             schema_version: SCHEMA_VERSION,
             id: new_event_id(),
@@ -143,6 +184,7 @@ impl Classifier {
             summary: summarize(text, SUMMARY_CHARS),
             location: None,
             urgency: guess.urgency,
+            emergency: guess.emergency.as_ref().map(|h| emergency_cue(h, &chars)),
             contacts,
             related_tickets: Vec::new(),
             transcript: Vec::new(),
@@ -169,7 +211,7 @@ mod tests {
 
     #[test]
     fn shipped_cues_parse() {
-        Classifier::from_toml(DEFAULT_CUES).expect("shipped cues parse");
+        Classifier::from_toml(DEFAULT_CUES, sound::DEFAULT_HOMOPHONES).expect("shipped cues parse");
     }
 
     #[test]
@@ -200,12 +242,62 @@ mod tests {
     }
 
     #[test]
+    fn art15_only_is_a_request_for_help_with_its_kind_and_linkage() {
+        let c = Classifier::builtin();
+        let g = c.classify("我家楼下着火了，有人被困");
+        assert_eq!(
+            g.kind,
+            TicketKind::Help,
+            "Art. 8: an emergency alone is 求助"
+        );
+        let e = g.emergency.expect("Art. 15 cue");
+        assert_eq!((e.kind.as_str(), e.target.as_str()), ("fire", "119"));
+        let g = c.classify("我要投诉，小区又停水了");
+        assert_eq!(g.kind, TicketKind::Complaint, "a named request stays");
+        assert_eq!(g.emergency.map(|e| e.kind), Some("water_outage".into()));
+        let d = c.draft(
+            TicketRef("ZH1".into()),
+            ChannelKind::Chat,
+            "k".into(),
+            vec![],
+            "楼下有人打架，还拿着刀",
+            Utc::now(),
+        );
+        assert_eq!(d.kind, TicketKind::Help);
+        let e = d.emergency.expect("on the draft");
+        assert_eq!(
+            (e.kind.as_str(), e.target.as_str(), e.heard.as_str()),
+            ("violence", "110", "打架")
+        );
+    }
+
+    #[test]
     fn inconsistent_cue_files_are_refused() {
-        let bad = "priority = [\"help\"]\n[kinds]\nhelp=[\"帮\"]\npraise=[\"赞\"]\n[emergency]\ncues=[]\n";
+        let h = sound::DEFAULT_HOMOPHONES;
+        let rule = "[[emergency]]\nkind=\"fire\"\ntarget=\"119\"\ncues=[\"着火\"]\n";
+        let bad = format!("priority = [\"help\"]\n[kinds]\nhelp=[\"帮\"]\npraise=[\"赞\"]\n{rule}");
         assert!(matches!(
-            Classifier::from_toml(bad),
+            Classifier::from_toml(&bad, h),
             Err(CueError::Inconsistent(_))
         ));
+        let kinds = "priority = [\"help\"]\n[kinds]\nhelp=[\"帮\"]\n";
+        assert!(Classifier::from_toml(&format!("{kinds}{rule}"), h).is_ok());
+        for bad_rule in [
+            "[[emergency]]\nkind=\"fire\"\ntarget=\"119\"\ncues=[\"火\"]\n",
+            "[[emergency]]\nkind=\"fire\"\ntarget=\"\"\ncues=[\"着火\"]\n",
+            &format!("{rule}{rule}"),
+        ] {
+            assert!(
+                matches!(
+                    Classifier::from_toml(&format!("{kinds}{bad_rule}"), h),
+                    Err(CueError::Inconsistent(_))
+                ),
+                "{bad_rule}"
+            );
+        }
+        // heard_as must name a cue of the rules (the shipped homophones name 着火).
+        let other = "[[emergency]]\nkind=\"flood\"\ntarget=\"119\"\ncues=[\"洪水\"]\n";
+        assert!(Classifier::from_toml(&format!("{kinds}{other}"), h).is_err());
     }
 
     #[test]

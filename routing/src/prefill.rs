@@ -6,14 +6,14 @@
 //! character range) with a confidence, for the agent to confirm.
 //!
 //! Machine transcripts of telephone Mandarin get most characters' *sounds* right and
-//! many characters wrong (香洲 as 相周, 着火 as 找火, 咨询 as 资讯). So every cue and place
-//! is matched by toneless pinyin, with all readings of a heteronym (着 is zhe, zhao and
-//! zhuo), through the `pinyin` crate; district names also with one letter of pinyin off.
-//! Only the citizen's words count: the agent's questions ("哪个区?") are not the
-//! citizen's facts. A one-character cue (请) must start a word in jieba's segmentation
-//! (jieba-rs, with the place names added to its dictionary), so that 申请 or 邀请 are
-//! not requests (jieba may join it with what follows: 请派); longer cues match across
-//! segmentation, which a transcript's wrong characters often break.
+//! many characters wrong, so every cue and place is matched by sound ([`crate::sound`]):
+//! toneless pinyin with all readings of a heteronym; district names also with one
+//! letter of pinyin off; Art. 15 cues also by the homophones whisper produces
+//! ([`crate::emergency`]). Only the citizen's words count: the agent's questions
+//! ("哪个区?") are not the citizen's facts. A one-character cue (请) must start a word in
+//! jieba's segmentation (jieba-rs, with the place names added to its dictionary), so that
+//! 申请 or 邀请 are not requests (jieba may join it with what follows: 请派); longer cues
+//! match across segmentation, which a transcript's wrong characters often break.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,14 +21,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use contract::event::new_event_id;
 use contract::{
-    ChannelKind, Location, PrefillField, PrefillName, SCHEMA_VERSION, Speaker, TicketDraft,
-    TicketKind, TicketRef, TranscriptSegment, TranscriptSpan, Urgency,
+    ChannelKind, EmergencyCue, Location, PrefillField, PrefillName, SCHEMA_VERSION, Speaker,
+    TicketDraft, TicketKind, TicketRef, TranscriptSegment, TranscriptSpan, Urgency,
 };
-use pinyin::ToPinyinMulti;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::{Classifier, CueError, SUMMARY_CHARS, summarize};
+use crate::sound::{Cue, Sounds};
+use crate::{
+    Classifier, CueError, EmergencyRules, SUMMARY_CHARS, emergency_cue, kind_with_emergency,
+    summarize,
+};
 
 /// The shipped place list.
 pub const DEFAULT_PLACES: &str = include_str!("../data/places.toml");
@@ -49,73 +52,12 @@ struct PrefillFile {
     non_acceptance: Vec<String>,
 }
 
-/// A word to find, with its readings per character.
-#[derive(Debug, Clone)]
-struct Cue {
-    word: String,
-    readings: Vec<Vec<String>>,
-}
-
-fn readings(text: &str) -> Vec<Vec<String>> {
-    text.chars()
-        .map(|c| match c.to_pinyin_multi() {
-            Some(multi) => {
-                let mut v: Vec<String> = multi.into_iter().map(|p| p.plain().to_owned()).collect();
-                v.dedup();
-                v
-            }
-            None => vec![c.to_lowercase().collect()],
-        })
-        .collect()
-}
-
-impl Cue {
-    fn new(word: &str) -> Cue {
-        Cue {
-            word: word.to_owned(),
-            readings: readings(word),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.readings.len()
-    }
-
-    /// Where the cue sounds in `text` (character offsets): every character shares a
-    /// reading with the cue's.
-    fn find(&self, said: &Said<'_>) -> Option<(usize, f32)> {
-        let text = &said.readings;
-        let n = self.len();
-        if n == 0 || text.len() < n {
-            return None;
-        }
-        (0..=text.len() - n)
-            .find(|&i| {
-                (0..n).all(|j| text[i + j].iter().any(|r| self.readings[j].contains(r)))
-                    && (n > 1 || said.bounds.contains(&i))
-            })
-            .map(|i| (i, 1.0))
-    }
-
-    /// Like [`Cue::find`], and failing that, the first window whose default readings
-    /// are one letter away from the cue's (for names of three characters or more).
-    fn find_fuzzy(&self, said: &Said<'_>) -> Option<(usize, f32)> {
-        if let Some(hit) = self.find(said) {
-            return Some(hit);
-        }
-        let text = &said.readings;
-        let n = self.len();
-        if n < 3 || text.len() < n {
-            return None;
-        }
-        let cue: String = self.readings.iter().map(|r| r[0].as_str()).collect();
-        (0..=text.len() - n)
-            .find(|&i| {
-                let window: String = text[i..i + n].iter().map(|r| r[0].as_str()).collect();
-                levenshtein(&cue, &window) <= 1
-            })
-            .map(|i| (i, 0.7))
-    }
+/// A kind's name as the contract spells it (`help`, `complaint`...).
+fn kind_name(kind: TicketKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// A cue heard: the segment, the cue, where (characters) and how well it matched.
@@ -129,26 +71,14 @@ fn first_heard<'s, 't, 'c>(
 ) -> Option<Heard<'s, 't, 'c>> {
     said.iter().find_map(|s| {
         cues.iter().find_map(|c| {
-            let hit = if fuzzy { c.find_fuzzy(s) } else { c.find(s) };
+            let hit = if fuzzy {
+                c.find_fuzzy(&s.sounds)
+            } else {
+                c.find(&s.sounds)
+            };
             hit.map(|(at, fit)| (s, c, at, fit))
         })
     })
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Reads ticket fields out of call transcripts.
@@ -157,7 +87,6 @@ pub struct Prefiller {
     jieba: Arc<jieba_rs::Jieba>,
     classifier: Classifier,
     kinds: Vec<(TicketKind, Vec<Cue>)>,
-    emergency: Vec<Cue>,
     districts: Vec<Cue>,
     /// Towns, longest first, and the district each is in (by town name).
     towns: Vec<Cue>,
@@ -168,20 +97,23 @@ pub struct Prefiller {
     non_acceptance: Vec<Cue>,
 }
 
-/// One citizen segment prepared for matching.
+/// One citizen segment prepared for matching (its word bounds are jieba's).
 struct Said<'a> {
     index: usize,
     seg: &'a TranscriptSegment,
-    chars: Vec<char>,
-    readings: Vec<Vec<String>>,
-    /// Character offsets where jieba's words start and end.
-    bounds: HashSet<usize>,
+    sounds: Sounds,
 }
 
 impl Prefiller {
-    /// From the data files' texts.
-    pub fn from_toml(cues: &str, places: &str, prefill: &str) -> Result<Prefiller, CueError> {
-        let classifier = Classifier::from_toml(cues)?;
+    /// From the data files' texts (cues.toml, homophones.toml, places.toml,
+    /// prefill.toml).
+    pub fn from_toml(
+        cues: &str,
+        homophones: &str,
+        places: &str,
+        prefill: &str,
+    ) -> Result<Prefiller, CueError> {
+        let classifier = Classifier::from_toml(cues, homophones)?;
         let places: PlaceFile = toml::from_str(places)?;
         let prefill: PrefillFile = toml::from_str(prefill)?;
         let cue_list = |v: &[String]| v.iter().map(|w| Cue::new(w)).collect::<Vec<_>>();
@@ -214,7 +146,6 @@ impl Prefiller {
                 .iter()
                 .map(|(k, cues)| (*k, cue_list(cues)))
                 .collect(),
-            emergency: cue_list(&classifier.emergency),
             classifier,
             districts: cue_list(&places.districts),
             towns,
@@ -229,8 +160,13 @@ impl Prefiller {
     /// With the shipped data.
     pub fn builtin() -> Prefiller {
         // The shipped files are checked by a unit test; they cannot fail at run time.
-        Self::from_toml(crate::DEFAULT_CUES, DEFAULT_PLACES, DEFAULT_PREFILL)
-            .unwrap_or_else(|e| unreachable!("shipped prefill data: {e}"))
+        Self::from_toml(
+            crate::DEFAULT_CUES,
+            crate::sound::DEFAULT_HOMOPHONES,
+            DEFAULT_PLACES,
+            DEFAULT_PREFILL,
+        )
+        .unwrap_or_else(|e| unreachable!("shipped prefill data: {e}"))
     }
 
     /// The one built-in prefiller of the process. Building one loads jieba's dictionary
@@ -241,8 +177,27 @@ impl Prefiller {
         SHARED.get_or_init(|| Arc::new(Self::builtin())).clone()
     }
 
-    /// The names that prime the recogniser (districts, towns, landmarks, departments).
+    /// The words that prime the recogniser, most important first (the prompt keeps as
+    /// many as fit): the Art. 15 cues (two per kind of emergency), the request kinds'
+    /// key words (Art. 8), then districts, towns, landmarks and departments.
     pub fn hotwords(&self) -> Vec<&str> {
+        self.cue_words()
+            .into_iter()
+            .chain(self.place_words())
+            .collect()
+    }
+
+    /// The Art. 15 cues (two per kind of emergency) and the request kinds' key words.
+    pub fn cue_words(&self) -> Vec<&str> {
+        let rules = self.classifier.emergency_rules();
+        rules
+            .prompt_words()
+            .chain(self.classifier.kind_words())
+            .collect()
+    }
+
+    /// Districts, towns, landmarks and departments.
+    pub fn place_words(&self) -> Vec<&str> {
         self.districts
             .iter()
             .chain(&self.towns)
@@ -261,7 +216,7 @@ impl Prefiller {
         transcript: Vec<TranscriptSegment>,
         now: DateTime<Utc>,
     ) -> TicketDraft {
-        let prefill = self.fields(&transcript);
+        let (prefill, emergency) = self.read(&transcript);
         let value = |n: PrefillName| {
             prefill
                 .iter()
@@ -282,7 +237,7 @@ impl Prefiller {
                 district,
             }),
         };
-        let urgency = if value(PrefillName::Emergency).is_some() {
+        let urgency = if emergency.is_some() {
             Urgency::Emergency
         } else {
             Urgency::Normal
@@ -298,6 +253,7 @@ impl Prefiller {
             summary: value(PrefillName::Summary).unwrap_or_default(),
             location,
             urgency,
+            emergency,
             contacts,
             related_tickets: Vec::new(),
             transcript,
@@ -307,6 +263,11 @@ impl Prefiller {
 
     /// The fields read out of the citizen's segments of a transcript.
     pub fn fields(&self, transcript: &[TranscriptSegment]) -> Vec<PrefillField> {
+        self.read(transcript).0
+    }
+
+    /// The fields, and the Art. 15 cue heard first with its kind and linkage.
+    fn read(&self, transcript: &[TranscriptSegment]) -> (Vec<PrefillField>, Option<EmergencyCue>) {
         let said: Vec<Said<'_>> = transcript
             .iter()
             .enumerate()
@@ -321,9 +282,7 @@ impl Prefiller {
                 Said {
                     index,
                     seg,
-                    chars: seg.text.chars().collect(),
-                    readings: readings(&seg.text),
-                    bounds,
+                    sounds: Sounds::new(&seg.text, Some(bounds)),
                 }
             })
             .collect();
@@ -346,7 +305,7 @@ impl Prefiller {
                 .iter()
                 .flat_map(|s| {
                     cues.iter()
-                        .filter_map(move |c| c.find(s).map(|(at, fit)| (s, c, at, fit)))
+                        .filter_map(move |c| c.find(&s.sounds).map(|(at, fit)| (s, c, at, fit)))
                 })
                 .collect();
             if let Some(h) = hits.first()
@@ -355,21 +314,44 @@ impl Prefiller {
                 best = Some((*kind, hits.len(), *h));
             }
         }
-        if let Some((kind, _, (s, c, at, fit))) = best {
-            let name = serde_json::to_value(kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            out.push(field(PrefillName::Kind, name, s, at, c.len(), fit));
+        // Art. 15: the first citizen segment with an emergency cue; the field's value is
+        // the kind of emergency, its span the words heard.
+        let emergency = said
+            .iter()
+            .find_map(|s| self.emergency().detect_in(&s.sounds).map(|hit| (s, hit)));
+        match (best, &emergency) {
+            (Some((kind, _, (s, c, at, fit))), _) => {
+                out.push(field(
+                    PrefillName::Kind,
+                    kind_name(kind),
+                    s,
+                    at,
+                    c.len(),
+                    fit,
+                ));
+            }
+            // Art. 8: an emergency with no other request named is a request for help.
+            (None, Some((s, hit))) => {
+                let kind = kind_with_emergency(TicketKind::Unknown, true);
+                out.push(field(
+                    PrefillName::Kind,
+                    kind_name(kind),
+                    s,
+                    hit.at,
+                    hit.len,
+                    hit.fit,
+                ));
+            }
+            (None, None) => {}
         }
-        if let Some((s, c, at, fit)) = first_heard(&said, &self.emergency, false) {
+        if let Some((s, hit)) = &emergency {
             out.push(field(
                 PrefillName::Emergency,
-                c.word.clone(),
+                hit.kind.clone(),
                 s,
-                at,
-                c.len(),
-                fit,
+                hit.at,
+                hit.len,
+                hit.fit,
             ));
         }
         // District: said, or implied by a town.
@@ -433,15 +415,15 @@ impl Prefiller {
         }
         // The request: the clause where a request cue starts, to the clause's end.
         if let Some((s, _, at, fit)) = first_heard(&said, &self.request, false) {
-            let end = s.chars[at..]
+            let end = s.sounds.chars[at..]
                 .iter()
                 .position(|c| "，。？！,.?!".contains(*c))
-                .map_or(s.chars.len(), |p| at + p);
-            let clause_start = s.chars[..at]
+                .map_or(s.sounds.chars.len(), |p| at + p);
+            let clause_start = s.sounds.chars[..at]
                 .iter()
                 .rposition(|c| "，。？！,.?!".contains(*c))
                 .map_or(0, |p| p + 1);
-            let value: String = s.chars[clause_start..end].iter().collect();
+            let value: String = s.sounds.chars[clause_start..end].iter().collect();
             out.push(field(
                 PrefillName::Request,
                 value,
@@ -452,8 +434,8 @@ impl Prefiller {
             ));
         }
         for c in &self.non_acceptance {
-            if let Some(s) = said.iter().find(|s| c.find(s).is_some())
-                && let Some((at, fit)) = c.find(s)
+            if let Some((s, (at, fit))) =
+                said.iter().find_map(|s| c.find(&s.sounds).map(|h| (s, h)))
             {
                 out.push(field(
                     PrefillName::NonAcceptance,
@@ -469,9 +451,21 @@ impl Prefiller {
         if let Some(s) = said.first() {
             let all: String = said.iter().map(|s| s.seg.text.as_str()).collect();
             let value = summarize(&all, SUMMARY_CHARS);
-            out.push(field(PrefillName::Summary, value, s, 0, s.chars.len(), 1.0));
+            out.push(field(
+                PrefillName::Summary,
+                value,
+                s,
+                0,
+                s.sounds.chars.len(),
+                1.0,
+            ));
         }
-        out
+        let cue = emergency.map(|(s, hit)| emergency_cue(&hit, &s.sounds.chars));
+        (out, cue)
+    }
+
+    fn emergency(&self) -> &EmergencyRules {
+        self.classifier.emergency_rules()
     }
 
     /// The classifier the prefill shares cues with.
@@ -577,7 +571,8 @@ mod tests {
         );
         assert_eq!(
             field(&f, PrefillName::Emergency).map(|x| x.value.as_str()),
-            Some("停水")
+            Some("water_outage"),
+            "停水: the kind of emergency"
         );
         let only_town = p.fields(&[seg(Speaker::Citizen, "我在井岸镇,路灯坏了")]);
         assert_eq!(
@@ -642,5 +637,66 @@ mod tests {
         let p = Prefiller::builtin();
         let f = p.fields(&[seg(Speaker::Agent, "请问您在香洲区还是金湾区?是投诉吗?")]);
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    /// Issue 10: what whisper wrote for emergency words on short utterances.
+    #[test]
+    fn art15_homophones_from_transcripts_make_the_draft_urgent_with_its_kind() {
+        let p = Prefiller::builtin();
+        for (heard, kind) in [
+            ("我家楼下找火了", "fire"),
+            ("我家楼下找活了，快来人", "fire"),
+            ("我家楼下潮火了", "fire"),
+            ("喂，我家楼下澳火了", "fire"),
+            ("我家厨房没机械路了", "gas_leak"),
+            ("我家厨房没气泄露了", "gas_leak"),
+            ("电梯里有人被捆了", "trapped"),
+        ] {
+            let d = p.draft_for_call(
+                TicketRef("ZH1".into()),
+                "k".into(),
+                vec![],
+                vec![seg(Speaker::Citizen, heard)],
+                Utc::now(),
+            );
+            assert_eq!(d.urgency, Urgency::Emergency, "{heard}");
+            let e = d.emergency.as_ref().expect("the cue on the draft");
+            assert_eq!(e.kind, kind, "{heard}");
+            assert_eq!(
+                field(&d.prefill, PrefillName::Emergency).map(|x| x.value.as_str()),
+                Some(kind)
+            );
+            assert_eq!(
+                d.kind,
+                TicketKind::Help,
+                "Art. 8: an emergency alone is 求助: {heard}"
+            );
+            let span = &field(&d.prefill, PrefillName::Emergency)
+                .expect("field")
+                .span;
+            let said: String = heard
+                .chars()
+                .skip(span.start)
+                .take(span.end - span.start)
+                .collect();
+            assert_eq!(said, e.heard, "the span points at the words heard");
+        }
+    }
+
+    #[test]
+    fn a_named_request_keeps_its_kind_beside_an_emergency() {
+        let p = Prefiller::builtin();
+        let d = p.draft_for_call(
+            TicketRef("ZH1".into()),
+            "k".into(),
+            vec![],
+            vec![seg(Speaker::Citizen, "我要投诉，三灶镇又停水了")],
+            Utc::now(),
+        );
+        assert_eq!(d.kind, TicketKind::Complaint);
+        assert_eq!(
+            d.emergency.map(|e| (e.kind, e.target)),
+            Some(("water_outage".to_owned(), "水务局".to_owned()))
+        );
     }
 }

@@ -7,9 +7,11 @@
 //! - [`consume`]: reads a topic back with an rdkafka consumer;
 //! - [`ChatClient`], [`post_sms`]: the citizen side, over a real WebSocket and HTTP;
 //! - [`sip`]: sipp as citizen and agent, and a raw SIP/RTP client for what sipp cannot
-//!   send or check.
+//!   send or check;
+//! - [`speech`]: the speech fixtures, the short set's expectations, and the scores.
 
 pub mod sip;
+pub mod speech;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

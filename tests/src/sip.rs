@@ -372,7 +372,18 @@ impl Sipp {
         port: u16,
         args: &[&str],
     ) -> Result<Sipp> {
-        let dir = tempfile::tempdir()?;
+        Sipp::start_in(tempfile::tempdir()?, name, scenario, local_ip, port, args)
+    }
+
+    /// [`Sipp::start`] with its logs in `dir` (which may hold the scenario too).
+    fn start_in(
+        dir: tempfile::TempDir,
+        name: &str,
+        scenario: &str,
+        local_ip: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<Sipp> {
         let media = super::free_port() & !1;
         let out = std::fs::File::create(dir.path().join("out.txt"))?;
         let child = Command::new("sipp")
@@ -422,21 +433,42 @@ impl Sipp {
         caller: &str,
         args: &[&str],
     ) -> Result<Sipp> {
-        let target = format!("127.0.0.1:{gateway_port}");
-        let mut all = vec![
-            "-m",
-            "1",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            "-key",
-            "caller",
-            caller,
-        ];
-        all.extend_from_slice(args);
-        all.push(&target);
+        let all = uac_args(gateway_port, caller, args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let port = super::free_port();
         Sipp::start("citizen", scenario, local_ip, port, &all)
+    }
+
+    /// The citizen's trunk like [`Sipp::citizen`], saying `wav` (8 kHz mu-law) once:
+    /// citizen-speech.xml with that recording, then on the line for `-d` in all.
+    pub fn citizen_saying(
+        wav: &Path,
+        gateway_port: u16,
+        caller: &str,
+        args: &[&str],
+    ) -> Result<Sipp> {
+        let dir = tempfile::tempdir()?;
+        let template = std::fs::read_to_string(sipp_dir().join("citizen-speech.xml"))?;
+        let from = "../fixtures/speech/call-complaint.wav";
+        if !template.contains(from) {
+            bail!("citizen-speech.xml no longer plays {from}");
+        }
+        let scenario = dir.path().join("citizen-says.xml");
+        std::fs::write(
+            &scenario,
+            template.replace(from, &wav.display().to_string()),
+        )?;
+        let all = uac_args(gateway_port, caller, args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let scenario = scenario.display().to_string();
+        Sipp::start_in(
+            dir,
+            "citizen",
+            &scenario,
+            "127.0.0.1",
+            super::free_port(),
+            &all,
+        )
     }
 
     /// The process id (for CPU accounting).
@@ -482,6 +514,18 @@ impl Sipp {
         }
         Ok(r)
     }
+}
+
+/// A citizen uac's arguments: one call as `caller` to the gateway, `args` added.
+fn uac_args(gateway_port: u16, caller: &str, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = ["-m", "1", "-timeout", "60s", "-timeout_error"]
+        .into_iter()
+        .chain(["-key", "caller", caller])
+        .chain(args.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    all.push(format!("127.0.0.1:{gateway_port}"));
+    all
 }
 
 impl Drop for Sipp {
