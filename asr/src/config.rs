@@ -38,9 +38,10 @@ pub struct AsrConfig {
     #[serde(default = "default_end_silence_ms")]
     pub end_silence_ms: u64,
     /// Longest initial prompt in characters: the Simplified primer, then as many of the
-    /// routing vocabulary's place and department names as fit. Longer primes homophones
-    /// better and costs decoding time on every utterance (docs/benchmarks.md: 150 gives
-    /// CER 0.085 at 1.7-2.4 s to the screen, 10 gives 0.211 at 1.5-1.7 s). Default 150.
+    /// routing vocabulary's words as fit (Art. 15 cues, request kinds, places,
+    /// departments), and never more than the 223 tokens whisper reads (the engine cuts
+    /// the last words). Longer primes homophones better and costs decoding time on every
+    /// utterance (docs/benchmarks.md). Default 300: the whole token budget.
     #[serde(default = "default_prompt_chars")]
     pub prompt_chars: usize,
     /// Longest stretch of talk transcribed as one segment, in milliseconds; a longer one
@@ -59,7 +60,7 @@ pub struct AsrConfig {
     #[serde(default)]
     pub temperature_fallback: bool,
     /// The degraded mode's window floor (see [`Decoding::busy_window_ms`]). Default
-    /// 10000.
+    /// 15000.
     #[serde(default = "default_busy_window_ms")]
     pub busy_window_ms: u64,
     /// Use the GPU when the gateway was built with the `cuda` feature. Default false.
@@ -106,7 +107,7 @@ fn default_busy_window_ms() -> u64 {
 
 impl AsrConfig {
     /// `prompt_chars` when the config does not say.
-    pub const DEFAULT_PROMPT_CHARS: usize = 150;
+    pub const DEFAULT_PROMPT_CHARS: usize = 300;
 
     /// Checks the values; the model's presence is checked at start (a missing model is
     /// not fatal).

@@ -61,7 +61,7 @@ mod tests {
     fn a_prompt_too_long_loses_its_last_words_not_its_primer() {
         let p = "以下是普通话的句子。香洲区、金湾区、斗门区。";
         assert_eq!(fit(p, |_| true), p);
-        let short = fit(p, |x| x.chars().count() <= 17);
+        let short = fit(p, |x| x.chars().count() <= 18);
         assert_eq!(short, "以下是普通话的句子。香洲区、金湾区。");
         assert_eq!(fit(p, |x| x.chars().count() <= 12), "以下是普通话的句子。");
         assert_eq!(fit(p, |_| false), "以下是普通话的句子。");

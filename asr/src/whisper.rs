@@ -103,9 +103,10 @@ pub struct Decoding {
     pub busy_window_ms: u64,
 }
 
-/// The degraded mode's window floor by default: 10 s, the shortest measured that
-/// does not loop on short utterances (docs/benchmarks.md).
-pub const BUSY_WINDOW_MS: u64 = 10_000;
+/// The degraded mode's window floor by default: 15 s, the shortest measured with every
+/// Art. 15 kind and district right on the short set's tuning part, at 0.6 of the full
+/// window's decoding time (docs/benchmarks.md).
+pub const BUSY_WINDOW_MS: u64 = 15_000;
 
 fn busy_window() -> u64 {
     BUSY_WINDOW_MS
@@ -160,6 +161,30 @@ impl Decoding {
         self.busy_window_ms < self.min_window_ms
     }
 
+    /// whisper.cpp's parameters for the search and the fallback (the rest is the
+    /// caller's).
+    pub fn params(&self) -> FullParams<'static, 'static> {
+        let mut p = FullParams::new(if self.beam_size > 1 {
+            SamplingStrategy::BeamSearch {
+                beam_size: self.beam_size as i32,
+                patience: -1.0,
+            }
+        } else {
+            SamplingStrategy::Greedy { best_of: 1 }
+        });
+        p.set_temperature(0.0);
+        if self.temperature_fallback {
+            // whisper.cpp decodes again at 0.4 and 0.8 when the mean log-probability is
+            // under -1 (its entropy check needs more than 32 tokens, which a short
+            // utterance rarely has; loops are the guard's). The token budget bounds each.
+            p.set_temperature_inc(0.4);
+            p.set_logprob_thold(-1.0);
+        } else {
+            p.set_temperature_inc(0.0);
+        }
+        p
+    }
+
     /// Encoder positions for `samples` of 16 kHz audio: 50 a second (whisper's 20 ms
     /// frames), the utterance plus a second of margin, at least the floor, at most the
     /// full 1500; `None` for the full window (whisper.cpp's default).
@@ -204,6 +229,8 @@ pub struct WhisperEngine {
     prompt_tokens: usize,
     /// In the degraded mode (utterances were waiting at the last decode's start).
     degraded: Arc<std::sync::atomic::AtomicBool>,
+    /// Utterances decoded in the degraded mode.
+    degraded_decodes: std::sync::atomic::AtomicU64,
     ctx: Arc<WhisperContext>,
     states: Arc<Mutex<Vec<WhisperState>>>,
     workers: Arc<Semaphore>,
@@ -279,6 +306,7 @@ impl WhisperEngine {
         Ok(WhisperEngine {
             prompt_tokens,
             degraded: Arc::default(),
+            degraded_decodes: Default::default(),
             ctx: Arc::new(ctx),
             states: Arc::new(Mutex::new(states)),
             workers: Arc::new(Semaphore::new(workers)),
@@ -290,6 +318,12 @@ impl WhisperEngine {
     /// The initial prompt's length in whisper's tokens (it reads at most 223).
     pub fn prompt_tokens(&self) -> usize {
         self.prompt_tokens
+    }
+
+    /// Utterances decoded in the degraded mode so far.
+    pub fn degraded_decodes(&self) -> u64 {
+        self.degraded_decodes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The initial prompt, as cut to fit ([`fit_prompt`]).
@@ -344,6 +378,8 @@ impl TranscriptionEngine for WhisperEngine {
             if behind {
                 cfg.decoding = cfg.decoding.degraded();
                 metrics::counter!("gateway_asr_degraded_total").increment(1);
+                self.degraded_decodes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         let result = tokio::task::spawn_blocking(move || {
@@ -415,28 +451,11 @@ fn run(
         audio.resize(16_000 + 1_600, 0.0);
     }
     let d = cfg.decoding;
-    let mut p = FullParams::new(if d.beam_size > 1 {
-        SamplingStrategy::BeamSearch {
-            beam_size: d.beam_size as i32,
-            patience: -1.0,
-        }
-    } else {
-        SamplingStrategy::Greedy { best_of: 1 }
-    });
+    let mut p = d.params();
     p.set_language(Some(&cfg.language));
     p.set_detect_language(false);
     p.set_translate(false);
     p.set_n_threads(cfg.threads.max(1) as i32);
-    p.set_temperature(0.0);
-    if d.temperature_fallback {
-        // whisper.cpp decodes again at 0.4 and 0.8 when the mean log-probability is
-        // under -1 (its entropy check needs more than 32 tokens, which a short
-        // utterance rarely has; loops are the guard's). The token budget bounds each.
-        p.set_temperature_inc(0.4);
-        p.set_logprob_thold(-1.0);
-    } else {
-        p.set_temperature_inc(0.0);
-    }
     p.set_no_context(true);
     p.set_single_segment(true);
     p.set_no_timestamps(true);
@@ -510,4 +529,85 @@ fn run(
         confidence,
         looped: cleaned.looped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_the_utterances_length_at_least_the_floor() {
+        let full = Decoding::default();
+        assert_eq!(full.audio_ctx(16_000 * 3), None, "30 s: whisper.cpp's own");
+        let fitted = Decoding {
+            min_window_ms: 1000,
+            ..full
+        };
+        // 3 s and a second of margin, 50 positions a second.
+        assert_eq!(fitted.audio_ctx(16_000 * 3), Some(200));
+        let floor = Decoding {
+            min_window_ms: 15_000,
+            ..full
+        };
+        assert_eq!(floor.audio_ctx(16_000 * 3), Some(750));
+        assert_eq!(
+            floor.audio_ctx(16_000 * 20),
+            Some(1050),
+            "longer than the floor"
+        );
+        assert_eq!(
+            floor.audio_ctx(16_000 * 29),
+            None,
+            "as long as the full window"
+        );
+    }
+
+    #[test]
+    fn the_degraded_mode_lowers_only_the_floor() {
+        let d = Decoding::default();
+        assert!(d.has_degraded_mode());
+        let degraded = d.degraded();
+        assert_eq!(degraded.min_window_ms, BUSY_WINDOW_MS);
+        assert_eq!(
+            (degraded.beam_size, degraded.temperature_fallback),
+            (1, false)
+        );
+        let off = Decoding {
+            busy_window_ms: FULL_WINDOW_MS,
+            ..d
+        };
+        assert!(!off.has_degraded_mode());
+        let fitted = Decoding {
+            min_window_ms: 1000,
+            ..d
+        };
+        assert!(
+            !fitted.has_degraded_mode(),
+            "already shorter than the degraded window"
+        );
+    }
+
+    #[test]
+    fn decoding_settings_out_of_range_are_refused() {
+        let d = Decoding::default();
+        assert!(d.validate().is_ok());
+        for bad in [
+            Decoding {
+                min_window_ms: 500,
+                ..d
+            },
+            Decoding {
+                min_window_ms: 31_000,
+                ..d
+            },
+            Decoding { beam_size: 0, ..d },
+            Decoding { beam_size: 9, ..d },
+            Decoding {
+                busy_window_ms: 0,
+                ..d
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
 }

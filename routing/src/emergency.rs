@@ -85,11 +85,14 @@ impl EmergencyRules {
                     "emergency cue {c:?}: at least two characters (one sound is anything)"
                 )));
             }
-            let mut cues: Vec<(Cue, Option<String>)> =
-                r.cues.iter().map(|c| (Cue::new(c), None)).collect();
+            let mut cues: Vec<(Cue, Option<String>)> = r
+                .cues
+                .iter()
+                .map(|c| (Cue::new(c, &homophones), None))
+                .collect();
             for c in &r.cues {
                 for heard in homophones.heard_as.get(c).into_iter().flatten() {
-                    cues.push((Cue::new(heard), Some(c.clone())));
+                    cues.push((Cue::new(heard, &homophones), Some(c.clone())));
                 }
             }
             rules.push(Rule {
@@ -176,6 +179,11 @@ impl EmergencyRules {
                 .take(2)
                 .map(|(c, _)| c.word.as_str())
         })
+    }
+
+    /// The homophone rules the cues are matched with.
+    pub(crate) fn homophones(&self) -> &Homophones {
+        &self.homophones
     }
 
     /// The kinds of emergency, in the rules' order.

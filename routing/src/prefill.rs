@@ -116,8 +116,9 @@ impl Prefiller {
         let classifier = Classifier::from_toml(cues, homophones)?;
         let places: PlaceFile = toml::from_str(places)?;
         let prefill: PrefillFile = toml::from_str(prefill)?;
-        let cue_list = |v: &[String]| v.iter().map(|w| Cue::new(w)).collect::<Vec<_>>();
-        let mut towns: Vec<Cue> = places.towns.keys().map(|t| Cue::new(t)).collect();
+        let h = classifier.emergency_rules().homophones().clone();
+        let cue_list = |v: &[String]| v.iter().map(|w| Cue::new(w, &h)).collect::<Vec<_>>();
+        let mut towns: Vec<Cue> = places.towns.keys().map(|t| Cue::new(t, &h)).collect();
         // Longest first, then by name, so that matching is deterministic.
         towns.sort_by(|a, b| b.len().cmp(&a.len()).then(a.word.cmp(&b.word)));
         let mut jieba = jieba_rs::Jieba::new();

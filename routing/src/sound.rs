@@ -2,8 +2,8 @@
 //!
 //! A machine transcript of telephone Mandarin gets most characters' *sounds* right and
 //! many characters wrong (香洲 as 相周, 着火 as 找火, 咨询 as 资讯). So cues and places
-//! are matched by toneless pinyin, with all readings of a heteronym (着 is zhe, zhao and
-//! zhuo), through the `pinyin` crate. Three strengths:
+//! are matched by toneless pinyin through the `pinyin` crate: the text with all readings
+//! of a heteronym (着 is zhe, zhao and zhuo), the cue as it is meant. Three strengths:
 //! - [`Cue::find`]: every character shares a reading with the cue's (相周区 is 香洲区);
 //! - [`Cue::find_fuzzy`]: one letter of pinyin off, for names of three characters or
 //!   more (金温区 for 金湾区);
@@ -62,36 +62,44 @@ impl Sounds {
     }
 }
 
-/// A word to find, with its readings per character.
+/// A word to find, with the reading it is meant with (one syllable per character).
+///
+/// The text side is read with every reading of each character (a transcript may have
+/// written a heteronym: 找 for 着), the cue side only as it is meant: with every
+/// reading on both sides, rare ones meet (的 read di and 提 read di make 的一 sound like
+/// 提议) and a cue is heard where nobody said it.
 #[derive(Debug, Clone)]
 pub(crate) struct Cue {
     pub word: String,
-    pub readings: Vec<Vec<String>>,
+    /// The meant syllable of each character: the commonest reading, or the data's
+    /// (`readings` in homophones.toml: 着火 is zhao huo).
+    pub meant: Vec<String>,
 }
 
 impl Cue {
-    pub fn new(word: &str) -> Cue {
+    pub fn new(word: &str, h: &Homophones) -> Cue {
         Cue {
             word: word.to_owned(),
-            readings: readings(word),
+            meant: h.reading_of(word).unwrap_or_else(|| {
+                readings(word)
+                    .into_iter()
+                    .map(|mut r| r.swap_remove(0))
+                    .collect()
+            }),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.readings.len()
+        self.meant.len()
     }
 
-    /// Whether the cue sounds at `i` in `text`: every character shares a reading with
-    /// the cue's (and a one-character cue starts a word).
+    /// Whether the cue sounds at `i` in `text`: every character has the cue's meant
+    /// syllable among its readings (and a one-character cue starts a word).
     fn sounds_at(&self, text: &Sounds, i: usize) -> bool {
         let n = self.len();
         n > 0
             && i + n <= text.readings.len()
-            && (0..n).all(|j| {
-                text.readings[i + j]
-                    .iter()
-                    .any(|x| self.readings[j].contains(x))
-            })
+            && (0..n).all(|j| text.readings[i + j].contains(&self.meant[j]))
             && (n > 1 || text.is_bound(i))
     }
 
@@ -118,7 +126,7 @@ impl Cue {
         if n < 3 || r.len() < n {
             return None;
         }
-        let cue: String = self.readings.iter().map(|r| r[0].as_str()).collect();
+        let cue: String = self.meant.concat();
         (0..=r.len() - n)
             .find(|&i| {
                 let window: String = r[i..i + n].iter().map(|r| r[0].as_str()).collect();
@@ -138,26 +146,16 @@ impl Cue {
             return Vec::new();
         }
         let allowed = (n / 2).max(1);
-        // One reading a side for near sounds: the cue as it is meant (着火 is zhao huo,
-        // from `readings` in the data where the commonest is not it), the text's
-        // commonest. With every reading, a rare one (斗 read zhu) would make near sounds
-        // of nearly anything.
-        let cue_keys: Vec<String> = h
-            .reading_of(&self.word)
-            .unwrap_or_else(|| self.readings.iter().map(|rs| rs[0].clone()).collect())
-            .iter()
-            .map(|x| h.key(x))
-            .collect();
-        if cue_keys.len() != n {
-            return Vec::new();
-        }
+        // The text's commonest reading against the cue's meant one: with every reading,
+        // a rare one (斗 read zhu) would make near sounds of nearly anything.
+        let cue_keys: Vec<String> = self.meant.iter().map(|x| h.key(x)).collect();
         let alike_at = |i: usize| {
             let mut alike = 0;
             for j in 0..n {
-                if r[i + j].iter().any(|x| self.readings[j].contains(x)) {
+                if r[i + j].contains(&self.meant[j]) {
                     continue;
                 }
-                if !r[i + j].first().is_some_and(|x| cue_keys[j] == h.key(x)) {
+                if r[i + j].first().is_none_or(|x| cue_keys[j] != h.key(x)) {
                     return None;
                 }
                 alike += 1;
@@ -292,7 +290,7 @@ impl Homophones {
     }
 
     /// The syllables `word` is meant with, where the data gives them.
-    fn reading_of(&self, word: &str) -> Option<Vec<String>> {
+    pub(crate) fn reading_of(&self, word: &str) -> Option<Vec<String>> {
         self.readings.get(word).cloned()
     }
 
@@ -336,8 +334,8 @@ mod tests {
     #[test]
     fn loose_matching_takes_near_initials_and_finals_but_not_everything() {
         let h = Homophones::builtin();
-        let fire = Cue::new("着火");
-        let gas = Cue::new("煤气泄漏");
+        let fire = Cue::new("着火", &h);
+        let gas = Cue::new("煤气泄漏", &h);
         let at = |c: &Cue, t: &str| c.find_loose(&Sounds::new(t, None), &h).first().map(|x| x.0);
         assert_eq!(at(&fire, "我家楼下潮火了"), Some(4), "chao for zhao");
         assert_eq!(at(&gas, "家里没机械路了"), Some(2), "ji for qi, lu for lou");

@@ -59,6 +59,8 @@ pub struct SipOptions {
     pub asr_queue: usize,
     /// `[asr] model` instead of [`asr_model`].
     pub asr_model: Option<PathBuf>,
+    /// `[asr] busy_window_ms` (the degraded mode's window) instead of the default.
+    pub asr_busy_window_ms: Option<u64>,
 }
 
 impl SipOptions {
@@ -81,6 +83,7 @@ impl SipOptions {
             asr: false,
             asr_queue: 4,
             asr_model: None,
+            asr_busy_window_ms: None,
         }
     }
 
@@ -152,9 +155,12 @@ timeout_secs = {media_timeout}
             media_timeout = self.media_timeout_secs,
             asr = if self.asr {
                 format!(
-                    "\n[asr]\nmodel = \"{}\"\nqueue = {}\n",
+                    "\n[asr]\nmodel = \"{}\"\nqueue = {}\n{}",
                     self.asr_model.clone().unwrap_or_else(asr_model).display(),
-                    self.asr_queue
+                    self.asr_queue,
+                    self.asr_busy_window_ms
+                        .map(|ms| format!("busy_window_ms = {ms}\n"))
+                        .unwrap_or_default()
                 )
             } else {
                 String::new()

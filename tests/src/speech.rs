@@ -143,6 +143,17 @@ pub fn short_set() -> Result<Vec<Short>> {
         .collect()
 }
 
+/// The citizen's words in a call draft's transcript, joined.
+pub fn citizen_text(draft: &serde_json::Value) -> String {
+    draft["transcript"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["speaker"] == "citizen")
+        .filter_map(|s| s["text"].as_str())
+        .collect()
+}
+
 /// Pooled character error rate: all edits over all reference characters.
 pub fn pooled_cer<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> f64 {
     let (mut edits, mut chars) = (0.0, 0usize);

@@ -248,12 +248,22 @@ async fn check_sms_on_kafka(
         .find(|d| d.value["ticket_ref"] == first["ticket_ref"])
         .expect("draft of the first SMS");
     assert_eq!(fire_draft.value["urgency"], "emergency", "Art. 15 cue 着火");
+    assert_eq!(
+        fire_draft.value["emergency"],
+        json!({"kind": "fire", "target": "119", "cue": "着火", "heard": "着火"}),
+        "which emergency, for which linkage"
+    );
+    assert_eq!(
+        fire_draft.value["kind"], "help",
+        "Art. 8: an emergency alone is 求助"
+    );
     assert_eq!(fire_draft.value["contacts"], json!([first["contact_id"]]));
     let passport_draft = drafts
         .iter()
         .find(|d| d.value["ticket_ref"] == second["ticket_ref"])
         .expect("draft of the second SMS");
     assert_eq!(passport_draft.value["kind"], "consultation");
+    assert!(passport_draft.value.get("emergency").is_none());
     assert!(
         !gw.log().contains("13900139000"),
         "a phone number leaked into the log"

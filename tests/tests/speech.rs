@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use e2e::sip::*;
+use e2e::speech::citizen_text;
 use e2e::*;
 use serde_json::Value;
 
@@ -26,17 +27,6 @@ fn phone_drafts(broker: &Broker, count: usize, within: Duration) -> Result<Vec<V
         .map(|r| r.value)
         .filter(|v| v["channel"] == "phone")
         .collect())
-}
-
-/// The citizen's words in a draft's transcript, joined.
-fn citizen_text(draft: &Value) -> String {
-    draft["transcript"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["speaker"] == "citizen")
-        .filter_map(|s| s["text"].as_str())
-        .collect()
 }
 
 /// What the citizen says in call-complaint.wav (tests/fixtures/speech/sentences.tsv).

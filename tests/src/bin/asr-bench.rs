@@ -41,7 +41,7 @@ use asr::stream::{AsrTap, StreamConfig};
 use asr::whisper::{Decoding, EngineArgs, WhisperConfig, WhisperEngine};
 use clap::Parser;
 use contract::{AudioTap, CallAudioInfo, Speaker, TicketRef, TranscriptSegment, TranscriptSink};
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+use whisper_rs::{WhisperContext, WhisperContextParameters};
 
 #[derive(Parser)]
 struct Args {
@@ -66,8 +66,9 @@ struct Args {
     /// Longest window before a cut at a pause, in milliseconds.
     #[arg(long, default_value_t = 15_000)]
     window_ms: u64,
-    /// Longest initial prompt (primer and hotwords), in characters; the gateway's is 150.
-    #[arg(long, default_value_t = 150)]
+    /// Longest initial prompt (primer and hotwords), in characters, as `[asr]
+    /// prompt_chars` (the gateway's default fills whisper's 223 tokens).
+    #[arg(long, default_value_t = asr::AsrConfig::DEFAULT_PROMPT_CHARS)]
     prompt_chars: usize,
     /// Concurrent live calls to try, in order.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
@@ -93,6 +94,9 @@ struct Args {
     /// or places-first.
     #[arg(long, default_value = "gateway")]
     hotwords: String,
+    /// Another first sentence for the prompt than the gateway's primer (to measure one).
+    #[arg(long)]
+    primer: Option<String>,
     /// Print each scored utterance (id, CER, heard, said) to stderr.
     #[arg(long)]
     verbose: bool,
@@ -345,8 +349,15 @@ fn hotwords(args: &Args) -> Vec<String> {
 fn engine_config(args: &Args, queue: usize) -> WhisperConfig {
     let words = hotwords(args);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    args.engine
-        .config(&words, args.prompt_chars, args.workers, queue)
+    let mut cfg = args
+        .engine
+        .config(&words, args.prompt_chars, args.workers, queue);
+    if let Some(primer) = &args.primer {
+        cfg.initial_prompt =
+            cfg.initial_prompt
+                .replacen(asr::vocabulary::SIMPLIFIED_PRIMER, primer, 1);
+    }
+    cfg
 }
 
 /// whisper.cpp directly: one whisper_full per file, with the chosen window (`fit`) or
@@ -362,23 +373,9 @@ fn direct(args: &Args, audio: &[Vec<i16>], fit: bool) -> Result<f64> {
     for a in audio {
         let up = asr::resample::Upsampler::default().process(a);
         let pcm: Vec<f32> = up.iter().map(|&s| f32::from(s) / 32768.0).collect();
-        let d = args.engine.decoding;
-        let mut p = FullParams::new(if d.beam_size > 1 {
-            SamplingStrategy::BeamSearch {
-                beam_size: d.beam_size as i32,
-                patience: -1.0,
-            }
-        } else {
-            SamplingStrategy::Greedy { best_of: 1 }
-        });
+        let mut p = args.engine.decoding.params();
         p.set_language(Some("zh"));
         p.set_n_threads(args.engine.threads as i32);
-        if d.temperature_fallback {
-            p.set_temperature_inc(0.4);
-            p.set_logprob_thold(-1.0);
-        } else {
-            p.set_temperature_inc(0.0);
-        }
         p.set_no_context(true);
         p.set_single_segment(true);
         p.set_no_timestamps(true);
@@ -496,12 +493,12 @@ async fn live(args: &Args) -> Result<()> {
         "end silence {} ms, window {} ms, calls {} ms apart, queue {}",
         args.end_silence_ms, args.window_ms, args.stagger_ms, args.queue
     );
-    println!("| calls | segments | deferred | latency p50 | latency p95 | mean CER |");
-    println!("|---|---|---|---|---|---|");
+    println!("| calls | segments | deferred | degraded | latency p50 | latency p95 | mean CER |");
+    println!("|---|---|---|---|---|---|---|");
     let mut sustained = 0;
     for &n in &args.calls {
-        let engine: Arc<dyn asr::TranscriptionEngine> =
-            Arc::new(WhisperEngine::load(engine_config(&args, args.queue))?);
+        let whisper = Arc::new(WhisperEngine::load(engine_config(args, args.queue))?);
+        let engine: Arc<dyn asr::TranscriptionEngine> = whisper.clone();
         let tap = Arc::new(AsrTap::new(
             engine,
             StreamConfig {
@@ -565,7 +562,8 @@ async fn live(args: &Args) -> Result<()> {
             sustained = n;
         }
         println!(
-            "| {n} | {segments} | {deferred} | {:.0} ms | {:.0} ms | {:.3} |",
+            "| {n} | {segments} | {deferred} | {} | {:.0} ms | {:.0} ms | {:.3} |",
+            whisper.degraded_decodes(),
             percentile(&mut latencies, 0.5),
             percentile(&mut latencies, 0.95),
             cer_sum / n as f64
