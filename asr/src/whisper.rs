@@ -6,12 +6,15 @@
 //! for a worker, and beyond that [`AsrError::Busy`] tells the caller to defer (the
 //! streaming layer then completes the utterance from the recording after the call).
 //!
-//! Decoding settings come from what telephone Mandarin needs (see the ASR issue):
-//! language forced to `zh` (detection mislabels narrowband Mandarin), greedy decoding
-//! with no temperature fallback (fallback and beam search produced 20-100 s repetition
-//! loops), no conditioning on earlier text, an initial prompt in Simplified Chinese with
-//! the domain's words (whisper writes Traditional otherwise), and a token budget tied to
-//! the utterance's length so that a loop cannot run on.
+//! Decoding settings come from what telephone Mandarin needs, measured on short citizen
+//! utterances (docs/benchmarks.md): language forced to `zh` (detection mislabels
+//! narrowband Mandarin); whisper's full 30 s encoder window (a window fitted to a short
+//! utterance repeats and mishears it), with a shorter one only while utterances wait
+//! ([`Decoding::busy_window_ms`], the degraded mode); greedy decoding (beam search and
+//! the temperature fallback, both bounded settings here, bought nothing measurable); no
+//! conditioning on earlier text; an initial prompt in Simplified Chinese with the
+//! domain's words, cut to the tokens whisper reads ([`fit_prompt`]); and a token budget
+//! tied to the utterance's length so that a loop cannot run on.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -73,8 +76,7 @@ impl EngineArgs {
 
 /// How one utterance is decoded: the encoder's window, the search, the fallback.
 /// docs/benchmarks.md measures each choice's accuracy and speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct Decoding {
     /// The shortest encoder window, in milliseconds: an utterance shorter than this is
     /// encoded over this much (the rest silence), a longer one over its own length plus
@@ -82,24 +84,20 @@ pub struct Decoding {
     /// shorter windows are faster and, below what the models saw in training, fall
     /// into repeating and mishearing short utterances (whisper.cpp's issue 1951).
     #[arg(long, default_value_t = FULL_WINDOW_MS)]
-    #[serde(default = "full_window")]
     pub min_window_ms: u64,
     /// Beam width; 1 is greedy decoding.
     #[arg(long, default_value_t = 1)]
-    #[serde(default = "one")]
     pub beam_size: usize,
     /// whisper.cpp's temperature fallback: a decode whose mean log-probability is below
     /// -1 is decoded again at temperature 0.4, then 0.8 (the encoder's work is reused),
     /// each within the same token budget, so at most three decodes.
     #[arg(long)]
-    #[serde(default)]
     pub temperature_fallback: bool,
     /// The degraded mode: while utterances wait for a worker, the window's floor falls
     /// to this many milliseconds, so that the backlog clears at some cost in accuracy
     /// (docs/benchmarks.md) instead of live text being deferred to after the call. At
     /// or above `min_window_ms`: no degraded mode.
     #[arg(long, default_value_t = BUSY_WINDOW_MS)]
-    #[serde(default = "busy_window")]
     pub busy_window_ms: u64,
 }
 
@@ -108,19 +106,8 @@ pub struct Decoding {
 /// window's decoding time (docs/benchmarks.md).
 pub const BUSY_WINDOW_MS: u64 = 15_000;
 
-fn busy_window() -> u64 {
-    BUSY_WINDOW_MS
-}
-
 /// whisper's fixed window: 30 s.
 pub const FULL_WINDOW_MS: u64 = 30_000;
-
-fn full_window() -> u64 {
-    FULL_WINDOW_MS
-}
-fn one() -> usize {
-    1
-}
 
 impl Default for Decoding {
     fn default() -> Self {

@@ -42,7 +42,7 @@ pub struct EmergencyHit {
     pub target: String,
     /// The cue, as the rules spell it.
     pub cue: String,
-    /// Where it was heard: the first character's offset, and how many characters.
+    /// Where it was heard: the first character's offset in the text.
     pub at: usize,
     /// Length in characters.
     pub len: usize,
