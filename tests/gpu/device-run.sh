@@ -14,12 +14,12 @@ ldd $B | grep -E 'whisper|ggml'
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
 echo "## GPU: calls 50 ms apart"
 RUST_LOG=whisper_rs=info timeout 220 $B --model $M --fixtures $F --threads 4 --workers 8 \
-  --queue 64 --stagger-ms 50 --calls 1,32,64,128,192 2> $OUT/gpu.err | tee $OUT/gpu.md
+  --queue 64 --stagger-ms 50 --sections throughput,live --calls 1,32,64,128,192 2> $OUT/gpu.err | tee $OUT/gpu.md
 grep -iE 'backend|CUDA|device 0' $OUT/gpu.err | sort | uniq -c | head -8
 echo "## GPU: more calls, 20 ms apart"
 timeout 150 $B --model $M --fixtures $F --threads 4 --workers 8 --queue 256 --stagger-ms 20 \
-  --calls 256,384,512 2> $OUT/gpu2.err | tee $OUT/gpu2.md
+  --sections live --calls 256,384,512 2> $OUT/gpu2.err | tee $OUT/gpu2.md
 echo "## CPU, same machine, same binary"
-timeout 100 $B --model $M --fixtures $F --cpu-only --threads 4 --workers 4 --calls 1,8 \
+timeout 100 $B --model $M --fixtures $F --cpu-only --threads 4 --workers 4 --sections throughput,live --calls 1,8 \
   2> $OUT/cpu.err | tee $OUT/cpu.md
 tail -3 $OUT/cpu.err

@@ -71,6 +71,8 @@ pub fn read_8k(path: &Path) -> Result<Vec<i16>> {
 /// One utterance of the short set (`short/sentences.tsv`).
 #[derive(Debug, Clone)]
 pub struct Short {
+    /// The folder it is in.
+    pub dir: PathBuf,
     /// The file's name without `.wav`.
     pub id: String,
     /// The Kokoro voice.
@@ -91,13 +93,18 @@ pub struct Short {
 impl Short {
     /// The 8 kHz mu-law recording.
     pub fn wav(&self) -> PathBuf {
-        short_fixtures().join(format!("{}.wav", self.id))
+        self.dir.join(format!("{}.wav", self.id))
     }
 }
 
 /// The short set, in file order.
 pub fn short_set() -> Result<Vec<Short>> {
-    let path = short_fixtures().join("sentences.tsv");
+    short_set_in(&short_fixtures())
+}
+
+/// The short set in `dir` (another checkout's, on a device machine).
+pub fn short_set_in(dir: &Path) -> Result<Vec<Short>> {
+    let path = dir.join("sentences.tsv");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     let mut lines = text
@@ -131,6 +138,7 @@ pub fn short_set() -> Result<Vec<Short>> {
                 bail!("sentences.tsv: set {set:?} of {id}");
             }
             Ok(Short {
+                dir: dir.to_owned(),
                 id: id.into(),
                 voice: voice.into(),
                 held: set == "held",

@@ -57,7 +57,7 @@ struct Args {
     /// Live calls start this far apart, in milliseconds.
     #[arg(long, default_value_t = 300)]
     stagger_ms: u64,
-    /// The speech fixtures (tests/fixtures/speech).
+    /// The speech fixtures (tests/fixtures/speech; the short set is its `short/`).
     #[arg(long, default_value_os_t = fixtures())]
     fixtures: PathBuf,
     /// Silence that ends an utterance, in milliseconds.
@@ -162,7 +162,7 @@ fn describe(d: &Decoding) -> String {
 
 /// 1. Accuracy: each decoding on the chosen part of the short set.
 async fn accuracy(args: &Args) -> Result<()> {
-    let set: Vec<e2e::speech::Short> = e2e::speech::short_set()?
+    let set: Vec<e2e::speech::Short> = e2e::speech::short_set_in(&args.fixtures.join("short"))?
         .into_iter()
         .filter(|s| match args.set.as_str() {
             "held" => s.held,
@@ -591,7 +591,7 @@ fn live_call(args: &Args, k: usize) -> Result<(Vec<i16>, String)> {
         let said = "你好，我要投诉，香洲区凤凰路有个工地每天晚上施工到十二点，噪音太大了，吵得我们睡不着觉。斗门区井岸镇已经停水两天了，整个小区都没有水，请问什么时候能恢复供水？";
         return Ok((call, said.to_owned()));
     }
-    let tune: Vec<e2e::speech::Short> = e2e::speech::short_set()?
+    let tune: Vec<e2e::speech::Short> = e2e::speech::short_set_in(&args.fixtures.join("short"))?
         .into_iter()
         .filter(|s| !s.held)
         .collect();
