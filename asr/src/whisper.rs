@@ -222,7 +222,9 @@ pub struct WhisperEngine {
     states: Arc<Mutex<Vec<WhisperState>>>,
     workers: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
-    cfg: WhisperConfig,
+    /// Shared with the decoding tasks (the prompt and the spellings are read, never
+    /// copied, per utterance).
+    cfg: Arc<WhisperConfig>,
 }
 
 impl std::fmt::Debug for WhisperEngine {
@@ -298,7 +300,7 @@ impl WhisperEngine {
             states: Arc::new(Mutex::new(states)),
             workers: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(Semaphore::new(workers + cfg.queue)),
-            cfg,
+            cfg: Arc::new(cfg),
         })
     }
 
@@ -357,13 +359,14 @@ impl TranscriptionEngine for WhisperEngine {
             .map_err(|_| AsrError::Engine("engine closed".into()))?;
         let states = self.states.clone();
         let ctx = self.ctx.clone();
-        let mut cfg = self.cfg.clone();
-        if cfg.decoding.has_degraded_mode() {
+        let cfg = self.cfg.clone();
+        let mut decoding = cfg.decoding;
+        if decoding.has_degraded_mode() {
             // Others wait behind this one: decode faster until the backlog clears.
             let behind = self.in_flight() > self.cfg.workers.max(1);
             self.note_degraded(behind);
             if behind {
-                cfg.decoding = cfg.decoding.degraded();
+                decoding = decoding.degraded();
                 metrics::counter!("gateway_asr_degraded_total").increment(1);
                 self.degraded_decodes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -377,7 +380,7 @@ impl TranscriptionEngine for WhisperEngine {
                 .map_err(|_| AsrError::Engine("state pool poisoned".into()))?
                 .pop()
                 .ok_or_else(|| AsrError::Engine("no free decoding state".into()))?;
-            let out = run(&ctx, &mut state, &cfg, &utterance);
+            let out = run(&ctx, &mut state, &cfg, decoding, &utterance);
             if let Ok(mut pool) = states.lock() {
                 pool.push(state);
             }
@@ -413,6 +416,7 @@ fn run(
     ctx: &WhisperContext,
     state: &mut WhisperState,
     cfg: &WhisperConfig,
+    d: Decoding,
     utterance: &Utterance,
 ) -> Result<Segment, AsrError> {
     let started = Instant::now();
@@ -437,7 +441,6 @@ fn run(
     if audio.len() < 16_000 + 1_600 {
         audio.resize(16_000 + 1_600, 0.0);
     }
-    let d = cfg.decoding;
     let mut p = d.params();
     p.set_language(Some(&cfg.language));
     p.set_detect_language(false);

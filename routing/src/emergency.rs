@@ -12,6 +12,8 @@
 //! The same matcher serves typed text (chat, SMS) and transcripts: an input method picks
 //! homophones as well.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 use crate::CueError;
@@ -56,6 +58,12 @@ pub struct EmergencyHit {
 pub struct EmergencyRules {
     rules: Vec<Rule>,
     homophones: Homophones,
+    /// (rule, cue) by the syllable each cue is meant to start with, and by that
+    /// syllable's sound class: a text is read once, position by position, and only the
+    /// cues that can start there are tried (scanning every cue at every position cost
+    /// 4x as much: routing/examples/emergency-cost.rs).
+    by_first: HashMap<String, Vec<(usize, usize)>>,
+    by_first_near: HashMap<String, Vec<(usize, usize)>>,
 }
 
 /// How much a listed mishearing (`heard_as`) counts.
@@ -110,7 +118,24 @@ impl EmergencyRules {
                 "homophones: heard_as names {w}, which is no emergency cue"
             )));
         }
-        Ok(EmergencyRules { rules, homophones })
+        let mut by_first: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut by_first_near: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        for (ri, r) in rules.iter().enumerate() {
+            for (ci, (c, _)) in r.cues.iter().enumerate() {
+                let (meant, near) = c.first();
+                by_first.entry(meant.to_owned()).or_default().push((ri, ci));
+                by_first_near
+                    .entry(near.to_owned())
+                    .or_default()
+                    .push((ri, ci));
+            }
+        }
+        Ok(EmergencyRules {
+            rules,
+            homophones,
+            by_first,
+            by_first_near,
+        })
     }
 
     /// The emergency a typed text names, if any (see [`EmergencyRules::detect_in`]).
@@ -145,25 +170,42 @@ impl EmergencyRules {
                         .then(b.fit.total_cmp(&a.fit))
                 })
         };
-        let same = self
-            .rules
-            .iter()
-            .flat_map(|r| {
-                r.cues
-                    .iter()
-                    .flat_map(move |(c, s)| c.find_all(text).map(move |h| hit(r, c, s, h)))
+        // The cues that can start at `i`: by any reading of the character there (a
+        // same-sound match, or a near one whose first syllable is the same), and for
+        // near sounds also by the sound class of its commonest reading.
+        let starting_at = |i: usize, near: Option<&[String]>| {
+            let mut found: Vec<(usize, usize)> = text.readings[i]
+                .iter()
+                .filter_map(|r| self.by_first.get(r))
+                .chain(near.and_then(|k| self.by_first_near.get(&k[i])))
+                .flatten()
+                .copied()
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            found
+        };
+        let same: Vec<EmergencyHit> = (0..text.readings.len())
+            .flat_map(|i| {
+                starting_at(i, None)
+                    .into_iter()
+                    .filter_map(move |(ri, ci)| {
+                        let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
+                        c.sounds_at(text, i).then(|| hit(r, c, s, (i, 1.0)))
+                    })
             })
             .collect();
         best(same).or_else(|| {
-            let near = self
-                .rules
-                .iter()
-                .flat_map(|r| {
-                    r.cues.iter().flat_map(move |(c, s)| {
-                        c.find_loose(text, &self.homophones)
-                            .into_iter()
-                            .map(move |h| hit(r, c, s, h))
-                    })
+            let keys = self.homophones.near_keys(text);
+            let keys = keys.as_slice();
+            let near: Vec<EmergencyHit> = (0..text.readings.len())
+                .flat_map(|i| {
+                    starting_at(i, Some(keys))
+                        .into_iter()
+                        .filter_map(move |(ri, ci)| {
+                            let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
+                            c.alike_at(text, keys, i).map(|h| hit(r, c, s, h))
+                        })
                 })
                 .collect();
             best(near)

@@ -7,7 +7,8 @@
 //!
 //! Machine transcripts of telephone Mandarin get most characters' *sounds* right and
 //! many characters wrong, so every cue and place is matched by sound ([`crate::sound`]):
-//! toneless pinyin with all readings of a heteronym; district names also with one
+//! toneless pinyin, the transcript's characters with all their readings, the cue as it
+//! is meant; district names also with one
 //! letter of pinyin off; Art. 15 cues also by the homophones whisper produces
 //! ([`crate::emergency`]). Only the citizen's words count: the agent's questions
 //! ("哪个区?") are not the citizen's facts. A one-character cue (请) must start a word in

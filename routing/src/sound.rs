@@ -4,10 +4,11 @@
 //! many characters wrong (香洲 as 相周, 着火 as 找火, 咨询 as 资讯). So cues and places
 //! are matched by toneless pinyin through the `pinyin` crate: the text with all readings
 //! of a heteronym (着 is zhe, zhao and zhuo), the cue as it is meant. Three strengths:
-//! - [`Cue::find`]: every character shares a reading with the cue's (相周区 is 香洲区);
+//! - [`Cue::find`]: every character has the cue's syllable among its readings (相周区 is
+//!   香洲区);
 //! - [`Cue::find_fuzzy`]: one letter of pinyin off, for names of three characters or
 //!   more (金温区 for 金湾区);
-//! - [`Cue::find_loose`]: syllables whose initials or finals whisper confuses on a
+//! - [`Cue::alike_at`]: syllables whose initials or finals whisper confuses on a
 //!   phone line, from `data/homophones.toml` ([`Homophones`]): 潮火 (chao) for 着火
 //!   (zhao), 没机械路 (ji, lu) for 煤气泄漏 (qi, lou). Used for Art. 15 cues, where a
 //!   missed word is a missed urgent notice.
@@ -74,18 +75,22 @@ pub(crate) struct Cue {
     /// The meant syllable of each character: the commonest reading, or the data's
     /// (`readings` in homophones.toml: 着火 is zhao huo).
     pub meant: Vec<String>,
+    /// The sound class of each meant syllable ([`Homophones`]), worked out once.
+    near: Vec<String>,
 }
 
 impl Cue {
     pub fn new(word: &str, h: &Homophones) -> Cue {
+        let meant: Vec<String> = h.reading_of(word).unwrap_or_else(|| {
+            readings(word)
+                .into_iter()
+                .map(|mut r| r.swap_remove(0))
+                .collect()
+        });
         Cue {
             word: word.to_owned(),
-            meant: h.reading_of(word).unwrap_or_else(|| {
-                readings(word)
-                    .into_iter()
-                    .map(|mut r| r.swap_remove(0))
-                    .collect()
-            }),
+            near: meant.iter().map(|x| h.key(x)).collect(),
+            meant,
         }
     }
 
@@ -95,7 +100,7 @@ impl Cue {
 
     /// Whether the cue sounds at `i` in `text`: every character has the cue's meant
     /// syllable among its readings (and a one-character cue starts a word).
-    fn sounds_at(&self, text: &Sounds, i: usize) -> bool {
+    pub fn sounds_at(&self, text: &Sounds, i: usize) -> bool {
         let n = self.len();
         n > 0
             && i + n <= text.readings.len()
@@ -135,39 +140,40 @@ impl Cue {
             .map(|i| (i, 0.7))
     }
 
-    /// Every window where every syllable sounds like the cue's, exactly or by
-    /// [`Homophones`] (the text character's commonest reading against the cue's
-    /// meant one), with at most half of them (at least one) only alike, and at least one
-    /// exact. The fit falls by 0.15 for each syllable only alike.
-    pub fn find_loose(&self, text: &Sounds, h: &Homophones) -> Vec<(usize, f32)> {
+    /// Whether the cue sounds near enough at `i`: every syllable sounds like the cue's,
+    /// exactly or by [`Homophones`] (the text character's commonest reading against the
+    /// cue's meant one), at most half of them (at least one) only alike, and at least
+    /// one exact. The fit falls by 0.15 for each syllable only alike. `near` is the
+    /// text's [`Homophones::near_keys`], worked out once for all the cues.
+    pub fn alike_at(&self, text: &Sounds, near: &[String], i: usize) -> Option<(usize, f32)> {
         let r = &text.readings;
         let n = self.len();
-        if n < 2 || r.len() < n {
-            return Vec::new();
+        if n < 2 || i + n > r.len() || near.len() != r.len() {
+            return None;
         }
         let allowed = (n / 2).max(1);
-        // The text's commonest reading against the cue's meant one: with every reading,
-        // a rare one (斗 read zhu) would make near sounds of nearly anything.
-        let cue_keys: Vec<String> = self.meant.iter().map(|x| h.key(x)).collect();
-        let alike_at = |i: usize| {
-            let mut alike = 0;
-            for j in 0..n {
-                if r[i + j].contains(&self.meant[j]) {
-                    continue;
-                }
-                if r[i + j].first().is_none_or(|x| cue_keys[j] != h.key(x)) {
-                    return None;
-                }
-                alike += 1;
-                if alike > allowed {
-                    return None;
-                }
+        let mut alike = 0;
+        for j in 0..n {
+            if r[i + j].contains(&self.meant[j]) {
+                continue;
             }
-            (alike < n).then_some(alike)
-        };
-        (0..=r.len() - n)
-            .filter_map(|i| alike_at(i).map(|a| (i, 1.0 - 0.15 * a as f32)))
-            .collect()
+            if near[i + j] != self.near[j] {
+                return None;
+            }
+            alike += 1;
+            if alike > allowed {
+                return None;
+            }
+        }
+        (alike < n).then_some((i, 1.0 - 0.15 * alike as f32))
+    }
+
+    /// The meant syllable and the sound class a cue starts with (to index cues by).
+    pub fn first(&self) -> (&str, &str) {
+        (
+            self.meant.first().map_or("", String::as_str),
+            self.near.first().map_or("", String::as_str),
+        )
     }
 }
 
@@ -289,6 +295,16 @@ impl Homophones {
         format!("{i}-{f}")
     }
 
+    /// The sound class of each character of `text` by its commonest reading: near sounds
+    /// compare that alone, since with every reading a rare one (斗 read zhu) would make
+    /// near sounds of nearly anything.
+    pub(crate) fn near_keys(&self, text: &Sounds) -> Vec<String> {
+        text.readings
+            .iter()
+            .map(|r| r.first().map_or_else(String::new, |x| self.key(x)))
+            .collect()
+    }
+
     /// The syllables `word` is meant with, where the data gives them.
     pub(crate) fn reading_of(&self, word: &str) -> Option<Vec<String>> {
         self.readings.get(word).cloned()
@@ -336,15 +352,17 @@ mod tests {
         let h = Homophones::builtin();
         let fire = Cue::new("着火", &h);
         let gas = Cue::new("煤气泄漏", &h);
-        let at = |c: &Cue, t: &str| c.find_loose(&Sounds::new(t, None), &h).first().map(|x| x.0);
+        let first = |c: &Cue, t: &str| {
+            let t = Sounds::new(t, None);
+            let near = h.near_keys(&t);
+            (0..t.readings.len()).find_map(|i| c.alike_at(&t, &near, i))
+        };
+        let at = |c: &Cue, t: &str| first(c, t).map(|x| x.0);
         assert_eq!(at(&fire, "我家楼下潮火了"), Some(4), "chao for zhao");
         assert_eq!(at(&gas, "家里没机械路了"), Some(2), "ji for qi, lu for lou");
         assert_eq!(at(&fire, "我家楼下好火了"), None, "hao is not zhao");
         assert_eq!(at(&fire, "我家楼下潮湿了"), None, "湿 is not 火");
-        let fit = fire
-            .find_loose(&Sounds::new("潮火", None), &h)
-            .first()
-            .map_or(0.0, |x| x.1);
+        let fit = first(&fire, "潮火").map_or(0.0, |x| x.1);
         assert!((fit - 0.85).abs() < 1e-6, "{fit}");
     }
 }
