@@ -15,6 +15,7 @@ use crate::audio::AudioTap;
 use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
+use crate::restriction::Blocklist;
 
 /// An error building a channel, boxed because each channel has its own error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -36,6 +37,9 @@ pub struct ChannelContext {
     /// Where voice channels hand decoded call audio (speech recognition); `None` runs
     /// without.
     pub audio_tap: Option<Arc<dyn AudioTap>>,
+    /// Who is restricted (Art. 9): every channel asks at admission. Answers come from
+    /// memory (the restrictions topic, read by every instance) and never wait.
+    pub blocklist: Arc<dyn Blocklist>,
 }
 
 impl std::fmt::Debug for ChannelContext {

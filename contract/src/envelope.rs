@@ -14,13 +14,17 @@ use crate::event::{Event, SCHEMA_VERSION};
 /// The CloudEvents spec version written in `ce_specversion`.
 pub const CE_SPECVERSION: &str = "1.0";
 
-/// The two event types, each on its own topic.
+/// The event types, each on its own topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
     /// [`crate::Contact`] events.
     Contact,
     /// [`crate::TicketDraft`] events.
     TicketDraft,
+    /// [`crate::RestrictionChange`] events (a compacted topic).
+    Restriction,
+    /// [`crate::AuditEvent`] events.
+    Audit,
 }
 
 impl EventType {
@@ -29,6 +33,8 @@ impl EventType {
         match self {
             EventType::Contact => "cn.gov.zhuhai.12345.contact.v1",
             EventType::TicketDraft => "cn.gov.zhuhai.12345.ticket_draft.v1",
+            EventType::Restriction => "cn.gov.zhuhai.12345.restriction.v1",
+            EventType::Audit => "cn.gov.zhuhai.12345.audit.v1",
         }
     }
 
@@ -37,6 +43,8 @@ impl EventType {
         match self {
             EventType::Contact => "urn:12345:schema:contact:v1",
             EventType::TicketDraft => "urn:12345:schema:ticket_draft:v1",
+            EventType::Restriction => "urn:12345:schema:restriction:v1",
+            EventType::Audit => "urn:12345:schema:audit:v1",
         }
     }
 
@@ -45,6 +53,8 @@ impl EventType {
         match self {
             EventType::Contact => "contact.v1.json",
             EventType::TicketDraft => "ticket_draft.v1.json",
+            EventType::Restriction => "restriction.v1.json",
+            EventType::Audit => "audit.v1.json",
         }
     }
 }
@@ -70,6 +80,8 @@ impl Event {
         match self {
             Event::Contact(_) => EventType::Contact,
             Event::TicketDraft(_) => EventType::TicketDraft,
+            Event::Restriction(_) => EventType::Restriction,
+            Event::Audit(_) => EventType::Audit,
         }
     }
 
@@ -78,6 +90,7 @@ impl Event {
     /// `source` is the CloudEvents `source`, a URI reference naming the gateway instance
     /// and channel (for example `/gateway/gw-1/chat`).
     pub fn to_record(&self, source: &str) -> Result<Record, serde_json::Error> {
+        let restriction_subject;
         let (id, time, subject, key, payload) = match self {
             Event::Contact(c) => (
                 c.id,
@@ -92,6 +105,23 @@ impl Event {
                 d.ticket_ref.as_str(),
                 d.citizen_key.as_str(),
                 serde_json::to_vec(d)?,
+            ),
+            Event::Restriction(r) => {
+                restriction_subject = r.restriction_id.to_string();
+                (
+                    r.id,
+                    r.changed_at,
+                    restriction_subject.as_str(),
+                    r.citizen_key.as_str(),
+                    serde_json::to_vec(r)?,
+                )
+            }
+            Event::Audit(a) => (
+                a.id,
+                a.at,
+                a.subject.as_str(),
+                a.citizen_key.as_str(),
+                serde_json::to_vec(a)?,
             ),
         };
         let event_type = self.event_type();
@@ -148,6 +178,8 @@ mod tests {
             },
             channel_ref: Some("m-1".into()),
             sequence: 1,
+            rejected: None,
+            restriction: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! The events the gateway emits, version 1.
 //!
-//! Two event types leave the gateway, each on its own Kafka topic:
+//! These event types leave the gateway, each on its own Kafka topic:
 //!
 //! - [`Contact`]: one thing a citizen said or did on one channel (a chat message, an SMS,
 //!   a step of a call, an utterance of a call as text). Contacts are facts; they are
 //!   never revised.
 //! - [`TicketDraft`]: what the gateway proposes to the ticket service, built from one or
 //!   more contacts. The ticket service owns the ticket; the draft is a proposal.
+//! - [`crate::RestrictionChange`] and [`crate::AuditEvent`]: Art. 9 restrictions and the
+//!   audit trail of the admin surface (see [`crate::restriction`]).
 //!
 //! Compatibility rule: within a `schema_version`, fields are only ever *added*, and only
 //! as optional fields, so a consumer written for version 1 keeps reading version 1
@@ -286,6 +288,15 @@ pub struct Contact {
     pub channel_ref: Option<String>,
     /// Position of this contact within its ticket, from 1.
     pub sequence: u32,
+    /// Set when the gateway did not admit the contact, and why (`restricted`: the
+    /// citizen is restricted, Art. 9). No ticket follows a rejected contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The Art. 9 restriction on the citizen: why the contact was rejected, or, on an
+    /// admitted contact, a restriction the citizen passed because the contact carried an
+    /// Art. 15 emergency cue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<crate::restriction::RestrictionNote>,
 }
 
 /// The kind of a request (Art. 8), or `unknown` when the gateway cannot tell.
@@ -388,6 +399,10 @@ pub struct TicketDraft {
     /// and how sure it is; the agent confirms or corrects them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefill: Vec<PrefillField>,
+    /// The citizen is restricted (Art. 9) and was let through because of an Art. 15
+    /// emergency cue: the agent sees the restriction beside the emergency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<crate::restriction::RestrictionNote>,
 }
 
 /// Which ticket field a prefill value is for.
@@ -445,6 +460,10 @@ pub enum Event {
     Contact(Box<Contact>),
     /// A ticket draft.
     TicketDraft(Box<TicketDraft>),
+    /// An Art. 9 restriction's state after a change (compacted topic).
+    Restriction(Box<crate::restriction::RestrictionChange>),
+    /// An audited action (restriction changes and other admin actions).
+    Audit(Box<crate::restriction::AuditEvent>),
 }
 
 impl From<Contact> for Event {
@@ -456,6 +475,18 @@ impl From<Contact> for Event {
 impl From<TicketDraft> for Event {
     fn from(d: TicketDraft) -> Self {
         Event::TicketDraft(Box::new(d))
+    }
+}
+
+impl From<crate::restriction::RestrictionChange> for Event {
+    fn from(r: crate::restriction::RestrictionChange) -> Self {
+        Event::Restriction(Box::new(r))
+    }
+}
+
+impl From<crate::restriction::AuditEvent> for Event {
+    fn from(a: crate::restriction::AuditEvent) -> Self {
+        Event::Audit(Box::new(a))
     }
 }
 

@@ -14,7 +14,9 @@
 //! - [`audio`]: the [`AudioTap`] a voice channel feeds decoded call audio into (speech
 //!   recognition plugs in there);
 //! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface;
-//! - [`rate`]: the token bucket behind every channel's rate limits.
+//! - [`rate`]: the token bucket behind every channel's rate limits;
+//! - [`restriction`]: Art. 9 restrictions as events, and the [`Blocklist`] every channel
+//!   asks at admission.
 //!
 //! Nothing here does I/O of its own; the gateway crate wires the implementations.
 
@@ -26,6 +28,7 @@ pub mod identity;
 pub mod intake;
 pub mod problem;
 pub mod rate;
+pub mod restriction;
 
 pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
@@ -39,3 +42,7 @@ pub use event::{
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};
 pub use problem::Problem;
+pub use restriction::{
+    AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,
+    RestrictionChange, RestrictionNote, RestrictionReason, RestrictionState,
+};

@@ -65,3 +65,16 @@ fn example_contact_validates_against_its_schema_shape() {
         assert!(required.contains(&field), "{field} missing from required");
     }
 }
+
+#[test]
+fn restriction_schema_is_current() {
+    check(
+        EventType::Restriction,
+        schemars::schema_for!(hotline_contract::RestrictionChange),
+    );
+}
+
+#[test]
+fn audit_schema_is_current() {
+    check(EventType::Audit, schemars::schema_for!(hotline_contract::AuditEvent));
+}

@@ -1,7 +1,8 @@
 //! The admin port: `/healthz` (the process is alive), `/readyz` (the outbox takes
-//! contacts; Kafka's state is reported but does not make the gateway unready, because
-//! intake goes on while Kafka is down) and `/metrics` (Prometheus text, behind a bearer
-//! token when one is configured).
+//! contacts and the Art. 9 restrictions are synced from their topic; Kafka's state is
+//! reported but does not make the gateway unready, because intake goes on while Kafka is
+//! down), `/metrics` (Prometheus text, behind a bearer token when one is configured) and
+//! the restrictions API ([`crate::restriction_api`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,15 +30,21 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// The bearer token `/metrics` requires, if any.
     pub token: Option<String>,
+    /// The Art. 9 restrictions (their API is mounted beside).
+    pub restrictions: Arc<crate::restrictions::Restrictions>,
+    /// Readiness waits for the restrictions to sync until this passes; afterwards the
+    /// gateway is ready without them (it admits with what it holds, and says so).
+    pub restrictions_deadline: tokio::time::Instant,
 }
 
 /// The admin router.
-pub fn router(state: AdminState) -> Router {
+pub fn router(state: AdminState, api: crate::restriction_api::ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(crate::restriction_api::router(api))
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
@@ -53,8 +60,19 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         .lock()
         .map(|e| e.clone())
         .unwrap_or_default();
+    let status = s.restrictions.status();
+    let synced = status.synced.load(Ordering::Acquire);
+    // Until the deadline an unsynced book makes the gateway unready (a restarted
+    // instance must not admit a restricted citizen); after it, the gateway serves with
+    // what it holds, because a hotline that takes no calls helps nobody.
+    let restrictions_ok = synced || tokio::time::Instant::now() >= s.restrictions_deadline;
+    let (count, active) = {
+        let book = s.restrictions.book().read();
+        (book.len(), book.active_len())
+    };
+    let ready = writable && restrictions_ok;
     let body = json!({
-        "ready": writable,
+        "ready": ready,
         "outbox": {
             "writable": writable,
             "depth": s.outbox.depth(),
@@ -66,8 +84,15 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             "failed_deliveries": s.kafka.failures.load(Ordering::Relaxed),
             "last_error": if last_error.is_empty() { None } else { Some(last_error) },
         },
+        "restrictions": {
+            "synced": synced,
+            "restrictions": count,
+            "active": active,
+            "applied_from_topic": status.applied.load(Ordering::Relaxed),
+            "unreadable": status.unreadable.load(Ordering::Relaxed),
+        },
     });
-    let status = if writable {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -106,7 +131,7 @@ async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
 }
 
 /// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

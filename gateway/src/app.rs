@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, Secrets};
 use crate::kafka::{self, DrainOptions, KafkaHealth, Topics};
 use crate::outbox::{Outbox, OutboxOptions};
+use crate::restrictions::Restrictions;
 use crate::{admin, registry};
 
 /// How often expired idempotency keys are swept.
@@ -45,7 +46,10 @@ pub async fn run(
     let topics = Topics {
         contacts: config.kafka.contacts_topic.clone(),
         ticket_drafts: config.kafka.ticket_drafts_topic.clone(),
+        restrictions: config.kafka.restrictions_topic.clone(),
+        audit: config.kafka.audit_topic.clone(),
     };
+    let reader_props = client_props.clone();
     let producer = kafka::producer(
         &client_props,
         config.kafka.message_timeout_ms,
@@ -89,6 +93,28 @@ pub async fn run(
         })
     };
 
+    // Art. 9 restrictions: read the topic (every instance reads all of it) and wait for
+    // it, within the load timeout, before any channel admits anybody.
+    let intake: Arc<dyn Intake> = Arc::new(outbox.clone());
+    let restrictions = Restrictions::new(intake.clone(), routing::Clock::system());
+    let reader_stop = CancellationToken::new();
+    let reader = restrictions
+        .spawn_reader(
+            reader_props,
+            topics.restrictions.clone(),
+            reader_stop.clone(),
+        )
+        .context("cannot start the restrictions reader")?;
+    let load_timeout = Duration::from_secs(config.restrictions.load_timeout_secs);
+    let restrictions_deadline = tokio::time::Instant::now() + load_timeout;
+    if !restrictions.wait_synced(load_timeout).await {
+        tracing::error!(
+            timeout_secs = load_timeout.as_secs(),
+            "RESTRICTIONS NOT SYNCED: the restrictions topic could not be read to its end; admitting with what was read (Art. 9 restrictions confirmed elsewhere may not hold here until Kafka is back)"
+        );
+        metrics::gauge!("gateway_restrictions_synced").set(0.0);
+    }
+
     // Speech recognition (Art. 15's urgent calls and every ticket's prefill read from it).
     let audio_tap: Option<Arc<dyn AudioTap>> = match &config.asr {
         None => None,
@@ -123,7 +149,8 @@ pub async fn run(
     // Channels.
     let tasks = TaskTracker::new();
     let ctx = ChannelContext {
-        intake: Arc::new(outbox.clone()) as Arc<dyn Intake>,
+        intake,
+        blocklist: Arc::new(restrictions.book().clone()),
         keyer: CitizenKeyer::new(&secrets.citizen_key),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
@@ -144,6 +171,9 @@ pub async fn run(
         }
         tracing::info!(channel = %kind, "Channel started");
     }
+
+    // Art. 9: expiries are written when the 30 days are over.
+    tasks.spawn(restrictions.clone().run_expiry(shutdown.clone()));
 
     // Housekeeping: forget expired idempotency keys.
     {
@@ -178,6 +208,13 @@ pub async fn run(
         kafka: health,
         metrics,
         token: secrets.admin_token.clone(),
+        restrictions: restrictions.clone(),
+        restrictions_deadline,
+    };
+    let api_state = crate::restriction_api::ApiState {
+        restrictions: restrictions.clone(),
+        keyer: CitizenKeyer::new(&secrets.citizen_key),
+        token: secrets.admin_token.clone(),
     };
     let public_server = {
         let stop = shutdown.clone();
@@ -191,7 +228,7 @@ pub async fn run(
     let admin_server = {
         let stop = admin_stop.clone();
         tokio::spawn(async move {
-            axum::serve(admin_listener, admin::router(admin_state))
+            axum::serve(admin_listener, admin::router(admin_state, api_state))
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
@@ -215,6 +252,8 @@ pub async fn run(
     let depth = outbox.depth();
     admin_stop.cancel();
     let _ = admin_server.await;
+    reader_stop.cancel();
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     // 3. The writer commits what it holds and stops once the last handle is gone.
     drop(ctx);
     drop(outbox);

@@ -30,6 +30,12 @@ pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_CONTACTS_TOPIC: &str = "hotline.contacts.v1";
 /// Default ticket-drafts topic.
 pub const DEFAULT_TICKET_DRAFTS_TOPIC: &str = "hotline.ticket-drafts.v1";
+/// Default compacted topic of Art. 9 restrictions.
+pub const DEFAULT_RESTRICTIONS_TOPIC: &str = "hotline.restrictions.v1";
+/// Default topic of audit events.
+pub const DEFAULT_AUDIT_TOPIC: &str = "hotline.audit.v1";
+/// How long a starting gateway waits for the restrictions topic before it admits.
+pub const DEFAULT_RESTRICTIONS_LOAD_TIMEOUT_SECS: u64 = 15;
 /// Default partitions of topics the gateway creates.
 pub const DEFAULT_PARTITIONS: i32 = 3;
 /// Default replication factor of topics the gateway creates.
@@ -74,6 +80,9 @@ pub struct Config {
     /// The channels; a missing section leaves that channel off.
     #[serde(default)]
     pub channels: ChannelsSection,
+    /// Art. 9 restrictions.
+    #[serde(default)]
+    pub restrictions: RestrictionsSection,
     /// Speech recognition of calls; a missing section leaves it off.
     #[serde(default)]
     pub asr: Option<asr::AsrConfig>,
@@ -225,6 +234,13 @@ pub struct KafkaSection {
     /// Topic of ticket-draft events.
     #[serde(default = "default_ticket_drafts_topic")]
     pub ticket_drafts_topic: String,
+    /// Compacted topic of Art. 9 restrictions, keyed by citizen key; every instance
+    /// reads all of it.
+    #[serde(default = "default_restrictions_topic")]
+    pub restrictions_topic: String,
+    /// Topic of audit events (every change made through the admin API, every expiry).
+    #[serde(default = "default_audit_topic")]
+    pub audit_topic: String,
     /// Create the topics at start when they are missing (the development broker does not
     /// auto-create topics; production usually provisions them and sets this false).
     #[serde(default)]
@@ -258,6 +274,25 @@ pub struct KafkaSection {
     /// properties (idempotence, acks) cannot be set here.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// `[restrictions]`: Art. 9 restrictions (the topics are in `[kafka]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictionsSection {
+    /// At start, how long to wait for the restrictions topic to be read to its end
+    /// before the channels admit anybody. Past it the gateway starts with what it has
+    /// read (nothing, if Kafka is down), logs an error and reports `synced: false`.
+    #[serde(default = "default_restrictions_load_timeout")]
+    pub load_timeout_secs: u64,
+}
+
+impl Default for RestrictionsSection {
+    fn default() -> Self {
+        RestrictionsSection {
+            load_timeout_secs: DEFAULT_RESTRICTIONS_LOAD_TIMEOUT_SECS,
+        }
+    }
 }
 
 /// `[channels]`: one optional section per channel (the registry's config variants).
@@ -305,6 +340,15 @@ fn default_contacts_topic() -> String {
 }
 fn default_ticket_drafts_topic() -> String {
     DEFAULT_TICKET_DRAFTS_TOPIC.to_owned()
+}
+fn default_restrictions_topic() -> String {
+    DEFAULT_RESTRICTIONS_TOPIC.to_owned()
+}
+fn default_audit_topic() -> String {
+    DEFAULT_AUDIT_TOPIC.to_owned()
+}
+fn default_restrictions_load_timeout() -> u64 {
+    DEFAULT_RESTRICTIONS_LOAD_TIMEOUT_SECS
 }
 fn default_partitions() -> i32 {
     DEFAULT_PARTITIONS
@@ -511,6 +555,8 @@ impl Config {
         for (field, topic) in [
             ("kafka.contacts_topic", &k.contacts_topic),
             ("kafka.ticket_drafts_topic", &k.ticket_drafts_topic),
+            ("kafka.restrictions_topic", &k.restrictions_topic),
+            ("kafka.audit_topic", &k.audit_topic),
         ] {
             if !valid_topic(topic) {
                 return Err(invalid(
@@ -519,10 +565,27 @@ impl Config {
                 ));
             }
         }
-        if k.contacts_topic == k.ticket_drafts_topic {
+        let topics = [
+            &k.contacts_topic,
+            &k.ticket_drafts_topic,
+            &k.restrictions_topic,
+            &k.audit_topic,
+        ];
+        if topics
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            != topics.len()
+        {
             return Err(invalid(
                 "kafka.ticket_drafts_topic",
-                "must differ from kafka.contacts_topic",
+                "the contacts, ticket-drafts, restrictions and audit topics must all differ",
+            ));
+        }
+        if !(1..=600).contains(&self.restrictions.load_timeout_secs) {
+            return Err(invalid(
+                "restrictions.load_timeout_secs",
+                "must be 1 to 600",
             ));
         }
         if k.partitions < 1 {

@@ -86,6 +86,10 @@ pub struct Topics {
     pub contacts: String,
     /// Ticket-draft events.
     pub ticket_drafts: String,
+    /// Art. 9 restriction changes (compacted).
+    pub restrictions: String,
+    /// Audit events.
+    pub audit: String,
 }
 
 impl Topics {
@@ -93,6 +97,8 @@ impl Topics {
         match t {
             EventType::Contact => &self.contacts,
             EventType::TicketDraft => &self.ticket_drafts,
+            EventType::Restriction => &self.restrictions,
+            EventType::Audit => &self.audit,
         }
     }
 }
@@ -129,10 +135,21 @@ pub async fn create_topics(
         cfg.set(k, v);
     }
     let admin: AdminClient<DefaultClientContext> = cfg.create()?;
-    let new: Vec<NewTopic<'_>> = [&topics.contacts, &topics.ticket_drafts]
+    let mut new: Vec<NewTopic<'_>> = [&topics.contacts, &topics.ticket_drafts, &topics.audit]
         .into_iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
         .collect();
+    // The restrictions topic keeps each citizen's latest change only: every instance
+    // reads all of it at start, so it must not grow with history (the audit topic has
+    // that).
+    new.push(
+        NewTopic::new(
+            &topics.restrictions,
+            partitions,
+            TopicReplication::Fixed(replication),
+        )
+        .set("cleanup.policy", "compact"),
+    );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {
         match result {

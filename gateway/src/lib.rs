@@ -7,6 +7,8 @@
 //! - [`outbox`]: the durable, bounded journal every accepted contact goes through;
 //! - [`kafka`]: the idempotent producer and the drain from the outbox to Kafka;
 //! - [`admin`]: health, readiness and Prometheus metrics;
+//! - [`restrictions`] and [`restriction_api`]: Art. 9 restrictions shared by every
+//!   instance through a compacted topic, and their admin API;
 //! - [`telemetry`]: logs and the metrics recorder;
 //! - [`app`]: the wiring and the shutdown sequence.
 
@@ -16,4 +18,6 @@ pub mod config;
 pub mod kafka;
 pub mod outbox;
 pub mod registry;
+pub mod restriction_api;
+pub mod restrictions;
 pub mod telemetry;

@@ -289,11 +289,13 @@ impl Outbox {
         let mut records = Vec::with_capacity(events.len());
         let mut bytes = 0u64;
         for event in events {
-            let channel = match event {
-                Event::Contact(c) => c.channel,
-                Event::TicketDraft(d) => d.channel,
+            // The CloudEvents source names the channel, or the gateway part that made it.
+            let part = match event {
+                Event::Contact(c) => c.channel.as_str(),
+                Event::TicketDraft(d) => d.channel.as_str(),
+                Event::Restriction(_) | Event::Audit(_) => "restrictions",
             };
-            let source = format!("{}/{}", self.shared.options.source_prefix, channel);
+            let source = format!("{}/{}", self.shared.options.source_prefix, part);
             let record = event
                 .to_record(&source)
                 .map_err(|e| IntakeError::Invalid(format!("event does not serialise: {e}")))?;
@@ -634,6 +636,8 @@ mod tests {
             content: ContactContent::Text { text: text.into() },
             channel_ref: None,
             sequence: 1,
+            rejected: None,
+            restriction: None,
         }
         .into()
     }

@@ -2,30 +2,15 @@
 //! hotline, or harasses, insults or threatens its staff, is restricted for 30 natural
 //! days).
 //!
-//! Voice channels ask a [`Blocklist`] before they bridge a call; a restricted caller
-//! hears an announcement and is declined, never silently dropped. Today the list is the
-//! numbers in the gateway's config ([`StaticBlocklist`]); the restrictions agents record,
-//! with their 30-day expiry, arrive with the routing work behind the same trait.
+//! Every channel asks a [`Blocklist`] at admission; a restricted caller hears an
+//! announcement and is declined, never silently dropped. This module holds the numbers in
+//! the gateway's config ([`StaticBlocklist`]), a static addition to the restrictions
+//! people record ([`crate::restrictions`]).
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use contract::{CitizenIdentity, IdentityKind};
-
-/// Why and until when a caller is restricted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restriction {
-    /// When the restriction ends; `None` for one without an end (set by configuration).
-    pub until: Option<DateTime<Utc>>,
-    /// Where it comes from, for logs and contacts (never the number).
-    pub source: &'static str,
-}
-
-/// Answers whether a caller is restricted.
-pub trait Blocklist: Send + Sync + 'static {
-    /// The restriction on this citizen in force at `now`, if any.
-    fn check(&self, citizen: &CitizenIdentity, now: DateTime<Utc>) -> Option<Restriction>;
-}
+use contract::{Blocklist, CitizenIdentity, IdentityKind, Restricted};
 
 /// A fixed list of phone numbers from configuration.
 #[derive(Debug, Clone, Default)]
@@ -47,9 +32,11 @@ impl StaticBlocklist {
 }
 
 impl Blocklist for StaticBlocklist {
-    fn check(&self, citizen: &CitizenIdentity, _now: DateTime<Utc>) -> Option<Restriction> {
+    fn check(&self, citizen: &CitizenIdentity, _now: DateTime<Utc>) -> Option<Restricted> {
         (citizen.kind == IdentityKind::PhoneNumber && self.numbers.contains(&citizen.value))
-            .then_some(Restriction {
+            .then_some(Restricted {
+                restriction_id: None,
+                reason: None,
                 until: None,
                 source: "config",
             })

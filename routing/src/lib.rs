@@ -10,13 +10,18 @@
 //! tested functions.
 
 pub mod blocklist;
+pub mod clock;
 pub mod emergency;
 pub mod prefill;
+pub mod restrictions;
 pub mod sound;
 
-pub use blocklist::{Blocklist, Restriction, StaticBlocklist};
+pub use blocklist::StaticBlocklist;
+pub use clock::Clock;
+pub use contract::{Blocklist, Restricted};
 pub use emergency::{EmergencyHit, EmergencyRules};
 pub use prefill::Prefiller;
+pub use restrictions::{ExpiryTimer, RestrictionBook, RestrictionError, SharedBook};
 pub use sound::Homophones;
 
 use std::collections::HashMap;
@@ -189,6 +194,7 @@ impl Classifier {
             related_tickets: Vec::new(),
             transcript: Vec::new(),
             prefill: Vec::new(),
+            restriction: None,
         }
     }
 }

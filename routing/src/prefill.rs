@@ -260,6 +260,7 @@ impl Prefiller {
             related_tickets: Vec::new(),
             transcript,
             prefill,
+            restriction: None,
         }
     }
 

@@ -715,6 +715,29 @@ impl ChatClient {
         }
     }
 
+    /// The next JSON frame, or the close if the server closes first.
+    pub async fn frame_or_close(&mut self) -> Result<std::result::Result<Value, Closed>> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(15), self.ws.next())
+                .await
+                .context("nothing from the gateway in 15 s")?;
+            match next {
+                Some(Ok(WsMessage::Text(t))) => return Ok(Ok(serde_json::from_str(t.as_str())?)),
+                Some(Ok(WsMessage::Close(Some(c)))) => {
+                    let _ = self.ws.flush().await;
+                    return Ok(Err(Closed {
+                        code: u16::from(c.code),
+                        reason: c.reason.to_string(),
+                    }));
+                }
+                Some(Ok(WsMessage::Close(None))) => bail!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("socket error: {e}"),
+                None => bail!("socket ended"),
+            }
+        }
+    }
+
     /// Waits for the close frame.
     pub async fn closed(&mut self) -> Result<Closed> {
         loop {

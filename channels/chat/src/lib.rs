@@ -28,8 +28,9 @@ use chrono::Utc;
 use contract::event::new_event_id;
 use contract::rate::TokenBucket;
 use contract::{
-    BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, Contact, ContactContent,
-    IntakeError, Receipt, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
+    BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, CitizenIdentity, Contact,
+    ContactContent, IdentityKind, IntakeError, Receipt, ReplyPath, Restricted, RestrictionNote,
+    SCHEMA_VERSION, Submission, TicketRef, Urgency,
 };
 use routing::Classifier;
 
@@ -252,14 +253,26 @@ impl Connection {
     /// Handles one frame; `Some` ends the connection.
     async fn handle(&mut self, frame: ClientFrame, socket: &mut WebSocket) -> Option<End> {
         match frame {
-            ClientFrame::Open { visitor, phone } => {
+            ClientFrame::Open {
+                visitor,
+                phone,
+                message,
+            } => {
                 if self.session.is_some() {
                     return Some(end(
                         close::POLICY,
                         "a session is already open on this socket",
                     ));
                 }
-                self.open(visitor, phone, socket).await
+                if let Some(e) = self.open(visitor, phone, message.as_ref(), socket).await {
+                    return Some(e);
+                }
+                match (message, self.current()) {
+                    (Some(m), Some(session)) => {
+                        self.checked_message(&session, m.id, m.text, socket).await
+                    }
+                    _ => None,
+                }
             }
             ClientFrame::Resume { token } => {
                 if self.session.is_some() {
@@ -293,32 +306,7 @@ impl Connection {
                 let Some(session) = self.current() else {
                     return Some(end(close::POLICY, "send open or resume first"));
                 };
-                if id.is_empty() || id.chars().count() > 64 {
-                    return Some(end(
-                        close::MALFORMED,
-                        "message id must be 1 to 64 characters",
-                    ));
-                }
-                if !self.bucket.take() {
-                    return Some(end(
-                        close::RATE_LIMITED,
-                        format!(
-                            "more than {} messages per second",
-                            self.shared.config.rate_per_second
-                        ),
-                    ));
-                }
-                if text.trim().is_empty() {
-                    let frame = ServerFrame::Error {
-                        id: Some(id),
-                        code: "empty_message",
-                        detail: "the message has no text".into(),
-                        retryable: false,
-                    };
-                    return send(socket, &frame).await;
-                }
-                let frame = self.message(&session, id, text).await;
-                send(socket, &frame).await
+                self.checked_message(&session, id, text, socket).await
             }
             ClientFrame::End => {
                 let Some(session) = self.current() else {
@@ -349,10 +337,59 @@ impl Connection {
         }
     }
 
+    /// A message frame's checks (id, rate, text), then the message; answers on `socket`.
+    async fn checked_message(
+        &mut self,
+        session: &Arc<Session>,
+        id: String,
+        text: String,
+        socket: &mut WebSocket,
+    ) -> Option<End> {
+        if id.is_empty() || id.chars().count() > 64 {
+            return Some(end(
+                close::MALFORMED,
+                "message id must be 1 to 64 characters",
+            ));
+        }
+        if !self.bucket.take() {
+            return Some(end(
+                close::RATE_LIMITED,
+                format!(
+                    "more than {} messages per second",
+                    self.shared.config.rate_per_second
+                ),
+            ));
+        }
+        if text.trim().is_empty() {
+            let frame = ServerFrame::Error {
+                id: Some(id),
+                code: "empty_message",
+                detail: "the message has no text".into(),
+                retryable: false,
+            };
+            return send(socket, &frame).await;
+        }
+        let frame = self.message(session, id, text).await;
+        send(socket, &frame).await
+    }
+
+    /// Art. 9: the restriction on this citizen (by the phone they give, or their visitor
+    /// id), if any.
+    fn restricted(&self, citizen: &CitizenIdentity, visitor: &str) -> Option<Restricted> {
+        let now = Utc::now();
+        let blocklist = &self.shared.ctx.blocklist;
+        blocklist.check(citizen, now).or_else(|| {
+            (citizen.kind != IdentityKind::ChatVisitor)
+                .then(|| blocklist.check(&self.shared.ctx.keyer.chat_visitor(visitor), now))
+                .flatten()
+        })
+    }
+
     async fn open(
         &mut self,
         visitor: String,
         phone: Option<String>,
+        first: Option<&protocol::FirstMessage>,
         socket: &mut WebSocket,
     ) -> Option<End> {
         if self.shared.registry.len() >= self.shared.config.max_resumable_sessions {
@@ -387,6 +424,26 @@ impl Connection {
             },
             None => keyer.chat_visitor(visitor),
         };
+        // Art. 9: a restricted citizen opens no session, unless the first message carries
+        // an Art. 15 emergency cue: an emergency is never turned away, and the restriction
+        // is noted on its contacts and draft.
+        let restriction = match self.restricted(&citizen, visitor) {
+            None => None,
+            Some(r) => {
+                let emergency = first.is_some_and(|m| {
+                    self.shared.classifier.classify(&m.text).urgency == Urgency::Emergency
+                });
+                if !emergency {
+                    metrics::counter!("gateway_chat_refused_total", "reason" => "restricted")
+                        .increment(1);
+                    tracing::info!(citizen = %contract::mask_identity(&citizen), "Chat refused: citizen restricted (Art. 9)");
+                    return Some(end(close::RESTRICTED, protocol::restricted_reason(r.until)));
+                }
+                metrics::counter!("gateway_restricted_emergencies_total", "channel" => "chat")
+                    .increment(1);
+                Some(RestrictionNote::from(&r))
+            }
+        };
         let (token, token_hash) = session::new_token();
         let record = SessionRecord {
             session_id,
@@ -399,6 +456,7 @@ impl Connection {
             opened_at: now,
             last_activity_ms: now.timestamp_millis(),
             ended: false,
+            restriction,
         };
         let submission = Submission {
             put_state: vec![(record.state_key(), to_json(&record))],
@@ -450,6 +508,8 @@ impl Connection {
             content: ContactContent::Text { text: text.clone() },
             channel_ref: Some(id.clone()),
             sequence: seq,
+            rejected: None,
+            restriction: record.restriction.clone(),
         };
         let contact_id = contact.id;
         // Update the record in place (no clone of its growing contact list) and put it
@@ -540,7 +600,7 @@ async fn finalize(
         ..Submission::default()
     };
     if messages > 0 {
-        let draft = shared.classifier.draft(
+        let mut draft = shared.classifier.draft(
             record.ticket_ref.clone(),
             ChannelKind::Chat,
             record.citizen.key.clone(),
@@ -548,6 +608,7 @@ async fn finalize(
             &record.text,
             Utc::now(),
         );
+        draft.restriction = record.restriction.clone();
         submission.events.push(draft.into());
     }
     shared.ctx.intake.submit(submission).await?;
@@ -633,5 +694,20 @@ mod tests {
     fn close_reasons_fit_a_control_frame() {
         let long = "错".repeat(100);
         assert!(truncate(&long).len() <= 123);
+    }
+
+    #[test]
+    fn art9_the_restricted_reason_fits_a_close_frame_and_says_until_when() {
+        let until = chrono::DateTime::parse_from_rfc3339("2026-12-30T02:15:07Z")
+            .expect("literal")
+            .with_timezone(&Utc);
+        let reason = protocol::restricted_reason(Some(until));
+        assert!(reason.len() <= 123, "{} bytes", reason.len());
+        assert!(
+            reason.contains("2026-12-30 10:15"),
+            "Beijing time: {reason}"
+        );
+        assert!(reason.contains("110"));
+        assert!(protocol::restricted_reason(None).len() <= 123);
     }
 }

@@ -16,6 +16,10 @@ pub enum ClientFrame {
         /// A phone number the citizen gives for replies, if any.
         #[serde(default)]
         phone: Option<String>,
+        /// The first message, sent with the open. A restricted citizen (Art. 9) gets a
+        /// session only when this carries an Art. 15 emergency cue.
+        #[serde(default)]
+        message: Option<FirstMessage>,
     },
     /// Resumes a session with the token from its `session` frame.
     Resume {
@@ -31,6 +35,33 @@ pub enum ClientFrame {
     },
     /// Ends the session: the ticket draft is emitted.
     End,
+}
+
+/// A message sent inside `open`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstMessage {
+    /// The client's id for it, as in `message`.
+    pub id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// The close reason a restricted citizen reads (Art. 9), in Chinese, with the end of the
+/// restriction in Beijing time and where emergencies go. It fits a close frame (123
+/// bytes).
+pub fn restricted_reason(until: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match until {
+        Some(t) => {
+            // China keeps UTC+8 all year (no daylight saving since 1991).
+            let local = t + chrono::Duration::hours(8);
+            format!(
+                "您的热线使用受限至{}（北京时间）；紧急情况请拨110、119、120",
+                local.format("%Y-%m-%d %H:%M")
+            )
+        }
+        None => "您的热线使用受限；紧急情况请拨110、119、120".to_owned(),
+    }
 }
 
 /// A frame to the citizen's client.
@@ -106,6 +137,10 @@ pub mod close {
     pub const IDLE: u16 = 4408;
     /// The session was resumed on another connection.
     pub const TAKEN_OVER: u16 = 4409;
+    /// The citizen is restricted from the hotline (Art. 9); the reason says until when
+    /// (Beijing time) and that emergencies go to 110, 119 or 120. An `open` whose first
+    /// message carries an emergency cue is let in.
+    pub const RESTRICTED: u16 = 4403;
     /// More messages than the rate limit allows.
     pub const RATE_LIMITED: u16 = 4429;
 }

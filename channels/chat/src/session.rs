@@ -57,6 +57,9 @@ pub struct SessionRecord {
     /// (a resume racing the sweeper) must not add to a ticket that was already proposed.
     #[serde(skip)]
     pub ended: bool,
+    /// Art. 9: the citizen is restricted and was let in for an Art. 15 emergency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<contract::RestrictionNote>,
 }
 
 impl SessionRecord {
@@ -286,6 +289,7 @@ mod tests {
             opened_at: Utc::now(),
             last_activity_ms: 0,
             ended: false,
+            restriction: None,
         }
     }
 

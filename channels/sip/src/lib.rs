@@ -132,9 +132,12 @@ impl Channel for SipChannel {
                 }
             })
             .collect();
-        // The routing blocklist (Art. 9); today the numbers in the config.
-        let blocklist: Arc<dyn routing::Blocklist> =
-            Arc::new(routing::StaticBlocklist::new(&cfg.blocked_callers));
+        // Art. 9: the restrictions people record (the gateway's, from the restrictions
+        // topic), then the config's fixed numbers.
+        let blocklist: Arc<dyn routing::Blocklist> = Arc::new(contract::Layered(vec![
+            ctx.blocklist.clone(),
+            Arc::new(routing::StaticBlocklist::new(&cfg.blocked_callers)),
+        ]));
         let ports = PortPool::new(cfg.media_bind(), cfg.media.port_min, cfg.media.port_max);
         let feed = cfg.agent_feed.as_ref().map(|f| {
             let secret = std::env::var(&f.token_secret_env).unwrap_or_default();

@@ -50,6 +50,8 @@ impl CallRecord {
             content,
             channel_ref: Some(self.channel_ref.clone()),
             sequence: self.sequence.fetch_add(1, Ordering::AcqRel) + 1,
+            rejected: None,
+            restriction: None,
         }
     }
 }

@@ -26,7 +26,8 @@ use contract::event::new_event_id;
 use contract::rate::TokenBucket;
 use contract::{
     BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, Contact, ContactContent,
-    IntakeError, Problem, Receipt, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
+    IntakeError, Problem, Receipt, ReplyPath, RestrictionNote, SCHEMA_VERSION, Submission,
+    TicketRef, Urgency,
 };
 use hmac::{Hmac, Mac};
 use routing::Classifier;
@@ -260,7 +261,9 @@ pub struct InboundSms {
 /// What the webhook answers on success (also kept for redeliveries).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SmsReceipt {
-    /// `accepted`, or `duplicate` for a redelivery.
+    /// `accepted`; `rejected` when the sender is restricted (Art. 9: the text is recorded
+    /// as a rejected contact, no ticket follows; nothing to resend); `duplicate` for a
+    /// redelivery.
     pub status: String,
     /// The contact's id.
     pub contact_id: Uuid,
@@ -414,8 +417,11 @@ async fn inbound(
         },
         channel_ref: Some(sms.message_id.clone()),
         sequence: 1,
+        rejected: None,
+        restriction: None,
     };
-    let draft = shared.classifier.draft(
+    let mut contact = contact;
+    let mut draft = shared.classifier.draft(
         ticket_ref.clone(),
         ChannelKind::Sms,
         contact.citizen.key.clone(),
@@ -423,13 +429,35 @@ async fn inbound(
         &sms.text,
         now,
     );
+    // Art. 9: a restricted citizen's text is taken from the carrier (200: it must not
+    // resend) but makes no ticket, only a rejected contact, unless it carries an Art. 15
+    // emergency cue: then it goes through with the restriction noted.
+    let mut status = "accepted";
+    if let Some(r) = shared.ctx.blocklist.check(&contact.citizen, now) {
+        let note = RestrictionNote::from(&r);
+        contact.restriction = Some(note.clone());
+        if draft.urgency == Urgency::Emergency {
+            draft.restriction = Some(note);
+            metrics::counter!("gateway_restricted_emergencies_total", "channel" => "sms")
+                .increment(1);
+        } else {
+            contact.rejected = Some("restricted".into());
+            status = "rejected";
+            metrics::counter!("gateway_sms_refused_total", "reason" => "restricted").increment(1);
+            tracing::info!(citizen = %contract::mask_identity(&contact.citizen), "SMS not admitted: citizen restricted (Art. 9)");
+        }
+    }
     let receipt = SmsReceipt {
-        status: "accepted".into(),
+        status: status.into(),
         contact_id: contact.id,
         ticket_ref,
     };
+    let mut events = vec![contact.into()];
+    if status == "accepted" {
+        events.push(draft.into());
+    }
     let submission = Submission {
-        events: vec![contact.into(), draft.into()],
+        events,
         once: Some((
             format!("sms/{carrier}/{}", sms.message_id),
             serde_json::to_vec(&receipt).unwrap_or_default(),
