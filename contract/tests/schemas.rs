@@ -76,5 +76,8 @@ fn restriction_schema_is_current() {
 
 #[test]
 fn audit_schema_is_current() {
-    check(EventType::Audit, schemars::schema_for!(hotline_contract::AuditEvent));
+    check(
+        EventType::Audit,
+        schemars::schema_for!(hotline_contract::AuditEvent),
+    );
 }
