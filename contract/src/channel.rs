@@ -15,6 +15,7 @@ use crate::audio::AudioTap;
 use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
+use crate::notice::Notices;
 use crate::restriction::Blocklist;
 
 /// An error building a channel, boxed because each channel has its own error type.
@@ -40,6 +41,9 @@ pub struct ChannelContext {
     /// Who is restricted (Art. 9): every channel asks at admission. Answers come from
     /// memory (the restrictions topic, read by every instance) and never wait.
     pub blocklist: Arc<dyn Blocklist>,
+    /// Where a contact with an Art. 15 emergency cue is reported, at once: the notice
+    /// event it returns goes into the same submission as the contact.
+    pub notices: Arc<dyn Notices>,
 }
 
 impl std::fmt::Debug for ChannelContext {

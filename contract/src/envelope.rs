@@ -25,6 +25,8 @@ pub enum EventType {
     Restriction,
     /// [`crate::AuditEvent`] events.
     Audit,
+    /// [`crate::NoticeEvent`] events.
+    Notice,
 }
 
 impl EventType {
@@ -35,6 +37,7 @@ impl EventType {
             EventType::TicketDraft => "cn.gov.zhuhai.12345.ticket_draft.v1",
             EventType::Restriction => "cn.gov.zhuhai.12345.restriction.v1",
             EventType::Audit => "cn.gov.zhuhai.12345.audit.v1",
+            EventType::Notice => "cn.gov.zhuhai.12345.urgent_notice.v1",
         }
     }
 
@@ -45,6 +48,7 @@ impl EventType {
             EventType::TicketDraft => "urn:12345:schema:ticket_draft:v1",
             EventType::Restriction => "urn:12345:schema:restriction:v1",
             EventType::Audit => "urn:12345:schema:audit:v1",
+            EventType::Notice => "urn:12345:schema:urgent_notice:v1",
         }
     }
 
@@ -55,6 +59,7 @@ impl EventType {
             EventType::TicketDraft => "ticket_draft.v1.json",
             EventType::Restriction => "restriction.v1.json",
             EventType::Audit => "audit.v1.json",
+            EventType::Notice => "urgent_notice.v1.json",
         }
     }
 }
@@ -82,6 +87,7 @@ impl Event {
             Event::TicketDraft(_) => EventType::TicketDraft,
             Event::Restriction(_) => EventType::Restriction,
             Event::Audit(_) => EventType::Audit,
+            Event::Notice(_) => EventType::Notice,
         }
     }
 
@@ -90,7 +96,7 @@ impl Event {
     /// `source` is the CloudEvents `source`, a URI reference naming the gateway instance
     /// and channel (for example `/gateway/gw-1/chat`).
     pub fn to_record(&self, source: &str) -> Result<Record, serde_json::Error> {
-        let restriction_subject;
+        let owned_subject;
         let (id, time, subject, key, payload) = match self {
             Event::Contact(c) => (
                 c.id,
@@ -107,11 +113,11 @@ impl Event {
                 serde_json::to_vec(d)?,
             ),
             Event::Restriction(r) => {
-                restriction_subject = r.restriction_id.to_string();
+                owned_subject = r.restriction_id.to_string();
                 (
                     r.id,
                     r.changed_at,
-                    restriction_subject.as_str(),
+                    owned_subject.as_str(),
                     r.citizen_key.as_str(),
                     serde_json::to_vec(r)?,
                 )
@@ -123,6 +129,18 @@ impl Event {
                 a.citizen_key.as_str(),
                 serde_json::to_vec(a)?,
             ),
+            // Keyed by the notice, not the citizen: a notice's events stay on one
+            // partition, whose owner runs the notice's clock.
+            Event::Notice(n) => {
+                owned_subject = n.notice_id.to_string();
+                (
+                    n.id,
+                    n.at,
+                    owned_subject.as_str(),
+                    owned_subject.as_str(),
+                    serde_json::to_vec(n)?,
+                )
+            }
         };
         let event_type = self.event_type();
         let headers = vec![

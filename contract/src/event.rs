@@ -8,7 +8,9 @@
 //! - [`TicketDraft`]: what the gateway proposes to the ticket service, built from one or
 //!   more contacts. The ticket service owns the ticket; the draft is a proposal.
 //! - [`crate::RestrictionChange`] and [`crate::AuditEvent`]: Art. 9 restrictions and the
-//!   audit trail of the admin surface (see [`crate::restriction`]).
+//!   audit trail of the admin surface (see [`crate::restriction`]);
+//! - [`crate::NoticeEvent`]: Art. 15 urgent notices to the linkage (see
+//!   [`crate::notice`]).
 //!
 //! Compatibility rule: within a `schema_version`, fields are only ever *added*, and only
 //! as optional fields, so a consumer written for version 1 keeps reading version 1
@@ -235,7 +237,9 @@ pub struct CallContact {
 /// A human-friendly ticket reference, unique across restarts and instances
 /// (`ZH` + the UTC date + 10 hex digits of randomness), given to the citizen so that
 /// they can quote it and query progress (Art. 14).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct TicketRef(pub String);
 
@@ -464,6 +468,14 @@ pub enum Event {
     Restriction(Box<crate::restriction::RestrictionChange>),
     /// An audited action (restriction changes and other admin actions).
     Audit(Box<crate::restriction::AuditEvent>),
+    /// A step of an Art. 15 urgent notice.
+    Notice(Box<crate::notice::NoticeEvent>),
+}
+
+impl From<crate::notice::NoticeEvent> for Event {
+    fn from(n: crate::notice::NoticeEvent) -> Self {
+        Event::Notice(Box::new(n))
+    }
 }
 
 impl From<Contact> for Event {

@@ -15,6 +15,9 @@
 //!   recognition plugs in there);
 //! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface;
 //! - [`rate`]: the token bucket behind every channel's rate limits;
+//! - [`notice`]: Art. 15 urgent notices as events, and the [`Notices`] seam channels
+//!   report emergencies through;
+//! - [`token`]: the signed bearer tokens of the agent and linkage operator feeds;
 //! - [`restriction`]: Art. 9 restrictions as events, and the [`Blocklist`] every channel
 //!   asks at admission.
 //!
@@ -26,9 +29,11 @@ pub mod envelope;
 pub mod event;
 pub mod identity;
 pub mod intake;
+pub mod notice;
 pub mod problem;
 pub mod rate;
 pub mod restriction;
+pub mod token;
 
 pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
@@ -41,6 +46,10 @@ pub use event::{
 };
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};
+pub use notice::{
+    EmergencyReport, EscalationVia, FeedbackStatus, NoNotices, NoticeChange, NoticeEvent,
+    NoticeOpened, NoticeUpdate, Notices,
+};
 pub use problem::Problem;
 pub use restriction::{
     AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,

@@ -81,3 +81,11 @@ fn audit_schema_is_current() {
         schemars::schema_for!(hotline_contract::AuditEvent),
     );
 }
+
+#[test]
+fn urgent_notice_schema_is_current() {
+    check(
+        EventType::Notice,
+        schemars::schema_for!(hotline_contract::NoticeEvent),
+    );
+}

@@ -61,7 +61,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         .map(|e| e.clone())
         .unwrap_or_default();
     let status = s.restrictions.status();
-    let synced = status.synced.load(Ordering::Acquire);
+    let synced = status.is_synced();
     // Until the deadline an unsynced book makes the gateway unready (a restarted
     // instance must not admit a restricted citizen); after it, the gateway serves with
     // what it holds, because a hotline that takes no calls helps nobody.

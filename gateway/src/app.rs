@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Secrets};
 use crate::kafka::{self, DrainOptions, KafkaHealth, Topics};
+use crate::notices::NoticeService;
 use crate::outbox::{Outbox, OutboxOptions};
 use crate::restrictions::Restrictions;
 use crate::{admin, registry};
@@ -48,6 +49,7 @@ pub async fn run(
         ticket_drafts: config.kafka.ticket_drafts_topic.clone(),
         restrictions: config.kafka.restrictions_topic.clone(),
         audit: config.kafka.audit_topic.clone(),
+        notices: config.kafka.notices_topic.clone(),
     };
     let reader_props = client_props.clone();
     let producer = kafka::producer(
@@ -100,14 +102,24 @@ pub async fn run(
     let reader_stop = CancellationToken::new();
     let reader = restrictions
         .spawn_reader(
-            reader_props,
+            reader_props.clone(),
             topics.restrictions.clone(),
             reader_stop.clone(),
         )
         .context("cannot start the restrictions reader")?;
+    // Art. 15 urgent notices: every instance reads the whole notices topic (the operator
+    // feed shows every notice wherever the operator connects).
+    let notices = NoticeService::new(
+        intake.clone(),
+        config.linkage.policy(),
+        routing::Clock::system(),
+    );
+    let notice_reader = notices
+        .spawn_reader(reader_props, topics.notices.clone(), reader_stop.clone())
+        .context("cannot start the notices reader")?;
     let load_timeout = Duration::from_secs(config.restrictions.load_timeout_secs);
     let restrictions_deadline = tokio::time::Instant::now() + load_timeout;
-    if !restrictions.wait_synced(load_timeout).await {
+    if !restrictions.status().wait_synced(load_timeout).await {
         tracing::error!(
             timeout_secs = load_timeout.as_secs(),
             "RESTRICTIONS NOT SYNCED: the restrictions topic could not be read to its end; admitting with what was read (Art. 9 restrictions confirmed elsewhere may not hold here until Kafka is back)"
@@ -151,12 +163,22 @@ pub async fn run(
     let ctx = ChannelContext {
         intake,
         blocklist: Arc::new(restrictions.book().clone()),
+        notices: notices.clone(),
         keyer: CitizenKeyer::new(&secrets.citizen_key),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         audio_tap,
     };
     let mut public = axum::Router::new();
+    if let Some(secret) = &secrets.linkage_token_secret {
+        public = public.merge(notices.router(
+            &config.linkage.path,
+            contract::token::TokenVerifier::new(secret.as_bytes(), "linkage:"),
+            shutdown.clone(),
+        ));
+    } else {
+        tracing::warn!("The linkage operator feed is off: set linkage.token_secret_env");
+    }
     for channel in registry::channels(&config.channels) {
         let kind = channel.kind();
         let parts = channel
@@ -253,7 +275,11 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_server.await;
     reader_stop.cancel();
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = reader.join();
+        let _ = notice_reader.join();
+    })
+    .await;
     // 3. The writer commits what it holds and stops once the last handle is gone.
     drop(ctx);
     drop(outbox);

@@ -32,6 +32,8 @@ pub const DEFAULT_CONTACTS_TOPIC: &str = "hotline.contacts.v1";
 pub const DEFAULT_TICKET_DRAFTS_TOPIC: &str = "hotline.ticket-drafts.v1";
 /// Default compacted topic of Art. 9 restrictions.
 pub const DEFAULT_RESTRICTIONS_TOPIC: &str = "hotline.restrictions.v1";
+/// Default topic of Art. 15 urgent notices.
+pub const DEFAULT_NOTICES_TOPIC: &str = "hotline.urgent-notices.v1";
 /// Default topic of audit events.
 pub const DEFAULT_AUDIT_TOPIC: &str = "hotline.audit.v1";
 /// How long a starting gateway waits for the restrictions topic before it admits.
@@ -83,6 +85,9 @@ pub struct Config {
     /// Art. 9 restrictions.
     #[serde(default)]
     pub restrictions: RestrictionsSection,
+    /// Art. 15 urgent notices to the 110/119/120 linkage.
+    #[serde(default)]
+    pub linkage: LinkageSection,
     /// Speech recognition of calls; a missing section leaves it off.
     #[serde(default)]
     pub asr: Option<asr::AsrConfig>,
@@ -241,6 +246,10 @@ pub struct KafkaSection {
     /// Topic of audit events (every change made through the admin API, every expiry).
     #[serde(default = "default_audit_topic")]
     pub audit_topic: String,
+    /// Topic of Art. 15 urgent notice events, keyed by notice; every instance reads all
+    /// of it.
+    #[serde(default = "default_notices_topic")]
+    pub notices_topic: String,
     /// Create the topics at start when they are missing (the development broker does not
     /// auto-create topics; production usually provisions them and sets this false).
     #[serde(default)]
@@ -291,6 +300,52 @@ impl Default for RestrictionsSection {
     fn default() -> Self {
         RestrictionsSection {
             load_timeout_secs: DEFAULT_RESTRICTIONS_LOAD_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// `[linkage]`: Art. 15 urgent notices (the topic is in `[kafka]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkageSection {
+    /// The operator feed's path on the public port.
+    #[serde(default = "default_linkage_path")]
+    pub path: String,
+    /// The environment variable with the secret operator tokens are signed with (scope
+    /// `linkage:`, subject `<target>:<operator>`). Without it the feed is off.
+    #[serde(default)]
+    pub token_secret_env: Option<String>,
+    /// When an unacknowledged notice escalates, seconds after detection (default 300,
+    /// 600, 1200), increasing, each before the alarm.
+    #[serde(default = "default_escalation_secs")]
+    pub escalation_secs: Vec<u64>,
+    /// When an unacknowledged notice raises the alarm (Art. 15: at most 1800).
+    #[serde(default = "default_alarm_secs")]
+    pub alarm_secs: u64,
+}
+
+impl Default for LinkageSection {
+    fn default() -> Self {
+        LinkageSection {
+            path: default_linkage_path(),
+            token_secret_env: None,
+            escalation_secs: default_escalation_secs(),
+            alarm_secs: default_alarm_secs(),
+        }
+    }
+}
+
+impl LinkageSection {
+    /// The notice policy these settings make.
+    pub fn policy(&self) -> routing::NoticePolicy {
+        routing::NoticePolicy {
+            schedule: self
+                .escalation_secs
+                .iter()
+                .map(|s| std::time::Duration::from_secs(*s))
+                .collect(),
+            alarm_after: std::time::Duration::from_secs(self.alarm_secs),
+            ..routing::NoticePolicy::default()
         }
     }
 }
@@ -346,6 +401,18 @@ fn default_restrictions_topic() -> String {
 }
 fn default_audit_topic() -> String {
     DEFAULT_AUDIT_TOPIC.to_owned()
+}
+fn default_notices_topic() -> String {
+    DEFAULT_NOTICES_TOPIC.to_owned()
+}
+fn default_linkage_path() -> String {
+    "/linkage/ws".to_owned()
+}
+fn default_escalation_secs() -> Vec<u64> {
+    vec![5 * 60, 10 * 60, 20 * 60]
+}
+fn default_alarm_secs() -> u64 {
+    30 * 60
 }
 fn default_restrictions_load_timeout() -> u64 {
     DEFAULT_RESTRICTIONS_LOAD_TIMEOUT_SECS
@@ -421,6 +488,8 @@ pub struct Secrets {
     pub admin_token: Option<String>,
     /// The SASL password, when configured.
     pub sasl_password: Option<String>,
+    /// The linkage operator token secret, when configured.
+    pub linkage_token_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -557,6 +626,7 @@ impl Config {
             ("kafka.ticket_drafts_topic", &k.ticket_drafts_topic),
             ("kafka.restrictions_topic", &k.restrictions_topic),
             ("kafka.audit_topic", &k.audit_topic),
+            ("kafka.notices_topic", &k.notices_topic),
         ] {
             if !valid_topic(topic) {
                 return Err(invalid(
@@ -570,6 +640,7 @@ impl Config {
             &k.ticket_drafts_topic,
             &k.restrictions_topic,
             &k.audit_topic,
+            &k.notices_topic,
         ];
         if topics
             .iter()
@@ -579,7 +650,7 @@ impl Config {
         {
             return Err(invalid(
                 "kafka.ticket_drafts_topic",
-                "the contacts, ticket-drafts, restrictions and audit topics must all differ",
+                "the contacts, ticket-drafts, restrictions, audit and notices topics must all differ",
             ));
         }
         if !(1..=600).contains(&self.restrictions.load_timeout_secs) {
@@ -588,6 +659,25 @@ impl Config {
                 "must be 1 to 600",
             ));
         }
+        let l = &self.linkage;
+        if !l.path.starts_with('/') {
+            return Err(invalid("linkage.path", "must start with '/'"));
+        }
+        if l.alarm_secs == 0 || l.escalation_secs.contains(&0) {
+            return Err(invalid("linkage.escalation_secs", "times must be above 0"));
+        }
+        l.policy()
+            .validate()
+            .map_err(|e| invalid("linkage.escalation_secs", &e))?;
+        let linkage_token_secret = match &l.token_secret_env {
+            Some(var) => Some(secret_from_env(
+                env,
+                var,
+                "linkage.token_secret_env",
+                MIN_SECRET_BYTES,
+            )?),
+            None => None,
+        };
         if k.partitions < 1 {
             return Err(invalid("kafka.partitions", "must be at least 1"));
         }
@@ -694,6 +784,7 @@ impl Config {
             citizen_key,
             admin_token,
             sasl_password,
+            linkage_token_secret,
         })
     }
 

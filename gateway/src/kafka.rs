@@ -90,6 +90,8 @@ pub struct Topics {
     pub restrictions: String,
     /// Audit events.
     pub audit: String,
+    /// Art. 15 urgent notice events.
+    pub notices: String,
 }
 
 impl Topics {
@@ -99,6 +101,7 @@ impl Topics {
             EventType::TicketDraft => &self.ticket_drafts,
             EventType::Restriction => &self.restrictions,
             EventType::Audit => &self.audit,
+            EventType::Notice => &self.notices,
         }
     }
 }
@@ -135,10 +138,15 @@ pub async fn create_topics(
         cfg.set(k, v);
     }
     let admin: AdminClient<DefaultClientContext> = cfg.create()?;
-    let mut new: Vec<NewTopic<'_>> = [&topics.contacts, &topics.ticket_drafts, &topics.audit]
-        .into_iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
-        .collect();
+    let mut new: Vec<NewTopic<'_>> = [
+        &topics.contacts,
+        &topics.ticket_drafts,
+        &topics.audit,
+        &topics.notices,
+    ]
+    .into_iter()
+    .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+    .collect();
     // The restrictions topic keeps each citizen's latest change only: every instance
     // reads all of it at start, so it must not grow with history (the audit topic has
     // that).

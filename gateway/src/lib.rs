@@ -7,6 +7,7 @@
 //! - [`outbox`]: the durable, bounded journal every accepted contact goes through;
 //! - [`kafka`]: the idempotent producer and the drain from the outbox to Kafka;
 //! - [`admin`]: health, readiness and Prometheus metrics;
+//! - [`notices`]: Art. 15 urgent notices, the linkage operators' feed;
 //! - [`restrictions`] and [`restriction_api`]: Art. 9 restrictions shared by every
 //!   instance through a compacted topic, and their admin API;
 //! - [`telemetry`]: logs and the metrics recorder;
@@ -16,8 +17,10 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod kafka;
+pub mod notices;
 pub mod outbox;
 pub mod registry;
 pub mod restriction_api;
 pub mod restrictions;
 pub mod telemetry;
+pub mod topic_reader;

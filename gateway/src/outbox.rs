@@ -294,6 +294,7 @@ impl Outbox {
                 Event::Contact(c) => c.channel.as_str(),
                 Event::TicketDraft(d) => d.channel.as_str(),
                 Event::Restriction(_) | Event::Audit(_) => "restrictions",
+                Event::Notice(_) => "notices",
             };
             let source = format!("{}/{}", self.shared.options.source_prefix, part);
             let record = event

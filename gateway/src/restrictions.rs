@@ -12,38 +12,17 @@
 //!   its channels, and `/readyz` reports it.
 //! - Admission never waits on Kafka: it reads the book in memory.
 //!
-//! The reader uses a plain consumer with assigned partitions, not a consumer group:
-//! every instance needs every record, and nothing is committed.
+//! The reader is [`crate::topic_reader`]: every instance needs every record.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use contract::{AuditEvent, Intake, IntakeError, RestrictionChange, RestrictionState, Submission};
-use rdkafka::ClientConfig;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use routing::restrictions::Applied;
 use routing::{Clock, SharedBook};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// What `/readyz` and the metrics report about the book.
-#[derive(Debug, Default)]
-pub struct ReaderStatus {
-    /// The reader reached the end of every partition once.
-    pub synced: AtomicBool,
-    /// Records taken from the topic (new or newer states).
-    pub applied: AtomicU64,
-    /// Records that did not parse or named no valid citizen key.
-    pub unreadable: AtomicU64,
-    /// Notified when `synced` turns true.
-    pub synced_notify: Notify,
-}
+use crate::topic_reader::{self, ReaderStatus, Taken};
 
 /// The gateway's restrictions: the book, how changes are written, the reader's status.
 pub struct Restrictions {
@@ -171,142 +150,62 @@ impl Restrictions {
         self.gauges();
     }
 
-    /// Waits until the reader has synced, or `timeout` passes; says which.
-    pub async fn wait_synced(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.status.synced_notify.notified();
-                if self.status.synced.load(Ordering::Acquire) {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
-    }
-
-    /// Starts the reader thread (see the module docs). It stops soon after `stop`.
+    /// Starts the reader of the restrictions topic (see the module docs). It stops soon
+    /// after `stop`.
     pub fn spawn_reader(
         self: &Arc<Self>,
         client_props: Vec<(String, String)>,
         topic: String,
         stop: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let this = self.clone();
-        std::thread::Builder::new()
-            .name("restrictions-reader".into())
-            .spawn(move || this.read_topic(&client_props, &topic, &stop))
+        let (this, synced) = (self.clone(), self.clone());
+        topic_reader::spawn(
+            "restrictions",
+            client_props,
+            topic,
+            self.status.clone(),
+            stop,
+            move |payload| this.take(payload),
+            move || {
+                let (count, active) = {
+                    let book = synced.book.read();
+                    (book.len(), book.active_len())
+                };
+                tracing::info!(
+                    restrictions = count,
+                    active,
+                    "Restrictions synced from the topic"
+                );
+                metrics::gauge!("gateway_restrictions_synced").set(1.0);
+                synced.gauges();
+            },
+        )
     }
 
-    fn read_topic(&self, props: &[(String, String)], topic: &str, stop: &CancellationToken) {
-        let mut wait = Duration::from_millis(250);
-        while !stop.is_cancelled() {
-            match self.read_once(props, topic, stop) {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, topic, "Restrictions topic not readable yet; admission uses what the book holds, retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Assigns every partition from the beginning and applies records until `stop`.
-    fn read_once(
-        &self,
-        props: &[(String, String)],
-        topic: &str,
-        stop: &CancellationToken,
-    ) -> Result<(), KafkaError> {
-        let mut cfg = ClientConfig::new();
-        for (k, v) in props {
-            cfg.set(k, v);
-        }
-        let consumer: BaseConsumer = cfg
-            // Required by librdkafka even without a group: nothing is committed.
-            .set("group.id", format!("restrictions-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
-            .set("client.id", "hotline-gateway-restrictions")
-            .set_log_level(RDKafkaLogLevel::Warning)
-            .create()?;
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
-        if partitions == 0 {
-            return Err(KafkaError::MetadataFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-            ));
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
-        let mut at_end: HashSet<i32> = HashSet::new();
-        while !stop.is_cancelled() {
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Ok(m)) => self.take(m.payload().unwrap_or_default()),
-                Some(Err(KafkaError::PartitionEOF(p)))
-                    if at_end.insert(p)
-                        && at_end.len() == partitions
-                        && !self.status.synced.swap(true, Ordering::AcqRel) =>
-                {
-                    let (count, active) = {
-                        let book = self.book.read();
-                        (book.len(), book.active_len())
-                    };
-                    tracing::info!(
-                        restrictions = count,
-                        active,
-                        "Restrictions synced from the topic"
-                    );
-                    metrics::gauge!("gateway_restrictions_synced").set(1.0);
-                    self.gauges();
-                    self.status.synced_notify.notify_waiters();
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "Restrictions reader");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn take(&self, payload: &[u8]) {
+    fn take(&self, payload: &[u8]) -> Taken {
         let change: RestrictionChange = match serde_json::from_slice(payload) {
             Ok(c) => c,
             Err(e) => {
-                self.status.unreadable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "Unreadable record on the restrictions topic; skipped");
-                return;
+                return Taken::Unreadable;
             }
         };
         let active = change.state == RestrictionState::Active;
         let applied = self.book.write().apply(change);
         match applied {
             Applied::New | Applied::Updated => {
-                self.status.applied.fetch_add(1, Ordering::Relaxed);
                 if active {
                     self.wake.notify_one();
                 }
-                if self.status.synced.load(Ordering::Relaxed) {
+                if self.status.is_synced() {
                     self.gauges();
                 }
+                Taken::Applied
             }
-            Applied::Stale => {}
+            Applied::Stale => Taken::Ignored,
             Applied::Invalid => {
-                self.status.unreadable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("A restrictions record without a valid citizen key; skipped");
+                Taken::Unreadable
             }
         }
     }

@@ -12,6 +12,7 @@
 pub mod blocklist;
 pub mod clock;
 pub mod emergency;
+pub mod notices;
 pub mod prefill;
 pub mod restrictions;
 pub mod sound;
@@ -20,6 +21,7 @@ pub use blocklist::StaticBlocklist;
 pub use clock::Clock;
 pub use contract::{Blocklist, Restricted};
 pub use emergency::{EmergencyHit, EmergencyRules};
+pub use notices::{NoticeBook, NoticePolicy};
 pub use prefill::Prefiller;
 pub use restrictions::{ExpiryTimer, RestrictionBook, RestrictionError, SharedBook};
 pub use sound::Homophones;
@@ -165,6 +167,13 @@ pub(crate) fn emergency_cue(hit: &EmergencyHit, text: &[char]) -> EmergencyCue {
 pub const SUMMARY_CHARS: usize = 60;
 
 impl Classifier {
+    /// The Art. 15 cue in `text`, if any: its kind, linkage and the words as written.
+    pub fn emergency_cue(&self, text: &str) -> Option<EmergencyCue> {
+        let hit = self.emergency.detect(text)?;
+        let chars: Vec<char> = text.chars().collect();
+        Some(emergency_cue(&hit, &chars))
+    }
+
     /// Proposes a ticket draft for the citizen's text: kind and urgency from the cues,
     /// the summary from the text's start.
     pub fn draft(

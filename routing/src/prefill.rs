@@ -36,6 +36,26 @@ use crate::{
 
 /// The shipped place list.
 pub const DEFAULT_PLACES: &str = include_str!("../data/places.toml");
+/// The location prefill fields name: the address (or the district alone) and the
+/// district.
+fn location_of(prefill: &[PrefillField]) -> Option<Location> {
+    let value = |n: PrefillName| {
+        prefill
+            .iter()
+            .find(|f| f.name == n)
+            .map(|f| f.value.clone())
+    };
+    let district = value(PrefillName::District);
+    let address = value(PrefillName::Address);
+    match (&address, &district) {
+        (None, None) => None,
+        _ => Some(Location {
+            text: address.or(district.clone()).unwrap_or_default(),
+            district,
+        }),
+    }
+}
+
 /// The shipped prefill cues.
 pub const DEFAULT_PREFILL: &str = include_str!("../data/prefill.toml");
 
@@ -230,15 +250,7 @@ impl Prefiller {
             .find(|f| f.name == PrefillName::Kind)
             .and_then(|f| serde_json::from_value(serde_json::Value::String(f.value.clone())).ok())
             .unwrap_or(TicketKind::Unknown);
-        let district = value(PrefillName::District);
-        let address = value(PrefillName::Address);
-        let location = match (&address, &district) {
-            (None, None) => None,
-            _ => Some(Location {
-                text: address.clone().or(district.clone()).unwrap_or_default(),
-                district,
-            }),
-        };
+        let location = location_of(&prefill);
         let urgency = if emergency.is_some() {
             Urgency::Emergency
         } else {
@@ -262,6 +274,26 @@ impl Prefiller {
             prefill,
             restriction: None,
         }
+    }
+
+    /// Where the citizen's words say the matter is (district and address), if they do.
+    pub fn location(&self, transcript: &[TranscriptSegment]) -> Option<Location> {
+        location_of(&self.read(transcript).0)
+    }
+
+    /// [`Prefiller::location`] of a written text (a chat message, an SMS): the same
+    /// place matching, the text taken as the citizen's one utterance.
+    pub fn location_of_text(&self, text: &str) -> Option<Location> {
+        let segment = TranscriptSegment {
+            call_id: Uuid::nil(),
+            speaker: contract::Speaker::Citizen,
+            start_ms: 0,
+            end_ms: 0,
+            text: text.to_owned(),
+            confidence: 1.0,
+            deferred: false,
+        };
+        self.location(std::slice::from_ref(&segment))
     }
 
     /// The fields read out of the citizen's segments of a transcript.

@@ -36,6 +36,29 @@ pub const CARRIER: &str = "testcarrier";
 pub const CARRIER_SECRET: &str = "e2e-carrier-secret-0123456789";
 /// The admin token.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+/// The linkage operator token secret of test gateways.
+pub const LINKAGE_SECRET: &str = "e2e-linkage-secret-0123456789";
+/// The urgent notices topic.
+pub const NOTICES: &str = "hotline.urgent-notices.v1";
+
+/// A linkage operator token for `subject` (`<target>:<operator>`), made as
+/// docs/routing.md documents it (an oracle, not the gateway's code):
+/// `<subject>.<expiry>.<hex HMAC-SHA256(secret, "linkage:<subject>.<expiry>")>`.
+pub fn linkage_token(subject: &str, valid_for: Duration) -> String {
+    use hmac::{Hmac, Mac};
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + valid_for.as_secs();
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(LINKAGE_SECRET.as_bytes())
+        .expect("any key length");
+    mac.update(format!("linkage:{subject}.{expiry}").as_bytes());
+    format!(
+        "{subject}.{expiry}.{}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
 /// Contacts topic of test gateways.
 pub const CONTACTS: &str = "hotline.contacts.v1";
 /// Ticket-drafts topic of test gateways.
@@ -240,6 +263,10 @@ pub struct GatewayOptions {
     pub rust_log: String,
     /// The SIP channel, when wanted.
     pub sip: Option<sip::SipOptions>,
+    /// Art. 15: escalation times and the alarm, seconds after detection.
+    pub linkage_escalation_secs: Vec<u64>,
+    /// Art. 15: the alarm, seconds after detection.
+    pub linkage_alarm_secs: u64,
 }
 
 impl Default for GatewayOptions {
@@ -258,6 +285,8 @@ impl Default for GatewayOptions {
             message_timeout_ms: 5000,
             rust_log: "info".into(),
             sip: None,
+            linkage_escalation_secs: vec![300, 600, 1200],
+            linkage_alarm_secs: 1800,
         }
     }
 }
@@ -306,6 +335,11 @@ brokers = "{brokers}"
 create_topics = true
 message_timeout_ms = {timeout}
 
+[linkage]
+token_secret_env = "E2E_LINKAGE_SECRET"
+escalation_secs = {escalation:?}
+alarm_secs = {alarm}
+
 [channels.chat]
 max_frame_bytes = {frame}
 rate_per_second = {rate}
@@ -332,6 +366,8 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             max_resumable = opts.max_resumable_sessions,
             sms_rate = opts.sms_rate_per_second,
             sms_burst = opts.sms_burst,
+            escalation = opts.linkage_escalation_secs,
+            alarm = opts.linkage_alarm_secs,
         );
         let mut config = config;
         let (sip_port, sip_tls_port) = match &opts.sip {
@@ -373,6 +409,7 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("E2E_TRUNK_PASSWORD", sip::TRUNK_PASSWORD)
             .env("E2E_FEED_SECRET", sip::FEED_SECRET)
+            .env("E2E_LINKAGE_SECRET", LINKAGE_SECRET)
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(log)
@@ -464,6 +501,14 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             CARRIER_SECRET,
         )
         .await
+    }
+
+    /// The linkage operator feed's URL with `token`.
+    pub fn linkage_url(&self, token: &str) -> String {
+        format!(
+            "ws://127.0.0.1:{}/linkage/ws?access_token={token}",
+            self.http_port
+        )
     }
 
     /// URL on the admin port.

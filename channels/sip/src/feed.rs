@@ -24,9 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use contract::{CallOutcome, CallParty, Problem, TicketRef};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -110,53 +108,7 @@ pub enum CallStateName {
     Ended,
 }
 
-/// Checks desk tokens.
-pub struct TokenVerifier {
-    secret: Vec<u8>,
-}
-
-impl std::fmt::Debug for TokenVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenVerifier(..)")
-    }
-}
-
-impl TokenVerifier {
-    /// A verifier with this secret.
-    pub fn new(secret: &[u8]) -> Self {
-        TokenVerifier {
-            secret: secret.to_vec(),
-        }
-    }
-
-    fn mac(&self, agent: &str, expiry: u64) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(format!("{agent}.{expiry}").as_bytes());
-        mac.finalize().into_bytes().to_vec()
-    }
-
-    /// A token for `agent` valid until `expiry` (what the desktop login service mints;
-    /// here for tests and tools).
-    pub fn mint(&self, agent: &str, expiry: u64) -> String {
-        format!("{agent}.{expiry}.{}", hex::encode(self.mac(agent, expiry)))
-    }
-
-    /// The agent a token names, if it is genuine and unexpired at `now` (unix seconds).
-    pub fn verify(&self, token: &str, now: u64) -> Option<String> {
-        let (rest, sig) = token.rsplit_once('.')?;
-        let (agent, expiry) = rest.rsplit_once('.')?;
-        let expiry: u64 = expiry.parse().ok()?;
-        if agent.is_empty() || expiry < now {
-            return None;
-        }
-        let sig = hex::decode(sig).ok()?;
-        let want = self.mac(agent, expiry);
-        let same = sig.len() == want.len()
-            && sig.iter().zip(&want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-        same.then(|| agent.to_owned())
-    }
-}
+pub use contract::token::TokenVerifier;
 
 /// The subscriptions of connected desktops.
 pub struct Feed {
@@ -223,27 +175,14 @@ struct TokenQuery {
     access_token: Option<String>,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 async fn upgrade(
     State(feed): State<Arc<Feed>>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let Some(agent) = bearer
-        .or(query.access_token)
-        .and_then(|t| feed.verifier.verify(t.trim(), now_secs()))
+    let Some(agent) = contract::token::presented(&headers, query.access_token)
+        .and_then(|t| feed.verifier.verify(&t, contract::token::unix_now()))
     else {
         return Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -314,22 +253,9 @@ async fn serve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_verify_only_when_genuine_and_unexpired() {
-        let v = TokenVerifier::new(b"a-feed-secret-of-enough-length");
-        let t = v.mint("agent1001", 2_000);
-        assert_eq!(v.verify(&t, 1_000).as_deref(), Some("agent1001"));
-        assert_eq!(v.verify(&t, 2_001), None, "expired");
-        let forged = t.replace("agent1001", "agent1002");
-        assert_eq!(v.verify(&forged, 1_000), None, "another agent's name");
-        let other = TokenVerifier::new(b"another-secret-entirely-here");
-        assert_eq!(other.verify(&t, 1_000), None, "another secret");
-        assert_eq!(v.verify("garbage", 0), None);
-    }
-
     #[tokio::test]
     async fn events_reach_only_the_agents_sockets_and_a_slow_socket_drops() {
-        let feed = Feed::new(TokenVerifier::new(b"x"), 4, CancellationToken::new());
+        let feed = Feed::new(TokenVerifier::new(b"x", ""), 4, CancellationToken::new());
         let (tx, mut rx) = mpsc::channel(1);
         lock(&feed.subscribers).insert("a1".into(), vec![tx]);
         let ev = FeedEvent::Dtmf {

@@ -142,7 +142,7 @@ impl Channel for SipChannel {
         let feed = cfg.agent_feed.as_ref().map(|f| {
             let secret = std::env::var(&f.token_secret_env).unwrap_or_default();
             feed::Feed::new(
-                feed::TokenVerifier::new(secret.as_bytes()),
+                feed::TokenVerifier::new(secret.as_bytes(), ""),
                 f.max_connections_per_agent,
                 ctx.shutdown.clone(),
             )

@@ -90,15 +90,28 @@ impl CallSink {
 
     fn submit(&self, events: Vec<Event>, once: String, what: &'static str) {
         let intake = self.core.ctx.intake.clone();
+        let notices = self.core.ctx.notices.clone();
         let call = self.call.id;
         self.core.ctx.tasks.spawn(async move {
+            let notice = events.iter().find_map(|e| match e {
+                Event::Notice(n) => Some((**n).clone()),
+                _ => None,
+            });
             let submission = Submission {
                 events,
                 once: Some((once, call.to_string().into_bytes())),
                 ..Submission::default()
             };
-            if let Err(e) = intake.submit(submission).await {
-                tracing::warn!(call = %call, error = %e, what, "Cannot record the transcript");
+            match intake.submit(submission).await {
+                Ok(contract::Receipt::Accepted) => {
+                    if let Some(n) = &notice {
+                        notices.recorded(n);
+                    }
+                }
+                Ok(contract::Receipt::Duplicate(_)) => {}
+                Err(e) => {
+                    tracing::warn!(call = %call, error = %e, what, "Cannot record the transcript")
+                }
             }
         });
     }
@@ -128,11 +141,24 @@ impl TranscriptSink for CallSink {
             "sip/{}/transcript/{:?}/{}",
             self.call.channel_ref, s.speaker, s.start_ms
         );
+        // Art. 15: a citizen's emergency words make (or update) an urgent notice while
+        // the call is still up, recorded with the segment.
+        let text = (s.speaker == contract::Speaker::Citizen).then(|| s.text.clone());
         let contact = self.call.contact(ContactContent::Transcript(s));
         if let Ok(mut ids) = self.contacts.lock() {
             ids.push(contact.id);
         }
-        self.submit(vec![Event::from(contact)], once, "segment");
+        let notice = text.and_then(|t| {
+            routing::notices::notice_for_text(
+                self.core.ctx.notices.as_ref(),
+                &self.core.prefiller,
+                &contact,
+                &t,
+            )
+        });
+        let mut events = vec![Event::from(contact)];
+        events.extend(notice.map(Event::from));
+        self.submit(events, once, "segment");
     }
 
     fn complete(&self, transcript: Vec<TranscriptSegment>) {

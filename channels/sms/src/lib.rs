@@ -208,6 +208,8 @@ struct Shared {
     limits: HashMap<String, std::sync::Mutex<TokenBucket>>,
     ctx: ChannelContext,
     classifier: Classifier,
+    /// Reads places out of an emergency text (the urgent notice's location).
+    prefiller: Arc<routing::Prefiller>,
 }
 
 #[async_trait]
@@ -232,6 +234,7 @@ impl Channel for SmsChannel {
             limits,
             ctx,
             classifier: Classifier::builtin(),
+            prefiller: routing::Prefiller::shared(),
         });
         let router = Router::new()
             .route("/sms/{carrier}/inbound", post(inbound))
@@ -452,10 +455,19 @@ async fn inbound(
         contact_id: contact.id,
         ticket_ref,
     };
+    // Art. 15: an emergency cue makes (or updates) an urgent notice at once, recorded
+    // with the contact (a rejected text has no cue: a cue would have let it through).
+    let notice = routing::notices::notice_for_text(
+        shared.ctx.notices.as_ref(),
+        &shared.prefiller,
+        &contact,
+        &sms.text,
+    );
     let mut events = vec![contact.into()];
     if status == "accepted" {
         events.push(draft.into());
     }
+    events.extend(notice.clone().map(Into::into));
     let submission = Submission {
         events,
         once: Some((
@@ -467,6 +479,9 @@ async fn inbound(
     match shared.ctx.intake.submit(submission).await {
         Ok(Receipt::Accepted) => {
             metrics::counter!("gateway_contacts_accepted_total", "channel" => "sms").increment(1);
+            if let Some(n) = &notice {
+                shared.ctx.notices.recorded(n);
+            }
             (StatusCode::OK, axum::Json(receipt)).into_response()
         }
         Ok(Receipt::Duplicate(first)) => {

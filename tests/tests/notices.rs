@@ -1,0 +1,234 @@
+//! Art. 15 urgent notices end to end: a real gateway, a real tansu broker, a real
+//! WebSocket operator feed. A chat message with an emergency reaches the topic and the
+//! operator within 2 seconds, the operator's acknowledgement is recorded, a flood makes
+//! one notice, and forged tokens get nothing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use e2e::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn operator(gw: &Gateway, subject: &str) -> Result<Ws> {
+    let token = linkage_token(subject, Duration::from_secs(3600));
+    let (ws, _) = tokio_tungstenite::connect_async(gw.linkage_url(&token)).await?;
+    Ok(ws)
+}
+
+/// The next JSON frame within `within`.
+async fn next_frame(ws: &mut Ws, within: Duration) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next()).await;
+        match next {
+            Err(_) => bail!("no frame within {within:?}"),
+            Ok(Some(Ok(WsMessage::Text(t)))) => return Ok(serde_json::from_str(t.as_str())?),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => bail!("feed ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_a_chat_emergency_reaches_the_operator_within_two_seconds_and_is_acknowledged()
+-> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let gw = Gateway::start(&broker.bootstrap(), GatewayOptions::default())?;
+    let mut op119 = operator(&gw, "119:op7").await?;
+    let snapshot = next_frame(&mut op119, Duration::from_secs(5)).await?;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["notices"], json!([]));
+    let mut op110 = operator(&gw, "110:op3").await?;
+    assert_eq!(
+        next_frame(&mut op110, Duration::from_secs(5)).await?["type"],
+        "snapshot"
+    );
+
+    let mut chat = ChatClient::connect(&gw.chat_url()).await?;
+    chat.open("fire-visitor", Some("13800005555")).await?;
+    let sent = Instant::now();
+    let ack = chat
+        .say("m1", "我家楼下着火了，有人被困，在香洲区凤凰北路")
+        .await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let frame = next_frame(&mut op119, Duration::from_secs(2)).await?;
+    let took = sent.elapsed();
+    assert_eq!(frame["type"], "notice", "{frame}");
+    let notice = &frame["notice"];
+    assert_eq!(notice["target"], "119");
+    assert_eq!(notice["kind"], "fire");
+    assert_eq!(notice["state"], "open");
+    assert_eq!(notice["channel"], "chat");
+    assert!(
+        notice["excerpt"]
+            .as_str()
+            .is_some_and(|e| e.contains("着火")),
+        "{notice}"
+    );
+    assert_eq!(notice["location"]["district"], "香洲区", "{notice}");
+    assert_eq!(
+        notice["reply_paths"][1]["number"], "13800005555",
+        "the operator can call back"
+    );
+    let detected =
+        chrono::DateTime::parse_from_rfc3339(notice["detected_at"].as_str().unwrap_or_default())?;
+    let due = chrono::DateTime::parse_from_rfc3339(notice["due_at"].as_str().unwrap_or_default())?;
+    assert_eq!((due - detected).num_seconds(), 1800, "Art. 15: 30 minutes");
+    eprintln!("chat message to operator feed: {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let id = notice["notice_id"].as_str().unwrap_or_default().to_owned();
+
+    // On the topic within 2 s of the message, keyed by the notice, no number in headers.
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(2), |r| {
+        !r.is_empty()
+    })?;
+    assert!(sent.elapsed() < Duration::from_secs(4));
+    let opened = records.first().map(|r| r.value.clone()).unwrap_or_default();
+    assert_eq!(opened["change"]["type"], "opened", "{records:?}");
+    assert_eq!(opened["notice_id"], json!(id));
+    assert_eq!(records[0].key, id);
+    assert!(!format!("{:?}", records[0].headers).contains("13800005555"));
+
+    // The 110 operator does not see a 119 notice; acknowledging it is refused.
+    op110
+        .send(WsMessage::Text(
+            json!({"type": "ack", "notice_id": id}).to_string().into(),
+        ))
+        .await?;
+    let refused = next_frame(&mut op110, Duration::from_secs(5)).await?;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("unknown_notice"))
+    );
+
+    // The 119 operator acknowledges: answered once durable, the feed shows it, the topic has it.
+    op119
+        .send(WsMessage::Text(
+            json!({"type": "ack", "notice_id": id}).to_string().into(),
+        ))
+        .await?;
+    let mut acked = false;
+    let mut shown = false;
+    while !(acked && shown) {
+        let f = next_frame(&mut op119, Duration::from_secs(5)).await?;
+        match f["type"].as_str() {
+            Some("acked") => acked = f["notice_id"] == json!(id),
+            Some("notice") => {
+                shown = f["notice"]["state"] == "acknowledged"
+                    && f["notice"]["acknowledged"]["by"] == "op7"
+                    && f["notice"]["acknowledged"]["via"] == "feed";
+            }
+            _ => bail!("unexpected {f}"),
+        }
+    }
+    // A second message on the same ticket updates the notice: no new notice.
+    chat.say("m2", "火越来越大了，还是着火，三楼有人被困")
+        .await?;
+    let update = next_frame(&mut op119, Duration::from_secs(5)).await?;
+    assert_eq!(update["notice"]["notice_id"], json!(id), "{update}");
+    assert!(
+        update["notice"]["excerpt"]
+            .as_str()
+            .is_some_and(|e| e.contains("三楼"))
+    );
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| {
+        r.len() >= 3
+    })?;
+    let changes: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.value["change"]["type"].as_str())
+        .collect();
+    assert_eq!(
+        changes,
+        ["opened", "acknowledged", "updated"],
+        "{records:?}"
+    );
+    assert_eq!(records[1].value["by"], "op7");
+
+    // A new operator gets it in the snapshot.
+    let mut late = operator(&gw, "*:supervisor1").await?;
+    let snap = next_frame(&mut late, Duration::from_secs(5)).await?;
+    assert_eq!(snap["notices"][0]["notice_id"], json!(id), "{snap}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_a_flood_of_urgent_messages_from_one_citizen_makes_one_notice() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let gw = Gateway::start(&broker.bootstrap(), GatewayOptions::default())?;
+    let http = reqwest::Client::new();
+    for i in 0..300 {
+        let (status, receipt) = gw
+            .send_sms(
+                &http,
+                &format!("flood-{i}"),
+                "13800006666",
+                "着火了！！快来人，着火了",
+            )
+            .await?;
+        assert_eq!(
+            (status, receipt["status"].as_str()),
+            (200, Some("accepted")),
+            "{receipt}"
+        );
+    }
+    gw.wait_drained(Duration::from_secs(30)).await?;
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(5), |_| {
+        false
+    })?;
+    let opened = records
+        .iter()
+        .filter(|r| r.value["change"]["type"] == "opened")
+        .count();
+    let updated = records
+        .iter()
+        .filter(|r| r.value["change"]["type"] == "updated")
+        .count();
+    assert_eq!(opened, 1, "{records:?}");
+    assert!(updated <= 10, "a flood is thinned: {updated} updates");
+    eprintln!("300 urgent SMS from one citizen: {opened} notice, {updated} updates");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_or_foreign_tokens_get_nothing_from_the_operator_feed() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let gw = Gateway::start(&broker.bootstrap(), GatewayOptions::default())?;
+    let good = linkage_token("119:op7", Duration::from_secs(3600));
+    // Minted with the documented format, with the right secret.
+    let mint = |scope: &str, expiry: u64| {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(LINKAGE_SECRET.as_bytes())
+            .expect("any key length");
+        mac.update(format!("{scope}119:op7.{expiry}").as_bytes());
+        format!(
+            "119:op7.{expiry}.{}",
+            hex::encode(mac.finalize().into_bytes())
+        )
+    };
+    let now = chrono::Utc::now().timestamp() as u64;
+    let expired = mint("linkage:", now - 60);
+    // An agent desk token's shape (no scope), even signed with the linkage secret.
+    let unscoped = mint("", now + 3600);
+    let forged = good.replace("119:op7", "110:op7");
+    for (what, token) in [
+        ("expired", expired.as_str()),
+        ("forged", forged.as_str()),
+        ("another scope", unscoped.as_str()),
+        ("garbage", "x.y.z"),
+    ] {
+        match tokio_tungstenite::connect_async(gw.linkage_url(token)).await {
+            Ok(_) => bail!("{what} token was let in"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 401, "{what}");
+            }
+            Err(e) => bail!("{what}: {e}"),
+        }
+    }
+    Ok(())
+}
