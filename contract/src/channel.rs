@@ -15,7 +15,8 @@ use crate::audio::AudioTap;
 use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
-use crate::notice::Notices;
+use crate::notice::{LinkageDialer, Notices};
+use crate::sms::SmsSender;
 use crate::restriction::Blocklist;
 
 /// An error building a channel, boxed because each channel has its own error type.
@@ -60,6 +61,10 @@ pub struct ChannelParts {
     pub router: Option<axum::Router>,
     /// Background tasks; each must return soon after `shutdown` is cancelled.
     pub tasks: Vec<BoxFuture<'static, ()>>,
+    /// Places calls to linkage lines (Art. 15 escalation): the phone channel.
+    pub dialer: Option<Arc<dyn LinkageDialer>>,
+    /// Sends outbound texts: the SMS channel, when it has an outbound carrier.
+    pub sms_sender: Option<Arc<dyn SmsSender>>,
 }
 
 impl std::fmt::Debug for ChannelParts {

@@ -27,6 +27,10 @@ pub enum EventType {
     Audit,
     /// [`crate::NoticeEvent`] events.
     Notice,
+    /// [`crate::OutboundSms`] requests.
+    OutboundSms,
+    /// [`crate::SmsStatus`] events.
+    SmsStatus,
 }
 
 impl EventType {
@@ -38,6 +42,8 @@ impl EventType {
             EventType::Restriction => "cn.gov.zhuhai.12345.restriction.v1",
             EventType::Audit => "cn.gov.zhuhai.12345.audit.v1",
             EventType::Notice => "cn.gov.zhuhai.12345.urgent_notice.v1",
+            EventType::OutboundSms => "cn.gov.zhuhai.12345.sms_outbound.v1",
+            EventType::SmsStatus => "cn.gov.zhuhai.12345.sms_status.v1",
         }
     }
 
@@ -49,6 +55,8 @@ impl EventType {
             EventType::Restriction => "urn:12345:schema:restriction:v1",
             EventType::Audit => "urn:12345:schema:audit:v1",
             EventType::Notice => "urn:12345:schema:urgent_notice:v1",
+            EventType::OutboundSms => "urn:12345:schema:sms_outbound:v1",
+            EventType::SmsStatus => "urn:12345:schema:sms_status:v1",
         }
     }
 
@@ -60,6 +68,8 @@ impl EventType {
             EventType::Restriction => "restriction.v1.json",
             EventType::Audit => "audit.v1.json",
             EventType::Notice => "urgent_notice.v1.json",
+            EventType::OutboundSms => "sms_outbound.v1.json",
+            EventType::SmsStatus => "sms_status.v1.json",
         }
     }
 }
@@ -88,6 +98,8 @@ impl Event {
             Event::Restriction(_) => EventType::Restriction,
             Event::Audit(_) => EventType::Audit,
             Event::Notice(_) => EventType::Notice,
+            Event::OutboundSms(_) => EventType::OutboundSms,
+            Event::SmsStatus(_) => EventType::SmsStatus,
         }
     }
 
@@ -139,6 +151,27 @@ impl Event {
                     owned_subject.as_str(),
                     owned_subject.as_str(),
                     serde_json::to_vec(n)?,
+                )
+            }
+            // Keyed by the request: the number is personal data and stays in the payload.
+            Event::OutboundSms(r) => {
+                owned_subject = r.id.to_string();
+                (
+                    r.id,
+                    r.requested_at,
+                    r.reference.as_str(),
+                    owned_subject.as_str(),
+                    serde_json::to_vec(r)?,
+                )
+            }
+            Event::SmsStatus(st) => {
+                owned_subject = st.request_id.to_string();
+                (
+                    st.id,
+                    st.at,
+                    st.reference.as_str(),
+                    owned_subject.as_str(),
+                    serde_json::to_vec(st)?,
                 )
             }
         };

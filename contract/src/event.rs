@@ -470,6 +470,22 @@ pub enum Event {
     Audit(Box<crate::restriction::AuditEvent>),
     /// A step of an Art. 15 urgent notice.
     Notice(Box<crate::notice::NoticeEvent>),
+    /// A request to send a text.
+    OutboundSms(Box<crate::sms::OutboundSms>),
+    /// What became of a text.
+    SmsStatus(Box<crate::sms::SmsStatus>),
+}
+
+impl From<crate::sms::OutboundSms> for Event {
+    fn from(s: crate::sms::OutboundSms) -> Self {
+        Event::OutboundSms(Box::new(s))
+    }
+}
+
+impl From<crate::sms::SmsStatus> for Event {
+    fn from(s: crate::sms::SmsStatus) -> Self {
+        Event::SmsStatus(Box::new(s))
+    }
 }
 
 impl From<crate::notice::NoticeEvent> for Event {

@@ -17,6 +17,7 @@
 //! - [`rate`]: the token bucket behind every channel's rate limits;
 //! - [`notice`]: Art. 15 urgent notices as events, and the [`Notices`] seam channels
 //!   report emergencies through;
+//! - [`sms`]: outbound SMS requests and their status, and the [`SmsSender`] seam;
 //! - [`token`]: the signed bearer tokens of the agent and linkage operator feeds;
 //! - [`restriction`]: Art. 9 restrictions as events, and the [`Blocklist`] every channel
 //!   asks at admission.
@@ -33,6 +34,7 @@ pub mod notice;
 pub mod problem;
 pub mod rate;
 pub mod restriction;
+pub mod sms;
 pub mod token;
 
 pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
@@ -47,9 +49,10 @@ pub use event::{
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};
 pub use notice::{
-    EmergencyReport, EscalationVia, FeedbackStatus, NoNotices, NoticeChange, NoticeEvent,
-    NoticeOpened, NoticeUpdate, Notices,
+    EmergencyReport, EscalationVia, FeedbackStatus, LinkageCall, LinkageCallOutcome,
+    LinkageDialer, NoNotices, NoticeChange, NoticeEvent, NoticeOpened, NoticeUpdate, Notices,
 };
+pub use sms::{OutboundSms, SmsSender, SmsState, SmsStatus};
 pub use problem::Problem;
 pub use restriction::{
     AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,

@@ -191,6 +191,57 @@ impl Notices for NoNotices {
     fn recorded(&self, _: &NoticeEvent) {}
 }
 
+/// A call to a linkage line that plays an urgent notice.
+#[derive(Debug, Clone)]
+pub struct LinkageCall {
+    /// The notice.
+    pub notice_id: Uuid,
+    /// The escalation step.
+    pub step: u32,
+    /// The linkage line's SIP URI (`sip:119@10.1.2.3:5060`).
+    pub uri: String,
+    /// The ticket, read out on the call.
+    pub ticket_ref: TicketRef,
+    /// The kind of emergency.
+    pub kind: String,
+}
+
+/// How a linkage call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkageCallOutcome {
+    /// Answered and 1 pressed: the notice is acknowledged.
+    Acknowledged,
+    /// Answered, the notice played, no 1.
+    Answered,
+    /// Busy.
+    Busy,
+    /// Not answered in time.
+    NoAnswer,
+    /// Refused or unreachable.
+    Failed,
+}
+
+impl LinkageCallOutcome {
+    /// The outcome's name, as events write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkageCallOutcome::Acknowledged => "acknowledged",
+            LinkageCallOutcome::Answered => "answered",
+            LinkageCallOutcome::Busy => "busy",
+            LinkageCallOutcome::NoAnswer => "no_answer",
+            LinkageCallOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Places linkage calls (the SIP channel).
+#[async_trait::async_trait]
+pub trait LinkageDialer: Send + Sync + 'static {
+    /// Calls the line, plays the notice, listens for 1; returns how it ended.
+    async fn call(&self, call: LinkageCall) -> LinkageCallOutcome;
+}
+
 /// The words of `text` around character `at` (the cue), at most `max` characters.
 pub fn excerpt(text: &str, at: usize, max: usize) -> String {
     let chars: Vec<char> = text.chars().collect();

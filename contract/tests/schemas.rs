@@ -89,3 +89,9 @@ fn urgent_notice_schema_is_current() {
         schemars::schema_for!(hotline_contract::NoticeEvent),
     );
 }
+
+#[test]
+fn outbound_sms_schemas_are_current() {
+    check(EventType::OutboundSms, schemars::schema_for!(hotline_contract::OutboundSms));
+    check(EventType::SmsStatus, schemars::schema_for!(hotline_contract::SmsStatus));
+}

@@ -50,8 +50,11 @@ pub async fn run(
         restrictions: config.kafka.restrictions_topic.clone(),
         audit: config.kafka.audit_topic.clone(),
         notices: config.kafka.notices_topic.clone(),
+        sms_outbound: config.kafka.sms_outbound_topic.clone(),
+        sms_status: config.kafka.sms_status_topic.clone(),
     };
     let reader_props = client_props.clone();
+    let group_props = client_props.clone();
     let producer = kafka::producer(
         &client_props,
         config.kafka.message_timeout_ms,
@@ -161,7 +164,7 @@ pub async fn run(
     // Channels.
     let tasks = TaskTracker::new();
     let ctx = ChannelContext {
-        intake,
+        intake: intake.clone(),
         blocklist: Arc::new(restrictions.book().clone()),
         notices: notices.clone(),
         keyer: CitizenKeyer::new(&secrets.citizen_key),
@@ -179,6 +182,8 @@ pub async fn run(
     } else {
         tracing::warn!("The linkage operator feed is off: set linkage.token_secret_env");
     }
+    let mut dialer: Option<Arc<dyn contract::LinkageDialer>> = None;
+    let mut sms_sender: Option<Arc<dyn contract::SmsSender>> = None;
     for channel in registry::channels(&config.channels) {
         let kind = channel.kind();
         let parts = channel
@@ -191,8 +196,47 @@ pub async fn run(
         for task in parts.tasks {
             tasks.spawn(task);
         }
+        dialer = dialer.or(parts.dialer);
+        sms_sender = sms_sender.or(parts.sms_sender);
         tracing::info!(channel = %kind, "Channel started");
     }
+
+    // The outbound SMS path: one instance sends each request.
+    let group = |what: &str| format!("{}-{what}", config.kafka.group_prefix);
+    match sms_sender {
+        Some(sender) => {
+            tasks.spawn(crate::sms_outbound::run(
+                group_props.clone(),
+                topics.sms_outbound.clone(),
+                group("sms-outbound"),
+                sender,
+                intake.clone(),
+                shutdown.clone(),
+            ));
+        }
+        None => tracing::warn!(
+            "No outbound SMS carrier (channels.sms.outbound): texts, urgent-notice SMS included, are requested but not sent by this instance"
+        ),
+    }
+
+    // Art. 15: the clocks of the notices this instance owns (the notices topic's
+    // partitions assigned to it in the clock group).
+    let owned = Arc::new(crate::escalation::Owned::default());
+    let membership = crate::escalation::spawn_membership(
+        group_props,
+        topics.notices.clone(),
+        group("notice-clocks"),
+        owned.clone(),
+        reader_stop.clone(),
+    )
+    .context("cannot start the notice clock group member")?;
+    let escalator = Arc::new(crate::escalation::Escalator {
+        notices: notices.clone(),
+        owned,
+        targets: config.linkage.targets.clone().into_iter().collect(),
+        dialer,
+    });
+    tasks.spawn(escalator.run(shutdown.clone()));
 
     // Art. 9: expiries are written when the 30 days are over.
     tasks.spawn(restrictions.clone().run_expiry(shutdown.clone()));
@@ -278,6 +322,7 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || {
         let _ = reader.join();
         let _ = notice_reader.join();
+        let _ = membership.join();
     })
     .await;
     // 3. The writer commits what it holds and stops once the last handle is gone.

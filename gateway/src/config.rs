@@ -250,6 +250,16 @@ pub struct KafkaSection {
     /// of it.
     #[serde(default = "default_notices_topic")]
     pub notices_topic: String,
+    /// Topic of outbound SMS requests (any service may publish one), keyed by request.
+    #[serde(default = "default_sms_outbound_topic")]
+    pub sms_outbound_topic: String,
+    /// Topic of outbound SMS outcomes, keyed by request.
+    #[serde(default = "default_sms_status_topic")]
+    pub sms_status_topic: String,
+    /// Prefix of the consumer groups the gateway's instances share
+    /// (`<prefix>-notice-clocks`, `<prefix>-sms-outbound`).
+    #[serde(default = "default_group_prefix")]
+    pub group_prefix: String,
     /// Create the topics at start when they are missing (the development broker does not
     /// auto-create topics; production usually provisions them and sets this false).
     #[serde(default)]
@@ -322,6 +332,23 @@ pub struct LinkageSection {
     /// When an unacknowledged notice raises the alarm (Art. 15: at most 1800).
     #[serde(default = "default_alarm_secs")]
     pub alarm_secs: u64,
+    /// The linkage lines and duty phones, by target (`"119"`, `"120"`, `"110"`, a unit's
+    /// name as the cue rules write it).
+    #[serde(default)]
+    pub targets: BTreeMap<String, LinkageTarget>,
+}
+
+/// `[linkage.targets."<target>"]`: how an unacknowledged notice reaches a linkage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkageTarget {
+    /// The target's 24-hour linkage line, a SIP URI (`sip:119@10.1.2.3:5060`); called
+    /// through the phone channel.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The duty phone that gets an SMS through the outbound SMS path.
+    #[serde(default)]
+    pub duty_phone: Option<String>,
 }
 
 impl Default for LinkageSection {
@@ -331,6 +358,7 @@ impl Default for LinkageSection {
             token_secret_env: None,
             escalation_secs: default_escalation_secs(),
             alarm_secs: default_alarm_secs(),
+            targets: BTreeMap::new(),
         }
     }
 }
@@ -404,6 +432,15 @@ fn default_audit_topic() -> String {
 }
 fn default_notices_topic() -> String {
     DEFAULT_NOTICES_TOPIC.to_owned()
+}
+fn default_sms_outbound_topic() -> String {
+    "hotline.sms-outbound.v1".to_owned()
+}
+fn default_sms_status_topic() -> String {
+    "hotline.sms-status.v1".to_owned()
+}
+fn default_group_prefix() -> String {
+    "hotline-gateway".to_owned()
 }
 fn default_linkage_path() -> String {
     "/linkage/ws".to_owned()
@@ -627,6 +664,9 @@ impl Config {
             ("kafka.restrictions_topic", &k.restrictions_topic),
             ("kafka.audit_topic", &k.audit_topic),
             ("kafka.notices_topic", &k.notices_topic),
+            ("kafka.sms_outbound_topic", &k.sms_outbound_topic),
+            ("kafka.sms_status_topic", &k.sms_status_topic),
+            ("kafka.group_prefix", &k.group_prefix),
         ] {
             if !valid_topic(topic) {
                 return Err(invalid(
@@ -641,6 +681,8 @@ impl Config {
             &k.restrictions_topic,
             &k.audit_topic,
             &k.notices_topic,
+            &k.sms_outbound_topic,
+            &k.sms_status_topic,
         ];
         if topics
             .iter()
@@ -650,7 +692,7 @@ impl Config {
         {
             return Err(invalid(
                 "kafka.ticket_drafts_topic",
-                "the contacts, ticket-drafts, restrictions, audit and notices topics must all differ",
+                "the gateway's topics (contacts, ticket drafts, restrictions, audit, notices, SMS outbound and status) must all differ",
             ));
         }
         if !(1..=600).contains(&self.restrictions.load_timeout_secs) {
@@ -669,6 +711,24 @@ impl Config {
         l.policy()
             .validate()
             .map_err(|e| invalid("linkage.escalation_secs", &e))?;
+        for (name, t) in &l.targets {
+            if let Some(uri) = &t.uri
+                && !(uri.starts_with("sip:") && uri.contains('@'))
+            {
+                return Err(invalid(
+                    &format!("linkage.targets.{name}.uri"),
+                    "must be a SIP URI, sip:user@host:port",
+                ));
+            }
+            if let Some(p) = &t.duty_phone
+                && contract::normalize_phone(p).is_none()
+            {
+                return Err(invalid(
+                    &format!("linkage.targets.{name}.duty_phone"),
+                    "must be a telephone number",
+                ));
+            }
+        }
         let linkage_token_secret = match &l.token_secret_env {
             Some(var) => Some(secret_from_env(
                 env,

@@ -92,6 +92,10 @@ pub struct Topics {
     pub audit: String,
     /// Art. 15 urgent notice events.
     pub notices: String,
+    /// Outbound SMS requests.
+    pub sms_outbound: String,
+    /// Outbound SMS outcomes.
+    pub sms_status: String,
 }
 
 impl Topics {
@@ -102,6 +106,8 @@ impl Topics {
             EventType::Restriction => &self.restrictions,
             EventType::Audit => &self.audit,
             EventType::Notice => &self.notices,
+            EventType::OutboundSms => &self.sms_outbound,
+            EventType::SmsStatus => &self.sms_status,
         }
     }
 }
@@ -143,6 +149,8 @@ pub async fn create_topics(
         &topics.ticket_drafts,
         &topics.audit,
         &topics.notices,
+        &topics.sms_outbound,
+        &topics.sms_status,
     ]
     .into_iter()
     .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))

@@ -8,6 +8,8 @@
 //! - [`kafka`]: the idempotent producer and the drain from the outbox to Kafka;
 //! - [`admin`]: health, readiness and Prometheus metrics;
 //! - [`notices`]: Art. 15 urgent notices, the linkage operators' feed;
+//! - [`escalation`]: each notice's 30-minute clock, run by the instance that owns it;
+//! - [`sms_outbound`]: the outbound SMS path (requests on a topic, sent once);
 //! - [`restrictions`] and [`restriction_api`]: Art. 9 restrictions shared by every
 //!   instance through a compacted topic, and their admin API;
 //! - [`telemetry`]: logs and the metrics recorder;
@@ -16,11 +18,13 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod escalation;
 pub mod kafka;
 pub mod notices;
 pub mod outbox;
 pub mod registry;
 pub mod restriction_api;
 pub mod restrictions;
+pub mod sms_outbound;
 pub mod telemetry;
 pub mod topic_reader;

@@ -85,6 +85,37 @@ impl NoticeService {
         &self.status
     }
 
+    /// The notice policy.
+    pub fn policy(&self) -> &NoticePolicy {
+        &self.policy
+    }
+
+    /// The clock the notices run on.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// What the clock owner must do now for notice `id`.
+    pub fn due(&self, id: Uuid) -> Vec<routing::notices::Due> {
+        self.book().due(id, &self.policy, self.clock.now())
+    }
+
+    /// When notice `id` next needs its owner.
+    pub fn next_due(&self, id: Uuid) -> Option<DateTime<Utc>> {
+        self.book().next_due(id, &self.policy)
+    }
+
+    /// The target, kind and ticket of a notice (what an escalation says).
+    pub fn summary(&self, id: Uuid) -> Option<(String, String, TicketRef)> {
+        self.book().get(id).map(|n| {
+            (
+                n.opened.target.clone(),
+                n.opened.kind.clone(),
+                n.opened.ticket_ref.clone(),
+            )
+        })
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, NoticeBook> {
         // The book stays consistent through a panic elsewhere (each apply is a few
         // inserts); a poisoned lock must not stop emergencies.
@@ -123,9 +154,21 @@ impl NoticeService {
 
     /// Writes an event through the outbox, then applies it.
     pub async fn write(&self, e: NoticeEvent) -> Result<(), IntakeError> {
+        self.write_with(e, Vec::new()).await
+    }
+
+    /// Writes an event and other events (an SMS request) in one submission, then applies
+    /// the notice event.
+    pub async fn write_with(
+        &self,
+        e: NoticeEvent,
+        others: Vec<contract::Event>,
+    ) -> Result<(), IntakeError> {
+        let mut events = vec![e.clone().into()];
+        events.extend(others);
         self.intake
             .submit(Submission {
-                events: vec![e.clone().into()],
+                events,
                 ..Submission::default()
             })
             .await?;

@@ -295,6 +295,7 @@ impl Outbox {
                 Event::TicketDraft(d) => d.channel.as_str(),
                 Event::Restriction(_) | Event::Audit(_) => "restrictions",
                 Event::Notice(_) => "notices",
+                Event::OutboundSms(_) | Event::SmsStatus(_) => "sms-outbound",
             };
             let source = format!("{}/{}", self.shared.options.source_prefix, part);
             let record = event

@@ -490,6 +490,27 @@ pub fn ack_event(notice: Uuid, by: &str, via: &str, now: DateTime<Utc>) -> Notic
     }
 }
 
+/// The kind of emergency in Chinese, for texts and announcements to the linkage.
+pub fn kind_zh(kind: &str) -> &str {
+    match kind {
+        "fire" => "火灾",
+        "explosion" => "爆炸",
+        "gas_leak" => "燃气泄漏",
+        "injury" => "人员受伤",
+        "drowning" => "溺水",
+        "collapse" => "坍塌",
+        "flooding" => "水浸",
+        "trapped" => "人员被困",
+        "violence" => "暴力事件",
+        "disaster" => "灾害",
+        "water_outage" => "区域停水",
+        "power_outage" => "区域停电",
+        "gas_outage" => "区域停气",
+        "distress" => "紧急求助",
+        other => other,
+    }
+}
+
 /// What a channel calls for each citizen text (a chat message, an SMS, a citizen's
 /// transcript segment) before it records the contact: the notice event to record with
 /// it when the text carries an Art. 15 cue, with the place the text names.
@@ -691,6 +712,13 @@ mod tests {
                 .map(|a| a.via),
             Some("feed".into())
         );
+    }
+
+    #[test]
+    fn every_emergency_kind_has_a_chinese_name() {
+        for kind in crate::Classifier::builtin().emergency_rules().kinds() {
+            assert_ne!(kind_zh(kind), kind, "{kind} has no Chinese name");
+        }
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl Channel for ChatChannel {
         Ok(ChannelParts {
             router: Some(router),
             tasks: vec![Box::pin(sweeper(shared))],
+            ..ChannelParts::default()
         })
     }
 }

@@ -211,7 +211,11 @@ impl Channel for SipChannel {
             agent_target = %core.cfg.agent_target,
             "SIP channel listening"
         );
-        Ok(ChannelParts { router, tasks })
+        Ok(ChannelParts {
+            router,
+            tasks,
+            ..ChannelParts::default()
+        })
     }
 }
 

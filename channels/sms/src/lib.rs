@@ -10,6 +10,8 @@
 //! Each SMS is one contact and one ticket draft (linking repeat contacts to earlier
 //! tickets, Art. 14, is routing's job).
 
+pub mod outbound;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -83,6 +85,10 @@ pub struct SmsConfig {
     /// Requests a carrier may send in a burst above the sustained rate.
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Outbound texts (urgent-notice escalation, result SMS, survey): the carrier's send
+    /// API. Without it the gateway sends no texts.
+    #[serde(default)]
+    pub outbound: Option<outbound::OutboundConfig>,
 }
 
 fn default_replay_window() -> u64 {
@@ -149,6 +155,12 @@ impl SmsConfig {
         }
         if self.burst == 0 {
             return Err(invalid("burst", "must be at least 1"));
+        }
+        if let Some(o) = &self.outbound {
+            o.validate().map_err(|e| invalid("outbound", &e))?;
+            if !self.carriers.iter().any(|c| c.name == o.carrier) {
+                return Err(invalid("outbound.carrier", "must name one of carriers"));
+            }
         }
         self.secrets(env).map(|_| ())
     }
@@ -228,6 +240,13 @@ impl Channel for SmsChannel {
                 (c.clone(), std::sync::Mutex::new(bucket))
             })
             .collect();
+        let sms_sender: Option<Arc<dyn contract::SmsSender>> = match &self.config.outbound {
+            Some(o) => {
+                let secret = secrets.get(&o.carrier).cloned().unwrap_or_default();
+                Some(Arc::new(outbound::CarrierSender::new(o.clone(), secret)?))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config: self.config,
             secrets,
@@ -242,7 +261,8 @@ impl Channel for SmsChannel {
             .with_state(shared);
         Ok(ChannelParts {
             router: Some(router),
-            tasks: Vec::new(),
+            sms_sender,
+            ..ChannelParts::default()
         })
     }
 }
