@@ -16,8 +16,8 @@ use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
 use crate::notice::{LinkageDialer, Notices};
-use crate::sms::SmsSender;
 use crate::restriction::Blocklist;
+use crate::sms::SmsSender;
 
 /// An error building a channel, boxed because each channel has its own error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

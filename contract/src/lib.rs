@@ -49,12 +49,12 @@ pub use event::{
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};
 pub use notice::{
-    EmergencyReport, EscalationVia, FeedbackStatus, LinkageCall, LinkageCallOutcome,
-    LinkageDialer, NoNotices, NoticeChange, NoticeEvent, NoticeOpened, NoticeUpdate, Notices,
+    EmergencyReport, EscalationVia, FeedbackStatus, LinkageCall, LinkageCallOutcome, LinkageDialer,
+    NoNotices, NoticeChange, NoticeEvent, NoticeOpened, NoticeUpdate, Notices,
 };
-pub use sms::{OutboundSms, SmsSender, SmsState, SmsStatus};
 pub use problem::Problem;
 pub use restriction::{
     AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,
     RestrictionChange, RestrictionNote, RestrictionReason, RestrictionState,
 };
+pub use sms::{OutboundSms, SmsSender, SmsState, SmsStatus};

@@ -92,6 +92,12 @@ fn urgent_notice_schema_is_current() {
 
 #[test]
 fn outbound_sms_schemas_are_current() {
-    check(EventType::OutboundSms, schemars::schema_for!(hotline_contract::OutboundSms));
-    check(EventType::SmsStatus, schemars::schema_for!(hotline_contract::SmsStatus));
+    check(
+        EventType::OutboundSms,
+        schemars::schema_for!(hotline_contract::OutboundSms),
+    );
+    check(
+        EventType::SmsStatus,
+        schemars::schema_for!(hotline_contract::SmsStatus),
+    );
 }

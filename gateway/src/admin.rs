@@ -32,6 +32,10 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The Art. 9 restrictions (their API is mounted beside).
     pub restrictions: Arc<crate::restrictions::Restrictions>,
+    /// The urgent notices (their reader's state for `/readyz`).
+    pub notices: Arc<crate::notices::NoticeService>,
+    /// The live instances (who runs which notice's clock).
+    pub members: Arc<crate::escalation::Members>,
     /// Readiness waits for the restrictions to sync until this passes; afterwards the
     /// gateway is ready without them (it admits with what it holds, and says so).
     pub restrictions_deadline: tokio::time::Instant,
@@ -83,6 +87,12 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             "status": if s.kafka.is_up() { "up" } else { "down" },
             "failed_deliveries": s.kafka.failures.load(Ordering::Relaxed),
             "last_error": if last_error.is_empty() { None } else { Some(last_error) },
+        },
+        "notices": {
+            "synced": s.notices.status().is_synced(),
+            "member": s.members.me,
+            "members": s.members.live().len(),
+            "clocks": s.notices.unacknowledged().into_iter().filter(|id| s.members.owns(*id)).collect::<Vec<_>>(),
         },
         "restrictions": {
             "synced": synced,

@@ -52,6 +52,7 @@ pub async fn run(
         notices: config.kafka.notices_topic.clone(),
         sms_outbound: config.kafka.sms_outbound_topic.clone(),
         sms_status: config.kafka.sms_status_topic.clone(),
+        members: config.kafka.members_topic.clone(),
     };
     let reader_props = client_props.clone();
     let group_props = client_props.clone();
@@ -182,6 +183,7 @@ pub async fn run(
     } else {
         tracing::warn!("The linkage operator feed is off: set linkage.token_secret_env");
     }
+    let members = crate::escalation::Members::new(&config.gateway.instance);
     let mut dialer: Option<Arc<dyn contract::LinkageDialer>> = None;
     let mut sms_sender: Option<Arc<dyn contract::SmsSender>> = None;
     for channel in registry::channels(&config.channels) {
@@ -209,6 +211,7 @@ pub async fn run(
                 group_props.clone(),
                 topics.sms_outbound.clone(),
                 group("sms-outbound"),
+                members.clone(),
                 sender,
                 intake.clone(),
                 shutdown.clone(),
@@ -221,18 +224,16 @@ pub async fn run(
 
     // Art. 15: the clocks of the notices this instance owns (the notices topic's
     // partitions assigned to it in the clock group).
-    let owned = Arc::new(crate::escalation::Owned::default());
     let membership = crate::escalation::spawn_membership(
         group_props,
-        topics.notices.clone(),
-        group("notice-clocks"),
-        owned.clone(),
+        config.kafka.members_topic.clone(),
+        members.clone(),
         reader_stop.clone(),
     )
-    .context("cannot start the notice clock group member")?;
+    .context("cannot start the members heartbeat")?;
     let escalator = Arc::new(crate::escalation::Escalator {
         notices: notices.clone(),
-        owned,
+        members: members.clone(),
         targets: config.linkage.targets.clone().into_iter().collect(),
         dialer,
     });
@@ -276,6 +277,8 @@ pub async fn run(
         token: secrets.admin_token.clone(),
         restrictions: restrictions.clone(),
         restrictions_deadline,
+        notices: notices.clone(),
+        members: members.clone(),
     };
     let api_state = crate::restriction_api::ApiState {
         restrictions: restrictions.clone(),

@@ -256,8 +256,12 @@ pub struct KafkaSection {
     /// Topic of outbound SMS outcomes, keyed by request.
     #[serde(default = "default_sms_status_topic")]
     pub sms_status_topic: String,
-    /// Prefix of the consumer groups the gateway's instances share
-    /// (`<prefix>-notice-clocks`, `<prefix>-sms-outbound`).
+    /// Topic where the gateway's instances say they are alive (who runs which urgent
+    /// notice's clock).
+    #[serde(default = "default_members_topic")]
+    pub members_topic: String,
+    /// Prefix of the consumer group the gateway's instances share for outbound SMS
+    /// (`<prefix>-sms-outbound`).
     #[serde(default = "default_group_prefix")]
     pub group_prefix: String,
     /// Create the topics at start when they are missing (the development broker does not
@@ -438,6 +442,9 @@ fn default_sms_outbound_topic() -> String {
 }
 fn default_sms_status_topic() -> String {
     "hotline.sms-status.v1".to_owned()
+}
+fn default_members_topic() -> String {
+    "hotline.gateway-members.v1".to_owned()
 }
 fn default_group_prefix() -> String {
     "hotline-gateway".to_owned()
@@ -667,6 +674,7 @@ impl Config {
             ("kafka.sms_outbound_topic", &k.sms_outbound_topic),
             ("kafka.sms_status_topic", &k.sms_status_topic),
             ("kafka.group_prefix", &k.group_prefix),
+            ("kafka.members_topic", &k.members_topic),
         ] {
             if !valid_topic(topic) {
                 return Err(invalid(
@@ -683,6 +691,7 @@ impl Config {
             &k.notices_topic,
             &k.sms_outbound_topic,
             &k.sms_status_topic,
+            &k.members_topic,
         ];
         if topics
             .iter()

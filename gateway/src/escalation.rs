@@ -1,26 +1,28 @@
 //! The 30-minute clock of every urgent notice (Art. 15), run once across instances.
 //!
-//! Ownership is the notices topic's partition assignment in one consumer group
-//! (`<kafka.group_prefix>-notice-clocks`): every instance joins; the instance assigned a
-//! partition runs the clocks of the notices whose events are on it (a notice's events
-//! all share its key, so its partition). Nothing is committed: on every assignment the
-//! member reads its partitions from the beginning to learn which notices are there, and
-//! the state of each (acknowledged? which steps were taken?) comes from the notice book
-//! every instance keeps. When an owner dies the group coordinator hands its partitions
-//! to another member after the session timeout (6 s), and that member picks the clocks
-//! up where the events say they are.
+//! **Who runs a notice's clock.** Every instance announces itself on the members topic
+//! (`kafka.members_topic`) every second and listens to the others; an instance not
+//! heard from for [`MEMBER_TIMEOUT`] is gone. The owner of a notice is the live member
+//! with the highest hash of (member, notice): rendezvous hashing, so every instance
+//! computes the same owner from the same member list without talking, and when a member
+//! dies only its notices move, each to one survivor, within [`MEMBER_TIMEOUT`]. A
+//! stopping instance says it is leaving, and its notices move at once.
 //!
-//! A step is written (durably, through the outbox) before it is acted on: an
-//! escalation's `escalation_started` event and its duty-phone SMS request go in one
-//! submission, so the SMS is requested exactly once (the request id is derived from the
-//! notice and the step, and the SMS path is idempotent on it); then the linkage call is
-//! placed and its outcome written. Event ids of steps are derived from the notice and
-//! the step, so a step two owners both write (around a hand-over) is one step to every
-//! reader.
+//! (The notices topic's partition assignment in a consumer group would do the same on
+//! Apache Kafka. On tansu 0.6, the development and test broker, a killed member's
+//! partitions were never handed to the survivor in our test, so the clocks would stop
+//! with their owner: the membership here needs nothing of the broker but a topic.)
+//!
+//! While the member lists of two instances differ (the second after one starts or
+//! stops) both may take the same step. That is harmless by construction: a step is
+//! written, durably through the outbox, before it is acted on, with an event id derived
+//! from the notice and the step (readers keep one), and its duty-phone SMS request has
+//! an id derived the same way (the SMS path is idempotent on it). Only a linkage call
+//! could then be placed twice, which for an unacknowledged emergency errs the right way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use contract::{
     EscalationVia, LinkageCall, LinkageCallOutcome, LinkageDialer, NoticeChange, NoticeEvent,
@@ -28,11 +30,13 @@ use contract::{
 };
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use routing::notices::{Due, derived_id, kind_zh, step_event};
-use tokio::sync::Notify;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -43,78 +47,110 @@ use crate::notices::NoticeService;
 const SMS_VALID: Duration = Duration::from_secs(3600);
 /// The longest the runner sleeps before it looks again.
 const RECHECK: Duration = Duration::from_secs(1);
+/// How often a member says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A member not heard from for this long is gone.
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// The notices this instance owns, by partition.
-#[derive(Debug, Default)]
-pub struct Owned {
-    partitions: Mutex<HashMap<i32, HashSet<Uuid>>>,
-    /// Woken when ownership or the owned set changes.
-    pub changed: Notify,
+/// What a member says on the members topic.
+#[derive(Debug, Serialize, Deserialize)]
+struct Beat {
+    member: String,
+    #[serde(default)]
+    leaving: bool,
 }
 
-impl Owned {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashSet<Uuid>>> {
-        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The notices owned now.
-    pub fn ids(&self) -> Vec<Uuid> {
-        self.lock().values().flatten().copied().collect()
-    }
-
-    /// How many partitions this instance owns.
-    pub fn partitions(&self) -> usize {
-        self.lock().len()
-    }
+/// The live gateway instances, as this one hears them.
+#[derive(Debug)]
+pub struct Members {
+    /// This process: the instance name and a per-start id (two processes may share a
+    /// name, and a restarted one is a new member).
+    pub me: String,
+    started: Instant,
+    seen: Mutex<HashMap<String, Instant>>,
 }
 
-struct GroupContext {
-    owned: Arc<Owned>,
-}
+impl Members {
+    /// This process as a member.
+    pub fn new(instance: &str) -> Arc<Self> {
+        Arc::new(Members {
+            me: format!("{instance}/{}", Uuid::new_v4()),
+            started: Instant::now(),
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
 
-impl ClientContext for GroupContext {}
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let mut owned = self.owned.lock();
-                for e in tpl.elements() {
-                    owned.entry(e.partition()).or_default();
-                }
-                tracing::info!(partitions = ?owned.keys().collect::<Vec<_>>(), "Notice clocks: partitions assigned");
-            }
-            Rebalance::Revoke(tpl) => {
-                let mut owned = self.owned.lock();
-                for e in tpl.elements() {
-                    owned.remove(&e.partition());
-                }
-                tracing::info!("Notice clocks: partitions revoked");
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "Notice clocks: rebalance error"),
+    /// The members alive now, this one included, sorted.
+    pub fn live(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut out: Vec<String> = self
+            .seen()
+            .iter()
+            .filter(|(m, at)| **m != self.me && now.duration_since(**at) < MEMBER_TIMEOUT)
+            .map(|(m, _)| m.clone())
+            .collect();
+        out.push(self.me.clone());
+        out.sort();
+        out
+    }
+
+    /// Whether the member list has been heard long enough to act on: a starting
+    /// instance must not take every clock because it has heard nobody yet.
+    pub fn ready(&self) -> bool {
+        self.started.elapsed() >= MEMBER_TIMEOUT
+    }
+
+    /// Whether this instance runs `notice`'s clock.
+    pub fn owns(&self, notice: Uuid) -> bool {
+        self.ready() && owner(&self.live(), notice).is_some_and(|o| *o == self.me)
+    }
+
+    fn heard(&self, beat: Beat) {
+        if beat.member == self.me {
+            return;
         }
-        self.owned.changed.notify_one();
+        if beat.leaving {
+            self.seen().remove(&beat.member);
+        } else {
+            self.seen().insert(beat.member, Instant::now());
+        }
     }
 }
 
-/// Joins the clock group and tracks which notices this instance owns, on its own
-/// thread, until `stop`.
+/// The owner of `notice` among `members`: the highest hash of (member, notice).
+pub fn owner(members: &[String], notice: Uuid) -> Option<&String> {
+    members.iter().max_by_key(|m| {
+        let digest = Sha256::new()
+            .chain_update(m.as_bytes())
+            .chain_update(notice.as_bytes())
+            .finalize();
+        let mut top = [0u8; 8];
+        top.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(top)
+    })
+}
+
+/// Announces this member and listens to the others, on its own thread, until `stop`;
+/// then says it is leaving.
 pub fn spawn_membership(
     props: Vec<(String, String)>,
     topic: String,
-    group: String,
-    owned: Arc<Owned>,
+    members: Arc<Members>,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("notice-clocks".into())
+        .name("members".into())
         .spawn(move || {
             let mut wait = Duration::from_millis(250);
             while !stop.is_cancelled() {
-                match membership(&props, &topic, &group, &owned, &stop) {
+                match membership(&props, &topic, &members, &stop) {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(error = %e, "Notice clock group not joined yet; retrying");
+                        tracing::warn!(error = %e, "Members topic not reachable yet; retrying");
                         std::thread::sleep(wait);
                         wait = (wait * 2).min(Duration::from_secs(5));
                     }
@@ -126,47 +162,75 @@ pub fn spawn_membership(
 fn membership(
     props: &[(String, String)],
     topic: &str,
-    group: &str,
-    owned: &Arc<Owned>,
+    members: &Members,
     stop: &CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let mut cfg = ClientConfig::new();
     for (k, v) in props {
         cfg.set(k, v);
     }
-    let consumer: BaseConsumer<GroupContext> = cfg
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        // A dead owner's notices move within seconds, not the default 45.
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "100")
-        .set("client.id", "hotline-gateway-notice-clocks")
+    let producer: ThreadedProducer<DefaultProducerContext> = cfg
+        .clone()
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "3000")
+        .set("client.id", "hotline-gateway-members")
         .set_log_level(RDKafkaLogLevel::Warning)
-        .create_with_context(GroupContext {
-            owned: owned.clone(),
-        })?;
-    consumer.subscribe(&[topic])?;
+        .create()?;
+    let consumer: BaseConsumer = cfg
+        .set("group.id", format!("members-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("client.id", "hotline-gateway-members")
+        .set_log_level(RDKafkaLogLevel::Warning)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    // Only what is said from now on matters: liveness is recent by definition.
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::End)?;
+    }
+    consumer.assign(&tpl)?;
+    let beat = |leaving: bool| {
+        serde_json::to_vec(&Beat {
+            member: members.me.clone(),
+            leaving,
+        })
+        .unwrap_or_default()
+    };
+    let mut next_beat = Instant::now();
     while !stop.is_cancelled() {
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
+        if Instant::now() >= next_beat {
+            let payload = beat(false);
+            let record = BaseRecord::to(topic).key(&members.me).payload(&payload);
+            if let Err((e, _)) = producer.send(record) {
+                tracing::debug!(error = %e, "Heartbeat not sent");
+            }
+            next_beat = Instant::now() + HEARTBEAT;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let id = std::str::from_utf8(m.key().unwrap_or_default())
-                    .ok()
-                    .and_then(|k| k.parse::<Uuid>().ok());
-                if let Some(id) = id {
-                    let fresh = owned.lock().get_mut(&m.partition()).is_some_and(|s| s.insert(id));
-                    if fresh {
-                        owned.changed.notify_one();
-                    }
+                if let Ok(b) = serde_json::from_slice::<Beat>(m.payload().unwrap_or_default()) {
+                    members.heard(b);
                 }
             }
-            Some(Err(e)) => tracing::debug!(error = %e, "Notice clock group"),
+            Some(Err(e)) => tracing::debug!(error = %e, "Members topic"),
+            None => {}
         }
     }
-    // Leave the group now, so the others take the partitions at once.
-    consumer.unsubscribe();
+    let payload = beat(true);
+    let _ = producer.send(BaseRecord::to(topic).key(&members.me).payload(&payload));
+    let _ = producer.flush(Duration::from_secs(1));
     Ok(())
 }
 
@@ -174,8 +238,8 @@ fn membership(
 pub struct Escalator {
     /// The notices.
     pub notices: Arc<NoticeService>,
-    /// Which notices are ours.
-    pub owned: Arc<Owned>,
+    /// Which instances are alive (and so which notices are ours).
+    pub members: Arc<Members>,
     /// The linkage lines and duty phones, by target.
     pub targets: HashMap<String, LinkageTarget>,
     /// Places linkage calls (the phone channel), if there is one.
@@ -188,7 +252,11 @@ impl Escalator {
         let mut calling: HashSet<(Uuid, u32)> = HashSet::new();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<(Uuid, u32)>(64);
         loop {
-            let ids = self.owned.ids();
+            let ids = self.notices.unacknowledged();
+            let ids: Vec<Uuid> = ids
+                .into_iter()
+                .filter(|id| self.members.owns(*id))
+                .collect();
             let mut next: Option<chrono::DateTime<chrono::Utc>> = None;
             for id in ids {
                 for due in self.notices.due(id) {
@@ -202,7 +270,6 @@ impl Escalator {
             let wake_at = next.map_or(clock.now() + RECHECK, |n| n.min(clock.now() + RECHECK));
             tokio::select! {
                 () = clock.sleep_until(wake_at) => {}
-                () = self.owned.changed.notified() => {}
                 Some(done) = done_rx.recv() => { calling.remove(&done); }
                 () = stop.cancelled() => return,
             }
@@ -225,13 +292,19 @@ impl Escalator {
                 tracing::error!(notice = %id, target, "URGENT NOTICE UNACKNOWLEDGED FOR 30 MINUTES (Art. 15)");
                 metrics::counter!("gateway_notice_alarms_total", "target" => target.clone())
                     .increment(1);
-                if let Err(e) = self.notices.write(step_event(id, due, Vec::new(), now)).await {
+                if let Err(e) = self
+                    .notices
+                    .write(step_event(id, due, Vec::new(), now))
+                    .await
+                {
                     tracing::warn!(notice = %id, error = %e, "Cannot record the alarm yet; retrying");
                 }
             }
             Due::Escalate(step) => {
                 let line = self.targets.get(&target);
-                let uri = line.and_then(|l| l.uri.clone()).filter(|_| self.dialer.is_some());
+                let uri = line
+                    .and_then(|l| l.uri.clone())
+                    .filter(|_| self.dialer.is_some());
                 let phone = line.and_then(|l| l.duty_phone.clone());
                 let mut via = Vec::new();
                 if uri.is_some() {
@@ -260,7 +333,11 @@ impl Escalator {
                     .into()
                 });
                 let event = step_event(id, due, via.clone(), now);
-                if let Err(e) = self.notices.write_with(event, sms.into_iter().collect()).await {
+                if let Err(e) = self
+                    .notices
+                    .write_with(event, sms.into_iter().collect())
+                    .await
+                {
                     tracing::warn!(notice = %id, step, error = %e, "Cannot record the escalation yet; retrying");
                     return;
                 }
@@ -309,9 +386,70 @@ impl Escalator {
         if outcome == LinkageCallOutcome::Acknowledged {
             let ack = routing::notices::ack_event(id, &format!("call:{target}"), "call", now);
             match self.notices.write(ack).await {
-                Ok(()) => tracing::info!(notice = %id, target, "Urgent notice acknowledged on the linkage call"),
-                Err(e) => tracing::warn!(notice = %id, error = %e, "Cannot record the acknowledgement"),
+                Ok(()) => {
+                    tracing::info!(notice = %id, target, "Urgent notice acknowledged on the linkage call")
+                }
+                Err(e) => {
+                    tracing::warn!(notice = %id, error = %e, "Cannot record the acknowledgement")
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every instance computes the same owner; when a member goes, only its notices
+    /// move, and they spread over the survivors.
+    #[test]
+    fn rendezvous_ownership_moves_only_the_dead_members_notices() {
+        let members: Vec<String> = ["gw-a/1", "gw-b/2", "gw-c/3"].map(String::from).to_vec();
+        let notices: Vec<Uuid> = (0..3000u128).map(Uuid::from_u128).collect();
+        let before: Vec<&String> = notices
+            .iter()
+            .map(|n| owner(&members, *n).expect("members"))
+            .collect();
+        for m in &members {
+            let share = before.iter().filter(|o| **o == m).count();
+            assert!((800..1200).contains(&share), "{m} owns {share} of 3000");
+        }
+        let survivors: Vec<String> = members[..2].to_vec();
+        let mut moved = 0;
+        for (n, was) in notices.iter().zip(&before) {
+            let now = owner(&survivors, *n).expect("survivors");
+            if *was == &members[2] {
+                moved += 1;
+            } else {
+                assert_eq!(now, *was, "a survivor's notice stays");
+            }
+        }
+        assert!(moved > 0);
+        let mut reversed = members.clone();
+        reversed.reverse();
+        assert!(
+            notices
+                .iter()
+                .all(|n| owner(&members, *n) == owner(&reversed, *n))
+        );
+    }
+
+    #[test]
+    fn a_starting_member_owns_nothing_until_it_has_heard_the_others() {
+        let m = Members::new("gw");
+        assert!(!m.ready());
+        assert!(!m.owns(Uuid::from_u128(1)));
+        assert_eq!(m.live(), vec![m.me.clone()]);
+        m.heard(Beat {
+            member: "gw/other".into(),
+            leaving: false,
+        });
+        assert_eq!(m.live().len(), 2);
+        m.heard(Beat {
+            member: "gw/other".into(),
+            leaving: true,
+        });
+        assert_eq!(m.live().len(), 1, "a leaving member is gone at once");
     }
 }

@@ -96,6 +96,8 @@ pub struct Topics {
     pub sms_outbound: String,
     /// Outbound SMS outcomes.
     pub sms_status: String,
+    /// Instances' heartbeats.
+    pub members: String,
 }
 
 impl Topics {
@@ -165,6 +167,11 @@ pub async fn create_topics(
             TopicReplication::Fixed(replication),
         )
         .set("cleanup.policy", "compact"),
+    );
+    // Heartbeats matter for seconds; an hour is plenty.
+    new.push(
+        NewTopic::new(&topics.members, 1, TopicReplication::Fixed(replication))
+            .set("retention.ms", "3600000"),
     );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {

@@ -100,6 +100,11 @@ impl NoticeService {
         self.book().due(id, &self.policy, self.clock.now())
     }
 
+    /// The notices whose clocks still run.
+    pub fn unacknowledged(&self) -> Vec<Uuid> {
+        self.book().unacknowledged().collect()
+    }
+
     /// When notice `id` next needs its owner.
     pub fn next_due(&self, id: Uuid) -> Option<DateTime<Utc>> {
         self.book().next_due(id, &self.policy)

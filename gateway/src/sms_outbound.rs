@@ -1,8 +1,12 @@
 //! The outbound SMS path: requests on the outbound topic, sent once each by one
 //! instance, their outcomes on the status topic (docs/sms-webhook.md#outbound).
 //!
-//! The instances share one consumer group (`<kafka.group_prefix>-sms-outbound`), so each
-//! request is taken by one of them. A request is sent through the SMS channel's carrier
+//! Each partition of the outbound topic is read by one live instance: the member the
+//! rendezvous hash of [`crate::escalation::Members`] names for it, so every instance
+//! agrees without a group coordinator (tansu 0.6's left a killed member's partitions
+//! unread in our tests). Offsets are committed under one group id
+//! (`<kafka.group_prefix>-sms-outbound`), so a partition that moves to another instance
+//! goes on from the last request done. A request is sent through the SMS channel's carrier
 //! sender (idempotent on the request id, retried until it expires), then its status is
 //! recorded through the outbox with the request id as the outbox's once-key, and only
 //! then is the offset committed. A crash between the carrier's answer and the commit
@@ -17,20 +21,25 @@ use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::escalation::{Members, owner};
 
 /// Sends requests until `stop`.
 pub async fn run(
     props: Vec<(String, String)>,
     topic: String,
     group: String,
+    members: Arc<Members>,
     sender: Arc<dyn SmsSender>,
     intake: Arc<dyn Intake>,
     stop: CancellationToken,
 ) {
     let mut wait = Duration::from_millis(250);
     while !stop.is_cancelled() {
-        match consume(&props, &topic, &group, &sender, &intake, &stop).await {
+        match consume(&props, &topic, &group, &members, &sender, &intake, &stop).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "Outbound SMS consumer not running yet; retrying");
@@ -44,10 +53,19 @@ pub async fn run(
     }
 }
 
+/// The partitions of `partitions` this member reads now.
+fn mine(members: &Members, partitions: usize) -> Vec<i32> {
+    let live = members.live();
+    (0..partitions as i32)
+        .filter(|p| owner(&live, Uuid::from_u128(*p as u128)).is_some_and(|o| *o == members.me))
+        .collect()
+}
+
 async fn consume(
     props: &[(String, String)],
     topic: &str,
     group: &str,
+    members: &Members,
     sender: &Arc<dyn SmsSender>,
     intake: &Arc<dyn Intake>,
     stop: &CancellationToken,
@@ -60,16 +78,40 @@ async fn consume(
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
         .set("fetch.wait.max.ms", "100")
         .set("client.id", "hotline-gateway-sms-outbound")
         .set_log_level(RDKafkaLogLevel::Warning)
         .create()?;
-    consumer.subscribe(&[topic])?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    let mut assigned: Vec<i32> = Vec::new();
+    let mut recheck = tokio::time::interval(Duration::from_secs(1));
     loop {
         let message = tokio::select! {
-            m = consumer.recv() => m,
+            m = consumer.recv(), if !assigned.is_empty() => m,
+            _ = recheck.tick() => {
+                let want = if members.ready() { mine(members, partitions) } else { Vec::new() };
+                if want != assigned {
+                    let mut tpl = TopicPartitionList::new();
+                    for p in &want {
+                        tpl.add_partition_offset(topic, *p, Offset::Stored)?;
+                    }
+                    consumer.assign(&tpl)?;
+                    tracing::info!(partitions = ?want, "Outbound SMS: partitions this instance sends");
+                    assigned = want;
+                }
+                continue;
+            }
             () = stop.cancelled() => break,
         };
         let m = match message {
@@ -124,6 +166,5 @@ async fn consume(
         }
         consumer.commit_message(&m, CommitMode::Async)?;
     }
-    consumer.unsubscribe();
     Ok(())
 }

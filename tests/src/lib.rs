@@ -10,6 +10,7 @@
 //!   send or check;
 //! - [`speech`]: the speech fixtures, the short set's expectations, and the scores.
 
+pub mod carrier;
 pub mod sip;
 pub mod speech;
 
@@ -40,6 +41,8 @@ pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 pub const LINKAGE_SECRET: &str = "e2e-linkage-secret-0123456789";
 /// The urgent notices topic.
 pub const NOTICES: &str = "hotline.urgent-notices.v1";
+/// The outbound SMS status topic.
+pub const SMS_STATUS: &str = "hotline.sms-status.v1";
 
 /// A linkage operator token for `subject` (`<target>:<operator>`), made as
 /// docs/routing.md documents it (an oracle, not the gateway's code):
@@ -163,6 +166,11 @@ impl Broker {
         wait_for_port(self.port, Duration::from_secs(20))
     }
 
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+
     /// Creates a topic.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         let out = Command::new(tansu_binary())
@@ -267,6 +275,10 @@ pub struct GatewayOptions {
     pub linkage_escalation_secs: Vec<u64>,
     /// Art. 15: the alarm, seconds after detection.
     pub linkage_alarm_secs: u64,
+    /// Art. 15: linkage targets, `(target, line URI, duty phone)`.
+    pub linkage_targets: Vec<(String, Option<String>, Option<String>)>,
+    /// The carrier's outbound send URL (the outbound SMS path), when wanted.
+    pub sms_outbound_url: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -287,6 +299,8 @@ impl Default for GatewayOptions {
             sip: None,
             linkage_escalation_secs: vec![300, 600, 1200],
             linkage_alarm_secs: 1800,
+            linkage_targets: Vec::new(),
+            sms_outbound_url: None,
         }
     }
 }
@@ -370,6 +384,20 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             alarm = opts.linkage_alarm_secs,
         );
         let mut config = config;
+        if let Some(url) = &opts.sms_outbound_url {
+            config.push_str(&format!(
+                "\n[channels.sms.outbound]\ncarrier = \"{CARRIER}\"\nurl = \"{url}\"\nretry_min_ms = 200\nretry_max_ms = 2000\n"
+            ));
+        }
+        for (target, uri, phone) in &opts.linkage_targets {
+            config.push_str(&format!("\n[linkage.targets.\"{target}\"]\n"));
+            if let Some(u) = uri {
+                config.push_str(&format!("uri = \"{u}\"\n"));
+            }
+            if let Some(p) = phone {
+                config.push_str(&format!("duty_phone = \"{p}\"\n"));
+            }
+        }
         let (sip_port, sip_tls_port) = match &opts.sip {
             Some(sip) => {
                 let port = sip::free_udp_tcp_port();

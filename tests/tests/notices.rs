@@ -232,3 +232,238 @@ async fn forged_expired_or_foreign_tokens_get_nothing_from_the_operator_feed() -
     }
     Ok(())
 }
+
+/// The id of the one notice on the topic, once it is there.
+fn the_notice(broker: &Broker) -> Result<String> {
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| {
+        !r.is_empty()
+    })?;
+    records
+        .first()
+        .map(|r| r.key.clone())
+        .ok_or_else(|| anyhow::anyhow!("no notice on the topic"))
+}
+
+async fn fire_in_chat(gw: &Gateway) -> Result<ChatClient> {
+    let mut chat = ChatClient::connect(&gw.chat_url()).await?;
+    chat.open("fire-visitor", Some("13800005555")).await?;
+    let ack = chat.say("m1", "我家楼下着火了，有人被困").await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    Ok(chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_unacknowledged_it_escalates_by_sms_on_schedule_then_alarms() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let carrier = carrier::Carrier::start().await?;
+    let gw = Gateway::start(
+        &broker.bootstrap(),
+        GatewayOptions {
+            linkage_escalation_secs: vec![2, 4],
+            linkage_alarm_secs: 7,
+            linkage_targets: vec![("119".into(), None, Some("13800000119".into()))],
+            sms_outbound_url: Some(carrier.url.clone()),
+            ..GatewayOptions::default()
+        },
+    )?;
+    let start = Instant::now();
+    let _chat = fire_in_chat(&gw).await?;
+    let id = the_notice(&broker)?;
+    // Two escalations (2 s, 4 s), each an SMS to the duty phone, then the alarm (7 s).
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(20), |r| {
+        r.iter().any(|r| r.value["change"]["type"] == "alarm")
+    })?;
+    let took = start.elapsed();
+    let steps: Vec<(String, u64)> = records
+        .iter()
+        .filter(|r| r.value["change"]["type"] == "escalation_started")
+        .map(|r| {
+            let at =
+                chrono::DateTime::parse_from_rfc3339(r.value["at"].as_str().unwrap_or_default())
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_default();
+            (r.ce_id().to_owned(), at as u64)
+        })
+        .collect();
+    assert_eq!(steps.len(), 2, "{records:?}");
+    assert!(
+        records.iter().any(|r| r.value["change"]["type"] == "alarm"),
+        "alarm at 7 s"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let texts = carrier.texts();
+    assert_eq!(texts.len(), 2, "one SMS per step: {texts:?}");
+    for t in &texts {
+        assert_eq!(t.body["to"], "13800000119");
+        let text = t.body["text"].as_str().unwrap_or_default();
+        assert!(text.contains("火灾") && text.contains("ZH"), "{text}");
+    }
+    assert_eq!(carrier.bad_signatures(), 0);
+    // Each text's outcome is on the status topic.
+    let statuses = consume(
+        &broker.bootstrap(),
+        SMS_STATUS,
+        Duration::from_secs(10),
+        |r| r.len() >= 2,
+    )?;
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.value["state"] == "sent" && s.value["reference"] == json!(id))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_an_acknowledgement_stops_the_clock() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let carrier = carrier::Carrier::start().await?;
+    let gw = Gateway::start(
+        &broker.bootstrap(),
+        GatewayOptions {
+            linkage_escalation_secs: vec![3],
+            linkage_alarm_secs: 5,
+            linkage_targets: vec![("119".into(), None, Some("13800000119".into()))],
+            sms_outbound_url: Some(carrier.url.clone()),
+            ..GatewayOptions::default()
+        },
+    )?;
+    let mut op = operator(&gw, "119:op7").await?;
+    next_frame(&mut op, Duration::from_secs(5)).await?;
+    let _chat = fire_in_chat(&gw).await?;
+    let notice = next_frame(&mut op, Duration::from_secs(5)).await?;
+    let id = notice["notice"]["notice_id"].clone();
+    op.send(WsMessage::Text(
+        json!({"type": "ack", "notice_id": id}).to_string().into(),
+    ))
+    .await?;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(3), |_| {
+        false
+    })?;
+    let changes: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.value["change"]["type"].as_str())
+        .collect();
+    assert_eq!(
+        changes,
+        ["opened", "acknowledged"],
+        "no escalation, no alarm after the ack"
+    );
+    assert!(carrier.texts().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_the_owner_killed_the_other_instance_escalates_on_time_once() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let carrier = carrier::Carrier::start().await?;
+    let opts = || GatewayOptions {
+        linkage_escalation_secs: vec![12],
+        linkage_alarm_secs: 30,
+        linkage_targets: vec![("119".into(), None, Some("13800000119".into()))],
+        sms_outbound_url: Some(carrier.url.clone()),
+        ..GatewayOptions::default()
+    };
+    let mut a = Gateway::start(&broker.bootstrap(), opts())?;
+    let mut b = Gateway::start(&broker.bootstrap(), opts())?;
+    let http = reqwest::Client::new();
+    // Wait until each instance hears the other.
+    let members = |body: &Value| body["notices"]["members"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ra: Value = http
+            .get(a.admin_url("/readyz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let rb: Value = http
+            .get(b.admin_url("/readyz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if members(&ra) == 2 && members(&rb) == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the instances do not hear each other: {ra} {rb}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _chat = fire_in_chat(&a).await?;
+    let detected = Instant::now();
+    let id = the_notice(&broker)?;
+    // Find the owner and kill it.
+    let mut owner = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while owner.is_none() {
+        for (name, gw) in [("a", &a), ("b", &b)] {
+            let r: Value = http
+                .get(gw.admin_url("/readyz"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if r["notices"]["clocks"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!(id)))
+            {
+                owner = Some(name);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no instance owns notice {id}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivor = if owner == Some("a") {
+        a.kill9();
+        &b
+    } else {
+        b.kill9();
+        &a
+    };
+    eprintln!(
+        "owner {owner:?} killed {:?} after detection",
+        detected.elapsed()
+    );
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(40), |r| {
+        r.iter()
+            .any(|r| r.value["change"]["type"] == "escalation_started")
+    })?;
+    let escalated = detected.elapsed();
+    let steps: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.value["change"]["type"] == "escalation_started")
+        .map(Received::ce_id)
+        .collect();
+    let clock_log: Vec<String> = survivor
+        .log()
+        .lines()
+        .filter(|l| l.contains("escalat") || l.contains("Members"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        steps.len(),
+        1,
+        "escalated once: {records:?}\nsurvivor: {clock_log:#?}"
+    );
+    eprintln!("escalated by the survivor {escalated:?} after detection (due at 12 s)");
+    assert!(
+        escalated < Duration::from_secs(15),
+        "on time: {escalated:?}"
+    );
+    // One text, whatever retries happened.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let texts = carrier.texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let log = survivor.log();
+    assert!(
+        log.contains("Urgent notice escalated"),
+        "the survivor escalated: {log}"
+    );
+    Ok(())
+}

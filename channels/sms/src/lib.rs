@@ -651,6 +651,7 @@ mod tests {
             max_text_chars: 1600,
             rate_per_second: 200.0,
             burst: 400,
+            outbound: None,
         };
         assert!(cfg.validate(&|_| None).is_err());
         assert!(cfg.validate(&|_| Some("short".into())).is_err());
@@ -658,5 +659,22 @@ mod tests {
             cfg.validate(&|_| Some("long-enough-secret-123".into()))
                 .is_ok()
         );
+        let outbound = |carrier: &str, url: &str| outbound::OutboundConfig {
+            carrier: carrier.into(),
+            url: url.into(),
+            rate_per_second: 20.0,
+            burst: 20,
+            timeout_ms: 5000,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+        };
+        let secret = |_: &str| Some("long-enough-secret-123".to_owned());
+        let mut with = cfg.clone();
+        with.outbound = Some(outbound("cmcc", "https://sms.example/send"));
+        assert!(with.validate(&secret).is_ok());
+        with.outbound = Some(outbound("other", "https://sms.example/send"));
+        assert!(with.validate(&secret).is_err(), "an unknown carrier");
+        with.outbound = Some(outbound("cmcc", "ftp://sms.example/send"));
+        assert!(with.validate(&secret).is_err(), "not HTTP");
     }
 }

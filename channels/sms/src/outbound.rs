@@ -67,7 +67,9 @@ impl OutboundConfig {
             return Err("outbound.url must be an http:// or https:// URL".into());
         }
         if !(self.rate_per_second > 0.0 && self.rate_per_second <= 10_000.0) || self.burst == 0 {
-            return Err("outbound.rate_per_second must be above 0 (at most 10000), burst at least 1".into());
+            return Err(
+                "outbound.rate_per_second must be above 0 (at most 10000), burst at least 1".into(),
+            );
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
             return Err("outbound.timeout_ms must be 100 to 60000".into());
@@ -174,7 +176,9 @@ impl CarrierSender {
                     .ok()
                     .and_then(|a| a.message_id),
             ),
-            408 | 429 | 500..=599 => Attempt::Retry(format!("carrier answered {status}"), retry_after),
+            408 | 429 | 500..=599 => {
+                Attempt::Retry(format!("carrier answered {status}"), retry_after)
+            }
             _ => Attempt::Refused(format!(
                 "carrier refused ({status}): {}",
                 text.chars().take(200).collect::<String>()
