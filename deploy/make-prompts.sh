@@ -18,4 +18,15 @@ say() { # name text
 say blocked "您的号码已被限制呼入本热线。紧急情况请拨打一一零。"
 # The fallback when no agent can take the call: the citizen may leave a message.
 say leave-message "坐席正忙，请在提示音后留言。"
+# Art. 15: the escalation call to a linkage line (110/119/120, a unit): the notice, the
+# ticket's reference read character by character, and how to acknowledge it.
+say notice "这里是一二三四五热线紧急联动通知。有一条紧急工单需要贵单位立即处置，工单号尾号"
+say notice-end "详情请见联动平台。确认收到请按一。"
+say notice-acknowledged "已确认，谢谢。"
+i=0
+for d in 零 一 二 三 四 五 六 七 八 九; do say "char-$i" "$d"; i=$((i+1)); done
+for c in A B C D E F; do
+  espeak-ng -v en -s 200 -w "$tmp/char-$c.raw.wav" "$c"
+  sox "$tmp/char-$c.raw.wav" -r 8000 -c 1 -b 16 -e signed-integer "$out/char-$c.wav" norm -3
+done
 ls -l "$out"

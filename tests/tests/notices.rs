@@ -467,3 +467,89 @@ async fn art15_the_owner_killed_the_other_instance_escalates_on_time_once() -> R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_the_escalation_call_plays_the_notice_to_the_119_line_and_1_acknowledges()
+-> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let carrier = carrier::Carrier::start().await?;
+    let line_port = e2e::sip::free_udp_tcp_port();
+    // The line's audio comes to this socket: the test hears what the 119 desk hears.
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    rtp.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let rtp_port = rtp.local_addr()?.port().to_string();
+    let line = e2e::sip::Sipp::agent(
+        "linkage-line.xml",
+        line_port,
+        &["-key", "rtp_port", &rtp_port],
+    )?;
+    let gw = Gateway::start(
+        &broker.bootstrap(),
+        GatewayOptions {
+            sip: Some(e2e::sip::SipOptions::new(e2e::sip::free_udp_tcp_port())),
+            linkage_escalation_secs: vec![2],
+            linkage_alarm_secs: 60,
+            linkage_targets: vec![(
+                "119".into(),
+                Some(format!("sip:119@127.0.0.1:{line_port}")),
+                Some("13800000119".into()),
+            )],
+            sms_outbound_url: Some(carrier.url.clone()),
+            ..GatewayOptions::default()
+        },
+    )?;
+    let _chat = fire_in_chat(&gw).await?;
+    // The notice's audio: 20 ms PCMU packets with sound in them.
+    let heard = tokio::task::spawn_blocking(move || {
+        let (mut packets, mut loud) = (0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(12);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline && packets < 100 {
+            if let Ok((n, _)) = rtp.recv_from(&mut buf)
+                && n == 172
+                && buf[1] & 0x7f == 0
+            {
+                packets += 1;
+                // μ-law bytes far from silence (0xFF/0x7F) carry speech.
+                loud += buf[12..n].iter().filter(|b| (**b & 0x7f) < 0x60).count();
+            }
+        }
+        (packets, loud)
+    })
+    .await?;
+    assert!(
+        heard.0 >= 100,
+        "the line heard the notice: {heard:?}; log: {}",
+        gw.log()
+            .lines()
+            .filter(|l| l.contains("inkage")
+                || l.contains("escalat")
+                || l.contains("WARN")
+                || l.contains("channel_sip"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(heard.1 > 1000, "and it was not silence: {heard:?}");
+    line.expect_ok(Duration::from_secs(40))?;
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| {
+        r.iter()
+            .any(|r| r.value["change"]["type"] == "acknowledged")
+    })?;
+    let started = records
+        .iter()
+        .find(|r| r.value["change"]["type"] == "escalation_started")
+        .map(|r| r.value["change"]["via"].clone());
+    assert_eq!(started, Some(json!(["call", "sms"])), "{records:?}");
+    let call = records
+        .iter()
+        .find(|r| r.value["change"]["type"] == "escalation_call")
+        .map(|r| r.value["change"]["outcome"].clone());
+    assert_eq!(call, Some(json!("acknowledged")));
+    let ack = records
+        .iter()
+        .find(|r| r.value["change"]["type"] == "acknowledged")
+        .map(|r| (r.value["change"]["via"].clone(), r.value["by"].clone()));
+    assert_eq!(ack, Some((json!("call"), json!("call:119"))));
+    assert_eq!(carrier.texts().len(), 1, "and the duty phone got its SMS");
+    Ok(())
+}

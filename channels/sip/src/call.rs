@@ -70,17 +70,17 @@ struct ALeg {
     cseq: u32,
 }
 
-/// The agent's leg, once placed.
-struct BLeg {
-    invite: Request,
-    call_id: String,
-    to_tag: Option<String>,
-    remote_target: Option<String>,
+/// The agent's leg, once placed (also the leg of a linkage call).
+pub(crate) struct BLeg {
+    pub(crate) invite: Request,
+    pub(crate) call_id: String,
+    pub(crate) to_tag: Option<String>,
+    pub(crate) remote_target: Option<String>,
     /// The dialog's route set: the 2xx's Record-Route, reversed (RFC 3261 §12.1.2), sent
     /// as Route headers on ACK and BYE (loose routing).
-    route_set: Vec<String>,
-    cseq: u32,
-    peer: Peer,
+    pub(crate) route_set: Vec<String>,
+    pub(crate) cseq: u32,
+    pub(crate) peer: Peer,
 }
 
 /// How bridging ended before the call was connected.
@@ -1178,7 +1178,7 @@ impl Call {
 
 /// The CANCEL of an INVITE (§9.1): same Request-URI, Call-ID, From, To, CSeq number and
 /// top Via.
-fn cancel_for(invite: &Request) -> Request {
+pub(crate) fn cancel_for(invite: &Request) -> Request {
     let mut headers = rsip::Headers::default();
     for h in invite.headers.iter() {
         match h {
@@ -1203,7 +1203,7 @@ fn cancel_for(invite: &Request) -> Request {
 }
 
 /// A request on the agent leg's dialog (ACK of the 2xx, BYE).
-fn in_dialog_request(b: &BLeg, method: Method, cseq: u32, via: Header) -> Request {
+pub(crate) fn in_dialog_request(b: &BLeg, method: Method, cseq: u32, via: Header) -> Request {
     let mut headers = rsip::Headers::default();
     headers.push(via);
     headers.push(rsip::headers::MaxForwards::new("70").into());
@@ -1238,7 +1238,7 @@ fn in_dialog_request(b: &BLeg, method: Method, cseq: u32, via: Header) -> Reques
 }
 
 /// The route set a UAC learns from a 2xx: its Record-Route values, last first (§12.1.2).
-fn route_set(response: &Response) -> Vec<String> {
+pub(crate) fn route_set(response: &Response) -> Vec<String> {
     let mut routes: Vec<String> = response
         .headers
         .iter()
@@ -1252,7 +1252,7 @@ fn route_set(response: &Response) -> Vec<String> {
 }
 
 /// The same Via with a new branch (each new transaction needs one).
-fn fresh_branch(via: &Header) -> Header {
+pub(crate) fn fresh_branch(via: &Header) -> Header {
     match via {
         Header::Via(v) => {
             let value = v.value();
@@ -1268,7 +1268,7 @@ fn fresh_branch(via: &Header) -> Header {
 }
 
 /// The URI in a message's Contact header.
-fn contact_uri<M: HasHeaders>(m: &M) -> Option<String> {
+pub(crate) fn contact_uri<M: HasHeaders>(m: &M) -> Option<String> {
     m.headers().iter().find_map(|h| match h {
         Header::Contact(c) => {
             let v = c.value();

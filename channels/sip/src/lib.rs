@@ -24,6 +24,7 @@ pub mod config;
 pub mod endpoint;
 pub mod feed;
 pub mod g711;
+pub mod linkage;
 pub mod media;
 pub mod msg;
 pub mod prompt;
@@ -168,6 +169,7 @@ impl Channel for SipChannel {
             cfg: Arc::new(cfg),
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
+        let core_for_dialer = core.clone();
         let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
         // On shutdown, calls in progress hang up both legs; their BYEs need answers, so
         // the sockets stay open until the last call has ended (the gateway's grace period
@@ -214,6 +216,7 @@ impl Channel for SipChannel {
         Ok(ChannelParts {
             router,
             tasks,
+            dialer: Some(Arc::new(linkage::Dialer::new(core_for_dialer))),
             ..ChannelParts::default()
         })
     }
