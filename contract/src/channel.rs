@@ -15,8 +15,9 @@ use crate::audio::AudioTap;
 use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
-use crate::notice::{LinkageDialer, Notices};
+use crate::notice::LinkageDialer;
 use crate::restriction::Blocklist;
+use crate::screen::Screen;
 use crate::sms::SmsSender;
 
 /// An error building a channel, boxed because each channel has its own error type.
@@ -42,9 +43,9 @@ pub struct ChannelContext {
     /// Who is restricted (Art. 9): every channel asks at admission. Answers come from
     /// memory (the restrictions topic, read by every instance) and never wait.
     pub blocklist: Arc<dyn Blocklist>,
-    /// Where a contact with an Art. 15 emergency cue is reported, at once: the notice
-    /// event it returns goes into the same submission as the contact.
-    pub notices: Arc<dyn Notices>,
+    /// Screens every citizen text at once: the events it returns (an urgent notice, a
+    /// restriction proposal) go into the same submission as the contact.
+    pub screen: Arc<dyn Screen>,
 }
 
 impl std::fmt::Debug for ChannelContext {

@@ -15,8 +15,9 @@
 //!   recognition plugs in there);
 //! - [`problem`]: RFC 9457 problem responses shared by every HTTP surface;
 //! - [`rate`]: the token bucket behind every channel's rate limits;
-//! - [`notice`]: Art. 15 urgent notices as events, and the [`Notices`] seam channels
-//!   report emergencies through;
+//! - [`notice`]: Art. 15 urgent notices as events, and the linkage dialer seam;
+//! - [`screen`]: the [`Screen`] every channel passes citizens' words through (urgent
+//!   notices, restriction proposals);
 //! - [`sms`]: outbound SMS requests and their status, and the [`SmsSender`] seam;
 //! - [`token`]: the signed bearer tokens of the agent and linkage operator feeds;
 //! - [`restriction`]: Art. 9 restrictions as events, and the [`Blocklist`] every channel
@@ -34,6 +35,7 @@ pub mod notice;
 pub mod problem;
 pub mod rate;
 pub mod restriction;
+pub mod screen;
 pub mod sms;
 pub mod token;
 
@@ -49,12 +51,13 @@ pub use event::{
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};
 pub use intake::{Intake, IntakeError, Receipt, Submission};
 pub use notice::{
-    EmergencyReport, EscalationVia, FeedbackStatus, LinkageCall, LinkageCallOutcome, LinkageDialer,
-    NoNotices, NoticeChange, NoticeEvent, NoticeOpened, NoticeUpdate, Notices,
+    EscalationVia, FeedbackStatus, LinkageCall, LinkageCallOutcome, LinkageDialer, NoticeChange,
+    NoticeEvent, NoticeOpened, NoticeUpdate,
 };
 pub use problem::Problem;
 pub use restriction::{
     AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,
     RestrictionChange, RestrictionNote, RestrictionReason, RestrictionState,
 };
+pub use screen::{NoScreen, Screen};
 pub use sms::{OutboundSms, SmsSender, SmsState, SmsStatus};

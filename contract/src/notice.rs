@@ -1,9 +1,9 @@
 //! Art. 15 urgent notices to the 110/119/120 linkage, as events, and the seam channels
 //! report emergencies through.
 //!
-//! When a contact carries an emergency cue, the channel asks [`Notices::on_emergency`]
-//! for the notice event and records it in the same submission as the contact: the notice
-//! is durable exactly when the contact is, before anybody is told. One notice per ticket
+//! When a contact carries an emergency cue, the channel's [`crate::Screen`] gives it the
+//! notice event to record in the same submission as the contact: the notice is durable
+//! exactly when the contact is, before anybody is told. One notice per ticket
 //! and linkage target: later contacts of the same ticket (or, within the window, of the
 //! same citizen; or, for a regional outage, of the same district) *update* it.
 //!
@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{ChannelKind, Contact, EmergencyCue, Location, ReplyPath, TicketRef};
+use crate::event::{ChannelKind, EmergencyCue, Location, ReplyPath, TicketRef};
 use crate::restriction::RestrictionNote;
 
 /// One step in a notice's life.
@@ -154,41 +154,6 @@ pub struct NoticeUpdate {
     /// goes up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_reporter: Option<String>,
-}
-
-/// What a channel reports when a contact carries an Art. 15 cue.
-#[derive(Debug, Clone)]
-pub struct EmergencyReport<'a> {
-    /// The contact (recorded in the same submission as the notice event).
-    pub contact: &'a Contact,
-    /// The cue.
-    pub cue: &'a EmergencyCue,
-    /// The text the cue was found in (a message, an SMS, a transcript segment).
-    pub text: &'a str,
-    /// Where, if the channel could tell.
-    pub location: Option<Location>,
-}
-
-/// Where channels report emergencies (the gateway's notice book; a no-op in unit tests).
-pub trait Notices: Send + Sync + 'static {
-    /// The notice event to record with this contact: a new notice, an update of the open
-    /// one, or nothing (an update too soon after the last: a flood makes one notice).
-    fn on_emergency(&self, report: EmergencyReport<'_>) -> Option<NoticeEvent>;
-
-    /// Called once the submission that carried `event` is durable: the notice is
-    /// applied to this instance's view at once (a second report finds it).
-    fn recorded(&self, event: &NoticeEvent);
-}
-
-/// No notices (unit tests, tools).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoNotices;
-
-impl Notices for NoNotices {
-    fn on_emergency(&self, _: EmergencyReport<'_>) -> Option<NoticeEvent> {
-        None
-    }
-    fn recorded(&self, _: &NoticeEvent) {}
 }
 
 /// A call to a linkage line that plays an urgent notice.

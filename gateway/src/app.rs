@@ -167,7 +167,12 @@ pub async fn run(
     let ctx = ChannelContext {
         intake: intake.clone(),
         blocklist: Arc::new(restrictions.book().clone()),
-        notices: notices.clone(),
+        screen: Arc::new(crate::screen::Screener {
+            notices: notices.clone(),
+            restrictions: restrictions.clone(),
+            prefiller: routing::Prefiller::shared(),
+            abuse: routing::AbuseRules::builtin(),
+        }),
         keyer: CitizenKeyer::new(&secrets.citizen_key),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),

@@ -8,6 +8,7 @@
 //! - [`kafka`]: the idempotent producer and the drain from the outbox to Kafka;
 //! - [`admin`]: health, readiness and Prometheus metrics;
 //! - [`notices`]: Art. 15 urgent notices, the linkage operators' feed;
+//! - [`screen`]: what citizens' words make beside their contacts (notices, proposals);
 //! - [`escalation`]: each notice's 30-minute clock, run by the instance that owns it;
 //! - [`sms_outbound`]: the outbound SMS path (requests on a topic, sent once);
 //! - [`restrictions`] and [`restriction_api`]: Art. 9 restrictions shared by every
@@ -25,6 +26,7 @@ pub mod outbox;
 pub mod registry;
 pub mod restriction_api;
 pub mod restrictions;
+pub mod screen;
 pub mod sms_outbound;
 pub mod telemetry;
 pub mod topic_reader;

@@ -1,9 +1,9 @@
 //! Art. 15 urgent notices in the gateway: the book every instance folds the notices topic
-//! into, the [`contract::Notices`] seam the channels report emergencies through, and the
-//! linkage operators' feed.
+//! into, the notice events citizens' emergency words make (through the channels'
+//! [`contract::Screen`], [`crate::screen`]), and the linkage operators' feed.
 //!
-//! A channel that finds an emergency cue in a contact asks [`NoticeService`] for the
-//! notice event and records it in the same submission as the contact: the notice is
+//! A channel whose citizen's words carry an emergency cue gets the notice event from
+//! its screen and records it in the same submission as the contact: the notice is
 //! durable the moment the citizen's words are, and on the notices topic a few
 //! milliseconds later. Every instance reads the whole topic ([`crate::topic_reader`]),
 //! so an operator connected to any instance sees every notice, and an acknowledgement
@@ -30,10 +30,10 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use contract::token::TokenVerifier;
 use contract::{
-    EmergencyReport, EscalationVia, FeedbackStatus, Intake, IntakeError, Location, NoticeChange,
-    NoticeEvent, Notices, Problem, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
+    EscalationVia, FeedbackStatus, Intake, IntakeError, Location, NoticeChange, NoticeEvent,
+    Problem, ReplyPath, SCHEMA_VERSION, Submission, TicketRef,
 };
-use routing::notices::{NoticeBook, NoticeState};
+use routing::notices::{EmergencyReport, NoticeBook, NoticeState};
 use routing::{Clock, NoticePolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -246,8 +246,10 @@ impl NoticeService {
     }
 }
 
-impl Notices for NoticeService {
-    fn on_emergency(&self, report: EmergencyReport<'_>) -> Option<NoticeEvent> {
+impl NoticeService {
+    /// The notice event a citizen text with an Art. 15 cue makes (a new notice, an
+    /// update of the open one), or nothing (a flood's repeat).
+    pub fn on_emergency(&self, report: EmergencyReport<'_>) -> Option<NoticeEvent> {
         let event = self.book().decide(&report, &self.policy, self.clock.now());
         if event.is_none() {
             metrics::counter!("gateway_notice_reports_thinned_total").increment(1);
@@ -255,7 +257,8 @@ impl Notices for NoticeService {
         event
     }
 
-    fn recorded(&self, event: &NoticeEvent) {
+    /// Called once the submission that carried `event` is durable.
+    pub fn recorded(&self, event: &NoticeEvent) {
         if self.apply(event) && matches!(event.change, NoticeChange::Opened(_)) {
             tracing::warn!(notice = %event.notice_id, "URGENT NOTICE (Art. 15) opened");
         }

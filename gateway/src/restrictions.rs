@@ -150,6 +150,44 @@ impl Restrictions {
         self.gauges();
     }
 
+    /// Art. 9: the proposal abusive words make (with the words as evidence, for a person
+    /// to confirm), unless the citizen already has a live restriction or proposal, or
+    /// withheld their number (a withheld caller is a new citizen each call).
+    pub fn propose_for_abuse(
+        &self,
+        contact: &contract::Contact,
+        hit: &routing::abuse::AbuseHit,
+        text: &str,
+    ) -> Option<RestrictionChange> {
+        if contact.citizen.kind == contract::IdentityKind::Withheld {
+            return None;
+        }
+        let at = text
+            .find(&hit.heard)
+            .map_or(0, |b| text[..b].chars().count());
+        let proposal = routing::restrictions::Proposal {
+            citizen: contact.citizen.clone(),
+            reason: hit.reason,
+            evidence: contract::Evidence {
+                contacts: vec![contact.id],
+                ticket_ref: Some(contact.ticket_ref.clone()),
+                excerpt: Some(contract::notice::excerpt(text, at, 200)),
+            },
+            proposed_by: "gateway".into(),
+            source: contract::ProposalSource::AbusiveLanguage,
+        };
+        self.book.read().propose(proposal, self.clock.now()).ok()
+    }
+
+    /// Applies a change a channel recorded (an abusive-language proposal).
+    pub fn recorded(&self, change: &RestrictionChange) {
+        metrics::counter!("gateway_restriction_changes_total", "state" => change.state.as_str())
+            .increment(1);
+        tracing::info!(restriction = %change.restriction_id, reason = ?change.reason, "Restriction proposed on abusive words (Art. 9), for a person to confirm");
+        self.book.write().apply(change.clone());
+        self.gauges();
+    }
+
     /// Starts the reader of the restrictions topic (see the module docs). It stops soon
     /// after `stop`.
     pub fn spawn_reader(

@@ -22,9 +22,9 @@ use crate::sound::{Cue, Homophones, Sounds};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleFile {
-    kind: String,
-    target: String,
-    cues: Vec<String>,
+    pub(crate) kind: String,
+    pub(crate) target: String,
+    pub(crate) cues: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +74,16 @@ impl EmergencyRules {
         file: Vec<RuleFile>,
         homophones: Homophones,
     ) -> Result<EmergencyRules, CueError> {
+        Self::build(file, homophones, true)
+    }
+
+    /// Rules of another kind matched the same way (abusive words): the homophone file's
+    /// listed mishearings are the emergency cues', so they are not checked against these.
+    pub(crate) fn build(
+        file: Vec<RuleFile>,
+        homophones: Homophones,
+        own_mishearings: bool,
+    ) -> Result<EmergencyRules, CueError> {
         let mut rules: Vec<Rule> = Vec::with_capacity(file.len());
         for r in file {
             if r.kind.is_empty() || r.target.is_empty() || r.cues.is_empty() {
@@ -109,11 +119,16 @@ impl EmergencyRules {
                 cues,
             });
         }
-        if let Some(w) = homophones.heard_as.keys().find(|w| {
-            !rules
-                .iter()
-                .any(|r| r.cues.iter().any(|(c, _)| &c.word == *w))
-        }) {
+        if let Some(w) = homophones
+            .heard_as
+            .keys()
+            .filter(|_| own_mishearings)
+            .find(|w| {
+                !rules
+                    .iter()
+                    .any(|r| r.cues.iter().any(|(c, _)| &c.word == *w))
+            })
+        {
             return Err(CueError::Inconsistent(format!(
                 "homophones: heard_as names {w}, which is no emergency cue"
             )));

@@ -9,6 +9,7 @@
 //! working-day deadlines (Art. 22) join this crate behind the same kind of small, pure,
 //! tested functions.
 
+pub mod abuse;
 pub mod blocklist;
 pub mod clock;
 pub mod emergency;
@@ -17,6 +18,7 @@ pub mod prefill;
 pub mod restrictions;
 pub mod sound;
 
+pub use abuse::AbuseRules;
 pub use blocklist::StaticBlocklist;
 pub use clock::Clock;
 pub use contract::{Blocklist, Restricted};

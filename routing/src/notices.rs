@@ -27,8 +27,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use contract::notice::excerpt;
 use contract::{
-    EmergencyReport, EscalationVia, FeedbackStatus, NoticeChange, NoticeEvent, NoticeOpened,
-    NoticeUpdate, SCHEMA_VERSION, TicketRef,
+    Contact, EmergencyCue, EscalationVia, FeedbackStatus, Location, NoticeChange, NoticeEvent,
+    NoticeOpened, NoticeUpdate, SCHEMA_VERSION, TicketRef,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -38,6 +38,19 @@ pub const EXCERPT_CHARS: usize = 200;
 
 /// The emergency kinds that are regional outages (Art. 15: water, power, gas).
 pub const OUTAGE_KINDS: [&str; 3] = ["water_outage", "power_outage", "gas_outage"];
+
+/// What a citizen text with an Art. 15 cue reports.
+#[derive(Debug, Clone)]
+pub struct EmergencyReport<'a> {
+    /// The contact (recorded in the same submission as the notice event).
+    pub contact: &'a Contact,
+    /// The cue.
+    pub cue: &'a EmergencyCue,
+    /// The text the cue was found in (a message, an SMS, a transcript segment).
+    pub text: &'a str,
+    /// Where, if the words say.
+    pub location: Option<Location>,
+}
 
 /// The tunables of notices.
 #[derive(Debug, Clone, PartialEq)]
@@ -509,25 +522,6 @@ pub fn kind_zh(kind: &str) -> &str {
         "distress" => "紧急求助",
         other => other,
     }
-}
-
-/// What a channel calls for each citizen text (a chat message, an SMS, a citizen's
-/// transcript segment) before it records the contact: the notice event to record with
-/// it when the text carries an Art. 15 cue, with the place the text names.
-pub fn notice_for_text(
-    notices: &dyn contract::Notices,
-    prefiller: &crate::Prefiller,
-    contact: &contract::Contact,
-    text: &str,
-) -> Option<NoticeEvent> {
-    let cue = prefiller.classifier().emergency_cue(text)?;
-    let location = prefiller.location_of_text(text);
-    notices.on_emergency(EmergencyReport {
-        contact,
-        cue: &cue,
-        text,
-        location,
-    })
 }
 
 #[cfg(test)]

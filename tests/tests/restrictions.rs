@@ -500,3 +500,78 @@ async fn the_restrictions_api_answers_bad_input_with_problems() -> Result<()> {
     assert_eq!(resp.status().as_u16(), 413);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art9_abusive_words_in_chat_make_a_proposal_for_a_person_never_a_block() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let gw = Gateway::start(&broker.bootstrap(), GatewayOptions::default())?;
+    let http = reqwest::Client::new();
+    let mut chat = ChatClient::connect(&gw.chat_url()).await?;
+    chat.open("angry-visitor", Some("13900008888")).await?;
+    let ack = chat.say("a1", "你们这帮废物，我再打一百次也没用").await?;
+    assert_eq!(ack["type"], "ack", "the message itself is recorded: {ack}");
+    // Repeating the insult while the proposal waits makes no second proposal.
+    chat.say("a2", "废物！废物！").await?;
+    let (status, _, page) = api(
+        &http,
+        &gw,
+        reqwest::Method::GET,
+        "/restrictions?state=proposed",
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{page}");
+    let p = &items[0];
+    assert_eq!(p["proposal_source"], "abusive_language");
+    assert_eq!(p["proposed_by"], "gateway");
+    assert_eq!(p["reason"], "insulting_staff");
+    assert_eq!(p["identity_masked"], "139****8888");
+    assert!(
+        p["evidence"]["excerpt"]
+            .as_str()
+            .is_some_and(|e| e.contains("废物")),
+        "{p}"
+    );
+    assert_eq!(p["evidence"]["contacts"][0], ack["contact_id"]);
+    // Not a block: the same citizen still opens a chat.
+    let mut again = ChatClient::connect(&gw.chat_url()).await?;
+    again.open("angry-visitor", Some("13900008888")).await?;
+    // A supervisor confirms it: now it holds.
+    let id = p["restriction_id"].as_str().unwrap_or_default();
+    let (status, _, active) = api(
+        &http,
+        &gw,
+        reqwest::Method::POST,
+        &format!("/restrictions/{id}/confirm"),
+        Some(json!({"confirmed_by": "supervisor-7"})),
+    )
+    .await?;
+    assert_eq!(
+        (status, active["state"].as_str()),
+        (200, Some("active")),
+        "{active}"
+    );
+    let mut refused = ChatClient::connect(&gw.chat_url()).await?;
+    refused
+        .send_json(json!({"type": "open", "visitor": "angry-visitor", "phone": "13900008888"}))
+        .await?;
+    assert!(matches!(refused.frame_or_close().await?, Err(c) if c.code == 4403));
+    // The proposal and its audit are on Kafka.
+    let audit = consume(&broker.bootstrap(), AUDIT, Duration::from_secs(10), |r| {
+        r.len() >= 2
+    })?;
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .filter_map(|r| Some((r.value["action"].as_str()?, r.value["actor"].as_str()?)))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("restriction.proposed", "gateway"),
+            ("restriction.confirmed", "supervisor-7")
+        ]
+    );
+    Ok(())
+}

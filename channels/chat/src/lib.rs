@@ -56,8 +56,6 @@ struct Shared {
     ctx: ChannelContext,
     registry: Registry,
     classifier: Classifier,
-    /// Reads places out of an emergency message (the urgent notice's location).
-    prefiller: Arc<routing::Prefiller>,
     connected: AtomicUsize,
 }
 
@@ -91,7 +89,6 @@ impl Channel for ChatChannel {
             ctx,
             registry,
             classifier: Classifier::builtin(),
-            prefiller: routing::Prefiller::shared(),
             connected: AtomicUsize::new(0),
         });
         let router = Router::new()
@@ -534,16 +531,11 @@ impl Connection {
         // The ack stored with the key is also how a restart learns the session's
         // contacts (see `SessionRecord::restore`).
         let once_key = record.ack_key(&id);
-        // Art. 15: an emergency cue makes (or updates) an urgent notice at once,
-        // recorded with the message.
-        let notice = routing::notices::notice_for_text(
-            self.shared.ctx.notices.as_ref(),
-            &self.shared.prefiller,
-            &contact,
-            &text,
-        );
+        // Art. 15 and Art. 9: an emergency makes (or updates) an urgent notice, abusive
+        // words a restriction proposal, at once, recorded with the message.
+        let screened = self.shared.ctx.screen.screen(&contact, &text);
         let mut events = vec![contact.into()];
-        events.extend(notice.clone().map(Into::into));
+        events.extend(screened.iter().cloned());
         let submission = Submission {
             events,
             put_state,
@@ -553,9 +545,7 @@ impl Connection {
         match self.shared.ctx.intake.submit(submission).await {
             Ok(Receipt::Accepted) => {
                 record.contacts.push(contact_id);
-                if let Some(n) = &notice {
-                    self.shared.ctx.notices.recorded(n);
-                }
+                self.shared.ctx.screen.recorded(&screened);
                 metrics::counter!("gateway_contacts_accepted_total", "channel" => "chat")
                     .increment(1);
                 ack

@@ -90,24 +90,18 @@ impl CallSink {
 
     fn submit(&self, events: Vec<Event>, once: String, what: &'static str) {
         let intake = self.core.ctx.intake.clone();
-        let notices = self.core.ctx.notices.clone();
+        let screen = self.core.ctx.screen.clone();
         let call = self.call.id;
         self.core.ctx.tasks.spawn(async move {
-            let notice = events.iter().find_map(|e| match e {
-                Event::Notice(n) => Some((**n).clone()),
-                _ => None,
-            });
+            // What the screen added beside the contact (the first event).
+            let screened: Vec<Event> = events.iter().skip(1).cloned().collect();
             let submission = Submission {
                 events,
                 once: Some((once, call.to_string().into_bytes())),
                 ..Submission::default()
             };
             match intake.submit(submission).await {
-                Ok(contract::Receipt::Accepted) => {
-                    if let Some(n) = &notice {
-                        notices.recorded(n);
-                    }
-                }
+                Ok(contract::Receipt::Accepted) => screen.recorded(&screened),
                 Ok(contract::Receipt::Duplicate(_)) => {}
                 Err(e) => {
                     tracing::warn!(call = %call, error = %e, what, "Cannot record the transcript")
@@ -141,23 +135,19 @@ impl TranscriptSink for CallSink {
             "sip/{}/transcript/{:?}/{}",
             self.call.channel_ref, s.speaker, s.start_ms
         );
-        // Art. 15: a citizen's emergency words make (or update) an urgent notice while
-        // the call is still up, recorded with the segment.
+        // Art. 15 and Art. 9: a citizen's emergency words make (or update) an urgent
+        // notice while the call is still up, abusive words a restriction proposal; both
+        // recorded with the segment.
         let text = (s.speaker == contract::Speaker::Citizen).then(|| s.text.clone());
         let contact = self.call.contact(ContactContent::Transcript(s));
         if let Ok(mut ids) = self.contacts.lock() {
             ids.push(contact.id);
         }
-        let notice = text.and_then(|t| {
-            routing::notices::notice_for_text(
-                self.core.ctx.notices.as_ref(),
-                &self.core.prefiller,
-                &contact,
-                &t,
-            )
-        });
+        let screened = text
+            .map(|t| self.core.ctx.screen.screen(&contact, &t))
+            .unwrap_or_default();
         let mut events = vec![Event::from(contact)];
-        events.extend(notice.map(Event::from));
+        events.extend(screened);
         self.submit(events, once, "segment");
     }
 

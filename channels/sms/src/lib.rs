@@ -220,8 +220,6 @@ struct Shared {
     limits: HashMap<String, std::sync::Mutex<TokenBucket>>,
     ctx: ChannelContext,
     classifier: Classifier,
-    /// Reads places out of an emergency text (the urgent notice's location).
-    prefiller: Arc<routing::Prefiller>,
 }
 
 #[async_trait]
@@ -253,7 +251,6 @@ impl Channel for SmsChannel {
             limits,
             ctx,
             classifier: Classifier::builtin(),
-            prefiller: routing::Prefiller::shared(),
         });
         let router = Router::new()
             .route("/sms/{carrier}/inbound", post(inbound))
@@ -475,19 +472,14 @@ async fn inbound(
         contact_id: contact.id,
         ticket_ref,
     };
-    // Art. 15: an emergency cue makes (or updates) an urgent notice at once, recorded
-    // with the contact (a rejected text has no cue: a cue would have let it through).
-    let notice = routing::notices::notice_for_text(
-        shared.ctx.notices.as_ref(),
-        &shared.prefiller,
-        &contact,
-        &sms.text,
-    );
+    // Art. 15 and Art. 9: an emergency makes (or updates) an urgent notice, abusive
+    // words a restriction proposal, at once, recorded with the contact.
+    let screened = shared.ctx.screen.screen(&contact, &sms.text);
     let mut events = vec![contact.into()];
     if status == "accepted" {
         events.push(draft.into());
     }
-    events.extend(notice.clone().map(Into::into));
+    events.extend(screened.iter().cloned());
     let submission = Submission {
         events,
         once: Some((
@@ -499,9 +491,7 @@ async fn inbound(
     match shared.ctx.intake.submit(submission).await {
         Ok(Receipt::Accepted) => {
             metrics::counter!("gateway_contacts_accepted_total", "channel" => "sms").increment(1);
-            if let Some(n) = &notice {
-                shared.ctx.notices.recorded(n);
-            }
+            shared.ctx.screen.recorded(&screened);
             (StatusCode::OK, axum::Json(receipt)).into_response()
         }
         Ok(Receipt::Duplicate(first)) => {
