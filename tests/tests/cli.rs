@@ -22,11 +22,12 @@ fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
 }
 
 const DEV: &str = include_str!("../../deploy/config/dev.toml");
-const DEV_ENV: [(&str, &str); 4] = [
+const DEV_ENV: [(&str, &str); 5] = [
     ("GATEWAY_CITIZEN_KEY_SECRET", "0123456789abcdef0123456789"),
     ("GATEWAY_SMS_SECRET_DEV", "0123456789abcdef0123456789"),
     ("GATEWAY_ADMIN_TOKEN", "0123456789abcdef0123456789"),
     ("GATEWAY_AGENT_FEED_SECRET", "0123456789abcdef0123456789"),
+    ("GATEWAY_LINKAGE_SECRET", "0123456789abcdef0123456789"),
 ];
 
 #[test]
