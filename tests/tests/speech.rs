@@ -292,3 +292,42 @@ fn without_the_model_calls_go_on_untranscribed_with_a_loud_warning() -> Result<(
     );
     Ok(())
 }
+
+/// Art. 15 on a live call: the caller's emergency words make an urgent notice on the
+/// linkage operator's feed while the call is still up, carrying the transcript's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_a_callers_emergency_words_reach_the_linkage_while_the_call_is_up() -> Result<()> {
+    let _turn = CORES.lock().await;
+    let (broker, gw, agent_port) = start_gateway(|s| s.asr = true, "info")?;
+    let token = linkage_token("119:op7", Duration::from_secs(600));
+    let (mut op, _) = tokio_tungstenite::connect_async(gw.linkage_url(&token)).await?;
+    let snapshot = next_event(&mut op, Duration::from_secs(10)).await;
+    assert_eq!(snapshot.map(|s| s["type"].clone()), Some("snapshot".into()));
+    let wav = e2e::speech::short_fixtures().join("fire_jida.wav");
+    let speech_secs = e2e::speech::read_8k(&wav)?.len() as f64 / 8000.0;
+    let agent = Sipp::agent("agent-listens.xml", agent_port, &[])?;
+    let started = std::time::Instant::now();
+    let citizen = Sipp::citizen_saying(&wav, gw.sip_port, "13800138077", &["-d", "20000"])?;
+    let notice = next_event(&mut op, Duration::from_secs(40)).await;
+    let arrived = started.elapsed();
+    let notice = notice.ok_or_else(|| anyhow::anyhow!("no notice on the feed"))?;
+    // The call lasts 20 s from the answer: the notice came while it was up.
+    assert!(arrived < Duration::from_secs(19), "{arrived:?}");
+    assert_eq!(notice["type"], "notice", "{notice}");
+    let n = &notice["notice"];
+    assert_eq!((n["kind"].as_str(), n["target"].as_str()), (Some("fire"), Some("119")), "{n}");
+    assert_eq!(n["channel"], "phone");
+    assert!(n["excerpt"].as_str().is_some_and(|e| e.contains("火")), "{n}");
+    assert_eq!(n["reply_paths"][0]["number"], "13800138077", "the operator can call back");
+    eprintln!(
+        "utterance of {speech_secs:.1} s: notice on the linkage feed {:.1} s after the call was placed ({:.1} s after the words ended, at most)",
+        arrived.as_secs_f64(),
+        arrived.as_secs_f64() - speech_secs
+    );
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+    // On the topic too, keyed by the notice.
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| !r.is_empty())?;
+    assert_eq!(records[0].value["change"]["channel"], "phone");
+    Ok(())
+}
