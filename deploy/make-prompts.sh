@@ -14,8 +14,9 @@ say() { # name text
   sox "$tmp/$1.raw.wav" -r 8000 -c 1 -b 16 -e signed-integer "$out/$1.wav" norm -3
 }
 
-# Art. 9: a caller restricted for harassing, insulting or threatening staff is told so.
-say blocked "您的号码已被限制呼入本热线。紧急情况请拨打一一零。"
+# Art. 9: a caller restricted for harassing, insulting or threatening staff is told so,
+# and that an emergency still gets through (Art. 15): press 1, or stay on the line and say it.
+say blocked "您的号码已被限制呼入本热线。如为紧急情况，请按一，或保持通话直接说明。"
 # The fallback when no agent can take the call: the citizen may leave a message.
 say leave-message "坐席正忙，请在提示音后留言。"
 # Art. 15: the escalation call to a linkage line (110/119/120, a unit): the notice, the

@@ -111,6 +111,9 @@ pub enum ReplyPath {
 /// What the contact carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// A contact is built once per thing a citizen did and serialised at once; boxing the
+// call step would cost an allocation per contact to save stack bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
 pub enum ContactContent {
     /// Text the citizen wrote (a chat message, an SMS body), UTF-8, as received.
     Text {
@@ -230,6 +233,21 @@ pub struct CallContact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_status: Option<u16>,
     /// Rejected: why, in words (`blocked_caller`, `no_common_codec`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Offered: where the call was transferred from (110 handing a caller to 12345).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<CallOrigin>,
+}
+
+/// Where a call was transferred or diverted from, as the trunk said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CallOrigin {
+    /// `history_info` (RFC 7044) or `diversion` (RFC 5806).
+    pub via: String,
+    /// The line it came from (`110`); a mobile number masked.
+    pub from: String,
+    /// The retargeting cause or diversion reason, when given (`302`, `unconditional`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -407,6 +425,10 @@ pub struct TicketDraft {
     /// emergency cue: the agent sees the restriction beside the emergency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restriction: Option<crate::restriction::RestrictionNote>,
+    /// Calls: the linkage line that transferred the caller to 12345 (110, 119, 120), so
+    /// that the loop with it closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_from: Option<CallOrigin>,
 }
 
 /// Which ticket field a prefill value is for.

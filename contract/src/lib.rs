@@ -43,9 +43,9 @@ pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
 pub use envelope::{EventType, Record};
 pub use event::{
-    CallContact, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity, Contact,
-    ContactContent, EmergencyCue, Event, IdentityKind, Location, PrefillField, PrefillName,
-    ReplyPath, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, TranscriptSegment,
+    CallContact, CallOrigin, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity,
+    Contact, ContactContent, EmergencyCue, Event, IdentityKind, Location, PrefillField,
+    PrefillName, ReplyPath, SCHEMA_VERSION, TicketDraft, TicketKind, TicketRef, TranscriptSegment,
     TranscriptSpan, Urgency,
 };
 pub use identity::{CitizenKeyer, mask_identity, mask_phone, normalize_phone};

@@ -206,6 +206,7 @@ impl Classifier {
             transcript: Vec::new(),
             prefill: Vec::new(),
             restriction: None,
+            transferred_from: None,
         }
     }
 }

@@ -273,6 +273,7 @@ impl Prefiller {
             transcript,
             prefill,
             restriction: None,
+            transferred_from: None,
         }
     }
 

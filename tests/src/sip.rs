@@ -453,11 +453,23 @@ impl Sipp {
         caller: &str,
         args: &[&str],
     ) -> Result<Sipp> {
+        Sipp::citizen_saying_in("citizen-speech.xml", wav, gateway_port, caller, args)
+    }
+
+    /// [`Sipp::citizen_saying`] with another scenario that plays
+    /// `../fixtures/speech/call-complaint.wav` (replaced by `wav`).
+    pub fn citizen_saying_in(
+        scenario: &str,
+        wav: &Path,
+        gateway_port: u16,
+        caller: &str,
+        args: &[&str],
+    ) -> Result<Sipp> {
         let dir = tempfile::tempdir()?;
-        let template = std::fs::read_to_string(sipp_dir().join("citizen-speech.xml"))?;
+        let template = std::fs::read_to_string(sipp_dir().join(scenario))?;
         let from = "../fixtures/speech/call-complaint.wav";
         if !template.contains(from) {
-            bail!("citizen-speech.xml no longer plays {from}");
+            bail!("{scenario} no longer plays {from}");
         }
         let scenario = dir.path().join("citizen-says.xml");
         std::fs::write(

@@ -575,3 +575,63 @@ async fn art9_abusive_words_in_chat_make_a_proposal_for_a_person_never_a_block()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art9_a_restricted_caller_who_presses_1_reaches_an_agent_with_the_restriction_noted()
+-> Result<()> {
+    const CALLER: &str = "13900006666";
+    let broker = Broker::start(Storage::Memory)?;
+    let (gw, agent_port) = gateway_with_sip(&broker)?;
+    let http = reqwest::Client::new();
+    let (_, _, p) = api(
+        &http,
+        &gw,
+        reqwest::Method::POST,
+        "/restrictions",
+        Some(json!({
+            "identity": {"kind": "phone", "value": CALLER},
+            "reason": "threatening_staff",
+            "evidence": {"excerpt": "你给我等着"},
+            "proposed_by": "agent-1001"
+        })),
+    )
+    .await?;
+    let id = p["restriction_id"].as_str().unwrap_or_default().to_owned();
+    let (status, _, _) = api(
+        &http,
+        &gw,
+        reqwest::Method::POST,
+        &format!("/restrictions/{id}/confirm"),
+        Some(json!({"confirmed_by": "supervisor-7"})),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    // Presses 1 during the announcement: put through to the agent, who answers.
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        ("citizen-restricted-emergency.xml", CALLER, &["-d", "2000"]),
+    )?;
+    let records = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(15),
+        |r| r.iter().any(|r| r.value["content"]["phase"] == "ended"),
+    )?;
+    let phases: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.value["content"]["phase"].as_str())
+        .collect();
+    assert_eq!(phases, ["offered", "answered", "ended"], "{records:?}");
+    let ended = &records[2].value;
+    assert_eq!(ended["content"]["outcome"], "talked");
+    assert_eq!(ended["restriction"]["restriction_id"], json!(id), "{ended}");
+    assert!(
+        gw.log()
+            .contains("Restricted caller let through for an emergency"),
+        "{}",
+        gw.log()
+    );
+    Ok(())
+}

@@ -1097,3 +1097,30 @@ fn a_recording_that_cannot_be_written_does_not_harm_the_call() -> Result<()> {
     );
     Ok(())
 }
+
+/// The 12345-110 linkage in the other direction: a caller 110 transfers to 12345 over
+/// its trunk keeps its origin (History-Info, RFC 7044) on the call's contacts.
+#[test]
+fn a_call_transferred_by_110_keeps_its_origin() -> Result<()> {
+    let (broker, gw, _) = start(|_| {})?;
+    let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let rtp = rtp_socket()?;
+    let invite = raw
+        .invite(
+            "transferred-1@test",
+            "z9hG4bKtransfer1",
+            "13800138123",
+            Some(rtp.local_addr()?.port()),
+        )
+        .replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nHistory-Info: <sip:110@police.example;cause=302>;index=1, <sip:12345@gw.example>;index=1.1\r\n",
+        );
+    raw.send(invite.as_bytes())?;
+    let contacts = call_contacts(&broker, 1)?;
+    assert_eq!(phases(&contacts)[0], "offered");
+    assert_eq!(contacts[0]["content"]["origin"]["via"], "history_info");
+    assert_eq!(contacts[0]["content"]["origin"]["from"], "110");
+    assert_eq!(contacts[0]["content"]["origin"]["reason"], "302");
+    Ok(())
+}

@@ -315,10 +315,20 @@ async fn art15_a_callers_emergency_words_reach_the_linkage_while_the_call_is_up(
     assert!(arrived < Duration::from_secs(19), "{arrived:?}");
     assert_eq!(notice["type"], "notice", "{notice}");
     let n = &notice["notice"];
-    assert_eq!((n["kind"].as_str(), n["target"].as_str()), (Some("fire"), Some("119")), "{n}");
+    assert_eq!(
+        (n["kind"].as_str(), n["target"].as_str()),
+        (Some("fire"), Some("119")),
+        "{n}"
+    );
     assert_eq!(n["channel"], "phone");
-    assert!(n["excerpt"].as_str().is_some_and(|e| e.contains("火")), "{n}");
-    assert_eq!(n["reply_paths"][0]["number"], "13800138077", "the operator can call back");
+    assert!(
+        n["excerpt"].as_str().is_some_and(|e| e.contains("火")),
+        "{n}"
+    );
+    assert_eq!(
+        n["reply_paths"][0]["number"], "13800138077",
+        "the operator can call back"
+    );
     eprintln!(
         "utterance of {speech_secs:.1} s: notice on the linkage feed {:.1} s after the call was placed ({:.1} s after the words ended, at most)",
         arrived.as_secs_f64(),
@@ -327,7 +337,73 @@ async fn art15_a_callers_emergency_words_reach_the_linkage_while_the_call_is_up(
     citizen.expect_ok(SIPP_WAIT)?;
     agent.expect_ok(SIPP_WAIT)?;
     // On the topic too, keyed by the notice.
-    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| !r.is_empty())?;
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| {
+        !r.is_empty()
+    })?;
     assert_eq!(records[0].value["change"]["channel"], "phone");
+    Ok(())
+}
+
+/// Art. 9 with Art. 15: a restricted caller who says an emergency while the restriction
+/// is announced is put through to an agent, and the linkage gets its notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art9_a_restricted_caller_who_says_an_emergency_is_put_through() -> Result<()> {
+    let _turn = CORES.lock().await;
+    const CALLER: &str = "13900005555";
+    let (broker, gw, agent_port) = start_gateway(|s| s.asr = true, "info")?;
+    let http = reqwest::Client::new();
+    let admin = |path: &str, body: serde_json::Value| {
+        http.post(gw.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let p: Value = admin(
+        "/restrictions",
+        serde_json::json!({
+            "identity": {"kind": "phone", "value": CALLER},
+            "reason": "insulting_staff",
+            "evidence": {"excerpt": "废物"},
+            "proposed_by": "agent-1001"
+        }),
+    )
+    .await?
+    .json()
+    .await?;
+    let id = p["restriction_id"].as_str().unwrap_or_default().to_owned();
+    let confirmed = admin(
+        &format!("/restrictions/{id}/confirm"),
+        serde_json::json!({"confirmed_by": "supervisor-7"}),
+    )
+    .await?;
+    assert_eq!(confirmed.status().as_u16(), 200);
+    let wav = e2e::speech::short_fixtures().join("fire_jida.wav");
+    let agent = Sipp::agent("agent-listens.xml", agent_port, &[])?;
+    let citizen = Sipp::citizen_saying_in(
+        "citizen-restricted-speaks.xml",
+        &wav,
+        gw.sip_port,
+        CALLER,
+        &["-d", "3000"],
+    )?;
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+    assert!(
+        gw.log().lines().any(
+            |l| l.contains("Restricted caller let through for an emergency")
+                && l.contains("\"speech\"")
+        ),
+        "{}",
+        gw.log()
+    );
+    let notices = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| {
+        !r.is_empty()
+    })?;
+    assert_eq!(notices[0].value["change"]["kind"], "fire", "{notices:?}");
+    let drafts = phone_drafts(&broker, 1, Duration::from_secs(60))?;
+    assert_eq!(
+        drafts[0]["restriction"]["restriction_id"],
+        serde_json::json!(id)
+    );
     Ok(())
 }

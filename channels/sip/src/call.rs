@@ -52,6 +52,9 @@ pub enum CallInput {
 const CALL_QUEUE: usize = 16;
 /// The telephone-event payload type the gateway offers when it makes the offer.
 const DTMF_PT: u8 = 101;
+/// How long a restricted caller may still press 1 or speak after the announcement
+/// ("or stay on the line").
+const BYPASS_LISTEN: Duration = Duration::from_secs(8);
 
 /// The citizen's leg: the trunk's INVITE and the dialog the gateway answers it in.
 struct ALeg {
@@ -146,6 +149,7 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
         .collect();
     let peer = tx.peer();
     let ticket = TicketRef::generate(Utc::now());
+    let origin = msg::origin(&invite);
     let record = CallRecord {
         id,
         ticket: ticket.clone(),
@@ -153,6 +157,10 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
         channel_ref: call_id.clone(),
         sequence: Arc::new(AtomicU32::new(0)),
         agent: Arc::new(OnceLock::new()),
+        origin: origin.clone(),
+        restriction: Arc::new(OnceLock::new()),
+        emergency: Arc::new(tokio::sync::Notify::new()),
+        refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let mut call = Call {
         id,
@@ -223,23 +231,27 @@ impl Call {
         metrics::counter!("gateway_sip_calls_offered_total", "trunk" => self.trunk.clone())
             .increment(1);
 
-        if self.is_blocked() {
-            self.refuse_blocked().await;
-            return;
-        }
-
-        let relay = match self.start_relay(true) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "No media ports; refusing the call");
-                let mut r = self.a_response(503);
-                r.headers
-                    .push(msg::warning(self.core.ep.host(), "no media ports free"));
-                self.a.tx.respond(r).await;
-                self.ended(CallOutcome::Unanswered, CallParty::Gateway, None, Some(503))
-                    .await;
-                return;
-            }
+        // Art. 9, with Art. 15's bypass: a restricted caller hears why, and an
+        // emergency (1 pressed, or an emergency said) still reaches an agent.
+        let restricted = self.core.blocklist.check(&self.citizen, Utc::now());
+        let relay = match restricted {
+            Some(r) => match self.announce_restriction(&r).await {
+                Some(relay) => relay,
+                None => return,
+            },
+            None => match self.start_relay(true) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "No media ports; refusing the call");
+                    let mut r = self.a_response(503);
+                    r.headers
+                        .push(msg::warning(self.core.ep.host(), "no media ports free"));
+                    self.a.tx.respond(r).await;
+                    self.ended(CallOutcome::Unanswered, CallParty::Gateway, None, Some(503))
+                        .await;
+                    return;
+                }
+            },
         };
         if let Some(o) = &self.a.offer {
             relay.set_remote(Side::Citizen, o.rtp).await;
@@ -365,13 +377,6 @@ impl Call {
                 ended_by: None,
             });
         }
-    }
-
-    fn is_blocked(&self) -> bool {
-        self.core
-            .blocklist
-            .check(&self.citizen, Utc::now())
-            .is_some()
     }
 
     fn media_addr(&self, port: u16) -> SocketAddr {
@@ -966,37 +971,112 @@ impl Call {
 
     /// Refuses a blocked caller (Art. 9): the announcement as early media when the
     /// INVITE had an offer, then 603 with a Reason header. Never a silent drop.
-    async fn refuse_blocked(&mut self) {
-        tracing::info!(call = %self.id, "Caller is restricted (Art. 9); announcing and declining");
-        metrics::counter!("gateway_sip_calls_refused_total", "reason" => "blocked").increment(1);
-        if let Some(offer) = self.a.offer.clone()
-            && let Ok(relay) = self.start_relay(false)
-        {
-            let codec = offer.codecs[0];
-            relay.set_remote(Side::Citizen, offer.rtp).await;
-            relay.set_codec(codec, None).await;
-            let mut r = self.a_response(183);
-            let port = relay.port(Side::Citizen).unwrap_or_default();
-            let body = sdp::build(
-                self.media_addr(port),
-                &[codec],
-                None,
-                self.id.as_u64_pair().1,
-                1,
-            );
-            msg::set_sdp(&mut r.headers, &mut r.body, body);
-            self.a.tx.respond(r).await;
-            let prompt = self.core.prompts.blocked.clone();
-            let cancelled = tokio::select! {
-                () = relay.play(prompt) => false,
-                c = self.wait_cancel() => c,
-            };
-            let _ = relay.stop().await;
-            if cancelled {
+    /// Art. 9: a restricted caller hears the announcement as early media ("restricted;
+    /// if this is an emergency, press 1 or stay on the line and say so") and is then
+    /// declined with 603, unless, while it plays or within [`BYPASS_LISTEN`] after it,
+    /// the caller presses 1 (RFC 4733) or says words with an Art. 15 emergency cue (the
+    /// transcript's screen made an urgent notice): then the call goes on to an agent with
+    /// the restriction noted on its contacts and draft (Art. 15: an emergency is never
+    /// turned away). The relay is the call's own, so a bypassed call keeps one media
+    /// path and one recording; a declined caller's recording is deleted.
+    async fn announce_restriction(&mut self, restricted: &contract::Restricted) -> Option<Relay> {
+        tracing::info!(call = %self.id, "Caller is restricted (Art. 9); announcing, listening for an emergency");
+        let Some(offer) = self.a.offer.clone() else {
+            // A late offer: no early media to announce on.
+            self.decline_restricted().await;
+            return None;
+        };
+        let mut relay = match self.start_relay(true) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "No media ports for the announcement");
+                self.decline_restricted().await;
+                return None;
+            }
+        };
+        let codec = offer.codecs[0];
+        relay.set_remote(Side::Citizen, offer.rtp).await;
+        relay.set_codec(codec, offer.dtmf).await;
+        let mut r = self.a_response(183);
+        let port = relay.port(Side::Citizen).unwrap_or_default();
+        let body = sdp::build(
+            self.media_addr(port),
+            &[codec],
+            offer.dtmf,
+            self.id.as_u64_pair().1,
+            1,
+        );
+        msg::set_sdp(&mut r.headers, &mut r.body, body);
+        self.a.tx.respond(r).await;
+        let mut events = std::mem::replace(&mut relay.events, mpsc::channel(1).1);
+        let emergency = self.record.emergency.clone();
+        let prompt = self.core.prompts.blocked.clone();
+        let bypass = {
+            let play = relay.play(prompt);
+            tokio::pin!(play);
+            let mut played = false;
+            let listen = tokio::time::sleep(Duration::from_secs(3600));
+            tokio::pin!(listen);
+            loop {
+                tokio::select! {
+                    () = &mut play, if !played => {
+                        played = true;
+                        listen.as_mut().reset(tokio::time::Instant::now() + BYPASS_LISTEN);
+                    }
+                    () = &mut listen => break Err(false),
+                    ev = events.recv() => match ev {
+                        Some(MediaEvent::Dtmf('1')) => break Ok("dtmf"),
+                        Some(MediaEvent::Dtmf(_)) => {}
+                        Some(MediaEvent::Timeout) | None => break Err(false),
+                    },
+                    () = emergency.notified() => break Ok("speech"),
+                    c = self.wait_cancel() => {
+                        if c {
+                            break Err(true);
+                        }
+                    }
+                }
+            }
+        };
+        relay.events = events;
+        match bypass {
+            Err(true) => {
+                let report = relay.stop().await;
+                self.forget_recording(&report);
                 self.rejected("blocked_caller", 487).await;
-                return;
+                None
+            }
+            Ok(how) => {
+                tracing::warn!(call = %self.id, how, "Restricted caller let through for an emergency (Art. 15)");
+                metrics::counter!("gateway_restricted_emergencies_total", "channel" => "phone")
+                    .increment(1);
+                let _ = self
+                    .record
+                    .restriction
+                    .set(contract::RestrictionNote::from(restricted));
+                Some(relay)
+            }
+            Err(false) => {
+                let report = relay.stop().await;
+                self.forget_recording(&report);
+                self.decline_restricted().await;
+                None
             }
         }
+    }
+
+    /// A declined caller's words are not a conversation the hotline keeps.
+    fn forget_recording(&self, report: &RelayReport) {
+        if let Some(path) = &report.recording {
+            let _ = std::fs::remove_file(path);
+        }
+        self.record
+            .refused
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    async fn decline_restricted(&mut self) {
+        metrics::counter!("gateway_sip_calls_refused_total", "reason" => "blocked").increment(1);
         let reason = Header::Other(
             "Reason".into(),
             "SIP;cause=603;text=\"Caller restricted from the hotline (Art. 9)\"".into(),
@@ -1099,6 +1179,9 @@ impl Call {
             dtmf: None,
             sip_status: None,
             reason: None,
+            origin: (phase == CallPhase::Offered)
+                .then(|| self.record.origin.clone())
+                .flatten(),
         }
     }
 

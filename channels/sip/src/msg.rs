@@ -314,6 +314,85 @@ pub fn other_header<'a, M: HasHeaders>(m: &'a M, name: &str) -> Option<&'a str> 
     })
 }
 
+/// Where a call was transferred from (the 110/119/120 linkage handing a caller to 12345,
+/// the State Council's 2022 opinion on 12345-110 linkage), from the INVITE's
+/// History-Info (RFC 7044: the first entry is the original target, when the request
+/// was retargeted at least once) or, failing that, its Diversion (RFC 5806: the last
+/// header is the first diversion). The number of a mainland mobile is kept masked
+/// (Art. 21): a person's phone forwarded to the hotline is personal data; a service
+/// line's number is not.
+pub fn origin(invite: &Request) -> Option<contract::CallOrigin> {
+    let values = |name: &str| -> Vec<&str> {
+        invite
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.as_str()),
+                _ => None,
+            })
+            .flat_map(split_entries)
+            .collect()
+    };
+    let shown = |user: String| {
+        if user.len() == 11 && user.starts_with('1') && user.bytes().all(|b| b.is_ascii_digit()) {
+            contract::mask_phone(&user)
+        } else {
+            user
+        }
+    };
+    let history = values("History-Info");
+    if history.len() >= 2
+        && let Some(first) = history.first()
+        && let Some(user) = user_of(first)
+    {
+        let reason = first
+            .split_once("cause=")
+            .map(|(_, c)| {
+                c.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .filter(|c| !c.is_empty());
+        return Some(contract::CallOrigin {
+            via: "history_info".into(),
+            from: shown(user),
+            reason,
+        });
+    }
+    let diversion = values("Diversion");
+    let last = diversion.last()?;
+    let reason = last
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("reason="))
+        .map(|r| r.trim_matches('"').to_owned());
+    Some(contract::CallOrigin {
+        via: "diversion".into(),
+        from: shown(user_of(last)?),
+        reason,
+    })
+}
+
+/// The comma-separated entries of a header value, commas inside `<...>` or quotes kept.
+fn split_entries(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|e| !e.is_empty());
+    out
+}
+
 /// The user part of a name-addr or addr-spec (`"Name" <sip:user@host>;tag=x`), if any.
 pub fn user_of(addr: &str) -> Option<String> {
     let inner = match (addr.find('<'), addr.find('>')) {
@@ -450,6 +529,43 @@ pub fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invite_with(extra: &str) -> Request {
+        let text = format!(
+            "INVITE sip:12345@gw.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:13800138000@carrier.example>;tag=a\r\nTo: <sip:12345@gw.example>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        Request::try_from(text.as_bytes()).expect("a valid INVITE")
+    }
+
+    #[test]
+    fn a_call_transferred_by_110_keeps_its_origin() {
+        let hi = invite_with(
+            "History-Info: <sip:110@pstn.example;cause=302>;index=1, <sip:12345@gw.example>;index=1.1\r\n",
+        );
+        let o = origin(&hi).expect("an origin");
+        assert_eq!(
+            (o.via.as_str(), o.from.as_str(), o.reason.as_deref()),
+            ("history_info", "110", Some("302"))
+        );
+        let div =
+            invite_with("Diversion: <sip:119@pstn.example>;reason=unconditional;counter=1\r\n");
+        let o = origin(&div).expect("an origin");
+        assert_eq!(
+            (o.via.as_str(), o.from.as_str(), o.reason.as_deref()),
+            ("diversion", "119", Some("unconditional"))
+        );
+        // A person's mobile forwarding to the hotline is masked (Art. 21).
+        let mobile = invite_with("Diversion: <tel:13912345678>;reason=no-answer\r\n");
+        assert_eq!(origin(&mobile).map(|o| o.from), Some("139****5678".into()));
+        // One History-Info entry is no retargeting; nothing at all is no origin.
+        assert_eq!(
+            origin(&invite_with(
+                "History-Info: <sip:12345@gw.example>;index=1\r\n"
+            )),
+            None
+        );
+        assert_eq!(origin(&invite_with("")), None);
+    }
 
     const LIMITS: Limits = Limits {
         max_message_bytes: 8192,

@@ -34,6 +34,16 @@ pub struct CallRecord {
     pub sequence: Arc<AtomicU32>,
     /// The agent, once known (the screen the transcript goes to).
     pub agent: Arc<OnceLock<String>>,
+    /// Where the call was transferred from (History-Info, Diversion), if it was.
+    pub origin: Option<contract::CallOrigin>,
+    /// Art. 9: set when a restricted caller was let through for an emergency; every
+    /// later contact and the draft carry it.
+    pub restriction: Arc<OnceLock<contract::RestrictionNote>>,
+    /// Notified when the citizen's words made an urgent notice (a restricted caller
+    /// saying an emergency during the announcement is let through).
+    pub emergency: Arc<tokio::sync::Notify>,
+    /// Set when the call was declined: its transcript is not kept.
+    pub refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CallRecord {
@@ -51,7 +61,7 @@ impl CallRecord {
             channel_ref: Some(self.channel_ref.clone()),
             sequence: self.sequence.fetch_add(1, Ordering::AcqRel) + 1,
             rejected: None,
-            restriction: None,
+            restriction: self.restriction.get().cloned(),
         }
     }
 }
@@ -127,7 +137,7 @@ impl TranscriptSink for CallSink {
                 },
             );
         }
-        if s.text.is_empty() {
+        if s.text.is_empty() || self.call.refused.load(Ordering::Acquire) {
             return;
         }
         metrics::counter!("gateway_asr_segments_total").increment(1);
@@ -146,20 +156,28 @@ impl TranscriptSink for CallSink {
         let screened = text
             .map(|t| self.core.ctx.screen.screen(&contact, &t))
             .unwrap_or_default();
+        if screened.iter().any(|e| matches!(e, Event::Notice(_))) {
+            self.call.emergency.notify_one();
+        }
         let mut events = vec![Event::from(contact)];
         events.extend(screened);
         self.submit(events, once, "segment");
     }
 
     fn complete(&self, transcript: Vec<TranscriptSegment>) {
+        if self.call.refused.load(Ordering::Acquire) {
+            return;
+        }
         let contacts = self.contacts.lock().map(|c| c.clone()).unwrap_or_default();
-        let draft = self.core.prefiller.draft_for_call(
+        let mut draft = self.core.prefiller.draft_for_call(
             self.call.ticket.clone(),
             self.call.citizen.key.clone(),
             contacts,
             transcript,
             Utc::now(),
         );
+        draft.transferred_from = self.call.origin.clone();
+        draft.restriction = self.call.restriction.get().cloned();
         tracing::info!(call = %self.call.id, kind = ?draft.kind, urgency = ?draft.urgency, segments = draft.transcript.len(), "Call transcript complete");
         let once = format!("sip/{}/draft", self.call.channel_ref);
         self.submit(vec![Event::from(draft)], once, "draft");
