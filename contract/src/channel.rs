@@ -46,6 +46,9 @@ pub struct ChannelContext {
     /// Screens every citizen text at once: the events it returns (an urgent notice, a
     /// restriction proposal) go into the same submission as the contact.
     pub screen: Arc<dyn Screen>,
+    /// The linkage lines by target (`"120"` -> `sip:120@...`): where an agent may hand a
+    /// live call (Art. 15, the 12345-110 linkage's one-key transfer).
+    pub linkage_lines: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for ChannelContext {

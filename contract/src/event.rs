@@ -238,6 +238,9 @@ pub struct CallContact {
     /// Offered: where the call was transferred from (110 handing a caller to 12345).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<CallOrigin>,
+    /// Ended: the linkage line the agent handed the caller to (`120`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_to: Option<String>,
 }
 
 /// Where a call was transferred or diverted from, as the trunk said.

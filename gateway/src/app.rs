@@ -177,6 +177,14 @@ pub async fn run(
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         audio_tap,
+        linkage_lines: Arc::new(
+            config
+                .linkage
+                .targets
+                .iter()
+                .filter_map(|(t, l)| Some((t.clone(), l.uri.clone()?)))
+                .collect(),
+        ),
     };
     let mut public = axum::Router::new();
     if let Some(secret) = &secrets.linkage_token_secret {

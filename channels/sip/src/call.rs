@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::Core;
 use crate::config::Fallback;
-use crate::endpoint::{ClientTx, Peer, ServerTx};
+use crate::endpoint::{ClientTx, Peer, ServerTx, lock};
 use crate::feed::{CallStateName, FeedEvent};
 use crate::g711::{PCMA, PCMU};
 use crate::media::{MediaEvent, Relay, RelayReport, RelaySetup, Side};
@@ -46,6 +46,13 @@ pub enum CallInput {
     Request(Box<Request>, ServerTx),
     /// An ACK (of the gateway's 2xx to the citizen).
     Ack(Box<Request>),
+    /// An agent asks to hand the caller to a linkage line (the agent feed).
+    Transfer {
+        /// The agent who asked (only the call's own agent may).
+        agent: String,
+        /// The linkage target (`"120"`).
+        target: String,
+    },
 }
 
 /// Requests queued for one call at most (a call sees a handful; more is a flood).
@@ -86,6 +93,27 @@ pub(crate) struct BLeg {
     pub(crate) peer: Peer,
 }
 
+/// A linkage line ringing for a transfer.
+struct PendingTransfer {
+    agent: String,
+    target: String,
+    leg: BLeg,
+    tx: ClientTx,
+    deadline: Instant,
+}
+
+/// The next response of a ringing transfer, `None` past its deadline; pending forever
+/// without one.
+async fn ring_pending(pending: &mut Option<PendingTransfer>) -> Option<Response> {
+    match pending.as_mut() {
+        Some(p) => tokio::time::timeout_at(p.deadline, p.tx.recv())
+            .await
+            .ok()
+            .flatten(),
+        None => std::future::pending().await,
+    }
+}
+
 /// How bridging ended before the call was connected.
 enum Ring {
     Answered(Response),
@@ -114,6 +142,8 @@ struct Call {
     pending_state: Vec<(String, Vec<u8>)>,
     /// Whether the agent's desktop got its screen-pop.
     popped: bool,
+    /// The linkage line the agent handed the caller to, if any.
+    transferred_to: Option<String>,
 }
 
 /// Runs one call from its INVITE (already admitted by trunk, rate and capacity) to its
@@ -123,6 +153,7 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
     let (input_tx, inputs) = mpsc::channel(CALL_QUEUE);
     core.register(&call_id, input_tx.clone());
     let id = contract::event::new_event_id();
+    lock(&core.by_id).insert(id, input_tx.clone());
     let raw_caller = msg::other_header(&invite, "P-Asserted-Identity")
         .and_then(msg::user_of)
         .or_else(|| {
@@ -185,10 +216,12 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
         earlier_calls: 0,
         pending_state: Vec::new(),
         popped: false,
+        transferred_to: None,
         core: core.clone(),
     };
     call.run(input_tx).await;
     core.unregister(&call_id);
+    lock(&core.by_id).remove(&id);
 }
 
 impl Call {
@@ -457,18 +490,24 @@ impl Call {
     }
 
     fn agent_invite(&self, sdp_body: Vec<u8>) -> BLeg {
-        let peer = Peer::Udp(self.core.cfg.agent_target);
-        let call_id = format!("{}@{}", msg::random_token(), self.core.ep.host());
-        let from_tag = msg::random_token();
         let target = self.core.cfg.agent_target;
         let uri_text = format!(
             "sip:{}@{}",
             self.dialled.as_deref().unwrap_or("12345"),
             target
         );
-        let uri = rsip::Uri::try_from(uri_text.as_str()).unwrap_or_default();
-        // The agent side sees the caller's number in From: it is the centre's own system
-        // and needs it for the call-back; the number still never appears in logs.
+        self.leg_invite(&uri_text, Peer::Udp(target), sdp_body)
+    }
+
+    /// An INVITE for a new leg of this call to `uri_text` (the agent side, or a linkage
+    /// line the caller is handed to), with the caller's number in From.
+    fn leg_invite(&self, uri_text: &str, peer: Peer, sdp_body: Vec<u8>) -> BLeg {
+        let call_id = format!("{}@{}", msg::random_token(), self.core.ep.host());
+        let from_tag = msg::random_token();
+        let uri = rsip::Uri::try_from(uri_text).unwrap_or_default();
+        // The agent side and the linkage see the caller's number in From: the centre's
+        // own systems and the linkage need it for the call-back; the number still never
+        // appears in logs.
         let caller = match self.citizen.kind {
             IdentityKind::PhoneNumber => self.citizen.value.clone(),
             _ => "anonymous".to_owned(),
@@ -565,6 +604,9 @@ impl Call {
                     Some(CallInput::Request(req, tx)) => {
                         let code = if req.method == Method::Bye { 481 } else { 491 };
                         tx.respond(msg::response(&req, code, None)).await;
+                    }
+                    Some(CallInput::Transfer { agent, target }) => {
+                        self.transfer_failed(&agent, &target, "not_connected");
                     }
                     Some(CallInput::Ack(_)) | None => {}
                 },
@@ -736,11 +778,50 @@ impl Call {
         });
 
         let shutdown = self.core.ctx.shutdown.clone();
+        let mut ack = ack;
+        let mut b_via = b_via;
+        // A transfer the agent asked for, while the linkage line rings.
+        let mut pending: Option<PendingTransfer> = None;
         let (outcome, by) = loop {
             tokio::select! {
+                r = ring_pending(&mut pending) => {
+                    let Some(p) = pending.take() else { continue };
+                    match r {
+                        Some(resp) if resp.status_code.code() < 200 => pending = Some(p),
+                        Some(resp) if resp.status_code.code() < 300 => {
+                            if let Some((leg, leg_tx, leg_via, leg_ack)) =
+                                self.complete_transfer(p, resp, &relay, codec, &b, &b_via).await
+                            {
+                                b = leg;
+                                b_tx = leg_tx;
+                                b_via = leg_via;
+                                ack = leg_ack;
+                            }
+                        }
+                        Some(resp) => {
+                            let code = resp.status_code.code().to_string();
+                            self.core.unregister(&p.leg.call_id);
+                            self.transfer_failed(&p.agent, &p.target, &code);
+                        }
+                        None => {
+                            let cancel = cancel_for(&p.leg.invite);
+                            let mut ctx = self.core.ep.request(cancel, p.leg.peer);
+                            tokio::spawn(async move { while ctx.recv().await.is_some() {} });
+                            self.core.unregister(&p.leg.call_id);
+                            self.transfer_failed(&p.agent, &p.target, "no_answer");
+                        }
+                    }
+                }
                 input = self.inputs.recv() => match input {
                     None => break (CallOutcome::Shutdown, CallParty::Gateway),
                     Some(CallInput::Ack(_)) => {}
+                    Some(CallInput::Transfer { agent, target }) => {
+                        if pending.is_some() {
+                            self.transfer_failed(&agent, &target, "transfer_in_progress");
+                        } else {
+                            pending = self.start_transfer(agent, target, &relay, codec, agent_dtmf).await;
+                        }
+                    }
                     Some(CallInput::Request(req, tx)) => {
                         let from_citizen = msg::call_id(&*req) == self.a.call_id;
                         match req.method {
@@ -809,11 +890,130 @@ impl Call {
                 }
             }
         };
+        if let Some(p) = pending {
+            let cancel = cancel_for(&p.leg.invite);
+            let mut ctx = self.core.ep.request(cancel, p.leg.peer);
+            tokio::spawn(async move { while ctx.recv().await.is_some() {} });
+            self.core.unregister(&p.leg.call_id);
+        }
         self.core.unregister(&b.call_id);
         let talk_ms = answered_at.elapsed().as_millis() as u64;
         let report = relay.stop().await;
         self.ended_with(outcome, by, None, &report, Some(talk_ms))
             .await;
+    }
+
+    /// Tells `agent`'s screen a transfer did not happen, and why.
+    fn transfer_failed(&self, agent: &str, target: &str, reason: &str) {
+        tracing::info!(call = %self.id, target, reason, "Transfer to the linkage not done");
+        metrics::counter!("gateway_sip_transfers_total", "result" => "failed").increment(1);
+        if let Some(feed) = &self.core.feed {
+            feed.publish(
+                agent,
+                &FeedEvent::Transfer {
+                    call_id: self.id,
+                    target: target.to_owned(),
+                    state: "failed",
+                    reason: Some(reason.to_owned()),
+                },
+            );
+        }
+    }
+
+    /// Starts calling the linkage line `target` for the call's agent: the caller stays
+    /// with the agent until the line answers.
+    async fn start_transfer(
+        &mut self,
+        agent: String,
+        target: String,
+        relay: &Relay,
+        codec: u8,
+        dtmf: Option<u8>,
+    ) -> Option<PendingTransfer> {
+        if self.agent.as_deref() != Some(agent.as_str()) {
+            self.transfer_failed(&agent, &target, "not_your_call");
+            return None;
+        }
+        let Some(uri) = self.core.ctx.linkage_lines.get(&target).cloned() else {
+            self.transfer_failed(&agent, &target, "unknown_target");
+            return None;
+        };
+        let Some(addr) = crate::linkage::resolve(&uri).await else {
+            self.transfer_failed(&agent, &target, "unresolvable");
+            return None;
+        };
+        let input = lock(&self.core.by_id).get(&self.id).cloned()?;
+        // The linkage takes the agent's place on the relay's agent side, so the caller's
+        // media path and the recording go on unchanged.
+        let port = relay.port(Side::Agent).unwrap_or_default();
+        let offer = sdp::build(
+            self.media_addr(port),
+            &[codec],
+            dtmf,
+            self.id.as_u64_pair().0,
+            3,
+        );
+        let peer = Peer::Udp(addr);
+        let leg = self.leg_invite(&uri, peer, offer);
+        self.core.register(&leg.call_id, input);
+        let tx = self.core.ep.request(leg.invite.clone(), peer);
+        tracing::info!(call = %self.id, target, "Agent transfers the caller to the linkage");
+        self.publish(FeedEvent::Transfer {
+            call_id: self.id,
+            target: target.clone(),
+            state: "calling",
+            reason: None,
+        });
+        Some(PendingTransfer {
+            agent,
+            target,
+            leg,
+            tx,
+            deadline: Instant::now() + Duration::from_secs(self.core.cfg.ring_timeout_secs),
+        })
+    }
+
+    /// The linkage line answered: ACK it, point the relay's agent side at it, hang up
+    /// the agent. Returns the new leg (its transaction, Via and ACK), or `None` when
+    /// its answer is unusable (the caller stays with the agent).
+    async fn complete_transfer(
+        &mut self,
+        p: PendingTransfer,
+        ok: Response,
+        relay: &Relay,
+        codec: u8,
+        old: &BLeg,
+        old_via: &Header,
+    ) -> Option<(BLeg, ClientTx, Header, Request)> {
+        let mut leg = p.leg;
+        leg.to_tag = msg::to_tag(&ok);
+        leg.remote_target = contact_uri(&ok);
+        leg.route_set = route_set(&ok);
+        let via = self.via_header(leg.peer);
+        let ack = in_dialog_request(&leg, Method::Ack, leg.cseq, via.clone());
+        self.core.ep.send(leg.peer, msg::encode(ack.clone())).await;
+        let answer = sdp::parse(ok.body()).ok();
+        if !answer.as_ref().is_some_and(|a| a.codecs.contains(&codec)) {
+            self.bye(&leg, via).await;
+            self.core.unregister(&leg.call_id);
+            self.transfer_failed(&p.agent, &p.target, "no_common_codec");
+            return None;
+        }
+        relay
+            .set_remote(Side::Agent, answer.as_ref().and_then(|a| a.rtp))
+            .await;
+        self.bye(old, old_via.clone()).await;
+        self.core.unregister(&old.call_id);
+        tracing::warn!(call = %self.id, target = %p.target, "Caller handed to the linkage line");
+        metrics::counter!("gateway_sip_transfers_total", "result" => "connected").increment(1);
+        self.publish(FeedEvent::Transfer {
+            call_id: self.id,
+            target: p.target.clone(),
+            state: "connected",
+            reason: None,
+        });
+        self.transferred_to = Some(p.target);
+        Some((leg, p.tx, via, ack))
     }
 
     /// Sends a 2xx to the citizen and retransmits it until the ACK (§13.3.1.4). Returns
@@ -828,6 +1028,9 @@ impl Call {
             tokio::select! {
                 input = self.inputs.recv() => match input {
                     Some(CallInput::Ack(ack)) => return Some(*ack),
+                    Some(CallInput::Transfer { agent, target }) => {
+                        self.transfer_failed(&agent, &target, "not_connected");
+                    }
                     Some(CallInput::Request(req, tx)) => {
                         if req.method == Method::Bye && msg::call_id(&*req) == self.a.call_id {
                             tx.respond(msg::response(&req, 200, None)).await;
@@ -953,6 +1156,9 @@ impl Call {
             match self.inputs.recv().await {
                 None => return false,
                 Some(CallInput::Ack(_)) => {}
+                Some(CallInput::Transfer { agent, target }) => {
+                    self.transfer_failed(&agent, &target, "not_connected");
+                }
                 Some(CallInput::Request(req, tx)) => {
                     if req.method == Method::Bye {
                         tx.respond(msg::response(&req, 200, None)).await;
@@ -1090,6 +1296,9 @@ impl Call {
             match self.inputs.recv().await {
                 None => return false,
                 Some(CallInput::Ack(_)) => {}
+                Some(CallInput::Transfer { agent, target }) => {
+                    self.transfer_failed(&agent, &target, "not_connected");
+                }
                 Some(CallInput::Request(req, tx)) => {
                     if req.method == Method::Cancel {
                         tx.respond(msg::response(&req, 200, Some(&self.a.tag)))
@@ -1182,6 +1391,7 @@ impl Call {
             origin: (phase == CallPhase::Offered)
                 .then(|| self.record.origin.clone())
                 .flatten(),
+            transferred_to: None,
         }
     }
 
@@ -1212,6 +1422,7 @@ impl Call {
         c.talk_ms = talk_ms;
         c.recording = report.recording.as_ref().map(|_| self.recording_name());
         c.dtmf = (!report.dtmf.is_empty()).then(|| report.dtmf.clone());
+        c.transferred_to = self.transferred_to.clone();
         c.sip_status = status;
         if let Some(e) = &report.error {
             tracing::warn!(call = %self.id, error = %e, "Recording incomplete");

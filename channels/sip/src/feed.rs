@@ -68,6 +68,18 @@ pub enum FeedEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         ended_by: Option<CallParty>,
     },
+    /// A transfer the agent asked for is under way, done, or failed.
+    Transfer {
+        /// The gateway's call id.
+        call_id: Uuid,
+        /// The linkage target.
+        target: String,
+        /// `calling`, `connected` (the caller is with the linkage now) or `failed`.
+        state: &'static str,
+        /// Failed: why (a SIP status, `unknown_target`, `not_your_call`...).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The citizen pressed a key.
     Dtmf {
         /// The gateway's call id.
@@ -110,9 +122,27 @@ pub enum CallStateName {
 
 pub use contract::token::TokenVerifier;
 
+/// What an agent's desktop may ask of a call on the feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentCommand {
+    /// Hand the caller to a linkage line (`"120"`): the gateway calls it and, once it
+    /// answers, bridges the caller to it in place of the agent (one-key transfer).
+    Transfer {
+        /// The gateway's call id (from the screen-pop).
+        call_id: Uuid,
+        /// The linkage target, as `[linkage.targets]` names it.
+        target: String,
+    },
+}
+
+/// A command with the agent whose token sent it.
+pub type Command = (String, AgentCommand);
+
 /// The subscriptions of connected desktops.
 pub struct Feed {
     verifier: TokenVerifier,
+    commands: mpsc::Sender<Command>,
     subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<Arc<str>>>>>,
     max_per_agent: usize,
     shutdown: CancellationToken,
@@ -130,9 +160,11 @@ impl Feed {
         verifier: TokenVerifier,
         max_per_agent: usize,
         shutdown: CancellationToken,
+        commands: mpsc::Sender<Command>,
     ) -> Arc<Self> {
         Arc::new(Feed {
             verifier,
+            commands,
             subscribers: Mutex::new(HashMap::new()),
             max_per_agent,
             shutdown,
@@ -209,14 +241,17 @@ async fn upgrade(
         list.push(tx);
     }
     let shutdown = feed.shutdown.clone();
+    let commands = feed.commands.clone();
     ws.max_message_size(4096)
-        .on_upgrade(move |socket| serve(socket, rx, shutdown))
+        .on_upgrade(move |socket| serve(socket, rx, shutdown, agent, commands))
 }
 
 async fn serve(
     mut socket: WebSocket,
     mut rx: mpsc::Receiver<Arc<str>>,
     shutdown: CancellationToken,
+    agent: String,
+    commands: mpsc::Sender<Command>,
 ) {
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -231,7 +266,19 @@ async fn serve(
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                // The feed is one-way; anything the desktop sends is ignored.
+                Some(Ok(Message::Text(text))) => {
+                    let answer = match serde_json::from_str::<AgentCommand>(text.as_str()) {
+                        // The call answers on the feed (transferring, transfer_failed...).
+                        Ok(c) => match commands.try_send((agent.clone(), c)) {
+                            Ok(()) => None,
+                            Err(_) => Some(r#"{"type":"error","code":"busy","detail":"too many commands; send it again"}"#.to_owned()),
+                        },
+                        Err(e) => Some(serde_json::json!({"type": "error", "code": "malformed", "detail": e.to_string()}).to_string()),
+                    };
+                    if let Some(a) = answer && socket.send(Message::Text(a.into())).await.is_err() {
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
@@ -255,7 +302,12 @@ mod tests {
 
     #[tokio::test]
     async fn events_reach_only_the_agents_sockets_and_a_slow_socket_drops() {
-        let feed = Feed::new(TokenVerifier::new(b"x", ""), 4, CancellationToken::new());
+        let feed = Feed::new(
+            TokenVerifier::new(b"x", ""),
+            4,
+            CancellationToken::new(),
+            mpsc::channel(1).0,
+        );
         let (tx, mut rx) = mpsc::channel(1);
         lock(&feed.subscribers).insert("a1".into(), vec![tx]);
         let ev = FeedEvent::Dtmf {

@@ -140,12 +140,14 @@ impl Channel for SipChannel {
             Arc::new(routing::StaticBlocklist::new(&cfg.blocked_callers)),
         ]));
         let ports = PortPool::new(cfg.media_bind(), cfg.media.port_min, cfg.media.port_max);
+        let (commands_tx, mut commands) = mpsc::channel::<feed::Command>(64);
         let feed = cfg.agent_feed.as_ref().map(|f| {
             let secret = std::env::var(&f.token_secret_env).unwrap_or_default();
             feed::Feed::new(
                 feed::TokenVerifier::new(secret.as_bytes(), ""),
                 f.max_connections_per_agent,
                 ctx.shutdown.clone(),
+                commands_tx.clone(),
             )
         });
         let router = match (&feed, &cfg.agent_feed) {
@@ -161,6 +163,7 @@ impl Channel for SipChannel {
             trunks,
             blocklist,
             calls: Mutex::new(HashMap::new()),
+            by_id: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             limits: Mutex::new(HashMap::new()),
             ctx: ctx.clone(),
@@ -170,7 +173,40 @@ impl Channel for SipChannel {
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
         let core_for_dialer = core.clone();
+        // Agents' commands from the feed go to their calls; a call checks it is the
+        // agent's before it acts.
+        let command_task = {
+            let core = core.clone();
+            async move {
+                while let Some((agent, command)) = commands.recv().await {
+                    let feed::AgentCommand::Transfer { call_id, target } = command;
+                    let call = lock(&core.by_id).get(&call_id).cloned();
+                    let sent = match call {
+                        Some(tx) => tx
+                            .send(CallInput::Transfer {
+                                agent: agent.clone(),
+                                target: target.clone(),
+                            })
+                            .await
+                            .is_ok(),
+                        None => false,
+                    };
+                    if !sent && let Some(feed) = &core.feed {
+                        feed.publish(
+                            &agent,
+                            &feed::FeedEvent::Transfer {
+                                call_id,
+                                target,
+                                state: "failed",
+                                reason: Some("no_such_call".into()),
+                            },
+                        );
+                    }
+                }
+            }
+        };
         let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+        tasks.push(Box::pin(command_task));
         // On shutdown, calls in progress hang up both legs; their BYEs need answers, so
         // the sockets stay open until the last call has ended (the gateway's grace period
         // bounds the wait). New INVITEs meanwhile get 503.
@@ -276,6 +312,8 @@ pub struct Core {
     blocklist: Arc<dyn routing::Blocklist>,
     /// Calls in progress by Call-ID (both legs' Call-IDs point at the same call).
     calls: Mutex<HashMap<String, mpsc::Sender<CallInput>>>,
+    /// Calls in progress by the gateway's call id (what agents name on the feed).
+    by_id: Mutex<HashMap<uuid::Uuid, mpsc::Sender<CallInput>>>,
     active: AtomicUsize,
     limits: Mutex<HashMap<IpAddr, TokenBucket>>,
     feed: Option<Arc<feed::Feed>>,

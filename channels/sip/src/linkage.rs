@@ -51,7 +51,7 @@ impl Dialer {
 }
 
 /// The host and port of a `sip:user@host:port` URI, resolved.
-async fn resolve(uri: &str) -> Option<SocketAddr> {
+pub(crate) async fn resolve(uri: &str) -> Option<SocketAddr> {
     let rest = uri.strip_prefix("sip:")?;
     let host_port = rest.split_once('@').map_or(rest, |(_, h)| h);
     let host_port = host_port.split(';').next()?;
@@ -304,7 +304,7 @@ async fn play_notice(
                     Some(CallInput::Request(req, tx)) => {
                         tx.respond(msg::response(&req, 200, leg.to_tag.as_deref())).await;
                     }
-                    Some(CallInput::Ack(_)) => {}
+                    Some(CallInput::Ack(_)) | Some(CallInput::Transfer { .. }) => {}
                     None => break 'plays,
                 },
             }
