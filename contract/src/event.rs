@@ -241,6 +241,9 @@ pub struct CallContact {
     /// Ended: the linkage line the agent handed the caller to (`120`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transferred_to: Option<String>,
+    /// Ended: the linkage line added to the call as a third party (three-way), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conferenced_with: Option<String>,
 }
 
 /// Where a call was transferred or diverted from, as the trunk said.

@@ -1220,3 +1220,122 @@ async fn the_agent_hands_the_caller_to_120_and_the_recording_keeps_every_party()
     );
     Ok(())
 }
+
+/// The power of `hz` in `samples` (Goertzel), relative to the signal's.
+fn tone_share(samples: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for x in samples {
+        let s = f64::from(*x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let total: f64 = samples.iter().map(|x| f64::from(*x).powi(2)).sum();
+    power / (total * samples.len() as f64 / 2.0).max(1.0)
+}
+
+/// Art. 15, three-way: the agent adds the 120 line to the call; the gateway mixes the
+/// three legs, and what the caller hears (the recording's right channel) holds the agent
+/// and the line together, the caller's own channel unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_adds_120_to_a_three_way_call_and_the_gateway_mixes_it() -> Result<()> {
+    let line_port = free_udp_tcp_port();
+    let broker = Broker::start(Storage::Memory)?;
+    let agent_port = free_udp_tcp_port();
+    let mut sip = SipOptions::new(agent_port);
+    sip.agent_feed = true;
+    let gw = Gateway::start(
+        &broker.bootstrap(),
+        GatewayOptions {
+            sip: Some(sip),
+            linkage_targets: vec![(
+                "120".into(),
+                Some(format!("sip:120@127.0.0.1:{line_port}")),
+                None,
+            )],
+            ..GatewayOptions::default()
+        },
+    )?;
+    let (mut desk, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{}/agent/feed?access_token={}",
+        gw.http_port,
+        desk_token("agent1001", Duration::from_secs(600))
+    ))
+    .await?;
+    let line = Sipp::agent("linkage-120.xml", line_port, &[])?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let citizen = Sipp::citizen(
+        "citizen-call.xml",
+        "127.0.0.1",
+        gw.sip_port,
+        "13800138067",
+        &["-d", "9000"],
+    )?;
+    let mut call_id = None;
+    while let Some(ev) = next_event(&mut desk, Duration::from_secs(20)).await {
+        if ev["type"] == "call_state" && ev["state"] == "answered" {
+            call_id = Some(ev["call_id"].clone());
+            break;
+        }
+    }
+    let call_id = call_id.ok_or_else(|| anyhow::anyhow!("no answered call on the screen"))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    use futures::SinkExt;
+    desk.send(tokio_tungstenite::tungstenite::Message::Text(
+        serde_json::json!({"type": "conference", "call_id": call_id, "target": "120"})
+            .to_string()
+            .into(),
+    ))
+    .await?;
+    let mut states = Vec::new();
+    while let Some(ev) = next_event(&mut desk, Duration::from_secs(20)).await {
+        if ev["type"] == "transfer" {
+            states.push(ev["state"].as_str().unwrap_or_default().to_owned());
+            if ev["state"] != "calling" {
+                break;
+            }
+        }
+    }
+    assert_eq!(states, ["calling", "joined"]);
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+    line.expect_ok(SIPP_WAIT)?;
+    let contacts = call_contacts(&broker, 3)?;
+    let end = &contacts[2]["content"];
+    assert_eq!(end["conferenced_with"], "120", "{end}");
+    let rec = Recording::open(
+        &gw.recordings_dir()
+            .join(end["recording"].as_str().unwrap_or_default()),
+    )?;
+    let at = |s: f64| ((s * 8000.0) as usize, (s * 8000.0) as usize + 8000);
+    let (a, b) = at(1.0);
+    let (c, d) = at(rec.seconds() - 2.5);
+    let before = &rec.right[a..b];
+    let after = &rec.right[c..d];
+    let profile: Vec<String> = (0..rec.seconds() as usize)
+        .map(|k| {
+            let w = &rec.right[k * 8000..(k + 1) * 8000];
+            format!(
+                "{k}s: rms {:.0} 880 {:.2} 660 {:.2}",
+                rms(w),
+                tone_share(w, 880.0),
+                tone_share(w, 660.0)
+            )
+        })
+        .collect();
+
+    assert!(
+        tone_share(before, 880.0) > 0.5 && tone_share(before, 660.0) < 0.05,
+        "the agent alone before: {profile:#?}"
+    );
+    assert!(
+        tone_share(after, 880.0) > 0.3 && tone_share(after, 660.0) > 0.3,
+        "the agent and 120 mixed after, each about half: {profile:#?}"
+    );
+    assert!(
+        tone_share(&rec.left[c..d], 440.0) > 0.5,
+        "the caller unchanged"
+    );
+    Ok(())
+}

@@ -52,6 +52,8 @@ pub enum CallInput {
         agent: String,
         /// The linkage target (`"120"`).
         target: String,
+        /// Add the line beside the agent (three-way) instead of in the agent's place.
+        conference: bool,
     },
 }
 
@@ -100,6 +102,16 @@ struct PendingTransfer {
     leg: BLeg,
     tx: ClientTx,
     deadline: Instant,
+    /// A three-way call's own media sockets for the line.
+    sockets: Option<crate::media::LegSockets>,
+}
+
+/// How a linkage line joined a call.
+enum Joined {
+    /// In the agent's place: the new agent-side leg, its transaction, Via and ACK.
+    Replaced(BLeg, ClientTx, Header, Request),
+    /// Beside the agent (three-way): its leg, Via and target.
+    Added(BLeg, Header, String),
 }
 
 /// The next response of a ringing transfer, `None` past its deadline; pending forever
@@ -144,6 +156,8 @@ struct Call {
     popped: bool,
     /// The linkage line the agent handed the caller to, if any.
     transferred_to: Option<String>,
+    /// The linkage line added to a three-way call, if any.
+    conferenced_with: Option<String>,
 }
 
 /// Runs one call from its INVITE (already admitted by trunk, rate and capacity) to its
@@ -217,6 +231,7 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
         pending_state: Vec::new(),
         popped: false,
         transferred_to: None,
+        conferenced_with: None,
         core: core.clone(),
     };
     call.run(input_tx).await;
@@ -605,7 +620,7 @@ impl Call {
                         let code = if req.method == Method::Bye { 481 } else { 491 };
                         tx.respond(msg::response(&req, code, None)).await;
                     }
-                    Some(CallInput::Transfer { agent, target }) => {
+                    Some(CallInput::Transfer { agent, target, .. }) => {
                         self.transfer_failed(&agent, &target, "not_connected");
                     }
                     Some(CallInput::Ack(_)) | None => {}
@@ -782,6 +797,8 @@ impl Call {
         let mut b_via = b_via;
         // A transfer the agent asked for, while the linkage line rings.
         let mut pending: Option<PendingTransfer> = None;
+        // A linkage line on a three-way call: its leg, Via and target.
+        let mut third: Option<(BLeg, Header, String)> = None;
         let (outcome, by) = loop {
             tokio::select! {
                 r = ring_pending(&mut pending) => {
@@ -789,13 +806,15 @@ impl Call {
                     match r {
                         Some(resp) if resp.status_code.code() < 200 => pending = Some(p),
                         Some(resp) if resp.status_code.code() < 300 => {
-                            if let Some((leg, leg_tx, leg_via, leg_ack)) =
-                                self.complete_transfer(p, resp, &relay, codec, &b, &b_via).await
-                            {
-                                b = leg;
-                                b_tx = leg_tx;
-                                b_via = leg_via;
-                                ack = leg_ack;
+                            match self.complete_transfer(p, resp, &relay, codec, &b, &b_via).await {
+                                Some(Joined::Replaced(leg, leg_tx, leg_via, leg_ack)) => {
+                                    b = leg;
+                                    b_tx = leg_tx;
+                                    b_via = leg_via;
+                                    ack = leg_ack;
+                                }
+                                Some(Joined::Added(leg, leg_via, target)) => third = Some((leg, leg_via, target)),
+                                None => {}
                             }
                         }
                         Some(resp) => {
@@ -815,16 +834,26 @@ impl Call {
                 input = self.inputs.recv() => match input {
                     None => break (CallOutcome::Shutdown, CallParty::Gateway),
                     Some(CallInput::Ack(_)) => {}
-                    Some(CallInput::Transfer { agent, target }) => {
-                        if pending.is_some() {
+                    Some(CallInput::Transfer { agent, target, conference }) => {
+                        if pending.is_some() || (conference && third.is_some()) {
                             self.transfer_failed(&agent, &target, "transfer_in_progress");
                         } else {
-                            pending = self.start_transfer(agent, target, &relay, codec, agent_dtmf).await;
+                            pending = self.start_transfer(agent, target, conference, &relay, codec, agent_dtmf).await;
                         }
                     }
                     Some(CallInput::Request(req, tx)) => {
                         let from_citizen = msg::call_id(&*req) == self.a.call_id;
+                        let from_third = third.as_ref().is_some_and(|(t, _, _)| msg::call_id(&*req) == t.call_id);
                         match req.method {
+                            Method::Bye if from_third => {
+                                // The line left the three-way call: back to two parties.
+                                tx.respond(msg::response(&req, 200, None)).await;
+                                relay.remove_third().await;
+                                if let Some((t, _, target)) = third.take() {
+                                    self.core.unregister(&t.call_id);
+                                    self.publish(FeedEvent::Transfer { call_id: self.id, target, state: "left", reason: None });
+                                }
+                            }
                             Method::Bye => {
                                 tx.respond(msg::response(&req, 200, None)).await;
                                 if from_citizen {
@@ -890,6 +919,10 @@ impl Call {
                 }
             }
         };
+        if let Some((t, t_via, _)) = third.take() {
+            self.bye(&t, t_via).await;
+            self.core.unregister(&t.call_id);
+        }
         if let Some(p) = pending {
             let cancel = cancel_for(&p.leg.invite);
             let mut ctx = self.core.ep.request(cancel, p.leg.peer);
@@ -926,6 +959,7 @@ impl Call {
         &mut self,
         agent: String,
         target: String,
+        conference: bool,
         relay: &Relay,
         codec: u8,
         dtmf: Option<u8>,
@@ -943,9 +977,24 @@ impl Call {
             return None;
         };
         let input = lock(&self.core.by_id).get(&self.id).cloned()?;
-        // The linkage takes the agent's place on the relay's agent side, so the caller's
-        // media path and the recording go on unchanged.
-        let port = relay.port(Side::Agent).unwrap_or_default();
+        // A transfer: the linkage takes the agent's place on the relay's agent side, so the
+        // caller's media path and the recording go on unchanged. A three-way call: the
+        // line gets sockets of its own and the relay mixes.
+        let sockets = if conference {
+            match self.core.ports.allocate() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    self.transfer_failed(&agent, &target, "no_media_ports");
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let port = match &sockets {
+            Some(s) => s.port(),
+            None => relay.port(Side::Agent).unwrap_or_default(),
+        };
         let offer = sdp::build(
             self.media_addr(port),
             &[codec],
@@ -970,6 +1019,7 @@ impl Call {
             leg,
             tx,
             deadline: Instant::now() + Duration::from_secs(self.core.cfg.ring_timeout_secs),
+            sockets,
         })
     }
 
@@ -984,7 +1034,7 @@ impl Call {
         codec: u8,
         old: &BLeg,
         old_via: &Header,
-    ) -> Option<(BLeg, ClientTx, Header, Request)> {
+    ) -> Option<Joined> {
         let mut leg = p.leg;
         leg.to_tag = msg::to_tag(&ok);
         leg.remote_target = contact_uri(&ok);
@@ -999,9 +1049,21 @@ impl Call {
             self.transfer_failed(&p.agent, &p.target, "no_common_codec");
             return None;
         }
-        relay
-            .set_remote(Side::Agent, answer.as_ref().and_then(|a| a.rtp))
-            .await;
+        let rtp = answer.as_ref().and_then(|a| a.rtp);
+        if let Some(sockets) = p.sockets {
+            relay.add_third(sockets, rtp).await;
+            tracing::warn!(call = %self.id, target = %p.target, "Linkage line joined the call (three-way)");
+            metrics::counter!("gateway_sip_transfers_total", "result" => "joined").increment(1);
+            self.publish(FeedEvent::Transfer {
+                call_id: self.id,
+                target: p.target.clone(),
+                state: "joined",
+                reason: None,
+            });
+            self.conferenced_with = Some(p.target.clone());
+            return Some(Joined::Added(leg, via, p.target));
+        }
+        relay.set_remote(Side::Agent, rtp).await;
         self.bye(old, old_via.clone()).await;
         self.core.unregister(&old.call_id);
         tracing::warn!(call = %self.id, target = %p.target, "Caller handed to the linkage line");
@@ -1013,7 +1075,7 @@ impl Call {
             reason: None,
         });
         self.transferred_to = Some(p.target);
-        Some((leg, p.tx, via, ack))
+        Some(Joined::Replaced(leg, p.tx, via, ack))
     }
 
     /// Sends a 2xx to the citizen and retransmits it until the ACK (§13.3.1.4). Returns
@@ -1028,7 +1090,7 @@ impl Call {
             tokio::select! {
                 input = self.inputs.recv() => match input {
                     Some(CallInput::Ack(ack)) => return Some(*ack),
-                    Some(CallInput::Transfer { agent, target }) => {
+                    Some(CallInput::Transfer { agent, target, .. }) => {
                         self.transfer_failed(&agent, &target, "not_connected");
                     }
                     Some(CallInput::Request(req, tx)) => {
@@ -1156,7 +1218,7 @@ impl Call {
             match self.inputs.recv().await {
                 None => return false,
                 Some(CallInput::Ack(_)) => {}
-                Some(CallInput::Transfer { agent, target }) => {
+                Some(CallInput::Transfer { agent, target, .. }) => {
                     self.transfer_failed(&agent, &target, "not_connected");
                 }
                 Some(CallInput::Request(req, tx)) => {
@@ -1296,7 +1358,7 @@ impl Call {
             match self.inputs.recv().await {
                 None => return false,
                 Some(CallInput::Ack(_)) => {}
-                Some(CallInput::Transfer { agent, target }) => {
+                Some(CallInput::Transfer { agent, target, .. }) => {
                     self.transfer_failed(&agent, &target, "not_connected");
                 }
                 Some(CallInput::Request(req, tx)) => {
@@ -1392,6 +1454,7 @@ impl Call {
                 .then(|| self.record.origin.clone())
                 .flatten(),
             transferred_to: None,
+            conferenced_with: None,
         }
     }
 
@@ -1423,6 +1486,7 @@ impl Call {
         c.recording = report.recording.as_ref().map(|_| self.recording_name());
         c.dtmf = (!report.dtmf.is_empty()).then(|| report.dtmf.clone());
         c.transferred_to = self.transferred_to.clone();
+        c.conferenced_with = self.conferenced_with.clone();
         c.sip_status = status;
         if let Some(e) = &report.error {
             tracing::warn!(call = %self.id, error = %e, "Recording incomplete");

@@ -74,7 +74,8 @@ pub enum FeedEvent {
         call_id: Uuid,
         /// The linkage target.
         target: String,
-        /// `calling`, `connected` (the caller is with the linkage now) or `failed`.
+        /// `calling`, `connected` (the caller is with the linkage now), `joined` (a
+        /// three-way call), `left` (the line hung up a three-way call) or `failed`.
         state: &'static str,
         /// Failed: why (a SIP status, `unknown_target`, `not_your_call`...).
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,6 +133,14 @@ pub enum AgentCommand {
         /// The gateway's call id (from the screen-pop).
         call_id: Uuid,
         /// The linkage target, as `[linkage.targets]` names it.
+        target: String,
+    },
+    /// Add a linkage line to the call (a three-way call): the gateway calls it and, once
+    /// it answers, mixes the caller, the agent and the line.
+    Conference {
+        /// The gateway's call id.
+        call_id: Uuid,
+        /// The linkage target.
         target: String,
     },
 }

@@ -179,13 +179,21 @@ impl Channel for SipChannel {
             let core = core.clone();
             async move {
                 while let Some((agent, command)) = commands.recv().await {
-                    let feed::AgentCommand::Transfer { call_id, target } = command;
+                    let (call_id, target, conference) = match command {
+                        feed::AgentCommand::Transfer { call_id, target } => {
+                            (call_id, target, false)
+                        }
+                        feed::AgentCommand::Conference { call_id, target } => {
+                            (call_id, target, true)
+                        }
+                    };
                     let call = lock(&core.by_id).get(&call_id).cloned();
                     let sent = match call {
                         Some(tx) => tx
                             .send(CallInput::Transfer {
                                 agent: agent.clone(),
                                 target: target.clone(),
+                                conference,
                             })
                             .await
                             .is_ok(),

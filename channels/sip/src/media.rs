@@ -170,6 +170,8 @@ pub struct RelayReport {
 
 enum Control {
     Remote(Side, Option<SocketAddr>),
+    /// A third party joins (its sockets and where its RTP goes), or, `None`, leaves.
+    Third(Option<(LegSockets, Option<SocketAddr>)>),
     Codec(u8, Option<u8>),
     Play(Arc<[i16]>, oneshot::Sender<()>),
     Stop(oneshot::Sender<RelayReport>),
@@ -220,6 +222,18 @@ impl Relay {
     /// Sets where `side`'s RTP goes until a packet from that side latches it.
     pub async fn set_remote(&self, side: Side, rtp: Option<SocketAddr>) {
         let _ = self.ctl.send(Control::Remote(side, rtp)).await;
+    }
+
+    /// Adds a third party (a linkage line in a three-way call): from then on the relay
+    /// mixes, each party hearing the other two, and the recording's right channel holds
+    /// the agent and the third party together.
+    pub async fn add_third(&self, sockets: LegSockets, remote: Option<SocketAddr>) {
+        let _ = self.ctl.send(Control::Third(Some((sockets, remote)))).await;
+    }
+
+    /// The third party left: back to relaying the two legs as they are.
+    pub async fn remove_third(&self) {
+        let _ = self.ctl.send(Control::Third(None)).await;
     }
 
     /// Sets the negotiated codec and telephone-event payload type.
@@ -351,6 +365,8 @@ async fn run(
         last_dtmf_ts: None,
         events,
         last_packet: start,
+        third: None,
+        mixer: None,
     };
     let mut codec = g711::PCMU;
     let mut timed_out = false;
@@ -365,6 +381,7 @@ async fn run(
     let mut buf_b = vec![0u8; 2048];
     let mut buf_rtcp = vec![0u8; 2048];
     let mut buf_rtcp_b = vec![0u8; 2048];
+    let mut buf_third = vec![0u8; 2048];
     let mut out: Vec<u8> = Vec::with_capacity(FRAME + 12);
     let mut encoded: Vec<u8> = Vec::with_capacity(FRAME);
 
@@ -393,6 +410,24 @@ async fn run(
                     codec = pt;
                     fwd.dtmf_pt = dtmf;
                 }
+                Some(Control::Third(Some((sockets, remote)))) => {
+                    let mut leg = Leg {
+                        sockets,
+                        remote: None,
+                        latched: None,
+                        connected: false,
+                        rtcp_latched: None,
+                    };
+                    leg.follow(remote).await;
+                    fwd.third = Some(leg);
+                    fwd.mixer = Some(Mixer::new());
+                    // The ticks missed while nobody mixed must not burst out now.
+                    tick.reset();
+                }
+                Some(Control::Third(None)) => {
+                    fwd.third = None;
+                    fwd.mixer = None;
+                }
                 Some(Control::Play(samples, done)) => {
                     player = Some(Player {
                         samples,
@@ -416,6 +451,11 @@ async fn run(
                     fwd.on_rtp_burst(Side::Agent, &mut buf_b, n, from).await;
                 }
             }
+            r = recv_opt(fwd.third.as_ref(), false, &mut buf_third) => {
+                if let Ok((n, from)) = r {
+                    fwd.on_third_rtp(&buf_third[..n], from).await;
+                }
+            }
             r = recv_opt(fwd.legs[0].as_ref(), true, &mut buf_rtcp) => {
                 if let Ok((n, from)) = r {
                     fwd.on_rtcp(Side::Citizen, &buf_rtcp[..n], from).await;
@@ -426,7 +466,11 @@ async fn run(
                     fwd.on_rtcp(Side::Agent, &buf_rtcp_b[..n], from).await;
                 }
             }
-            _ = tick.tick(), if player.is_some() => {
+            _ = tick.tick(), if player.is_some() || fwd.mixer.is_some() => {
+                if player.is_none() {
+                    fwd.mix(codec, start.elapsed(), &mut out, &mut encoded).await;
+                    continue;
+                }
                 let finished = match (player.as_mut(), fwd.legs[0].as_ref()) {
                     (Some(p), Some(leg)) => {
                         let end = (p.at + FRAME).min(p.samples.len());
@@ -477,6 +521,63 @@ struct Forwarder {
     last_dtmf_ts: Option<u32>,
     events: mpsc::Sender<MediaEvent>,
     last_packet: Instant,
+    /// A third party (three-way call), when one joined.
+    third: Option<Leg>,
+    /// Mixes the three parties while a third is on the call.
+    mixer: Option<Mixer>,
+}
+
+/// Frames a party may queue ahead in the mixer (100 ms): older ones are dropped.
+const MIX_QUEUE: usize = 5;
+
+/// The three-way mixer: each party's latest decoded frames, and each party's outgoing
+/// RTP stream (the gateway is now the source of what every party hears).
+///
+/// Hand-written: mixing three G.711 legs is a sum of 160-sample frames per 20 ms, and
+/// the crates that mix audio bring whole media stacks (GStreamer, webrtc's) for it.
+struct Mixer {
+    /// Citizen, agent, third party.
+    queues: [VecDeque<[i16; FRAME]>; 3],
+    /// (sequence, timestamp, SSRC) of the stream sent to each party.
+    streams: [(u16, u32, u32); 3],
+    first: [bool; 3],
+    /// Where the next mixed frame goes in the recording (samples from its start): a
+    /// running count, so that ticks that come late do not tear the recording.
+    at: Option<u64>,
+}
+
+impl Mixer {
+    fn new() -> Self {
+        Mixer {
+            queues: Default::default(),
+            streams: std::array::from_fn(|_| (rand::random(), rand::random(), rand::random())),
+            first: [true; 3],
+            at: None,
+        }
+    }
+
+    /// Queues a party's decoded samples as whole frames.
+    fn push(&mut self, party: usize, samples: &[i16]) {
+        for chunk in samples.chunks(FRAME) {
+            let mut frame = [0i16; FRAME];
+            frame[..chunk.len()].copy_from_slice(chunk);
+            let q = &mut self.queues[party];
+            if q.len() >= MIX_QUEUE {
+                q.pop_front();
+            }
+            q.push_back(frame);
+        }
+    }
+
+    /// The next frame of each party (silence for one that sent none).
+    fn next(&mut self) -> [[i16; FRAME]; 3] {
+        std::array::from_fn(|i| self.queues[i].pop_front().unwrap_or([0; FRAME]))
+    }
+}
+
+/// `a + b`, sample by sample, clipped.
+fn mix2(a: &[i16; FRAME], b: &[i16; FRAME]) -> [i16; FRAME] {
+    std::array::from_fn(|k| a[k].saturating_add(b[k]))
 }
 
 impl Forwarder {
@@ -528,7 +629,9 @@ impl Forwarder {
             return;
         };
         self.report.packets[i] += 1;
-        if let Some(o) = other(legs, side) {
+        if self.mixer.is_none()
+            && let Some(o) = other(legs, side)
+        {
             o.send_rtp(packet).await;
         }
         let payload = &packet[view.payload.0..view.payload.1];
@@ -546,9 +649,81 @@ impl Forwarder {
             return;
         }
         if g711::decode(view.payload_type, payload, &mut self.pcm) {
-            self.recorder
-                .push_rtp(side, view.ssrc, view.timestamp, &self.pcm);
+            match self.mixer.as_mut() {
+                // Three-way: the mixer sends and records what each party hears.
+                Some(m) => m.push(i, &self.pcm),
+                None => self
+                    .recorder
+                    .push_rtp(side, view.ssrc, view.timestamp, &self.pcm),
+            }
         }
+    }
+
+    /// A packet from the third party: latched like the others, decoded into the mixer.
+    async fn on_third_rtp(&mut self, packet: &[u8], from: SocketAddr) {
+        self.last_packet = Instant::now();
+        let Some(leg) = self.third.as_mut() else {
+            return;
+        };
+        match leg.latched {
+            None => {
+                leg.latched = Some(from);
+                if leg.sockets.rtp.connect(from).await.is_ok() {
+                    leg.connected = true;
+                }
+            }
+            Some(l) if l != from => return,
+            Some(_) => {}
+        }
+        if rtp::is_rtcp(packet) {
+            return;
+        }
+        let Some(view) = rtp::parse(packet) else {
+            return;
+        };
+        let payload = &packet[view.payload.0..view.payload.1];
+        if g711::decode(view.payload_type, payload, &mut self.pcm)
+            && let Some(m) = self.mixer.as_mut()
+        {
+            m.push(2, &self.pcm);
+        }
+    }
+
+    /// One 20 ms step of a three-way call: each party gets the other two, mixed; the
+    /// recording gets the citizen left, the agent and the third party right.
+    async fn mix(
+        &mut self,
+        codec: u8,
+        elapsed: Duration,
+        out: &mut Vec<u8>,
+        encoded: &mut Vec<u8>,
+    ) {
+        let Some(m) = self.mixer.as_mut() else { return };
+        let [c, a, t] = m.next();
+        let heard = [mix2(&a, &t), mix2(&c, &t), mix2(&c, &a)];
+        let legs = [
+            self.legs[0].as_ref(),
+            self.legs[1].as_ref(),
+            self.third.as_ref(),
+        ];
+        for (i, leg) in legs.into_iter().enumerate() {
+            let Some(leg) = leg else { continue };
+            if leg.rtp_dest().is_none() {
+                continue;
+            }
+            let (seq, ts, ssrc) = m.streams[i];
+            out.clear();
+            rtp::write_header(out, codec, m.first[i], seq, ts, ssrc);
+            g711::encode(codec, &heard[i], encoded);
+            out.extend_from_slice(encoded);
+            leg.send_rtp(out).await;
+            m.first[i] = false;
+            m.streams[i] = (seq.wrapping_add(1), ts.wrapping_add(FRAME as u32), ssrc);
+        }
+        let pos = *m.at.get_or_insert(Recorder::samples_at(elapsed));
+        m.at = Some(pos + FRAME as u64);
+        self.recorder.place(Side::Citizen, pos, &c);
+        self.recorder.place(Side::Agent, pos, &heard[0]);
     }
 
     /// RTCP on its own port (RFC 3550): latched like RTP, passed to the other leg's RTCP
@@ -763,6 +938,29 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+
+    #[test]
+    fn the_three_way_mixer_gives_each_party_the_other_two_and_clips() {
+        let mut m = Mixer::new();
+        m.push(0, &[100; FRAME]);
+        m.push(1, &[20_000; FRAME]);
+        m.push(2, &[20_000; FRAME]);
+        let [c, a, t] = m.next();
+        assert_eq!(mix2(&a, &t)[0], i16::MAX, "clipped, never wrapped");
+        assert_eq!(mix2(&c, &t)[0], 20_100);
+        // Nothing queued: silence, not the last frame again.
+        assert_eq!(m.next(), [[0; FRAME]; 3]);
+        // A party far ahead loses its oldest frames, not the others' time.
+        for k in 0..(MIX_QUEUE as i16 + 3) {
+            m.push(1, &[k; FRAME]);
+        }
+        assert_eq!(m.queues[1].len(), MIX_QUEUE);
+        assert_eq!(m.next()[1][0], 3);
+        // A 30 ms packet makes a whole frame and a padded one.
+        m.push(2, &[7; FRAME + FRAME / 2]);
+        assert_eq!(m.queues[2].len(), 2);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn recording_aligns_both_sides_by_timestamp() {
