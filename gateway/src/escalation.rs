@@ -183,18 +183,7 @@ fn membership(
         .set("client.id", "hotline-gateway-members")
         .set_log_level(RDKafkaLogLevel::Warning)
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    if partitions == 0 {
-        return Err(rdkafka::error::KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
-    }
+    let partitions = crate::topic_reader::partitions(&consumer, topic)?;
     // Only what is said from now on matters: liveness is recent by definition.
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {

@@ -82,18 +82,7 @@ async fn consume(
         .set("client.id", "hotline-gateway-sms-outbound")
         .set_log_level(RDKafkaLogLevel::Warning)
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    if partitions == 0 {
-        return Err(rdkafka::error::KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
-    }
+    let partitions = crate::topic_reader::partitions(&consumer, topic)?;
     let mut assigned: Vec<i32> = Vec::new();
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
     loop {

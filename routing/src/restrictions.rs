@@ -101,6 +101,15 @@ pub enum RestrictionError {
     Invalid(String),
 }
 
+/// How a person ends a restriction.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// An active restriction, early.
+    Lift,
+    /// A proposal, declined.
+    Withdraw,
+}
+
 /// How a change from the topic was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -289,15 +298,7 @@ impl RestrictionBook {
         why: &str,
         now: DateTime<Utc>,
     ) -> Result<RestrictionChange, RestrictionError> {
-        actor(by, "lifted_by")?;
-        end_reason(why)?;
-        let r = self.expect(id, RestrictionState::Active, "lift", "active", now)?;
-        let mut next = step(r, by, now);
-        next.state = RestrictionState::Lifted;
-        next.ended_by = Some(by.to_owned());
-        next.ended_at = Some(now);
-        next.end_reason = Some(why.trim().to_owned());
-        Ok(next)
+        self.end(id, by, why, now, End::Lift)
     }
 
     /// Declines a proposal; `why` is recorded.
@@ -308,11 +309,39 @@ impl RestrictionBook {
         why: &str,
         now: DateTime<Utc>,
     ) -> Result<RestrictionChange, RestrictionError> {
-        actor(by, "withdrawn_by")?;
+        self.end(id, by, why, now, End::Withdraw)
+    }
+
+    /// Ends a restriction by a person's decision, recording who, when and why.
+    fn end(
+        &self,
+        id: Uuid,
+        by: &str,
+        why: &str,
+        now: DateTime<Utc>,
+        how: End,
+    ) -> Result<RestrictionChange, RestrictionError> {
+        let (field, from, operation, wanted, to) = match how {
+            End::Lift => (
+                "lifted_by",
+                RestrictionState::Active,
+                "lift",
+                "active",
+                RestrictionState::Lifted,
+            ),
+            End::Withdraw => (
+                "withdrawn_by",
+                RestrictionState::Proposed,
+                "withdraw",
+                "proposed",
+                RestrictionState::Withdrawn,
+            ),
+        };
+        actor(by, field)?;
         end_reason(why)?;
-        let r = self.expect(id, RestrictionState::Proposed, "withdraw", "proposed", now)?;
+        let r = self.expect(id, from, operation, wanted, now)?;
         let mut next = step(r, by, now);
-        next.state = RestrictionState::Withdrawn;
+        next.state = to;
         next.ended_by = Some(by.to_owned());
         next.ended_at = Some(now);
         next.end_reason = Some(why.trim().to_owned());

@@ -1125,11 +1125,11 @@ fn a_call_transferred_by_110_keeps_its_origin() -> Result<()> {
     Ok(())
 }
 
-/// Art. 15 and the 12345-110 linkage's one-key transfer: the agent hands the caller to
-/// the 120 line from the call screen; the gateway calls it, bridges the caller to it in
-/// the agent's place, and the recording keeps both (the agent, then 120).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_hands_the_caller_to_120_and_the_recording_keeps_every_party() -> Result<()> {
+/// A call between a sipp caller (440 Hz) and an agent (880 Hz), with a 120 linkage line
+/// (660 Hz) ready: two seconds into the conversation the agent's desktop sends
+/// `{"type": <command>, "call_id", "target": "120"}`. Returns the transfer states the
+/// desktop saw, the call's `ended` contact and its recording.
+async fn agent_hands_over(command: &str) -> Result<(Vec<String>, Value, Recording)> {
     let line_port = free_udp_tcp_port();
     let broker = Broker::start(Storage::Memory)?;
     let agent_port = free_udp_tcp_port();
@@ -1162,7 +1162,6 @@ async fn the_agent_hands_the_caller_to_120_and_the_recording_keeps_every_party()
         "13800138066",
         &["-d", "9000"],
     )?;
-    // The screen-pop names the call; two seconds into the conversation, transfer.
     let mut call_id = None;
     while let Some(ev) = next_event(&mut desk, Duration::from_secs(20)).await {
         if ev["type"] == "call_state" && ev["state"] == "answered" {
@@ -1174,7 +1173,7 @@ async fn the_agent_hands_the_caller_to_120_and_the_recording_keeps_every_party()
     tokio::time::sleep(Duration::from_secs(2)).await;
     use futures::SinkExt;
     desk.send(tokio_tungstenite::tungstenite::Message::Text(
-        serde_json::json!({"type": "transfer", "call_id": call_id, "target": "120"})
+        serde_json::json!({"type": command, "call_id": call_id, "target": "120"})
             .to_string()
             .into(),
     ))
@@ -1188,18 +1187,27 @@ async fn the_agent_hands_the_caller_to_120_and_the_recording_keeps_every_party()
             }
         }
     }
-    assert_eq!(states, ["calling", "connected"]);
-    agent.expect_ok(SIPP_WAIT)?;
     citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
     line.expect_ok(SIPP_WAIT)?;
     let contacts = call_contacts(&broker, 3)?;
-    let end = &contacts[2]["content"];
+    let end = contacts[2]["content"].clone();
     assert_eq!(end["phase"], "ended");
-    assert_eq!(end["transferred_to"], "120", "{end}");
     let rec = Recording::open(
         &gw.recordings_dir()
             .join(end["recording"].as_str().unwrap_or_default()),
     )?;
+    Ok((states, end, rec))
+}
+
+/// Art. 15 and the 12345-110 linkage's one-key transfer: the agent hands the caller to
+/// the 120 line from the call screen; the gateway calls it, bridges the caller to it in
+/// the agent's place, and the recording keeps both (the agent, then 120).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_hands_the_caller_to_120_and_the_recording_keeps_every_party() -> Result<()> {
+    let (states, end, rec) = agent_hands_over("transfer").await?;
+    assert_eq!(states, ["calling", "connected"]);
+    assert_eq!(end["transferred_to"], "120", "{end}");
     // Right channel: the agent's 880 Hz before the transfer, 120's 660 Hz after it.
     let second = |s: f64| ((s * 8000.0) as usize, (s * 8000.0) as usize + 4000);
     let (a, b) = second(1.0);
@@ -1240,74 +1248,9 @@ fn tone_share(samples: &[i16], hz: f64) -> f64 {
 /// and the line together, the caller's own channel unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_adds_120_to_a_three_way_call_and_the_gateway_mixes_it() -> Result<()> {
-    let line_port = free_udp_tcp_port();
-    let broker = Broker::start(Storage::Memory)?;
-    let agent_port = free_udp_tcp_port();
-    let mut sip = SipOptions::new(agent_port);
-    sip.agent_feed = true;
-    let gw = Gateway::start(
-        &broker.bootstrap(),
-        GatewayOptions {
-            sip: Some(sip),
-            linkage_targets: vec![(
-                "120".into(),
-                Some(format!("sip:120@127.0.0.1:{line_port}")),
-                None,
-            )],
-            ..GatewayOptions::default()
-        },
-    )?;
-    let (mut desk, _) = tokio_tungstenite::connect_async(format!(
-        "ws://127.0.0.1:{}/agent/feed?access_token={}",
-        gw.http_port,
-        desk_token("agent1001", Duration::from_secs(600))
-    ))
-    .await?;
-    let line = Sipp::agent("linkage-120.xml", line_port, &[])?;
-    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
-    let citizen = Sipp::citizen(
-        "citizen-call.xml",
-        "127.0.0.1",
-        gw.sip_port,
-        "13800138067",
-        &["-d", "9000"],
-    )?;
-    let mut call_id = None;
-    while let Some(ev) = next_event(&mut desk, Duration::from_secs(20)).await {
-        if ev["type"] == "call_state" && ev["state"] == "answered" {
-            call_id = Some(ev["call_id"].clone());
-            break;
-        }
-    }
-    let call_id = call_id.ok_or_else(|| anyhow::anyhow!("no answered call on the screen"))?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    use futures::SinkExt;
-    desk.send(tokio_tungstenite::tungstenite::Message::Text(
-        serde_json::json!({"type": "conference", "call_id": call_id, "target": "120"})
-            .to_string()
-            .into(),
-    ))
-    .await?;
-    let mut states = Vec::new();
-    while let Some(ev) = next_event(&mut desk, Duration::from_secs(20)).await {
-        if ev["type"] == "transfer" {
-            states.push(ev["state"].as_str().unwrap_or_default().to_owned());
-            if ev["state"] != "calling" {
-                break;
-            }
-        }
-    }
+    let (states, end, rec) = agent_hands_over("conference").await?;
     assert_eq!(states, ["calling", "joined"]);
-    citizen.expect_ok(SIPP_WAIT)?;
-    agent.expect_ok(SIPP_WAIT)?;
-    line.expect_ok(SIPP_WAIT)?;
-    let contacts = call_contacts(&broker, 3)?;
-    let end = &contacts[2]["content"];
     assert_eq!(end["conferenced_with"], "120", "{end}");
-    let rec = Recording::open(
-        &gw.recordings_dir()
-            .join(end["recording"].as_str().unwrap_or_default()),
-    )?;
     let at = |s: f64| ((s * 8000.0) as usize, (s * 8000.0) as usize + 8000);
     let (a, b) = at(1.0);
     let (c, d) = at(rec.seconds() - 2.5);
@@ -1324,7 +1267,6 @@ async fn the_agent_adds_120_to_a_three_way_call_and_the_gateway_mixes_it() -> Re
             )
         })
         .collect();
-
     assert!(
         tone_share(before, 880.0) > 0.5 && tone_share(before, 660.0) < 0.05,
         "the agent alone before: {profile:#?}"

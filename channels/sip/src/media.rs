@@ -939,7 +939,6 @@ impl Recorder {
 mod tests {
     use super::*;
 
-
     #[test]
     fn the_three_way_mixer_gives_each_party_the_other_two_and_clips() {
         let mut m = Mixer::new();
