@@ -150,6 +150,45 @@ async fn art15_a_chat_emergency_reaches_the_operator_within_two_seconds_and_is_a
     );
     assert_eq!(records[1].value["by"], "op7");
 
+    // The linkage's feedback closes the loop: recorded on the notice, shown on the feed.
+    op119
+        .send(WsMessage::Text(
+            json!({"type": "feedback", "notice_id": id, "status": "handled", "note": "已出警，火已扑灭"})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+    let mut recorded = false;
+    let mut shown = false;
+    while !(recorded && shown) {
+        let f = next_frame(&mut op119, Duration::from_secs(5)).await?;
+        match f["type"].as_str() {
+            Some("feedback_recorded") => recorded = true,
+            Some("notice") => {
+                shown = f["notice"]["feedback"][0]["status"] == "handled"
+                    && f["notice"]["feedback"][0]["note"] == "已出警，火已扑灭";
+            }
+            _ => bail!("unexpected {f}"),
+        }
+    }
+    let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(10), |r| {
+        r.len() >= 4
+    })?;
+    assert_eq!(
+        records[3].value["change"]["type"], "feedback",
+        "{records:?}"
+    );
+    assert_eq!(records[3].value["change"]["status"], "handled");
+    // Bad frames get an error, the socket stays.
+    op119
+        .send(WsMessage::Text("{\"type\":\"ack\"}".into()))
+        .await?;
+    let err = next_frame(&mut op119, Duration::from_secs(5)).await?;
+    assert_eq!(
+        (err["type"].as_str(), err["code"].as_str()),
+        (Some("error"), Some("malformed"))
+    );
+
     // A new operator gets it in the snapshot.
     let mut late = operator(&gw, "*:supervisor1").await?;
     let snap = next_frame(&mut late, Duration::from_secs(5)).await?;
