@@ -43,11 +43,16 @@ pub struct AdminState {
 
 /// The admin router.
 pub fn router(state: AdminState, api: crate::restriction_api::ApiState) -> Router {
+    let api_notices = (state.notices.clone(), state.token.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(crate::notice_api::router(crate::notice_api::NoticeApi {
+            notices: api_notices.0,
+            token: api_notices.1,
+        }))
         .merge(crate::restriction_api::router(api))
 }
 

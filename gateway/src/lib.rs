@@ -7,7 +7,8 @@
 //! - [`outbox`]: the durable, bounded journal every accepted contact goes through;
 //! - [`kafka`]: the idempotent producer and the drain from the outbox to Kafka;
 //! - [`admin`]: health, readiness and Prometheus metrics;
-//! - [`notices`]: Art. 15 urgent notices, the linkage operators' feed;
+//! - [`notices`] and [`notice_api`]: Art. 15 urgent notices, the linkage operators' feed,
+//!   the notices on the admin port;
 //! - [`screen`]: what citizens' words make beside their contacts (notices, proposals);
 //! - [`escalation`]: each notice's 30-minute clock, run by the instance that owns it;
 //! - [`sms_outbound`]: the outbound SMS path (requests on a topic, sent once);
@@ -21,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod escalation;
 pub mod kafka;
+pub mod notice_api;
 pub mod notices;
 pub mod outbox;
 pub mod registry;

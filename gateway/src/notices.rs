@@ -234,6 +234,11 @@ impl NoticeService {
             })
     }
 
+    /// Every notice of the last 24 hours, newest first.
+    pub fn recent_views(&self) -> Vec<NoticeView> {
+        self.snapshot(&Target("*".into()))
+    }
+
     fn snapshot(&self, target: &Target) -> Vec<NoticeView> {
         let now = self.clock.now();
         let since = now - chrono::Duration::hours(SNAPSHOT_HOURS);

@@ -152,8 +152,9 @@ fn view(r: RestrictionChange) -> View {
     }
 }
 
-fn authorised(state: &ApiState, headers: &HeaderMap) -> Result<(), Problem> {
-    let Some(token) = &state.token else {
+/// Checks the admin bearer token (the API is off, 403, without one configured).
+pub(crate) fn authorised(token: Option<&str>, headers: &HeaderMap) -> Result<(), Problem> {
+    let Some(token) = token else {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "admin-token-required",
@@ -177,7 +178,7 @@ fn authorised(state: &ApiState, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-fn bad_body(e: JsonRejection) -> Response {
+pub(crate) fn bad_body(e: JsonRejection) -> Response {
     Problem::new(
         e.status(),
         "malformed-request",
@@ -249,7 +250,7 @@ async fn propose(
     headers: HeaderMap,
     body: Result<axum::Json<ProposeIn>, JsonRejection>,
 ) -> Response {
-    if let Err(p) = authorised(&s, &headers) {
+    if let Err(p) = authorised(s.token.as_deref(), &headers) {
         return p.into_response();
     }
     let body = match body {
@@ -307,7 +308,7 @@ async fn confirm(
     headers: HeaderMap,
     body: Result<axum::Json<ConfirmIn>, JsonRejection>,
 ) -> Response {
-    if let Err(p) = authorised(&s, &headers) {
+    if let Err(p) = authorised(s.token.as_deref(), &headers) {
         return p.into_response();
     }
     let id = match restriction_id(&id) {
@@ -364,7 +365,7 @@ async fn end(
     body: Result<axum::Json<EndIn>, JsonRejection>,
     op: EndFn,
 ) -> Response {
-    if let Err(p) = authorised(&s, &headers) {
+    if let Err(p) = authorised(s.token.as_deref(), &headers) {
         return p.into_response();
     }
     let id = match restriction_id(&id) {
@@ -384,7 +385,7 @@ async fn end(
 }
 
 async fn one(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(p) = authorised(&s, &headers) {
+    if let Err(p) = authorised(s.token.as_deref(), &headers) {
         return p.into_response();
     }
     let id = match restriction_id(&id) {
@@ -411,7 +412,7 @@ async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(p) = authorised(&s, &headers) {
+    if let Err(p) = authorised(s.token.as_deref(), &headers) {
         return p.into_response();
     }
     let q = match query {
@@ -470,11 +471,20 @@ mod tests {
     }
 
     fn api() -> Router {
+        let token = Some("a-token-of-enough-length".to_owned());
         router(ApiState {
             restrictions: Restrictions::new(Arc::new(Nowhere), routing::Clock::system()),
             keyer: CitizenKeyer::new(b"a-test-secret-of-enough-length"),
-            token: Some("a-token-of-enough-length".into()),
+            token: token.clone(),
         })
+        .merge(crate::notice_api::router(crate::notice_api::NoticeApi {
+            notices: crate::notices::NoticeService::new(
+                Arc::new(Nowhere),
+                routing::NoticePolicy::default(),
+                routing::Clock::system(),
+            ),
+            token,
+        }))
     }
 
     /// Every operation docs/openapi/admin.json documents is served (and guarded): an
@@ -504,7 +514,10 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 6, "propose, list, get, confirm, lift, withdraw");
+        assert_eq!(
+            operations, 9,
+            "propose, list, get, confirm, lift, withdraw; list, get and acknowledge notices"
+        );
     }
 
     #[test]

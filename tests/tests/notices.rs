@@ -372,11 +372,42 @@ async fn art15_an_acknowledgement_stops_the_clock() -> Result<()> {
     next_frame(&mut op, Duration::from_secs(5)).await?;
     let _chat = fire_in_chat(&gw).await?;
     let notice = next_frame(&mut op, Duration::from_secs(5)).await?;
-    let id = notice["notice"]["notice_id"].clone();
-    op.send(WsMessage::Text(
-        json!({"type": "ack", "notice_id": id}).to_string().into(),
-    ))
-    .await?;
+    let id = notice["notice"]["notice_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // A supervisor acknowledges it on the admin API for a 119 desk reached by phone.
+    let http = reqwest::Client::new();
+    let listed: Value = http
+        .get(gw.admin_url("/notices"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["notices"][0]["notice_id"], json!(id), "{listed}");
+    let acked = http
+        .post(gw.admin_url(&format!("/notices/{id}/ack")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"by": "supervisor-7"}))
+        .send()
+        .await?;
+    assert_eq!(acked.status().as_u16(), 200);
+    let acked: Value = acked.json().await?;
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acknowledged"]["via"], "api");
+    let shown = next_frame(&mut op, Duration::from_secs(5)).await?;
+    assert_eq!(
+        shown["notice"]["state"], "acknowledged",
+        "the feed shows it"
+    );
+    let unknown = http
+        .post(gw.admin_url("/notices/not-a-notice/ack"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"by": "supervisor-7"}))
+        .send()
+        .await?;
+    assert_eq!(unknown.status().as_u16(), 404);
     tokio::time::sleep(Duration::from_secs(7)).await;
     let records = consume(&broker.bootstrap(), NOTICES, Duration::from_secs(3), |_| {
         false
