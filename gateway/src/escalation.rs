@@ -43,6 +43,9 @@ use uuid::Uuid;
 use crate::config::LinkageTarget;
 use crate::notices::NoticeService;
 
+/// A linkage call begun this long ago without an outcome is placed again by whoever owns
+/// the notice now (ringing, two plays of the notice and the BYE take well under it).
+const CALL_REDO_AFTER: Duration = Duration::from_secs(120);
 /// How long an escalation SMS stays worth sending.
 const SMS_VALID: Duration = Duration::from_secs(3600);
 /// The longest the runner sleeps before it looks again.
@@ -247,9 +250,17 @@ impl Escalator {
                 .filter(|id| self.members.owns(*id))
                 .collect();
             let mut next: Option<chrono::DateTime<chrono::Utc>> = None;
+            let redo_before = self.notices.clock().now()
+                - chrono::Duration::from_std(CALL_REDO_AFTER).unwrap_or_default();
             for id in ids {
                 for due in self.notices.due(id) {
                     self.act(id, due, &mut calling, &done_tx).await;
+                }
+                for step in self.notices.unfinished_calls(id, redo_before) {
+                    if !calling.contains(&(id, step)) {
+                        tracing::warn!(notice = %id, step, "A linkage call has no outcome (its owner stopped?); calling again");
+                        self.call(id, step, &mut calling, &done_tx);
+                    }
                 }
                 if let Some(t) = self.notices.next_due(id) {
                     next = Some(next.map_or(t, |n| n.min(t)));
@@ -333,27 +344,47 @@ impl Escalator {
                 tracing::warn!(notice = %id, step, target, via = ?via, "Urgent notice escalated (unacknowledged)");
                 metrics::counter!("gateway_notice_escalations_total", "target" => target.clone())
                     .increment(1);
-                if let (Some(uri), Some(dialer)) = (uri, self.dialer.clone())
-                    && calling.insert((id, step))
-                {
-                    let this = self.clone();
-                    let done = done.clone();
-                    tokio::spawn(async move {
-                        let outcome = dialer
-                            .call(LinkageCall {
-                                notice_id: id,
-                                step,
-                                uri,
-                                ticket_ref: ticket,
-                                kind,
-                            })
-                            .await;
-                        this.record_call(id, step, &target, outcome).await;
-                        let _ = done.send((id, step)).await;
-                    });
+                if uri.is_some() {
+                    self.call(id, step, calling, done);
                 }
             }
         }
+    }
+
+    /// Places step `step`'s linkage call, unless it is being placed already; its outcome
+    /// (and an acknowledgement by 1) is written when it ends.
+    fn call(
+        self: &Arc<Self>,
+        id: Uuid,
+        step: u32,
+        calling: &mut HashSet<(Uuid, u32)>,
+        done: &tokio::sync::mpsc::Sender<(Uuid, u32)>,
+    ) {
+        let Some((target, kind, ticket)) = self.notices.summary(id) else {
+            return;
+        };
+        let uri = self.targets.get(&target).and_then(|l| l.uri.clone());
+        let (Some(uri), Some(dialer)) = (uri, self.dialer.clone()) else {
+            return;
+        };
+        if !calling.insert((id, step)) {
+            return;
+        }
+        let this = self.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let outcome = dialer
+                .call(LinkageCall {
+                    notice_id: id,
+                    step,
+                    uri,
+                    ticket_ref: ticket,
+                    kind,
+                })
+                .await;
+            this.record_call(id, step, &target, outcome).await;
+            let _ = done.send((id, step)).await;
+        });
     }
 
     async fn record_call(&self, id: Uuid, step: u32, target: &str, outcome: LinkageCallOutcome) {

@@ -100,6 +100,11 @@ impl NoticeService {
         self.book().due(id, &self.policy, self.clock.now())
     }
 
+    /// Escalation calls of notice `id` begun before `before` without an outcome.
+    pub fn unfinished_calls(&self, id: Uuid, before: DateTime<Utc>) -> Vec<u32> {
+        self.book().unfinished_calls(id, before)
+    }
+
     /// The notices whose clocks still run.
     pub fn unacknowledged(&self) -> Vec<Uuid> {
         self.book().unacknowledged().collect()

@@ -433,6 +433,25 @@ impl NoticeBook {
         steps.chain(alarm).min()
     }
 
+    /// The escalation calls of notice `id` that were begun before `before` and have no
+    /// outcome: their owner died mid-call, or its call outcome never came. The next
+    /// owner places them again (a missed linkage call is worse than a second one).
+    pub fn unfinished_calls(&self, id: Uuid, before: DateTime<Utc>) -> Vec<u32> {
+        let Some(n) = self.notices.get(&id) else {
+            return Vec::new();
+        };
+        if n.acknowledged.is_some() {
+            return Vec::new();
+        }
+        n.escalations
+            .iter()
+            .filter(|(step, (at, via))| {
+                via.contains(&EscalationVia::Call) && *at < before && !n.calls.contains_key(step)
+            })
+            .map(|(step, _)| *step)
+            .collect()
+    }
+
     /// Every notice still running a clock.
     pub fn unacknowledged(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.notices
@@ -713,6 +732,50 @@ mod tests {
         for kind in crate::Classifier::builtin().emergency_rules().kinds() {
             assert_ne!(kind_zh(kind), kind, "{kind} has no Chinese name");
         }
+    }
+
+    #[test]
+    fn art15_a_call_begun_without_an_outcome_is_placed_again_later() {
+        let policy = NoticePolicy::default();
+        let mut book = NoticeBook::new();
+        let c = contact("13800001111", "ZH1", "着火了");
+        let id = report(&mut book, &c, None, t0()).expect("opened").notice_id;
+        let at = t0() + secs(300);
+        book.apply(&step_event(
+            id,
+            Due::Escalate(1),
+            vec![EscalationVia::Call, EscalationVia::Sms],
+            at,
+        ));
+        assert!(
+            book.unfinished_calls(id, at).is_empty(),
+            "not before its time"
+        );
+        assert_eq!(book.unfinished_calls(id, at + secs(90)), [1]);
+        book.apply(&NoticeEvent {
+            schema_version: SCHEMA_VERSION,
+            id: derived_id(id, "call", 1),
+            notice_id: id,
+            at: at + secs(40),
+            by: "call:119".into(),
+            change: NoticeChange::EscalationCall {
+                step: 1,
+                outcome: "answered".into(),
+            },
+        });
+        assert!(
+            book.unfinished_calls(id, at + secs(90)).is_empty(),
+            "it ended"
+        );
+        // An SMS-only step has no call to redo.
+        book.apply(&step_event(
+            id,
+            Due::Escalate(2),
+            vec![EscalationVia::Sms],
+            at + secs(300),
+        ));
+        assert!(book.unfinished_calls(id, at + secs(900)).is_empty());
+        let _ = policy;
     }
 
     #[test]
