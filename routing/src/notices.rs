@@ -736,7 +736,6 @@ mod tests {
 
     #[test]
     fn art15_a_call_begun_without_an_outcome_is_placed_again_later() {
-        let policy = NoticePolicy::default();
         let mut book = NoticeBook::new();
         let c = contact("13800001111", "ZH1", "着火了");
         let id = report(&mut book, &c, None, t0()).expect("opened").notice_id;
@@ -775,7 +774,6 @@ mod tests {
             at + secs(300),
         ));
         assert!(book.unfinished_calls(id, at + secs(900)).is_empty());
-        let _ = policy;
     }
 
     #[test]
