@@ -36,6 +36,29 @@ enum Command {
         /// The TOML config file.
         config: PathBuf,
     },
+    /// Mints a feed token, as the centre's login service does (for development and
+    /// tools): `linkage` for a linkage operator (subject `<target>:<operator>`), `agent`
+    /// for an agent desk (subject: the agent). The secret is read from `--secret-env`.
+    MintToken {
+        /// `linkage` or `agent`.
+        #[arg(long)]
+        scope: TokenScope,
+        /// Who the token is for.
+        #[arg(long)]
+        subject: String,
+        /// The environment variable with the feed's secret.
+        #[arg(long)]
+        secret_env: String,
+        /// Seconds the token is valid.
+        #[arg(long, default_value_t = 8 * 3600)]
+        valid_secs: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TokenScope {
+    Linkage,
+    Agent,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +98,27 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::MintToken {
+            scope,
+            subject,
+            secret_env,
+            valid_secs,
+        } => {
+            let Some(secret) = std::env::var(&secret_env).ok().filter(|s| s.len() >= 16) else {
+                eprintln!("error: {secret_env} is not set or shorter than 16 bytes");
+                return ExitCode::from(2);
+            };
+            let scope = match scope {
+                TokenScope::Linkage => "linkage:",
+                TokenScope::Agent => "",
+            };
+            let verifier = contract::token::TokenVerifier::new(secret.as_bytes(), scope);
+            println!(
+                "{}",
+                verifier.mint(&subject, contract::token::unix_now() + valid_secs)
+            );
+            ExitCode::SUCCESS
         }
         Command::Run { config } => {
             let (cfg, secrets) =
