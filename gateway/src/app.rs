@@ -341,8 +341,12 @@ pub async fn run(
         let _ = membership.join();
     })
     .await;
-    // 3. The writer commits what it holds and stops once the last handle is gone.
+    // 3. The writer commits what it holds and stops once the last handle is gone: every
+    // holder of the intake lets go first.
     drop(ctx);
+    drop(intake);
+    drop(notices);
+    drop(restrictions);
     drop(outbox);
     tokio::task::spawn_blocking(move || writer.join())
         .await

@@ -22,6 +22,22 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// The readers' client context: reaching the end of a partition is how a reader knows it
+/// has synced, not an error (librdkafka reports it as a "global error", which the default
+/// context logs at ERROR level on every partition, at every start).
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "Reader at a partition's end"),
+            e => tracing::warn!(error = %e, reason, "Topic reader client error"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
 /// How many partitions `topic` has (an error while it does not exist yet: the gateway
 /// creates its topics in the background, and readers retry).
 pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
@@ -148,7 +164,7 @@ where
     for (k, v) in props {
         cfg.set(k, v);
     }
-    let consumer: BaseConsumer = cfg
+    let consumer: BaseConsumer<ReaderContext> = cfg
         // Required by librdkafka even without a group: nothing is committed.
         .set("group.id", format!("{client_id}-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
@@ -157,7 +173,7 @@ where
         .set("fetch.wait.max.ms", "100")
         .set("client.id", client_id)
         .set_log_level(RDKafkaLogLevel::Warning)
-        .create()?;
+        .create_with_context(ReaderContext)?;
     let partitions = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {

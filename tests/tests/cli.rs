@@ -84,7 +84,10 @@ fn mint_token_makes_a_linkage_operator_token_in_the_documented_format() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    assert!((now + 590..=now + 610).contains(&expiry), "{expiry} vs {now}");
+    assert!(
+        (now + 590..=now + 610).contains(&expiry),
+        "{expiry} vs {now}"
+    );
     // docs/routing.md: hex HMAC-SHA256(secret, "linkage:<subject>.<expiry>").
     let mut want = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
     want.update(format!("linkage:{rest}").as_bytes());

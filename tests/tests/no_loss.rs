@@ -289,17 +289,18 @@ async fn a_full_outbox_refuses_with_retryable_errors_and_keeps_what_it_accepted(
     let http = reqwest::Client::new();
     broker.stop();
 
-    // Four chat messages (one record each) and one SMS (contact and draft) fill it.
+    // Four chat messages (one record each) and one SMS (contact and draft) fill it. None
+    // is an emergency: an Art. 15 cue would add an urgent notice record to the count.
     let mut expected = HashSet::new();
     let mut chat = ChatClient::connect(&gw.chat_url()).await?;
     chat.open("patient", None).await?;
     for i in 0..4 {
-        let ack = chat.say(&format!("m{i}"), "燃气味很重").await?;
+        let ack = chat.say(&format!("m{i}"), "小区路灯不亮了").await?;
         assert_eq!(ack["type"], "ack", "{ack}");
         expected.insert(ack["contact_id"].as_str().unwrap_or_default().to_owned());
     }
     let (status, r) = gw
-        .send_sms(&http, "full-1", "13600000003", "路面塌陷")
+        .send_sms(&http, "full-1", "13600000003", "垃圾没人清运")
         .await?;
     assert_eq!(status, 200, "{r}");
     expected.insert(r["contact_id"].as_str().unwrap_or_default().to_owned());
