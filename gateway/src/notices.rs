@@ -134,22 +134,18 @@ impl NoticeService {
 
     /// The current view of one notice.
     pub fn view(&self, id: Uuid) -> Option<NoticeView> {
-        let now = self.clock.now();
-        self.book()
-            .get(id)
-            .map(|n| NoticeView::of(n, &self.policy, now))
+        self.book().get(id).map(|n| NoticeView::of(n, &self.policy))
     }
 
     /// Applies an event and tells the feed when it changed something.
     fn apply(&self, e: &NoticeEvent) -> bool {
-        let now = self.clock.now();
         let view = {
             let mut book = self.book();
             if !book.apply(e) {
                 return false;
             }
             book.get(e.notice_id)
-                .map(|n| Arc::new(NoticeView::of(n, &self.policy, now)))
+                .map(|n| Arc::new(NoticeView::of(n, &self.policy)))
         };
         if let Some(v) = view {
             if matches!(e.change, NoticeChange::Opened(_)) {
@@ -251,7 +247,7 @@ impl NoticeService {
             .recent(since)
             .into_iter()
             .filter(|n| target.sees(&n.opened.target))
-            .map(|n| NoticeView::of(n, &self.policy, now))
+            .map(|n| NoticeView::of(n, &self.policy))
             .collect()
     }
 }
@@ -356,7 +352,7 @@ pub struct FeedbackView {
 }
 
 impl NoticeView {
-    fn of(n: &NoticeState, policy: &NoticePolicy, _now: DateTime<Utc>) -> Self {
+    fn of(n: &NoticeState, policy: &NoticePolicy) -> Self {
         let o = &n.opened;
         let state = if n.acknowledged.is_some() {
             "acknowledged"
