@@ -6,9 +6,11 @@
 run:
 	deploy/dev.sh
 
-# The whole test suite: lints, unit tests, end-to-end tests against a real broker.
+# The whole test suite: lints, unit tests, end-to-end tests against a real broker (and
+# PostgreSQL binaries, for the ticket service's throwaway clusters).
 test: lint
 	deploy/install-tansu.sh
+	deploy/postgres.sh install
 	deploy/fetch-model.sh
 	cargo build -p gateway
 	cargo test --workspace --all-targets

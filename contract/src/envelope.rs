@@ -31,6 +31,8 @@ pub enum EventType {
     OutboundSms,
     /// [`crate::SmsStatus`] events.
     SmsStatus,
+    /// [`crate::TicketStatus`] events (the ticket service's).
+    TicketStatus,
 }
 
 impl EventType {
@@ -44,6 +46,7 @@ impl EventType {
             EventType::Notice => "cn.gov.zhuhai.12345.urgent_notice.v1",
             EventType::OutboundSms => "cn.gov.zhuhai.12345.sms_outbound.v1",
             EventType::SmsStatus => "cn.gov.zhuhai.12345.sms_status.v1",
+            EventType::TicketStatus => "cn.gov.zhuhai.12345.ticket_status.v1",
         }
     }
 
@@ -57,6 +60,7 @@ impl EventType {
             EventType::Notice => "urn:12345:schema:urgent_notice:v1",
             EventType::OutboundSms => "urn:12345:schema:sms_outbound:v1",
             EventType::SmsStatus => "urn:12345:schema:sms_status:v1",
+            EventType::TicketStatus => "urn:12345:schema:ticket_status:v1",
         }
     }
 
@@ -70,6 +74,7 @@ impl EventType {
             EventType::Notice => "urgent_notice.v1.json",
             EventType::OutboundSms => "sms_outbound.v1.json",
             EventType::SmsStatus => "sms_status.v1.json",
+            EventType::TicketStatus => "ticket_status.v1.json",
         }
     }
 }
@@ -100,6 +105,7 @@ impl Event {
             Event::Notice(_) => EventType::Notice,
             Event::OutboundSms(_) => EventType::OutboundSms,
             Event::SmsStatus(_) => EventType::SmsStatus,
+            Event::TicketStatus(_) => EventType::TicketStatus,
         }
     }
 
@@ -174,6 +180,13 @@ impl Event {
                     serde_json::to_vec(st)?,
                 )
             }
+            Event::TicketStatus(t) => (
+                t.id,
+                t.at,
+                t.ticket_ref.as_str(),
+                t.citizen_key.as_str(),
+                serde_json::to_vec(t)?,
+            ),
         };
         let event_type = self.event_type();
         let headers = vec![

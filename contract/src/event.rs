@@ -502,6 +502,14 @@ pub enum Event {
     OutboundSms(Box<crate::sms::OutboundSms>),
     /// What became of a text.
     SmsStatus(Box<crate::sms::SmsStatus>),
+    /// A ticket's transition (published by the ticket service).
+    TicketStatus(Box<crate::ticket::TicketStatus>),
+}
+
+impl From<crate::ticket::TicketStatus> for Event {
+    fn from(t: crate::ticket::TicketStatus) -> Self {
+        Event::TicketStatus(Box::new(t))
+    }
 }
 
 impl From<crate::sms::OutboundSms> for Event {

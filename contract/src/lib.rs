@@ -19,6 +19,7 @@
 //! - [`screen`]: the [`Screen`] every channel passes citizens' words through (urgent
 //!   notices, restriction proposals);
 //! - [`sms`]: outbound SMS requests and their status, and the [`SmsSender`] seam;
+//! - [`ticket`]: a ticket's transitions as the ticket service publishes them;
 //! - [`token`]: the signed bearer tokens of the agent and linkage operator feeds;
 //! - [`restriction`]: Art. 9 restrictions as events, and the [`Blocklist`] every channel
 //!   asks at admission.
@@ -37,6 +38,7 @@ pub mod rate;
 pub mod restriction;
 pub mod screen;
 pub mod sms;
+pub mod ticket;
 pub mod token;
 
 pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
@@ -61,3 +63,4 @@ pub use restriction::{
 };
 pub use screen::{NoScreen, Screen};
 pub use sms::{OutboundSms, SmsSender, SmsState, SmsStatus};
+pub use ticket::{Card, Outcome, TicketAction, TicketState, TicketStatus};

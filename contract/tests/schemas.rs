@@ -101,3 +101,11 @@ fn outbound_sms_schemas_are_current() {
         schemars::schema_for!(hotline_contract::SmsStatus),
     );
 }
+
+#[test]
+fn ticket_status_schema_is_current() {
+    check(
+        EventType::TicketStatus,
+        schemars::schema_for!(hotline_contract::TicketStatus),
+    );
+}

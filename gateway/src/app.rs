@@ -52,6 +52,7 @@ pub async fn run(
         notices: config.kafka.notices_topic.clone(),
         sms_outbound: config.kafka.sms_outbound_topic.clone(),
         sms_status: config.kafka.sms_status_topic.clone(),
+        ticket_status: config.kafka.ticket_status_topic.clone(),
         members: config.kafka.members_topic.clone(),
     };
     let reader_props = client_props.clone();

@@ -256,6 +256,10 @@ pub struct KafkaSection {
     /// Topic of outbound SMS outcomes, keyed by request.
     #[serde(default = "default_sms_status_topic")]
     pub sms_status_topic: String,
+    /// Topic of the ticket service's ticket transitions (read by whoever follows a
+    /// ticket; the gateway writes none).
+    #[serde(default = "default_ticket_status_topic")]
+    pub ticket_status_topic: String,
     /// Topic where the gateway's instances say they are alive (who runs which urgent
     /// notice's clock).
     #[serde(default = "default_members_topic")]
@@ -442,6 +446,9 @@ fn default_sms_outbound_topic() -> String {
 }
 fn default_sms_status_topic() -> String {
     "hotline.sms-status.v1".to_owned()
+}
+fn default_ticket_status_topic() -> String {
+    "hotline.ticket-status.v1".to_owned()
 }
 fn default_members_topic() -> String {
     "hotline.gateway-members.v1".to_owned()
@@ -673,6 +680,7 @@ impl Config {
             ("kafka.notices_topic", &k.notices_topic),
             ("kafka.sms_outbound_topic", &k.sms_outbound_topic),
             ("kafka.sms_status_topic", &k.sms_status_topic),
+            ("kafka.ticket_status_topic", &k.ticket_status_topic),
             ("kafka.group_prefix", &k.group_prefix),
             ("kafka.members_topic", &k.members_topic),
         ] {
@@ -691,6 +699,7 @@ impl Config {
             &k.notices_topic,
             &k.sms_outbound_topic,
             &k.sms_status_topic,
+            &k.ticket_status_topic,
             &k.members_topic,
         ];
         if topics

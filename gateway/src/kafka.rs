@@ -96,6 +96,8 @@ pub struct Topics {
     pub sms_outbound: String,
     /// Outbound SMS outcomes.
     pub sms_status: String,
+    /// The ticket service's ticket transitions (not written by the gateway).
+    pub ticket_status: String,
     /// Instances' heartbeats.
     pub members: String,
 }
@@ -110,6 +112,7 @@ impl Topics {
             EventType::Notice => &self.notices,
             EventType::OutboundSms => &self.sms_outbound,
             EventType::SmsStatus => &self.sms_status,
+            EventType::TicketStatus => &self.ticket_status,
         }
     }
 }

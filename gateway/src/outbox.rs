@@ -296,6 +296,7 @@ impl Outbox {
                 Event::Restriction(_) | Event::Audit(_) => "restrictions",
                 Event::Notice(_) => "notices",
                 Event::OutboundSms(_) | Event::SmsStatus(_) => "sms-outbound",
+                Event::TicketStatus(_) => "tickets",
             };
             let source = format!("{}/{}", self.shared.options.source_prefix, part);
             let record = event

@@ -8,9 +8,11 @@
 //! - [`ChatClient`], [`post_sms`]: the citizen side, over a real WebSocket and HTTP;
 //! - [`sip`]: sipp as citizen and agent, and a raw SIP/RTP client for what sipp cannot
 //!   send or check;
-//! - [`speech`]: the speech fixtures, the short set's expectations, and the scores.
+//! - [`speech`]: the speech fixtures, the short set's expectations, and the scores;
+//! - [`postgres`]: a throwaway PostgreSQL cluster for the ticket service.
 
 pub mod carrier;
+pub mod postgres;
 pub mod sip;
 pub mod speech;
 

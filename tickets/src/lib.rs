@@ -1,14 +1,32 @@
 //! The downstream ticket service (issue 12): every ticket draft the gateway publishes
 //! becomes a ticket that lives by the measures' clock (Arts. 7, 8, 10-14, 22).
 //!
-//! Built so far:
+//! This crate owns:
 //!
 //! - [`calendar`]: working days and deadlines (Art. 22), from the State Council's
-//!   holiday notice of each year as data (`data/holidays/`).
-//!
-//! The consumer, the PostgreSQL store, the ticket life cycle and the `ticket-service`
-//! binary follow.
+//!   holiday notice of each year as data (`data/holidays/`);
+//! - [`units`]: the handling units a ticket is dispatched to, as data;
+//! - [`rules`]: the ticket life cycle as pure rules (who may do what in which state,
+//!   and what it changes);
+//! - [`repeat`]: Art. 14's repeat contacts (supplement, urge, new ticket);
+//! - [`store`]: the PostgreSQL store: tickets, contacts, consumer offsets, the status
+//!   outbox, in transactions that make every record count once;
+//! - [`consumer`]: the Kafka consumption of the gateway's topics, partitions shared
+//!   between instances through the database, offsets committed with the state;
+//! - [`publisher`]: the status outbox's way to Kafka, and the card sweep, run by one
+//!   instance at a time;
+//! - [`api`]: the HTTP API for agents, units, supervisors and the citizen's progress
+//!   query;
+//! - [`config`]: the service's typed configuration.
 
+pub mod api;
 pub mod calendar;
+pub mod config;
+pub mod consumer;
+pub mod publisher;
+pub mod repeat;
+pub mod rules;
+pub mod store;
+pub mod units;
 
 pub use calendar::{Calendar, Deadline};

@@ -1,0 +1,812 @@
+//! The HTTP API (docs/openapi/tickets.json): agents, supervisors and handling units with
+//! bearer tokens and roles, and the citizen's progress query (Art. 14).
+//!
+//! Tokens are the centre's signed tokens (`contract::token`) of the scope `tickets:`;
+//! the subject names the role: `agent:<id>`, `supervisor:<id>`, `unit:<unit>:<person>`.
+//! A unit sees and acts on only the tickets dispatched to it. Every error is an RFC 9457
+//! problem; every list is paged by a cursor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use contract::token::TokenVerifier;
+use contract::{Card, Problem, TicketState};
+use std::sync::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Clock;
+use crate::rules::{self, Command, Edit, NonAcceptance, Reply, Role};
+use crate::store::{CommandError, ListFilter, Overrule, Store, TicketRow};
+
+/// The largest request body.
+pub const MAX_BODY_BYTES: usize = 32 * 1024;
+/// Page sizes.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+/// The token scope.
+pub const SCOPE: &str = "tickets:";
+
+/// The API's state.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// Checks tokens.
+    pub verifier: TokenVerifier,
+    /// Now.
+    pub clock: Clock,
+    /// The progress query's limits.
+    pub progress: Arc<ProgressGuard>,
+    /// Renders metrics.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// The progress query's guard: a global rate, and a lock on a reference after too many
+/// wrong checks (the check is four digits: guessing must not pay).
+#[derive(Debug)]
+pub struct ProgressGuard {
+    bucket: Mutex<contract::rate::TokenBucket>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    max_failures: u32,
+}
+
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+impl ProgressGuard {
+    /// `per_sec` queries a second in all, `max_failures` wrong checks per reference per
+    /// 15 minutes.
+    pub fn new(per_sec: f64, max_failures: u32) -> Self {
+        ProgressGuard {
+            bucket: Mutex::new(contract::rate::TokenBucket::new(
+                per_sec,
+                per_sec.ceil() as u32,
+            )),
+            failures: Mutex::new(HashMap::new()),
+            max_failures,
+        }
+    }
+
+    fn admit(&self) -> bool {
+        self.bucket.lock().map(|mut b| b.take()).unwrap_or(false)
+    }
+
+    fn locked(&self, r: &str) -> bool {
+        let Ok(mut map) = self.failures.lock() else {
+            return true;
+        };
+        map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        map.get(r).is_some_and(|(n, _)| *n >= self.max_failures)
+    }
+
+    fn failed(&self, r: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            let e = map.entry(r.to_owned()).or_insert((0, Instant::now()));
+            e.0 += 1;
+        }
+    }
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/units", get(units))
+        .route("/tickets", get(list))
+        .route("/tickets/{ticket_ref}", get(one).patch(edit))
+        .route("/tickets/{ticket_ref}/history", get(history))
+        .route("/tickets/{ticket_ref}/answer", post(answer))
+        .route("/tickets/{ticket_ref}/not-accept", post(not_accept))
+        .route("/tickets/{ticket_ref}/dispatch", post(dispatch))
+        .route("/tickets/{ticket_ref}/accept", post(accept))
+        .route("/tickets/{ticket_ref}/return", post(return_))
+        .route("/tickets/{ticket_ref}/return-decision", post(return_decision))
+        .route("/tickets/{ticket_ref}/extension", post(extension))
+        .route("/tickets/{ticket_ref}/reply", post(reply))
+        .route("/tickets/{ticket_ref}/reply-decision", post(reply_decision))
+        .route("/tickets/{ticket_ref}/repeat", post(repeat))
+        .route("/progress/{ticket_ref}", get(progress))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Response {
+    Problem::new(status, slug, title, detail).into_response()
+}
+
+fn role(s: &ApiState, headers: &HeaderMap) -> Result<Role, Response> {
+    let Some(token) = contract::token::presented(headers, None) else {
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send a ticket token as `Authorization: Bearer <token>`",
+        ));
+    };
+    let subject = s
+        .verifier
+        .verify(&token, contract::token::unix_now())
+        .ok_or_else(|| {
+            problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "the token is not genuine, expired, or of another scope",
+            )
+        })?;
+    Role::from_subject(&subject).ok_or_else(|| {
+        problem(
+            StatusCode::FORBIDDEN,
+            "no-role",
+            "No role",
+            "the token names no role (agent:<id>, supervisor:<id>, unit:<unit>:<person>)",
+        )
+    })
+}
+
+fn bad_body(e: JsonRejection) -> Response {
+    problem(e.status(), "malformed-request", "Malformed request", e.body_text())
+}
+
+fn store_failed(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "Store failed");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "Store unavailable",
+        "the ticket database did not answer; retry",
+    )
+    .retry_after(2)
+    .into_response()
+}
+
+fn ref_ok(r: &str) -> Result<(), Response> {
+    if r.is_empty() || r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-reference",
+            "Malformed reference",
+            "a ticket reference is 1-64 letters, digits and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// A ticket as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TicketView {
+    ticket_ref: String,
+    state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
+    kind: String,
+    summary: String,
+    location: Option<String>,
+    district: Option<String>,
+    request: Option<String>,
+    urgency: String,
+    channel: String,
+    received_at: DateTime<Utc>,
+    suggested_unit: Option<String>,
+    lead_unit: Option<String>,
+    co_units: Vec<String>,
+    dispatch_due: Option<NaiveDate>,
+    handling_due: Option<NaiveDate>,
+    due_provisional: bool,
+    extended: bool,
+    returns: i32,
+    urge_count: i32,
+    card: Card,
+    parent_ref: Option<String>,
+    repeat: RepeatView,
+    records: serde_json::Value,
+    updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draft: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contacts: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    urges: Option<Vec<UrgeView>>,
+}
+
+#[derive(Debug, Serialize)]
+struct RepeatView {
+    decision: String,
+    reason: String,
+    of: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct UrgeView {
+    ticket_ref: String,
+    reason: String,
+}
+
+fn view(r: TicketRow, today: NaiveDate) -> TicketView {
+    let card = r.card_on(today);
+    TicketView {
+        card,
+        ticket_ref: r.ticket_ref,
+        state: r.state,
+        outcome: r.outcome,
+        kind: r.kind,
+        summary: r.summary,
+        location: r.location,
+        district: r.district,
+        request: r.request,
+        urgency: r.urgency,
+        channel: r.channel,
+        received_at: r.received_at,
+        suggested_unit: r.suggested_unit,
+        lead_unit: r.lead_unit,
+        co_units: r.co_units,
+        dispatch_due: r.dispatch_due,
+        handling_due: r.handling_due,
+        due_provisional: r.due_provisional,
+        extended: r.extended,
+        returns: r.returns,
+        urge_count: r.urge_count,
+        parent_ref: r.parent_ref,
+        repeat: RepeatView {
+            decision: r.repeat_decision,
+            reason: r.repeat_reason,
+            of: r.repeat_of,
+        },
+        records: r.records,
+        updated_at: r.updated_at,
+        draft: None,
+        contacts: None,
+        urges: None,
+    }
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    match sqlx::query("SELECT 1").execute(s.store.pool()).await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> Response {
+    match &s.metrics {
+        Some(h) => h.render().into_response(),
+        None => problem(StatusCode::NOT_FOUND, "no-metrics", "No metrics", "metrics are off"),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct UnitView<'a> {
+    id: &'a str,
+    name: &'a str,
+    kind: crate::units::UnitKind,
+    parent: &'a str,
+    district: &'a str,
+}
+
+async fn units(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = role(&s, &headers) {
+        return r;
+    }
+    let items: Vec<UnitView<'_>> = s
+        .store
+        .units()
+        .all()
+        .map(|u| UnitView {
+            id: &u.id,
+            name: &u.name,
+            kind: u.kind,
+            parent: &u.parent,
+            district: &u.district,
+        })
+        .collect();
+    Json(serde_json::json!({ "items": items })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    card: Option<String>,
+    unit: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    items: Vec<TicketView>,
+    /// The `cursor` of the next page, when there is one.
+    next: Option<i64>,
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let role = match role(&s, &headers) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return problem(StatusCode::BAD_REQUEST, "malformed-request", "Malformed query", e.body_text());
+        }
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed query",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        );
+    }
+    let state = match q.state.as_deref().map(TicketState::parse) {
+        Some(None) => {
+            return problem(StatusCode::BAD_REQUEST, "malformed-request", "Malformed query", "unknown state");
+        }
+        Some(s) => s,
+        None => None,
+    };
+    let card = match q.card.as_deref().map(Card::parse) {
+        Some(None) => {
+            return problem(StatusCode::BAD_REQUEST, "malformed-request", "Malformed query", "unknown card");
+        }
+        Some(c) => c,
+        None => None,
+    };
+    let unit = match &role {
+        Role::Unit { unit, .. } => {
+            if q.unit.as_ref().is_some_and(|u| u != unit) {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    "not-your-unit",
+                    "Not your unit",
+                    "a unit lists only its own tickets",
+                );
+            }
+            Some(unit.clone())
+        }
+        _ => q.unit.clone(),
+    };
+    let filter = ListFilter {
+        state,
+        unit,
+        card,
+        before: q.cursor,
+        limit: limit + 1,
+    };
+    let today = rules::beijing_date(s.clock.now());
+    match s.store.list(&filter).await {
+        Ok(mut rows) => {
+            let next = (rows.len() as i64 > limit).then(|| {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| r.id).unwrap_or_default()
+            });
+            Json(Page {
+                items: rows.into_iter().map(|r| view(r, today)).collect(),
+                next,
+            })
+            .into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn fetch_visible(s: &ApiState, role: &Role, r: &str) -> Result<TicketRow, Response> {
+    ref_ok(r)?;
+    match s.store.ticket(r).await {
+        Ok(Some(row)) if Store::visible(role, &row) => Ok(row),
+        Ok(Some(_)) => Err(problem(
+            StatusCode::FORBIDDEN,
+            "not-your-ticket",
+            "Not your ticket",
+            "the ticket is not dispatched to your unit",
+        )),
+        Ok(None) => Err(problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such ticket",
+            format!("no ticket {r}"),
+        )),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+async fn one(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMap) -> Response {
+    let role = match role(&s, &headers) {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    let row = match fetch_visible(&s, &role, &r).await {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    let draft = row.draft.clone();
+    let today = rules::beijing_date(s.clock.now());
+    let mut v = view(row, today);
+    v.draft = Some(draft);
+    if role.is_centre() {
+        // The citizen's identity and contacts: the centre only (Art. 21).
+        match (s.store.contacts(&r).await, s.store.urges_of(&r).await) {
+            (Ok(c), Ok(u)) => {
+                v.contacts = Some(c);
+                v.urges = Some(
+                    u.into_iter()
+                        .map(|(ticket_ref, reason)| UrgeView { ticket_ref, reason })
+                        .collect(),
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => return store_failed(e),
+        }
+    }
+    Json(v).into_response()
+}
+
+async fn history(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMap) -> Response {
+    let role = match role(&s, &headers) {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    if let Err(x) = fetch_visible(&s, &role, &r).await {
+        return x;
+    }
+    match s.store.history(&r).await {
+        Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// Runs a command and answers with the ticket, or the problem.
+async fn run(s: &ApiState, headers: &HeaderMap, r: &str, command: Command) -> Response {
+    let role = match role(s, headers) {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    if let Err(x) = ref_ok(r) {
+        return x;
+    }
+    let now = s.clock.now();
+    let today = rules::beijing_date(now);
+    match s.store.command(r, &role, &command, now).await {
+        Ok(row) => Json(view(row, today)).into_response(),
+        Err(e) => command_problem(e),
+    }
+}
+
+fn command_problem(e: CommandError) -> Response {
+    match e {
+        CommandError::NotFound(r) => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such ticket",
+            format!("no ticket {r} (or not one dispatched to your unit)"),
+        ),
+        CommandError::Refused(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            problem(status, refusal.code, "Refused", refusal.detail)
+        }
+        CommandError::Store(e) => store_failed(e),
+    }
+}
+
+macro_rules! body_or_problem {
+    ($body:expr) => {
+        match $body {
+            Ok(Json(b)) => b,
+            Err(e) => return bad_body(e),
+        }
+    };
+}
+
+async fn edit(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Edit>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(&s, &headers, &r, Command::Edit(b)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerIn {
+    answer: String,
+}
+
+async fn answer(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AnswerIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(&s, &headers, &r, Command::Answer(b.answer)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotAcceptIn {
+    reason: NonAcceptance,
+    note: String,
+}
+
+async fn not_accept(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<NotAcceptIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(&s, &headers, &r, Command::NotAccept(b.reason, b.note)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DispatchIn {
+    lead_unit: String,
+    #[serde(default)]
+    co_units: Vec<String>,
+}
+
+async fn dispatch(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<DispatchIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    if b.co_units.len() > 20 {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-many-units",
+            "Refused",
+            "at most 20 co-units",
+        );
+    }
+    run(
+        &s,
+        &headers,
+        &r,
+        Command::Dispatch {
+            lead: b.lead_unit,
+            co_units: b.co_units,
+        },
+    )
+    .await
+}
+
+async fn accept(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMap) -> Response {
+    run(&s, &headers, &r, Command::Accept).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReturnIn {
+    reasons: String,
+    suggested_unit: String,
+}
+
+async fn return_(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ReturnIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(
+        &s,
+        &headers,
+        &r,
+        Command::Return {
+            reasons: b.reasons,
+            suggested_unit: b.suggested_unit,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReturnDecisionIn {
+    approve: bool,
+    note: String,
+}
+
+async fn return_decision(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ReturnDecisionIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(
+        &s,
+        &headers,
+        &r,
+        Command::DecideReturn {
+            approve: b.approve,
+            note: b.note,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtensionIn {
+    reason: String,
+}
+
+async fn extension(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ExtensionIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(&s, &headers, &r, Command::Extend(b.reason)).await
+}
+
+async fn reply(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ReplyIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(
+        &s,
+        &headers,
+        &r,
+        Command::Reply(Reply {
+            handled_at: b.handled_at,
+            process: b.process,
+            result: b.result,
+            legal_basis: b.legal_basis,
+        }),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyIn {
+    #[serde(default)]
+    handled_at: String,
+    #[serde(default)]
+    process: String,
+    #[serde(default)]
+    result: String,
+    #[serde(default)]
+    legal_basis: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyDecisionIn {
+    accept: bool,
+    #[serde(default)]
+    note: String,
+}
+
+async fn reply_decision(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ReplyDecisionIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(body);
+    run(
+        &s,
+        &headers,
+        &r,
+        Command::DecideReply {
+            accept: b.accept,
+            note: b.note,
+        },
+    )
+    .await
+}
+
+async fn repeat(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Overrule>, JsonRejection>,
+) -> Response {
+    let role = match role(&s, &headers) {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    let b = body_or_problem!(body);
+    if let Err(x) = ref_ok(&r) {
+        return x;
+    }
+    let now = s.clock.now();
+    match s.store.overrule(&r, &role, &b, now).await {
+        Ok(row) => Json(view(row, rules::beijing_date(now))).into_response(),
+        Err(e) => command_problem(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgressQuery {
+    check: String,
+}
+
+/// The citizen's progress query (Art. 14): the reference and the last four digits of
+/// the phone number the ticket came from. A wrong reference and a wrong check answer
+/// alike (404), so the answer tells a stranger nothing; after too many wrong checks the
+/// reference is locked for a while (429).
+async fn progress(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    q: Result<Query<ProgressQuery>, QueryRejection>,
+) -> Response {
+    if let Err(x) = ref_ok(&r) {
+        return x;
+    }
+    let check = match q {
+        Ok(Query(q)) if q.check.len() == 4 && q.check.bytes().all(|b| b.is_ascii_digit()) => {
+            q.check
+        }
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-check",
+                "Malformed check",
+                "give `check`: the last four digits of the phone number the ticket came from",
+            );
+        }
+    };
+    if !s.progress.admit() {
+        return Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many queries",
+            "the progress query is busy; retry shortly",
+        )
+        .retry_after(1)
+        .into_response();
+    }
+    if s.progress.locked(&r) {
+        return Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "check-locked",
+            "Too many wrong checks",
+            "too many wrong checks for this reference; retry in 15 minutes or call 12345",
+        )
+        .retry_after(FAILURE_WINDOW.as_secs())
+        .into_response();
+    }
+    match s.store.progress(&r, &check).await {
+        Ok(Some(p)) => Json(p).into_response(),
+        Ok(None) => {
+            s.progress.failed(&r);
+            problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no ticket with this reference and check",
+            )
+        }
+        Err(e) => store_failed(e),
+    }
+}

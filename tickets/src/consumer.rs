@@ -1,0 +1,352 @@
+//! Consumption of the gateway's contacts and ticket drafts, exactly once in effect.
+//!
+//! The group's offsets live in PostgreSQL, committed in the transaction that applied the
+//! records ([`crate::store::Store::apply_batch`]), not in Kafka: a crash between applying
+//! and committing cannot happen. The partitions are shared among the service's live
+//! instances through the database too: each instance beats in the `members` table every
+//! second; the sorted live instances take the sorted partitions in turn; each instance
+//! assigns itself its share, from the offsets in the database.
+//!
+//! Why not Kafka's group coordinator: tansu 0.6 (the development and test broker) kept
+//! assigning a SIGKILLed member's partitions to the dead member, so the survivor never
+//! took them over (observed with the gateway's urgent-notice consumer, docs/routing.md).
+//! Sharing by the database needs nothing of the broker's group protocol, and the row lock
+//! on each partition's offset fences two instances that both read a partition for a
+//! moment while ownership moves: the second finds the offset moved and skips.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Applied, Incoming, Store};
+
+/// What the consumer needs to know.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// This instance.
+    pub instance: String,
+    /// The group (the offsets' name in the database).
+    pub group: String,
+    /// The contacts topic.
+    pub contacts_topic: String,
+    /// The drafts topic.
+    pub drafts_topic: String,
+    /// librdkafka properties (bootstrap servers, security).
+    pub client_properties: Vec<(String, String)>,
+    /// Most records in one transaction.
+    pub batch_max: usize,
+    /// An instance unseen this long has left.
+    pub member_timeout: Duration,
+}
+
+/// Counters for `/readyz` and metrics.
+#[derive(Debug, Default)]
+pub struct ConsumerStatus {
+    /// Records applied.
+    pub applied: AtomicU64,
+    /// Duplicates dropped.
+    pub duplicates: AtomicU64,
+    /// Dead letters.
+    pub dead: AtomicU64,
+    /// Partitions this instance reads now.
+    pub owned: AtomicU64,
+    /// Woken after each commit (the publisher sends the new status events).
+    pub committed: Notify,
+}
+
+impl ConsumerStatus {
+    fn add(&self, a: Applied) {
+        self.applied.fetch_add(a.applied as u64, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(a.duplicates as u64, Ordering::Relaxed);
+        self.dead.fetch_add(a.dead as u64, Ordering::Relaxed);
+        metrics::counter!("tickets_records_applied_total").increment(a.applied as u64);
+        metrics::counter!("tickets_records_duplicate_total").increment(a.duplicates as u64);
+    }
+}
+
+/// The partitions `me` reads: the sorted partitions dealt in turn to the sorted live
+/// instances.
+pub fn share(partitions: &[(String, i32)], live: &[String], me: &str) -> BTreeSet<(String, i32)> {
+    let Some(_) = live.iter().position(|m| m == me) else {
+        return BTreeSet::new();
+    };
+    let mut sorted = partitions.to_vec();
+    sorted.sort();
+    sorted
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| live[i % live.len()] == me)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn to_incoming<M: Message>(m: &M) -> Incoming {
+    Incoming {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        payload: m.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// Runs until `shutdown`: keeps this instance's membership, reads its share of the
+/// partitions, applies what it reads.
+pub async fn run(
+    store: Store,
+    opts: ConsumerOptions,
+    status: Arc<ConsumerStatus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut cfg = ClientConfig::new();
+    for (k, v) in &opts.client_properties {
+        cfg.set(k, v);
+    }
+    cfg.set("group.id", &opts.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50")
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = cfg.create()?;
+    let topics = [opts.contacts_topic.clone(), opts.drafts_topic.clone()];
+    let mut partitions: Vec<(String, i32)> = Vec::new();
+    let mut owned: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_metadata = std::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = beat.tick() => {
+                if last_metadata.elapsed() > Duration::from_secs(30) || partitions.is_empty() {
+                    match discover(&consumer, &topics) {
+                        Ok(p) => { partitions = p; last_metadata = std::time::Instant::now(); }
+                        Err(e) => tracing::warn!(error = %e, "Topic metadata not available yet"),
+                    }
+                }
+                let live = match store.heartbeat(&opts.instance, opts.member_timeout).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Heartbeat failed");
+                        continue;
+                    }
+                };
+                let mine = share(&partitions, &live, &opts.instance);
+                if mine != owned {
+                    match assign(&consumer, &store, &opts.group, &mine).await {
+                        Ok(()) => {
+                            tracing::info!(partitions = mine.len(), members = live.len(), "Partitions assigned");
+                            status.owned.store(mine.len() as u64, Ordering::Relaxed);
+                            owned = mine;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "Assignment failed"),
+                    }
+                }
+            }
+            m = consumer.recv() => {
+                let first = match m {
+                    Ok(m) => to_incoming(&m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka fetch failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let mut batch = vec![first];
+                while batch.len() < opts.batch_max {
+                    match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                        Ok(Ok(m)) => batch.push(to_incoming(&m)),
+                        _ => break,
+                    }
+                }
+                apply(&store, &opts, &status, batch, &shutdown).await;
+            }
+        }
+    }
+    let _ = store.leave(&opts.instance).await;
+    Ok(())
+}
+
+fn discover(consumer: &StreamConsumer, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
+    let mut out = Vec::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(5))?;
+        let n = md
+            .topics()
+            .first()
+            .filter(|x| x.error().is_none())
+            .map(|x| x.partitions().len())
+            .unwrap_or(0);
+        if n == 0 {
+            anyhow::bail!("topic {t} has no partitions yet");
+        }
+        out.extend((0..n as i32).map(|p| (t.clone(), p)));
+    }
+    Ok(out)
+}
+
+async fn assign(
+    consumer: &StreamConsumer,
+    store: &Store,
+    group: &str,
+    mine: &BTreeSet<(String, i32)>,
+) -> anyhow::Result<()> {
+    let mut offsets: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+    for (t, _) in mine {
+        if !offsets.contains_key(t) {
+            offsets.insert(t.clone(), store.offsets(group, t).await?);
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in mine {
+        let at = offsets
+            .get(t)
+            .and_then(|o| o.get(p))
+            .map(|&o| Offset::Offset(o))
+            .unwrap_or(Offset::Beginning);
+        tpl.add_partition_offset(t, *p, at)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(())
+}
+
+/// Applies a batch, partition by partition; a transient database failure is retried
+/// until it passes (the records stay in memory, the offsets unmoved); a record the
+/// database refuses as data is dead-lettered alone.
+async fn apply(
+    store: &Store,
+    opts: &ConsumerOptions,
+    status: &ConsumerStatus,
+    batch: Vec<Incoming>,
+    shutdown: &CancellationToken,
+) {
+    let mut by_partition: Vec<((String, i32), Vec<Incoming>)> = Vec::new();
+    for rec in batch {
+        let key = (rec.topic.clone(), rec.partition);
+        match by_partition.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(rec),
+            None => by_partition.push((key, vec![rec])),
+        }
+    }
+    for (_, mut records) in by_partition {
+        records.sort_by_key(|r| r.offset);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match store
+                .apply_batch(&opts.group, &opts.contacts_topic, &opts.drafts_topic, &records)
+                .await
+            {
+                Ok(a) => {
+                    status.add(a);
+                    break;
+                }
+                Err(e) if e.is_data_error() => {
+                    tracing::warn!(error = %e, "A record of the batch was refused; applying one by one");
+                    one_by_one(store, opts, status, &records, shutdown).await;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Applying failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    status.committed.notify_waiters();
+}
+
+async fn one_by_one(
+    store: &Store,
+    opts: &ConsumerOptions,
+    status: &ConsumerStatus,
+    records: &[Incoming],
+    shutdown: &CancellationToken,
+) {
+    for rec in records {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let r = match store
+                .apply_batch(
+                    &opts.group,
+                    &opts.contacts_topic,
+                    &opts.drafts_topic,
+                    std::slice::from_ref(rec),
+                )
+                .await
+            {
+                Ok(a) => {
+                    status.add(a);
+                    Ok(())
+                }
+                Err(e) if e.is_data_error() => store
+                    .dead_letter_alone(&opts.group, rec, &format!("the database refused it: {e}"))
+                    .await
+                    .map(|()| {
+                        status.dead.fetch_add(1, Ordering::Relaxed);
+                    }),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Applying failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> Vec<(String, i32)> {
+        let mut v = Vec::new();
+        for t in ["contacts", "drafts"] {
+            for p in 0..3 {
+                v.push((t.to_owned(), p));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn partitions_are_dealt_evenly_and_every_one_has_one_owner() {
+        let live = vec!["a".to_owned(), "b".to_owned()];
+        let a = share(&parts(), &live, "a");
+        let b = share(&parts(), &live, "b");
+        assert_eq!(a.len(), 3);
+        assert_eq!(b.len(), 3);
+        assert!(a.is_disjoint(&b));
+        assert_eq!(a.len() + b.len(), parts().len());
+        assert_eq!(share(&parts(), &live[..1], "a").len(), 6, "alone it reads all");
+        assert!(share(&parts(), &live, "c").is_empty(), "not a member: nothing");
+    }
+}
