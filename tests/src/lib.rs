@@ -9,12 +9,14 @@
 //! - [`sip`]: sipp as citizen and agent, and a raw SIP/RTP client for what sipp cannot
 //!   send or check;
 //! - [`speech`]: the speech fixtures, the short set's expectations, and the scores;
-//! - [`postgres`]: a throwaway PostgreSQL cluster for the ticket service.
+//! - [`postgres`]: a throwaway PostgreSQL cluster for the ticket service;
+//! - [`tickets`]: the real `ticket-service` binary, its API and the drafts it reads.
 
 pub mod carrier;
 pub mod postgres;
 pub mod sip;
 pub mod speech;
+pub mod tickets;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -77,7 +79,7 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn wait_for_port(port: u16, within: Duration) -> Result<()> {
+pub fn wait_for_port(port: u16, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -224,12 +226,13 @@ impl Drop for Broker {
     }
 }
 
-/// The gateway binary built by cargo next to the test executables.
-pub fn gateway_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("GATEWAY_BIN") {
+/// A binary of this workspace built by cargo next to the test executables (`$ENV`
+/// overrides).
+pub fn workspace_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test> -> target/<profile>/gateway
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -241,7 +244,12 @@ pub fn gateway_binary() -> PathBuf {
             }
         })
         .expect("target directory");
-    profile_dir.join("gateway")
+    profile_dir.join(name)
+}
+
+/// The gateway binary built by cargo next to the test executables.
+pub fn gateway_binary() -> PathBuf {
+    workspace_binary("gateway", "GATEWAY_BIN")
 }
 
 /// Knobs of a test gateway's config.

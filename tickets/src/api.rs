@@ -19,8 +19,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use contract::token::TokenVerifier;
 use contract::{Card, Problem, TicketState};
-use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 use crate::config::Clock;
 use crate::rules::{self, Command, Edit, NonAcceptance, Reply, Role};
@@ -112,7 +112,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/tickets/{ticket_ref}/dispatch", post(dispatch))
         .route("/tickets/{ticket_ref}/accept", post(accept))
         .route("/tickets/{ticket_ref}/return", post(return_))
-        .route("/tickets/{ticket_ref}/return-decision", post(return_decision))
+        .route(
+            "/tickets/{ticket_ref}/return-decision",
+            post(return_decision),
+        )
         .route("/tickets/{ticket_ref}/extension", post(extension))
         .route("/tickets/{ticket_ref}/reply", post(reply))
         .route("/tickets/{ticket_ref}/reply-decision", post(reply_decision))
@@ -126,9 +129,9 @@ fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String
     Problem::new(status, slug, title, detail).into_response()
 }
 
-fn role(s: &ApiState, headers: &HeaderMap) -> Result<Role, Response> {
+fn role(s: &ApiState, headers: &HeaderMap) -> Result<Role, Problem> {
     let Some(token) = contract::token::presented(headers, None) else {
-        return Err(problem(
+        return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Unauthorized",
@@ -139,7 +142,7 @@ fn role(s: &ApiState, headers: &HeaderMap) -> Result<Role, Response> {
         .verifier
         .verify(&token, contract::token::unix_now())
         .ok_or_else(|| {
-            problem(
+            Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Unauthorized",
@@ -147,7 +150,7 @@ fn role(s: &ApiState, headers: &HeaderMap) -> Result<Role, Response> {
             )
         })?;
     Role::from_subject(&subject).ok_or_else(|| {
-        problem(
+        Problem::new(
             StatusCode::FORBIDDEN,
             "no-role",
             "No role",
@@ -157,7 +160,12 @@ fn role(s: &ApiState, headers: &HeaderMap) -> Result<Role, Response> {
 }
 
 fn bad_body(e: JsonRejection) -> Response {
-    problem(e.status(), "malformed-request", "Malformed request", e.body_text())
+    problem(
+        e.status(),
+        "malformed-request",
+        "Malformed request",
+        e.body_text(),
+    )
 }
 
 fn store_failed(e: impl std::fmt::Display) -> Response {
@@ -172,9 +180,9 @@ fn store_failed(e: impl std::fmt::Display) -> Response {
     .into_response()
 }
 
-fn ref_ok(r: &str) -> Result<(), Response> {
+fn ref_ok(r: &str) -> Result<(), Problem> {
     if r.is_empty() || r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(problem(
+        return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-reference",
             "Malformed reference",
@@ -282,7 +290,12 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 async fn metrics_text(State(s): State<ApiState>) -> Response {
     match &s.metrics {
         Some(h) => h.render().into_response(),
-        None => problem(StatusCode::NOT_FOUND, "no-metrics", "No metrics", "metrics are off"),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "no-metrics",
+            "No metrics",
+            "metrics are off",
+        ),
     }
 }
 
@@ -297,7 +310,7 @@ struct UnitView<'a> {
 
 async fn units(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = role(&s, &headers) {
-        return r;
+        return r.into_response();
     }
     let items: Vec<UnitView<'_>> = s
         .store
@@ -338,12 +351,17 @@ async fn list(
 ) -> Response {
     let role = match role(&s, &headers) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let q = match q {
         Ok(Query(q)) => q,
         Err(e) => {
-            return problem(StatusCode::BAD_REQUEST, "malformed-request", "Malformed query", e.body_text());
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed query",
+                e.body_text(),
+            );
         }
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
@@ -357,14 +375,24 @@ async fn list(
     }
     let state = match q.state.as_deref().map(TicketState::parse) {
         Some(None) => {
-            return problem(StatusCode::BAD_REQUEST, "malformed-request", "Malformed query", "unknown state");
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed query",
+                "unknown state",
+            );
         }
         Some(s) => s,
         None => None,
     };
     let card = match q.card.as_deref().map(Card::parse) {
         Some(None) => {
-            return problem(StatusCode::BAD_REQUEST, "malformed-request", "Malformed query", "unknown card");
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed query",
+                "unknown card",
+            );
         }
         Some(c) => c,
         None => None,
@@ -408,7 +436,7 @@ async fn list(
 }
 
 async fn fetch_visible(s: &ApiState, role: &Role, r: &str) -> Result<TicketRow, Response> {
-    ref_ok(r)?;
+    ref_ok(r).map_err(IntoResponse::into_response)?;
     match s.store.ticket(r).await {
         Ok(Some(row)) if Store::visible(role, &row) => Ok(row),
         Ok(Some(_)) => Err(problem(
@@ -430,7 +458,7 @@ async fn fetch_visible(s: &ApiState, role: &Role, r: &str) -> Result<TicketRow, 
 async fn one(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMap) -> Response {
     let role = match role(&s, &headers) {
         Ok(x) => x,
-        Err(x) => return x,
+        Err(x) => return x.into_response(),
     };
     let row = match fetch_visible(&s, &role, &r).await {
         Ok(x) => x,
@@ -460,7 +488,7 @@ async fn one(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMa
 async fn history(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMap) -> Response {
     let role = match role(&s, &headers) {
         Ok(x) => x,
-        Err(x) => return x,
+        Err(x) => return x.into_response(),
     };
     if let Err(x) = fetch_visible(&s, &role, &r).await {
         return x;
@@ -475,10 +503,10 @@ async fn history(State(s): State<ApiState>, Path(r): Path<String>, headers: Head
 async fn run(s: &ApiState, headers: &HeaderMap, r: &str, command: Command) -> Response {
     let role = match role(s, headers) {
         Ok(x) => x,
-        Err(x) => return x,
+        Err(x) => return x.into_response(),
     };
     if let Err(x) = ref_ok(r) {
-        return x;
+        return x.into_response();
     }
     let now = s.clock.now();
     let today = rules::beijing_date(now);
@@ -494,23 +522,29 @@ fn command_problem(e: CommandError) -> Response {
             StatusCode::NOT_FOUND,
             "not-found",
             "No such ticket",
-            format!("no ticket {r} (or not one dispatched to your unit)"),
+            format!("no ticket {r}"),
         ),
         CommandError::Refused(refusal) => {
-            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            let status =
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
             problem(status, refusal.code, "Refused", refusal.detail)
         }
         CommandError::Store(e) => store_failed(e),
     }
 }
 
+/// The body, once the token has been checked (an unauthenticated caller learns nothing
+/// about what a body should hold).
 macro_rules! body_or_problem {
-    ($body:expr) => {
+    ($s:expr, $headers:expr, $body:expr) => {{
+        if let Err(x) = role(&$s, &$headers) {
+            return x.into_response();
+        }
         match $body {
             Ok(Json(b)) => b,
             Err(e) => return bad_body(e),
         }
-    };
+    }};
 }
 
 async fn edit(
@@ -519,7 +553,7 @@ async fn edit(
     headers: HeaderMap,
     body: Result<Json<Edit>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(&s, &headers, &r, Command::Edit(b)).await
 }
 
@@ -535,7 +569,7 @@ async fn answer(
     headers: HeaderMap,
     body: Result<Json<AnswerIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(&s, &headers, &r, Command::Answer(b.answer)).await
 }
 
@@ -552,7 +586,7 @@ async fn not_accept(
     headers: HeaderMap,
     body: Result<Json<NotAcceptIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(&s, &headers, &r, Command::NotAccept(b.reason, b.note)).await
 }
 
@@ -570,7 +604,7 @@ async fn dispatch(
     headers: HeaderMap,
     body: Result<Json<DispatchIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     if b.co_units.len() > 20 {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -608,7 +642,7 @@ async fn return_(
     headers: HeaderMap,
     body: Result<Json<ReturnIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(
         &s,
         &headers,
@@ -634,7 +668,7 @@ async fn return_decision(
     headers: HeaderMap,
     body: Result<Json<ReturnDecisionIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(
         &s,
         &headers,
@@ -659,7 +693,7 @@ async fn extension(
     headers: HeaderMap,
     body: Result<Json<ExtensionIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(&s, &headers, &r, Command::Extend(b.reason)).await
 }
 
@@ -669,7 +703,7 @@ async fn reply(
     headers: HeaderMap,
     body: Result<Json<ReplyIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(
         &s,
         &headers,
@@ -711,7 +745,7 @@ async fn reply_decision(
     headers: HeaderMap,
     body: Result<Json<ReplyDecisionIn>, JsonRejection>,
 ) -> Response {
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     run(
         &s,
         &headers,
@@ -732,11 +766,11 @@ async fn repeat(
 ) -> Response {
     let role = match role(&s, &headers) {
         Ok(x) => x,
-        Err(x) => return x,
+        Err(x) => return x.into_response(),
     };
-    let b = body_or_problem!(body);
+    let b = body_or_problem!(s, headers, body);
     if let Err(x) = ref_ok(&r) {
-        return x;
+        return x.into_response();
     }
     let now = s.clock.now();
     match s.store.overrule(&r, &role, &b, now).await {
@@ -761,7 +795,7 @@ async fn progress(
     q: Result<Query<ProgressQuery>, QueryRejection>,
 ) -> Response {
     if let Err(x) = ref_ok(&r) {
-        return x;
+        return x.into_response();
     }
     let check = match q {
         Ok(Query(q)) if q.check.len() == 4 && q.check.bytes().all(|b| b.is_ascii_digit()) => {

@@ -261,6 +261,30 @@ mod tests {
     }
 
     #[test]
+    fn art22_a_contact_at_2359_on_the_day_before_a_holiday() {
+        let c = Calendar::builtin();
+        // 23:59 Beijing on Wednesday 30 September, the eve of National Day: still
+        // received on the 30th, so day 1 is the first working day after the holiday
+        // (Thursday 8 October); one second later (1 October) it is the same day 1.
+        let eve = c.deadline(bj("2026-09-30T23:59:00"), 1);
+        assert_eq!(eve.date, date("2026-10-08"));
+        assert_eq!(
+            c.deadline(bj("2026-10-01T00:00:01"), 1).date,
+            date("2026-10-08")
+        );
+        // A consultation (2 working days) from the eve: 8 and 9 October.
+        assert_eq!(
+            c.deadline(bj("2026-09-30T23:59:00"), 2).date,
+            date("2026-10-09")
+        );
+        // And the same minute in UTC (15:59Z) is still the 30th in Beijing.
+        let utc = DateTime::parse_from_rfc3339("2026-09-30T15:59:00Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        assert_eq!(c.deadline(utc, 1).date, date("2026-10-08"));
+    }
+
+    #[test]
     fn art22_a_year_without_its_notice_counts_weekdays_and_is_provisional() {
         let c = Calendar::builtin();
         let d = c.deadline(bj("2026-12-30T10:00:00"), 3);

@@ -214,8 +214,7 @@ impl Clock {
 fn valid_topic(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 249
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -252,10 +251,7 @@ impl Config {
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
         ] {
             if !valid_topic(t) {
-                return Err(invalid(
-                    field,
-                    "1-249 of letters, digits, '.', '_', '-'",
-                ));
+                return Err(invalid(field, "1-249 of letters, digits, '.', '_', '-'"));
             }
         }
         let topics = [
@@ -264,7 +260,12 @@ impl Config {
             &k.status_topic,
             &k.dead_letter_topic,
         ];
-        if topics.iter().collect::<std::collections::HashSet<_>>().len() != topics.len() {
+        if topics
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            != topics.len()
+        {
             return Err(invalid("kafka", "the four topics must differ"));
         }
         if !(1..=1000).contains(&k.partitions) {
@@ -274,9 +275,12 @@ impl Config {
             return Err(invalid("kafka.batch_max", "1 to 10,000"));
         }
         if self.api.token_secret_env.is_empty() {
-            return Err(invalid("api.token_secret_env", "name an environment variable"));
+            return Err(invalid(
+                "api.token_secret_env",
+                "name an environment variable",
+            ));
         }
-        if !(self.api.progress_per_sec > 0.0) {
+        if self.api.progress_per_sec.is_nan() || self.api.progress_per_sec <= 0.0 {
             return Err(invalid("api.progress_per_sec", "above 0"));
         }
         if self.api.progress_failures == 0 {

@@ -99,7 +99,12 @@ fn to_incoming<M: Message>(m: &M) -> Incoming {
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -251,7 +256,12 @@ async fn apply(
         let mut backoff = Duration::from_millis(100);
         loop {
             match store
-                .apply_batch(&opts.group, &opts.contacts_topic, &opts.drafts_topic, &records)
+                .apply_batch(
+                    &opts.group,
+                    &opts.contacts_topic,
+                    &opts.drafts_topic,
+                    &records,
+                )
                 .await
             {
                 Ok(a) => {
@@ -346,7 +356,14 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert!(a.is_disjoint(&b));
         assert_eq!(a.len() + b.len(), parts().len());
-        assert_eq!(share(&parts(), &live[..1], "a").len(), 6, "alone it reads all");
-        assert!(share(&parts(), &live, "c").is_empty(), "not a member: nothing");
+        assert_eq!(
+            share(&parts(), &live[..1], "a").len(),
+            6,
+            "alone it reads all"
+        );
+        assert!(
+            share(&parts(), &live, "c").is_empty(),
+            "not a member: nothing"
+        );
     }
 }

@@ -83,6 +83,7 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -119,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("ids are 1-64 of letters, digits, '-' and '_'");
             }
             let v = contract::token::TokenVerifier::new(&secret(&secret_env)?, api::SCOPE);
-            println!("{}", v.mint(&subject, contract::token::unix_now() + valid_secs));
+            println!(
+                "{}",
+                v.mint(&subject, contract::token::unix_now() + valid_secs)
+            );
             Ok(())
         }
         Cmd::Run { config } => {

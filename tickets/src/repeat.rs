@@ -10,9 +10,11 @@
 //! citizen key only), documented in `docs/tickets.md` and tuned in `data/repeat.toml`:
 //!
 //! - text: character bigrams of the new words (fillers and chase cues removed) against
-//!   the original's summary, request and place: the larger of the Jaccard index and
-//!   the share of the new words' bigrams found in the original (a short urge restates
-//!   part of the matter: containment finds it where Jaccard would not);
+//!   the original's summary and request: the largest of the Jaccard index, the share of
+//!   the new words' bigrams found in the original (a short urge restates part of the
+//!   matter: containment finds it where Jaccard would not), and the longest run of
+//!   characters both share over `same_span` (a supplement restates the place and the
+//!   thing, "凤凰路路灯", and adds new words, which dilute both bigram measures);
 //! - location: 1 for the same district and an overlapping place, 0.5 for the same
 //!   district alone or when either side gave no place, 0 for different districts;
 //! - kind: 1 when equal, 0.5 when either is unknown, 0 otherwise.
@@ -47,6 +49,8 @@ pub struct RepeatParams {
     pub weight_kind: f32,
     /// The largest share of new words a chase may carry.
     pub urge_max_new: f32,
+    /// A shared run of this many content characters makes the texts alike.
+    pub same_span: usize,
     /// Words that mark a chase (催办).
     pub chase_cues: Vec<String>,
     /// Words ignored when measuring content.
@@ -66,10 +70,16 @@ impl RepeatParams {
         if (sum - 1.0).abs() > 0.01 {
             return Err(format!("the three weights sum to {sum}, not 1"));
         }
-        for (name, v) in [("same_matter", p.same_matter), ("urge_max_new", p.urge_max_new)] {
+        for (name, v) in [
+            ("same_matter", p.same_matter),
+            ("urge_max_new", p.urge_max_new),
+        ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} = {v} is not within 0..1"));
             }
+        }
+        if !(2..=50).contains(&p.same_span) {
+            return Err(format!("same_span = {} is not within 2..50", p.same_span));
         }
         if p.chase_cues.iter().any(|c| c.trim().is_empty()) {
             return Err("an empty chase cue".into());
@@ -204,6 +214,25 @@ fn content(params: &RepeatParams, text: &str) -> (Vec<char>, bool) {
     (chars, chased)
 }
 
+/// The longest run of characters `a` and `b` share (the first 300 of each: a summary's
+/// opening says what the matter is, and the table stays small).
+fn longest_shared_run(a: &[char], b: &[char]) -> usize {
+    let (a, b) = (&a[..a.len().min(300)], &b[..b.len().min(300)]);
+    let mut prev = vec![0usize; b.len() + 1];
+    let mut best = 0;
+    for x in a {
+        let mut cur = vec![0usize; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            if x == y {
+                cur[j + 1] = prev[j] + 1;
+                best = best.max(cur[j + 1]);
+            }
+        }
+        prev = cur;
+    }
+    best
+}
+
 fn location_score(new: &Incoming<'_>, old: &Earlier) -> f32 {
     let place_overlap = match (new.place, old.place.as_deref()) {
         (Some(a), Some(b)) => {
@@ -244,7 +273,11 @@ pub fn score(params: &RepeatParams, new: &Incoming<'_>, old: &Earlier) -> (f32, 
     } else {
         let union = a.union(&b).count() as f32;
         let containment = shared / a.len() as f32;
-        ((shared / union).max(containment), 1.0 - containment)
+        let run = (longest_shared_run(&mine, &theirs) as f32 / params.same_span as f32).min(1.0);
+        (
+            (shared / union).max(containment).max(run),
+            1.0 - containment,
+        )
     };
     let s = params.weight_text * text
         + params.weight_location * location_score(new, old)
@@ -262,13 +295,16 @@ pub fn classify(
 ) -> Decision {
     let (mine, chased) = content(params, new.text);
     // Nothing but a chase: it chases the newest ticket still open.
-    if chased && mine.len() <= 2 {
-        if let Some(open) = earlier.iter().filter(|e| !e.closed).max_by_key(|e| e.seq) {
-            return Decision::Urge {
-                original: open.ticket_ref.clone(),
-                reason: "Art. 14: only chasing (a chase cue and no other content); the newest open ticket".into(),
-            };
-        }
+    if chased
+        && mine.len() <= 2
+        && let Some(open) = earlier.iter().filter(|e| !e.closed).max_by_key(|e| e.seq)
+    {
+        return Decision::Urge {
+            original: open.ticket_ref.clone(),
+            reason:
+                "Art. 14: only chasing (a chase cue and no other content); the newest open ticket"
+                    .into(),
+        };
     }
     let best = earlier
         .iter()
@@ -356,7 +392,31 @@ mod tests {
             &[streetlight(false, "2026-12-10")],
             d("2026-12-01"),
         );
-        assert!(matches!(got, Decision::Supplement { ref original, .. } if original == "ZH1"), "{got:?}");
+        assert!(
+            matches!(got, Decision::Supplement { ref original, .. } if original == "ZH1"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn art14_a_supplement_is_found_without_a_place_or_a_kind() {
+        // An SMS draft carries neither: the shared "凤凰路路灯" is the matter.
+        let p = RepeatParams::builtin();
+        let mut old = streetlight(false, "2026-12-10");
+        old.place = None;
+        old.district = None;
+        let got = classify(
+            &p,
+            &Incoming {
+                text: "凤凰路的路灯还是坏的，现在旁边的电线也掉下来了，很危险",
+                kind: TicketKind::Unknown,
+                place: None,
+                district: None,
+            },
+            &[old],
+            d("2026-12-01"),
+        );
+        assert!(matches!(got, Decision::Supplement { .. }), "{got:?}");
     }
 
     #[test]
@@ -368,7 +428,10 @@ mod tests {
             &[streetlight(false, "2026-12-10")],
             d("2026-12-01"),
         );
-        assert!(matches!(got, Decision::Urge { ref original, .. } if original == "ZH1"), "{got:?}");
+        assert!(
+            matches!(got, Decision::Urge { ref original, .. } if original == "ZH1"),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -393,7 +456,10 @@ mod tests {
             }],
             d("2026-12-01"),
         );
-        assert!(matches!(got, Decision::Urge { ref original, .. } if original == "ZH2"), "{got:?}");
+        assert!(
+            matches!(got, Decision::Urge { ref original, .. } if original == "ZH2"),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -452,7 +518,10 @@ mod tests {
             &[streetlight(false, "2026-12-10")],
             d("2026-12-01"),
         );
-        assert!(matches!(got, Decision::New { related: None, .. }), "{got:?}");
+        assert!(
+            matches!(got, Decision::New { related: None, .. }),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -475,7 +544,10 @@ mod tests {
     #[test]
     fn the_parameters_are_checked() {
         let mut text = SHIPPED.replace("weight_kind = 0.15", "weight_kind = 0.5");
-        assert!(RepeatParams::from_toml(&text).is_err(), "weights not summing to 1");
+        assert!(
+            RepeatParams::from_toml(&text).is_err(),
+            "weights not summing to 1"
+        );
         text = SHIPPED.replace("same_matter = 0.45", "same_matter = 1.5");
         assert!(RepeatParams::from_toml(&text).is_err());
     }

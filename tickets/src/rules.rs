@@ -294,7 +294,11 @@ pub struct Transition {
 
 fn required(field: &str, value: &str) -> Result<(), Refusal> {
     if value.trim().is_empty() {
-        Err(refuse(422, "field-required", format!("`{field}` is required")))
+        Err(refuse(
+            422,
+            "field-required",
+            format!("`{field}` is required"),
+        ))
     } else if value.chars().count() > 4000 {
         Err(refuse(
             422,
@@ -469,7 +473,11 @@ pub fn apply(
             let mut seen = std::collections::HashSet::new();
             for c in co_units {
                 if units.get(c).is_none() {
-                    return Err(refuse(422, "unknown-unit", format!("no handling unit {c:?}")));
+                    return Err(refuse(
+                        422,
+                        "unknown-unit",
+                        format!("no handling unit {c:?}"),
+                    ));
                 }
                 if c == lead || !seen.insert(c) {
                     return Err(refuse(
@@ -491,7 +499,8 @@ pub fn apply(
             after.due_provisional = due.provisional;
             after.card = Card::None;
             let late = t.dispatch_due.is_some_and(|d| today > d);
-            let detail = late.then(|| "dispatched after its 1-working-day deadline (Art. 8)".to_owned());
+            let detail =
+                late.then(|| "dispatched after its 1-working-day deadline (Art. 8)".to_owned());
             Ok(done(after, TicketAction::Dispatched, "Art. 10", detail))
         }
         Command::Accept => {
@@ -615,7 +624,11 @@ pub fn apply(
                 ));
             }
             let (Some(due), Some(days)) = (t.handling_due, t.handling_days) else {
-                return Err(refuse(409, "no-deadline", "the ticket has no handling deadline"));
+                return Err(refuse(
+                    409,
+                    "no-deadline",
+                    "the ticket has no handling deadline",
+                ));
             };
             if today > due {
                 return Err(refuse(
@@ -776,7 +789,14 @@ mod tests {
     }
 
     fn run(t: &Snapshot, role: &Role, c: Command, now: &str) -> Result<Transition, Refusal> {
-        apply(t, role, &c, at(now), &Calendar::builtin(), &Units::builtin())
+        apply(
+            t,
+            role,
+            &c,
+            at(now),
+            &Calendar::builtin(),
+            &Units::builtin(),
+        )
     }
 
     fn dispatched(kind: TicketKind, when: &str) -> Snapshot {
@@ -843,8 +863,13 @@ mod tests {
     #[test]
     fn art10_the_lead_unit_confirms_within_2_working_days() {
         let t = dispatched(TicketKind::Complaint, "2026-11-30T10:00:00");
-        let ok = run(&t, &unit("xiangzhou"), Command::Accept, "2026-12-02T17:00:00")
-            .expect("in time");
+        let ok = run(
+            &t,
+            &unit("xiangzhou"),
+            Command::Accept,
+            "2026-12-02T17:00:00",
+        )
+        .expect("in time");
         assert_eq!(ok.after.state, TicketState::Handling);
         assert!(!ok.red_card);
         assert_eq!(ok.after.card, Card::None);
@@ -853,8 +878,13 @@ mod tests {
     #[test]
     fn art10_a_late_confirmation_earns_a_red_card() {
         let t = dispatched(TicketKind::Complaint, "2026-11-30T10:00:00");
-        let late = run(&t, &unit("xiangzhou"), Command::Accept, "2026-12-03T09:00:00")
-            .expect("accepted, late");
+        let late = run(
+            &t,
+            &unit("xiangzhou"),
+            Command::Accept,
+            "2026-12-03T09:00:00",
+        )
+        .expect("accepted, late");
         assert_eq!(late.after.state, TicketState::Handling);
         assert!(late.red_card);
         assert_eq!(late.after.card, Card::Red);
@@ -901,8 +931,7 @@ mod tests {
         .expect("redispatch");
         assert_eq!(again.after.handling_due, Some(d("2026-12-17")), "recounted");
         assert_eq!(
-            again.after.first_dispatched_at,
-            t.first_dispatched_at,
+            again.after.first_dispatched_at, t.first_dispatched_at,
             "the first receipt is kept"
         );
     }
@@ -956,9 +985,14 @@ mod tests {
     #[test]
     fn art10_a_confirmed_ticket_is_not_returned() {
         let t = dispatched(TicketKind::Complaint, "2026-11-30T10:00:00");
-        let h = run(&t, &unit("xiangzhou"), Command::Accept, "2026-12-01T10:00:00")
-            .expect("accept")
-            .after;
+        let h = run(
+            &t,
+            &unit("xiangzhou"),
+            Command::Accept,
+            "2026-12-01T10:00:00",
+        )
+        .expect("accept")
+        .after;
         let r = run(
             &h,
             &unit("xiangzhou"),
@@ -1005,7 +1039,11 @@ mod tests {
         assert_eq!(card_on(&red, d("2026-12-01")), Card::Red, "never lowered");
         let mut replied = t.clone();
         replied.state = TicketState::Replied;
-        assert_eq!(card_on(&replied, d("2026-12-05")), Card::None, "the unit is done");
+        assert_eq!(
+            card_on(&replied, d("2026-12-05")),
+            Card::None,
+            "the unit is done"
+        );
         // Before dispatch, the 1-working-day dispatch deadline (Art. 8).
         let r = registered(TicketKind::Help);
         assert_eq!(card_on(&r, d("2026-12-01")), Card::Yellow);
@@ -1074,9 +1112,14 @@ mod tests {
     #[test]
     fn art13_a_reply_needs_time_process_result_and_basis() {
         let t = dispatched(TicketKind::Complaint, "2026-11-30T10:00:00");
-        let h = run(&t, &unit("xiangzhou"), Command::Accept, "2026-12-01T10:00:00")
-            .expect("accept")
-            .after;
+        let h = run(
+            &t,
+            &unit("xiangzhou"),
+            Command::Accept,
+            "2026-12-01T10:00:00",
+        )
+        .expect("accept")
+        .after;
         let r = run(
             &h,
             &unit("xiangzhou"),
@@ -1115,7 +1158,10 @@ mod tests {
         )
         .expect("sent back");
         assert_eq!(back.after.state, TicketState::Handling);
-        assert_eq!(back.after.handling_due, t.handling_due, "from the first receipt");
+        assert_eq!(
+            back.after.handling_due, t.handling_due,
+            "from the first receipt"
+        );
         let closed = run(
             &ok.after,
             &agent(),
@@ -1195,8 +1241,13 @@ mod tests {
             assert_eq!((r.status, r.code), (409, "wrong-state"), "{c:?}");
         }
         let reg = registered(TicketKind::Help);
-        let r = run(&reg, &agent(), Command::Edit(Edit::default()), "2026-11-30T10:00:00")
-            .expect_err("empty edit");
+        let r = run(
+            &reg,
+            &agent(),
+            Command::Edit(Edit::default()),
+            "2026-11-30T10:00:00",
+        )
+        .expect_err("empty edit");
         assert_eq!(r.code, "nothing-to-edit");
         let r = run(
             &reg,
@@ -1213,7 +1264,10 @@ mod tests {
 
     #[test]
     fn roles_parse_from_token_subjects() {
-        assert_eq!(Role::from_subject("agent:a1"), Some(Role::Agent("a1".into())));
+        assert_eq!(
+            Role::from_subject("agent:a1"),
+            Some(Role::Agent("a1".into()))
+        );
         assert_eq!(
             Role::from_subject("unit:xiangzhou:p9"),
             Some(Role::Unit {
@@ -1221,7 +1275,14 @@ mod tests {
                 person: "p9".into()
             })
         );
-        for bad in ["agent", "unit:x", "admin:x", "agent:a:b", "agent:", "unit:x y:p"] {
+        for bad in [
+            "agent",
+            "unit:x",
+            "admin:x",
+            "agent:a:b",
+            "agent:",
+            "unit:x y:p",
+        ] {
             assert_eq!(Role::from_subject(bad), None, "{bad}");
         }
     }

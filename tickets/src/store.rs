@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use contract::{
-    Card, ChannelKind, Contact, Event, IdentityKind, Outcome, PrefillName, ReplyPath,
-    TicketAction, TicketDraft, TicketKind, TicketRef, TicketState, TicketStatus,
+    Card, ChannelKind, Contact, Event, IdentityKind, Outcome, PrefillName, ReplyPath, TicketAction,
+    TicketDraft, TicketKind, TicketRef, TicketState, TicketStatus,
 };
 use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -129,7 +129,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("source", &self.source).finish()
+        f.debug_struct("Store")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -386,7 +388,10 @@ fn has_nul(s: &str) -> bool {
 /// Checks what PostgreSQL and the rules need of a draft; the reason otherwise.
 fn validate_draft(d: &TicketDraft) -> Result<(), String> {
     if d.schema_version != contract::SCHEMA_VERSION {
-        return Err(format!("schema_version {} is not supported", d.schema_version));
+        return Err(format!(
+            "schema_version {} is not supported",
+            d.schema_version
+        ));
     }
     let r = d.ticket_ref.as_str();
     if r.is_empty() || r.len() > 64 || has_nul(r) {
@@ -411,7 +416,10 @@ fn validate_draft(d: &TicketDraft) -> Result<(), String> {
 
 fn validate_contact(c: &Contact) -> Result<(), String> {
     if c.schema_version != contract::SCHEMA_VERSION {
-        return Err(format!("schema_version {} is not supported", c.schema_version));
+        return Err(format!(
+            "schema_version {} is not supported",
+            c.schema_version
+        ));
     }
     let r = c.ticket_ref.as_str();
     if r.is_empty() || r.len() > 64 {
@@ -1128,8 +1136,15 @@ impl Store {
         let row = self
             .locked(&mut tx, ticket_ref)
             .await?
-            .filter(|r| Self::visible(role, r))
             .ok_or_else(|| CommandError::NotFound(ticket_ref.to_owned()))?;
+        if !Self::visible(role, &row) {
+            return Err(CommandError::Refused(Refusal {
+                status: 403,
+                code: "not-your-ticket",
+                detail: "the ticket is not dispatched to your unit".into(),
+                red_card: false,
+            }));
+        }
         let actor = role.actor();
         match rules::apply(
             &row.snapshot(),
@@ -1258,7 +1273,11 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let original = match &wanted {
             Some(r) => Some(self.locked(&mut tx, r).await?.ok_or_else(|| {
-                refuse(422, "unknown-original", format!("no ticket {r} to refer to"))
+                refuse(
+                    422,
+                    "unknown-original",
+                    format!("no ticket {r} to refer to"),
+                )
             })?),
             None => None,
         };
@@ -1453,7 +1472,9 @@ impl Store {
         let mut changed = 0;
         for row in rows {
             let mut s = row.snapshot();
-            let dispatch = self.calendar.deadline(row.received_at, rules::DISPATCH_DAYS);
+            let dispatch = self
+                .calendar
+                .deadline(row.received_at, rules::DISPATCH_DAYS);
             let mut provisional = dispatch.provisional;
             s.dispatch_due = Some(dispatch.date);
             if let (Some(at), Some(days)) = (s.dispatched_at, s.handling_days) {
@@ -1648,11 +1669,13 @@ impl Store {
 
     /// Drops published outbox rows older than `keep` (they are on Kafka).
     pub async fn prune_outbox(&self, keep: chrono::Duration) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM outbox WHERE published_at < now() - $1::interval")
-            .bind(format!("{} seconds", keep.num_seconds()))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM outbox WHERE published_at < now() - $1::interval")
+                .bind(format!("{} seconds", keep.num_seconds()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 }
 

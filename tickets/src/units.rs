@@ -83,8 +83,7 @@ impl Units {
         for u in file.unit {
             let id_ok = !u.id.is_empty()
                 && u.id.len() <= 64
-                && u
-                    .id
+                && u.id
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !id_ok {
@@ -130,7 +129,9 @@ impl Units {
     /// The unit a prefill value pre-selects (Art. 10: the department the citizen named,
     /// else the district).
     pub fn by_hint(&self, hint: &str) -> Option<&Unit> {
-        self.by_hint.get(hint.trim()).and_then(|id| self.by_id.get(id))
+        self.by_hint
+            .get(hint.trim())
+            .and_then(|id| self.by_id.get(id))
     }
 }
 
@@ -146,7 +147,10 @@ mod tests {
         assert_eq!(water.kind, UnitKind::Department);
         let xz = units.by_hint("香洲区").expect("a district");
         assert_eq!(xz.id, "xiangzhou");
-        assert!(units.by_hint("物业").is_none(), "a property company is no unit");
+        assert!(
+            units.by_hint("物业").is_none(),
+            "a property company is no unit"
+        );
         for u in units.all() {
             if u.kind == UnitKind::Town {
                 assert!(units.get(&u.parent).is_some(), "{} has its parent", u.id);
