@@ -12,14 +12,14 @@ test: lint
 	deploy/install-tansu.sh
 	deploy/postgres.sh install
 	deploy/fetch-model.sh
-	cargo build -p gateway
+	cargo build -p gateway -p tickets
 	cargo test --workspace --all-targets
 
 unit:
 	cargo test --workspace --exclude e2e
 
 e2e:
-	cargo build -p gateway
+	cargo build -p gateway -p tickets
 	cargo test -p e2e
 
 lint:

@@ -67,6 +67,9 @@ CREATE TABLE tickets (
     due_provisional     boolean     NOT NULL DEFAULT false,
     extended            boolean     NOT NULL DEFAULT false,
     returns             integer     NOT NULL DEFAULT 0,
+    -- While the centre reviews a return: when it was asked (the review does not count
+    -- against the unit's deadline, Art. 10).
+    return_requested_at timestamptz,
     urge_count          integer     NOT NULL DEFAULT 0,
     card                text        NOT NULL DEFAULT 'none',
     -- The answer (Art. 8), the Art. 7 reason, the return request (Art. 10), the reply

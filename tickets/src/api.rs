@@ -59,6 +59,8 @@ pub struct ProgressGuard {
 }
 
 const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// References with wrong checks remembered at most.
+const MAX_REMEMBERED: usize = 100_000;
 
 impl ProgressGuard {
     /// `per_sec` queries a second in all, `max_failures` wrong checks per reference per
@@ -83,16 +85,21 @@ impl ProgressGuard {
             return true;
         };
         map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        map.get(r).is_some_and(|(n, _)| *n >= self.max_failures)
+        match map.get(r) {
+            Some((n, _)) => *n >= self.max_failures,
+            None => map.len() >= MAX_REMEMBERED,
+        }
     }
 
     fn failed(&self, r: &str) {
         if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 100_000 {
-                map.clear();
+            // Bounded: when full of live entries, a new reference is not remembered but
+            // `locked` then refuses every reference it does not know (fail closed), so
+            // filling the map buys a guesser nothing.
+            if map.len() < MAX_REMEMBERED || map.contains_key(r) {
+                let e = map.entry(r.to_owned()).or_insert((0, Instant::now()));
+                e.0 += 1;
             }
-            let e = map.entry(r.to_owned()).or_insert((0, Instant::now()));
-            e.0 += 1;
         }
     }
 }
@@ -842,5 +849,86 @@ async fn progress(
             )
         }
         Err(e) => store_failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn api() -> Router {
+        let store = Store::lazy(
+            "postgres://nobody@127.0.0.1:1/none".parse().expect("url"),
+            Arc::new(crate::Calendar::builtin()),
+            Arc::new(crate::units::Units::builtin()),
+            Arc::new(crate::repeat::RepeatParams::builtin()),
+            crate::store::OutTopics {
+                status: "s".into(),
+                dead_letter: "d".into(),
+            },
+        );
+        router(ApiState {
+            store,
+            verifier: TokenVerifier::new(b"a-test-secret-of-enough-length", SCOPE),
+            clock: Clock::default(),
+            progress: Arc::new(ProgressGuard::new(10.0, 5)),
+            metrics: None,
+        })
+    }
+
+    /// Every operation docs/openapi/tickets.json documents is served, and every one that
+    /// says it needs a token refuses a request without one (an unknown route would answer
+    /// 404, a wrong method 405).
+    #[tokio::test]
+    async fn every_documented_operation_is_served_and_guarded() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi/tickets.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("the OpenAPI document"))
+                .expect("JSON");
+        let open = ["/healthz", "/readyz", "/metrics", "/progress/{ticket_ref}"];
+        let mut guarded = 0;
+        for (route, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                let uri = route.replace("{ticket_ref}", "ZH20261130ABCDEF0123");
+                let request = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(uri)
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}"))
+                    .expect("request");
+                let status = api().oneshot(request).await.expect("infallible").status();
+                if open.contains(&route.as_str()) {
+                    assert!(
+                        status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED
+                            || route == "/metrics",
+                        "{method} {route}: {status}"
+                    );
+                } else {
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {route}");
+                    guarded += 1;
+                }
+            }
+        }
+        assert_eq!(guarded, 15, "units, list, get, edit, history and ten commands");
+    }
+
+    #[test]
+    fn the_progress_guard_locks_a_reference_and_fails_closed_when_full() {
+        let g = ProgressGuard::new(10.0, 3);
+        for _ in 0..3 {
+            assert!(!g.locked("ZH1"));
+            g.failed("ZH1");
+        }
+        assert!(g.locked("ZH1"), "three wrong checks lock it");
+        assert!(!g.locked("ZH2"), "another reference is not");
+        if let Ok(mut map) = g.failures.lock() {
+            for i in 0..MAX_REMEMBERED {
+                map.insert(format!("R{i}"), (1, Instant::now()));
+            }
+        }
+        assert!(g.locked("ZH-new"), "full of live entries: unknown references wait");
     }
 }

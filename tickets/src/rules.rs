@@ -247,6 +247,8 @@ pub struct Snapshot {
     pub extended: bool,
     /// Returns refused and recorded against the unit (Art. 10).
     pub returns: u32,
+    /// When the lead unit asked to return it (while the centre decides).
+    pub return_requested_at: Option<DateTime<Utc>>,
     /// The warning shown (Art. 10).
     pub card: Card,
 }
@@ -362,6 +364,19 @@ fn end_of(date: NaiveDate) -> DateTime<Utc> {
         .and_then(|t| t.and_local_timezone(tz).single())
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default()
+}
+
+/// Working days after `from` up to and including `to`.
+fn working_days_between(calendar: &Calendar, from: NaiveDate, to: NaiveDate) -> u32 {
+    let mut n = 0;
+    let mut d = from;
+    while d < to {
+        d = d.succ_opt().unwrap_or(to);
+        if calendar.day(d).working {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Applies `command` by `role` at `now` to a ticket, or says why not.
@@ -565,6 +580,7 @@ pub fn apply(
                 });
             }
             after.state = TicketState::ReturnRequested;
+            after.return_requested_at = Some(now);
             let mut tr = done(
                 after,
                 TicketAction::ReturnRequested,
@@ -583,6 +599,7 @@ pub fn apply(
             required("note", note)?;
             if *approve {
                 after.state = TicketState::Registered;
+                after.return_requested_at = None;
                 after.lead_unit = None;
                 after.co_units.clear();
                 after.dispatched_at = None;
@@ -600,6 +617,18 @@ pub fn apply(
             } else {
                 after.state = TicketState::Handling;
                 after.returns += 1;
+                after.return_requested_at = None;
+                // Art. 10: the centre's review does not count against the unit: the
+                // working days it took move the deadline by as many.
+                let review = t
+                    .return_requested_at
+                    .map(|at| working_days_between(calendar, beijing_date(at), today))
+                    .unwrap_or(0);
+                if let (Some(due), true) = (t.handling_due, review > 0) {
+                    let moved = calendar.deadline(end_of(due), review);
+                    after.handling_due = Some(moved.date);
+                    after.due_provisional |= moved.provisional;
+                }
                 Ok(done(
                     after,
                     TicketAction::ReturnRefused,
@@ -723,10 +752,10 @@ pub fn apply(
 pub fn card_on(t: &Snapshot, today: NaiveDate) -> Card {
     let due = match t.state {
         TicketState::Registered => t.dispatch_due,
-        TicketState::Dispatched | TicketState::Handling | TicketState::ReturnRequested => {
-            t.handling_due
-        }
-        TicketState::Replied | TicketState::Closed => None,
+        TicketState::Dispatched | TicketState::Handling => t.handling_due,
+        // The centre's review of a return or a reply does not count against the unit
+        // (Arts. 10, 13).
+        TicketState::ReturnRequested | TicketState::Replied | TicketState::Closed => None,
     };
     let by_date = match due {
         Some(d) if today > d => Card::Red,
@@ -784,6 +813,7 @@ mod tests {
             due_provisional: false,
             extended: false,
             returns: 0,
+            return_requested_at: None,
             card: Card::None,
         }
     }
@@ -963,6 +993,37 @@ mod tests {
         assert_eq!(no.after.returns, 1);
         assert_eq!(no.after.handling_due, t.handling_due);
         assert_eq!(no.after.lead_unit.as_deref(), Some("xiangzhou"));
+    }
+
+    #[test]
+    fn art10_the_centres_review_of_a_return_is_not_counted() {
+        let t = dispatched(TicketKind::Complaint, "2026-11-30T10:00:00");
+        assert_eq!(t.handling_due, Some(d("2026-12-14")));
+        let r = run(
+            &t,
+            &unit("xiangzhou"),
+            Command::Return {
+                reasons: "不是我们的".into(),
+                suggested_unit: "doumen".into(),
+            },
+            "2026-12-01T10:00:00",
+        )
+        .expect("asked");
+        // No card while the centre reviews, even past the date.
+        assert_eq!(card_on(&r.after, d("2026-12-20")), Card::None);
+        // Refused three working days later (Wed 2, Thu 3, Fri 4 December).
+        let no = run(
+            &r.after,
+            &agent(),
+            Command::DecideReturn {
+                approve: false,
+                note: "属于贵单位职责".into(),
+            },
+            "2026-12-04T16:00:00",
+        )
+        .expect("refused");
+        assert_eq!(no.after.handling_due, Some(d("2026-12-17")), "moved by 3 working days");
+        assert_eq!(no.after.return_requested_at, None);
     }
 
     #[test]

@@ -226,6 +226,8 @@ pub struct TicketRow {
     pub extended: bool,
     /// Refused returns.
     pub returns: i32,
+    /// A pending return's request time.
+    pub return_requested_at: Option<DateTime<Utc>>,
     /// Urges.
     pub urge_count: i32,
     /// Card.
@@ -267,6 +269,7 @@ impl TicketRow {
             due_provisional: self.due_provisional,
             extended: self.extended,
             returns: self.returns.max(0) as u32,
+            return_requested_at: self.return_requested_at,
             card: Card::parse(&self.card).unwrap_or(Card::None),
         }
     }
@@ -379,7 +382,7 @@ pub struct Overrule {
     pub reason: String,
 }
 
-const TICKET_COLUMNS: &str = "id, ticket_ref, draft_id, citizen_key, channel, received_at, state, outcome, kind, summary, location, district, request, urgency, suggested_unit, parent_ref, lead_unit, co_units, dispatched_at, first_dispatched_at, dispatch_due, handling_due, handling_days, due_provisional, extended, returns, urge_count, card, records, draft, repeat_decision, repeat_reason, repeat_of, created_at, updated_at";
+const TICKET_COLUMNS: &str = "id, ticket_ref, draft_id, citizen_key, channel, received_at, state, outcome, kind, summary, location, district, request, urgency, suggested_unit, parent_ref, lead_unit, co_units, dispatched_at, first_dispatched_at, dispatch_due, handling_due, handling_days, due_provisional, extended, returns, return_requested_at, urge_count, card, records, draft, repeat_decision, repeat_reason, repeat_of, created_at, updated_at";
 
 fn has_nul(s: &str) -> bool {
     s.contains('\0')
@@ -519,6 +522,28 @@ impl Store {
             topics,
             source,
         })
+    }
+
+    /// A store that connects on first use and runs no migrations: for tests of what is
+    /// refused before the database is asked.
+    pub fn lazy(
+        options: sqlx::postgres::PgConnectOptions,
+        calendar: Arc<Calendar>,
+        units: Arc<Units>,
+        repeat: Arc<RepeatParams>,
+        topics: OutTopics,
+    ) -> Self {
+        Store {
+            pool: PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(std::time::Duration::from_millis(200))
+                .connect_lazy_with(options),
+            calendar,
+            units,
+            repeat,
+            topics,
+            source: "/tickets/lazy".into(),
+        }
     }
 
     /// The pool (for the publisher's lock connection and health checks).
@@ -1094,7 +1119,7 @@ impl Store {
             .unwrap_or((None, serde_json::Value::Null));
         sqlx::query_as(&format!(
             "UPDATE tickets SET state = $2, outcome = $3, kind = $4, summary = $5, location = $6, district = $7, request = $8, lead_unit = $9, co_units = $10, dispatched_at = $11, first_dispatched_at = $12, dispatch_due = $13, handling_due = $14, handling_days = $15, due_provisional = $16, extended = $17, returns = $18, card = $19, \
-             records = CASE WHEN $20::text IS NULL THEN records ELSE jsonb_set(records, ARRAY[$20::text], $21::jsonb) END, updated_at = $22 \
+             records = CASE WHEN $20::text IS NULL THEN records ELSE jsonb_set(records, ARRAY[$20::text], $21::jsonb) END, updated_at = $22, return_requested_at = $23 \
              WHERE ticket_ref = $1 RETURNING {TICKET_COLUMNS}"
         ))
         .bind(ticket_ref)
@@ -1119,6 +1144,7 @@ impl Store {
         .bind(name)
         .bind(value)
         .bind(at)
+        .bind(s.return_requested_at)
         .fetch_one(&mut **tx)
         .await
     }
@@ -1411,7 +1437,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<TicketRow> = sqlx::query_as(&format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE state <> 'closed' AND state <> 'replied' AND card <> 'red' \
-             AND ((state = 'registered' AND dispatch_due <= $1) OR (state <> 'registered' AND handling_due <= $1)) \
+             AND ((state = 'registered' AND dispatch_due <= $1) OR (state IN ('dispatched', 'handling') AND handling_due <= $1)) \
              ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED"
         ))
         .bind(today)
