@@ -500,23 +500,24 @@ async fn killed_in_the_middle_of_1000_drafts_the_service_loses_none_and_applies_
 async fn two_instances_share_the_load_with_the_same_result() -> Result<()> {
     let broker = Broker::start(Storage::Sqlite)?;
     let pg = Postgres::start()?;
-    let a = TicketService::start(
-        &broker.bootstrap(),
-        &pg.url(),
-        ServiceOptions {
-            instance: "ts-a".into(),
-            ..ServiceOptions::default()
-        },
-    )?;
-    let b = TicketService::start(
-        &broker.bootstrap(),
-        &pg.url(),
-        ServiceOptions {
-            instance: "ts-b".into(),
-            ..ServiceOptions::default()
-        },
-    )?;
-    // Both take their share (3 of the 6 partitions each) before the drafts come.
+    write_drafts(&broker.bootstrap(), 1000, "two").await?;
+    // The first instance starts alone; the second joins under load, so partitions move
+    // while both hold fetched records of them (the case that once lost records: a
+    // stale read past the committed offset).
+    let opts = |name: &str| ServiceOptions {
+        instance: name.into(),
+        batch_max: 20,
+        ..ServiceOptions::default()
+    };
+    let a = TicketService::start(&broker.bootstrap(), &pg.url(), opts("ts-a"))?;
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM tickets",
+        100,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let b = TicketService::start(&broker.bootstrap(), &pg.url(), opts("ts-b"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(a.log().contains("partitions=3") && b.log().contains("partitions=3")) {
         if Instant::now() > deadline {
@@ -524,7 +525,6 @@ async fn two_instances_share_the_load_with_the_same_result() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    write_drafts(&broker.bootstrap(), 1000, "two").await?;
     wait_count(
         &pg,
         "SELECT count(*) FROM tickets",

@@ -79,7 +79,7 @@ async fn art10_cards_are_shown_once_however_many_instances_sweep() {
         bj("2026-11-30T10:00:00"),
     );
     let r = d.ticket_ref.to_string();
-    a.apply_batch(GROUP, CONTACTS, DRAFTS, &[record(d.into(), 0)])
+    a.apply_batch(GROUP, CONTACTS, DRAFTS, &[record(d.into(), 0)], false)
         .await
         .expect("applied");
     a.command(
@@ -154,7 +154,7 @@ async fn art22_provisional_deadlines_are_recounted_when_the_year_is_added() {
         bj("2026-12-30T10:00:00"),
     );
     let r = d.ticket_ref.to_string();
-    a.apply_batch(GROUP, CONTACTS, DRAFTS, &[record(d.into(), 0)])
+    a.apply_batch(GROUP, CONTACTS, DRAFTS, &[record(d.into(), 0)], false)
         .await
         .expect("applied");
     a.command(
@@ -233,8 +233,8 @@ async fn every_record_counts_once_when_two_instances_apply_the_same_partition() 
     // Both instances read the partition for a moment (ownership moving): both apply the
     // same records at once.
     let (x, y) = tokio::join!(
-        a.apply_batch(GROUP, CONTACTS, DRAFTS, &batch),
-        b.apply_batch(GROUP, CONTACTS, DRAFTS, &batch)
+        a.apply_batch(GROUP, CONTACTS, DRAFTS, &batch, false),
+        b.apply_batch(GROUP, CONTACTS, DRAFTS, &batch, false)
     );
     let (x, y) = (x.expect("a"), y.expect("b"));
     assert_eq!(x.applied + y.applied, 50, "{x:?} {y:?}");
@@ -247,23 +247,49 @@ async fn every_record_counts_once_when_two_instances_apply_the_same_partition() 
             CONTACTS,
             DRAFTS,
             &[record(drafts[7].clone().into(), 50)],
+            false,
         )
         .await
         .expect("redelivery");
     assert_eq!((again.applied, again.duplicates), (0, 1));
-    assert_eq!(count(&pg, "SELECT count(*) FROM tickets"), 50);
+    // A stale reader handing over records past the committed offset (51): nothing is
+    // applied, the offset does not move over the gap, the reader is told.
+    let late = draft(
+        "k-late",
+        "晚到的",
+        TicketKind::Help,
+        bj("2026-11-30T10:00:00"),
+    );
+    let stale = a
+        .apply_batch(
+            GROUP,
+            CONTACTS,
+            DRAFTS,
+            &[record(late.clone().into(), 60)],
+            false,
+        )
+        .await
+        .expect("stale read");
+    assert!(stale.gap && stale.applied == 0, "{stale:?}");
+    // Just sought to the committed offset, the log's own jump (compaction) is trusted.
+    let sought = a
+        .apply_batch(GROUP, CONTACTS, DRAFTS, &[record(late.into(), 60)], true)
+        .await
+        .expect("after a seek");
+    assert!(!sought.gap && sought.applied == 1, "{sought:?}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM tickets"), 51);
     assert_eq!(
         count(
             &pg,
             "SELECT count(*) FROM ticket_history WHERE action = 'registered'"
         ),
-        50
+        51
     );
     assert_eq!(
         count(
             &pg,
             "SELECT next_offset FROM consumer_offsets WHERE topic = 'hotline.ticket-drafts.v1' AND partition = 0"
         ),
-        51
+        61
     );
 }

@@ -21,7 +21,9 @@ CREATE TABLE applied_events (
     topic       text        NOT NULL,
     partition   integer     NOT NULL,
     kafka_offset bigint     NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
+    -- The moment the row was written (not the transaction's start): what latency
+    -- measurements read.
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
 -- The gateway's contacts, as received. `phone_tail` (the last four digits of the

@@ -315,14 +315,59 @@ struct UnitView<'a> {
     district: &'a str,
 }
 
-async fn units(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitsQuery {
+    /// The last id of the previous page.
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed query",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ))
+    }
+}
+
+fn bad_query(e: QueryRejection) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "malformed-request",
+        "Malformed query",
+        e.body_text(),
+    )
+}
+
+async fn units(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<UnitsQuery>, QueryRejection>,
+) -> Response {
     if let Err(r) = role(&s, &headers) {
         return r.into_response();
     }
-    let items: Vec<UnitView<'_>> = s
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    let limit = match page_limit(q.limit) {
+        Ok(l) => l as usize,
+        Err(p) => return p.into_response(),
+    };
+    let mut items: Vec<UnitView<'_>> = s
         .store
         .units()
         .all()
+        .filter(|u| q.cursor.as_deref().is_none_or(|c| u.id.as_str() > c))
+        .take(limit + 1)
         .map(|u| UnitView {
             id: &u.id,
             name: &u.name,
@@ -331,7 +376,11 @@ async fn units(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             district: &u.district,
         })
         .collect();
-    Json(serde_json::json!({ "items": items })).into_response()
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        items.last().map(|u| u.id.to_owned()).unwrap_or_default()
+    });
+    Json(serde_json::json!({ "items": items, "next": next })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,24 +411,12 @@ async fn list(
     };
     let q = match q {
         Ok(Query(q)) => q,
-        Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "malformed-request",
-                "Malformed query",
-                e.body_text(),
-            );
-        }
+        Err(e) => return bad_query(e),
     };
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-request",
-            "Malformed query",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        );
-    }
+    let limit = match page_limit(q.limit) {
+        Ok(l) => l,
+        Err(p) => return p.into_response(),
+    };
     let state = match q.state.as_deref().map(TicketState::parse) {
         Some(None) => {
             return problem(
@@ -492,16 +529,48 @@ async fn one(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMa
     Json(v).into_response()
 }
 
-async fn history(State(s): State<ApiState>, Path(r): Path<String>, headers: HeaderMap) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// The number of the last entry of the previous page.
+    cursor: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn history(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
     let role = match role(&s, &headers) {
         Ok(x) => x,
         Err(x) => return x.into_response(),
     };
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    let limit = match page_limit(q.limit) {
+        Ok(l) => l,
+        Err(p) => return p.into_response(),
+    };
     if let Err(x) = fetch_visible(&s, &role, &r).await {
         return x;
     }
-    match s.store.history(&r).await {
-        Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
+    match s
+        .store
+        .history_page(&r, q.cursor.unwrap_or(0), limit + 1)
+        .await
+    {
+        Ok(mut rows) => {
+            let next = (rows.len() as i64 > limit).then(|| {
+                rows.truncate(limit as usize);
+                rows.last().map(|(seq, _)| *seq).unwrap_or_default()
+            });
+            let items: Vec<_> = rows.into_iter().map(|(_, h)| h).collect();
+            Json(serde_json::json!({ "items": items, "next": next })).into_response()
+        }
         Err(e) => store_failed(e),
     }
 }
@@ -912,7 +981,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(guarded, 15, "units, list, get, edit, history and ten commands");
+        assert_eq!(
+            guarded, 15,
+            "units, list, get, edit, history and ten commands"
+        );
     }
 
     #[test]
@@ -929,6 +1001,9 @@ mod tests {
                 map.insert(format!("R{i}"), (1, Instant::now()));
             }
         }
-        assert!(g.locked("ZH-new"), "full of live entries: unknown references wait");
+        assert!(
+            g.locked("ZH-new"),
+            "full of live entries: unknown references wait"
+        );
     }
 }

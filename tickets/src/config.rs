@@ -89,6 +89,11 @@ pub struct KafkaConfig {
     /// Most records applied in one transaction.
     #[serde(default = "default_batch")]
     pub batch_max: usize,
+    /// How long a fetch waits at the broker for new records (`fetch.wait.max.ms`): the
+    /// bound on an idle service's draft-to-ticket latency where the broker answers a
+    /// fetch only when the wait is over (tansu), and the rate of idle fetches.
+    #[serde(default = "default_fetch_wait")]
+    pub fetch_wait_ms: u32,
     /// Extra librdkafka properties (security, timeouts).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
@@ -114,6 +119,9 @@ fn default_partitions() -> i32 {
 }
 fn default_batch() -> usize {
     200
+}
+fn default_fetch_wait() -> u32 {
+    20
 }
 
 /// The HTTP API.
@@ -273,6 +281,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&k.batch_max) {
             return Err(invalid("kafka.batch_max", "1 to 10,000"));
+        }
+        if !(1..=10_000).contains(&k.fetch_wait_ms) {
+            return Err(invalid("kafka.fetch_wait_ms", "1 to 10,000"));
         }
         if self.api.token_secret_env.is_empty() {
             return Err(invalid(

@@ -14,7 +14,7 @@
 //! on each partition's offset fences two instances that both read a partition for a
 //! moment while ownership moves: the second finds the offset moved and skips.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,6 +45,8 @@ pub struct ConsumerOptions {
     pub batch_max: usize,
     /// An instance unseen this long has left.
     pub member_timeout: Duration,
+    /// `fetch.wait.max.ms`.
+    pub fetch_wait_ms: u32,
 }
 
 /// Counters for `/readyz` and metrics.
@@ -112,14 +114,7 @@ fn to_incoming<M: Message>(m: &M) -> Incoming {
     }
 }
 
-/// Runs until `shutdown`: keeps this instance's membership, reads its share of the
-/// partitions, applies what it reads.
-pub async fn run(
-    store: Store,
-    opts: ConsumerOptions,
-    status: Arc<ConsumerStatus>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+fn make_consumer(opts: &ConsumerOptions) -> anyhow::Result<StreamConsumer> {
     let mut cfg = ClientConfig::new();
     for (k, v) in &opts.client_properties {
         cfg.set(k, v);
@@ -128,12 +123,34 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", opts.fetch_wait_ms.to_string())
         .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = cfg.create()?;
+    Ok(cfg.create()?)
+}
+
+/// The reader of this instance's share: a fresh librdkafka consumer per assignment, so
+/// nothing fetched for an earlier assignment (a partition since moved to another
+/// instance) can be handed over afterwards; and the partitions whose first record may
+/// be past the committed offset (just sought there, see `Store::apply_batch`).
+struct Reader {
+    consumer: StreamConsumer,
+    owned: BTreeSet<(String, i32)>,
+    fresh: HashSet<(String, i32)>,
+}
+
+/// Runs until `shutdown`: keeps this instance's membership, reads its share of the
+/// partitions, applies what it reads.
+pub async fn run(
+    store: Store,
+    opts: ConsumerOptions,
+    status: Arc<ConsumerStatus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metadata = make_consumer(&opts)?;
     let topics = [opts.contacts_topic.clone(), opts.drafts_topic.clone()];
     let mut partitions: Vec<(String, i32)> = Vec::new();
-    let mut owned: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut reader: Option<Reader> = None;
+    let mut reseek = false;
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_metadata = std::time::Instant::now() - Duration::from_secs(3600);
@@ -142,7 +159,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = beat.tick() => {
                 if last_metadata.elapsed() > Duration::from_secs(30) || partitions.is_empty() {
-                    match discover(&consumer, &topics) {
+                    match discover(&metadata, &topics) {
                         Ok(p) => { partitions = p; last_metadata = std::time::Instant::now(); }
                         Err(e) => tracing::warn!(error = %e, "Topic metadata not available yet"),
                     }
@@ -155,20 +172,30 @@ pub async fn run(
                     }
                 };
                 let mine = share(&partitions, &live, &opts.instance);
-                if mine != owned {
-                    match assign(&consumer, &store, &opts.group, &mine).await {
-                        Ok(()) => {
-                            tracing::info!(partitions = mine.len(), members = live.len(), "Partitions assigned");
+                let current = reader.as_ref().map(|r| &r.owned);
+                if current != Some(&mine) || reseek {
+                    // Drop the old reader first: what it fetched goes with it.
+                    reader = None;
+                    match open_reader(&opts, &store, &mine).await {
+                        Ok(r) => {
+                            tracing::info!(partitions = mine.len(), members = live.len(), reseek, "Partitions assigned");
                             status.owned.store(mine.len() as u64, Ordering::Relaxed);
-                            owned = mine;
+                            reader = Some(r);
+                            reseek = false;
                         }
                         Err(e) => tracing::warn!(error = %e, "Assignment failed"),
                     }
                 }
             }
-            m = consumer.recv() => {
+            m = async {
+                match reader.as_ref() {
+                    Some(r) => r.consumer.recv().await.map(|m| to_incoming(&m)),
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(r) = reader.as_mut() else { continue };
                 let first = match m {
-                    Ok(m) => to_incoming(&m),
+                    Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(error = %e, "Kafka fetch failed");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -177,17 +204,36 @@ pub async fn run(
                 };
                 let mut batch = vec![first];
                 while batch.len() < opts.batch_max {
-                    match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                    match tokio::time::timeout(Duration::from_millis(2), r.consumer.recv()).await {
                         Ok(Ok(m)) => batch.push(to_incoming(&m)),
                         _ => break,
                     }
                 }
-                apply(&store, &opts, &status, batch, &shutdown).await;
+                if apply(&store, &opts, &status, batch, r, &shutdown).await {
+                    // A stale read: seek again from the database at the next beat.
+                    tracing::warn!("A batch did not continue its partition's committed offset; seeking again");
+                    reseek = true;
+                    reader = None;
+                }
             }
         }
     }
     let _ = store.leave(&opts.instance).await;
     Ok(())
+}
+
+async fn open_reader(
+    opts: &ConsumerOptions,
+    store: &Store,
+    mine: &BTreeSet<(String, i32)>,
+) -> anyhow::Result<Reader> {
+    let consumer = make_consumer(opts)?;
+    assign(&consumer, store, &opts.group, mine).await?;
+    Ok(Reader {
+        consumer,
+        owned: mine.clone(),
+        fresh: mine.iter().cloned().collect(),
+    })
 }
 
 fn discover(consumer: &StreamConsumer, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
@@ -235,24 +281,32 @@ async fn assign(
 
 /// Applies a batch, partition by partition; a transient database failure is retried
 /// until it passes (the records stay in memory, the offsets unmoved); a record the
-/// database refuses as data is dead-lettered alone.
+/// database refuses as data is dead-lettered alone. Records of partitions this reader
+/// does not own are dropped (their owner reads them). Returns whether a partition's
+/// batch did not continue its committed offset (the reader must seek again).
 async fn apply(
     store: &Store,
     opts: &ConsumerOptions,
     status: &ConsumerStatus,
     batch: Vec<Incoming>,
+    reader: &mut Reader,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let mut by_partition: Vec<((String, i32), Vec<Incoming>)> = Vec::new();
     for rec in batch {
         let key = (rec.topic.clone(), rec.partition);
+        if !reader.owned.contains(&key) {
+            continue;
+        }
         match by_partition.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(rec),
             None => by_partition.push((key, vec![rec])),
         }
     }
-    for (_, mut records) in by_partition {
+    let mut gap = false;
+    for (key, mut records) in by_partition {
         records.sort_by_key(|r| r.offset);
+        let may_jump = reader.fresh.remove(&key);
         let mut backoff = Duration::from_millis(100);
         loop {
             match store
@@ -261,22 +315,24 @@ async fn apply(
                     &opts.contacts_topic,
                     &opts.drafts_topic,
                     &records,
+                    may_jump,
                 )
                 .await
             {
                 Ok(a) => {
+                    gap |= a.gap;
                     status.add(a);
                     break;
                 }
                 Err(e) if e.is_data_error() => {
                     tracing::warn!(error = %e, "A record of the batch was refused; applying one by one");
-                    one_by_one(store, opts, status, &records, shutdown).await;
+                    gap |= one_by_one(store, opts, status, &records, may_jump, shutdown).await;
                     break;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Applying failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -285,6 +341,7 @@ async fn apply(
         }
     }
     status.committed.notify_waiters();
+    gap
 }
 
 async fn one_by_one(
@@ -292,9 +349,10 @@ async fn one_by_one(
     opts: &ConsumerOptions,
     status: &ConsumerStatus,
     records: &[Incoming],
+    may_jump: bool,
     shutdown: &CancellationToken,
-) {
-    for rec in records {
+) -> bool {
+    for (i, rec) in records.iter().enumerate() {
         let mut backoff = Duration::from_millis(100);
         loop {
             let r = match store
@@ -303,9 +361,11 @@ async fn one_by_one(
                     &opts.contacts_topic,
                     &opts.drafts_topic,
                     std::slice::from_ref(rec),
+                    may_jump && i == 0,
                 )
                 .await
             {
+                Ok(a) if a.gap => return true,
                 Ok(a) => {
                     status.add(a);
                     Ok(())
@@ -323,7 +383,7 @@ async fn one_by_one(
                 Err(e) => {
                     tracing::warn!(error = %e, "Applying failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -331,6 +391,7 @@ async fn one_by_one(
             }
         }
     }
+    false
 }
 
 #[cfg(test)]

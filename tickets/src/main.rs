@@ -201,6 +201,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             client_properties: props.clone(),
             batch_max: config.kafka.batch_max,
             member_timeout: config.member_timeout(),
+            fetch_wait_ms: config.kafka.fetch_wait_ms,
         },
         status.clone(),
         shutdown.clone(),

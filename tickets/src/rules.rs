@@ -1022,7 +1022,11 @@ mod tests {
             "2026-12-04T16:00:00",
         )
         .expect("refused");
-        assert_eq!(no.after.handling_due, Some(d("2026-12-17")), "moved by 3 working days");
+        assert_eq!(
+            no.after.handling_due,
+            Some(d("2026-12-17")),
+            "moved by 3 working days"
+        );
         assert_eq!(no.after.return_requested_at, None);
     }
 

@@ -107,6 +107,10 @@ pub struct Applied {
     pub behind: u32,
     /// Records sent to the dead-letter topic.
     pub dead: u32,
+    /// The batch jumped past the committed offset (the reader's position is not the
+    /// partition's: a stale read); nothing from the jump on was applied, and the reader
+    /// must seek to the committed offset again.
+    pub gap: bool,
 }
 
 /// What a record is.
@@ -584,12 +588,22 @@ impl Store {
 
     /// Applies records of one partition, in offset order, in one transaction with the
     /// partition's new offset.
+    ///
+    /// The records must continue the partition from its committed offset: records
+    /// before it are skipped (another reader applied them), and a record past it (a
+    /// gap) stops the batch there, reported as [`Applied::gap`], because a reader whose
+    /// position is not the partition's (librdkafka may still hand over a fetch made
+    /// before the partition moved to another instance) must never move the offset over
+    /// records nobody applied. `may_jump` trusts a jump at the batch's first record: the
+    /// reader has just sought to the committed offset itself, so a higher first offset
+    /// is the log's own (compaction, transaction markers).
     pub async fn apply_batch(
         &self,
         group: &str,
         contacts_topic: &str,
         drafts_topic: &str,
         batch: &[Incoming],
+        may_jump: bool,
     ) -> Result<Applied, StoreError> {
         let mut out = Applied::default();
         let Some(first) = batch.first() else {
@@ -613,12 +627,18 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let mut next = committed;
+        let mut at_first = true;
         for rec in batch {
-            if rec.offset < committed {
+            if rec.offset < next {
                 out.behind += 1;
                 continue;
             }
-            next = next.max(rec.offset + 1);
+            if rec.offset > next && !(at_first && may_jump) {
+                out.gap = true;
+                break;
+            }
+            at_first = false;
+            next = rec.offset + 1;
             let ce_id = rec.header("ce_id").and_then(|s| s.parse::<Uuid>().ok());
             let parsed = match ce_id {
                 None => Parsed::Dead("no ce_id header (a CloudEvents id) on the record".into()),
@@ -697,7 +717,9 @@ impl Store {
         .bind(rec.partition)
         .fetch_one(&mut *tx)
         .await?;
-        if rec.offset >= committed {
+        // Only the record the partition is at: one behind was applied by another
+        // reader, one ahead is a stale read (see `apply_batch`).
+        if rec.offset == committed {
             self.dead_letter(&mut tx, rec, reason).await?;
             sqlx::query(
                 "UPDATE consumer_offsets SET next_offset = $4, updated_at = now() WHERE group_id = $1 AND topic = $2 AND partition = $3",
@@ -1572,12 +1594,47 @@ impl Store {
 
     /// A ticket's history, oldest first.
     pub async fn history(&self, ticket_ref: &str) -> Result<Vec<HistoryRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT event_id, at, action, article, actor, state, detail FROM ticket_history WHERE ticket_ref = $1 ORDER BY seq",
+        Ok(self
+            .history_page(ticket_ref, 0, i64::MAX)
+            .await?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect())
+    }
+
+    /// A page of a ticket's history after the entry numbered `after`, oldest first,
+    /// each with its number (the next page's cursor).
+    pub async fn history_page(
+        &self,
+        ticket_ref: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, HistoryRow)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, at, action, article, actor, state, detail FROM ticket_history WHERE ticket_ref = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(ticket_ref)
+        .bind(after)
+        .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>("seq"),
+                    HistoryRow {
+                        event_id: r.get("event_id"),
+                        at: r.get("at"),
+                        action: r.get("action"),
+                        article: r.get("article"),
+                        actor: r.get("actor"),
+                        state: r.get("state"),
+                        detail: r.get("detail"),
+                    },
+                )
+            })
+            .collect())
     }
 
     /// The contacts of a reference, oldest first (the centre's view).
