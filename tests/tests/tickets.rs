@@ -525,24 +525,26 @@ async fn two_instances_share_the_load_with_the_same_result() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A second wave once both hold their share: each instance has records to apply.
+    write_drafts(&broker.bootstrap(), 1000, "two-more").await?;
     wait_count(
         &pg,
         "SELECT count(*) FROM tickets",
-        1000,
+        2000,
         Duration::from_secs(120),
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(pg.psql("SELECT count(*) FROM tickets")?, "1000");
+    assert_eq!(pg.psql("SELECT count(*) FROM tickets")?, "2000");
     assert_eq!(
         pg.psql("SELECT count(*) FROM ticket_history WHERE action = 'registered'")?,
-        "1000"
+        "2000"
     );
     let (na, nb) = (
         a.metric("tickets_records_applied_total").await?,
         b.metric("tickets_records_applied_total").await?,
     );
-    assert_eq!(na + nb, 1000.0, "each draft applied by one of them");
+    assert_eq!(na + nb, 2000.0, "each draft applied by one of them");
     assert!(na > 0.0 && nb > 0.0, "both worked: {na} and {nb}");
     // One of them sends the outbox: every registration reaches the status topic.
     let events = consume(&broker.bootstrap(), STATUS, Duration::from_secs(60), |r| {
@@ -550,7 +552,7 @@ async fn two_instances_share_the_load_with_the_same_result() -> Result<()> {
             .map(|e| e.ce_id().to_owned())
             .collect::<HashSet<_>>()
             .len()
-            >= 1000
+            >= 2000
     })?;
     assert_eq!(
         events
@@ -558,7 +560,7 @@ async fn two_instances_share_the_load_with_the_same_result() -> Result<()> {
             .map(|e| e.ce_id())
             .collect::<HashSet<_>>()
             .len(),
-        1000
+        2000
     );
     Ok(())
 }
