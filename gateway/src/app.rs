@@ -342,8 +342,10 @@ pub async fn run(
         let _ = membership.join();
     })
     .await;
-    // 3. The writer commits what it holds and stops once the last handle is gone: every
-    // holder of the intake lets go first.
+    // 3. The writer commits what it holds and stops: every holder of the intake lets go
+    // first, and the writer is told to stop all the same (a channel task that outlived
+    // the grace period still holds a handle; waiting for it hung `make run`'s Ctrl-C).
+    outbox.stop_writer().await;
     drop(ctx);
     drop(intake);
     drop(notices);

@@ -98,6 +98,9 @@ enum WriterMsg {
     Append(AppendJob),
     Delivered(Vec<(u64, u64)>),
     SweepOnce,
+    /// Commit what came before and stop, even while handles remain (a channel task that
+    /// did not finish within the shutdown's grace period still holds one).
+    Stop,
 }
 
 struct Shared {
@@ -279,6 +282,13 @@ impl Outbox {
         let _ = self.tx.send(WriterMsg::Delivered(done)).await;
     }
 
+    /// Tells the writer to commit what it was given so far and stop, whoever still holds
+    /// a handle (submissions after it are answered `ShuttingDown`).
+    pub async fn stop_writer(&self) {
+        self.close();
+        let _ = self.tx.send(WriterMsg::Stop).await;
+    }
+
     /// Asks the writer to forget expired idempotency keys.
     pub async fn sweep_expired_keys(&self) {
         let _ = self.tx.send(WriterMsg::SweepOnce).await;
@@ -438,12 +448,20 @@ struct AppendJob {
 fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriterMsg>, mut next_seq: u64) {
     let batch_max = shared.options.batch_max;
     let mut batch = Vec::with_capacity(batch_max);
-    while let Some(first) = rx.blocking_recv() {
+    let mut stop = false;
+    while !stop {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        stop = matches!(first, WriterMsg::Stop);
         batch.push(first);
         // Group commit: everything already waiting rides on this fsync.
-        while batch.len() < batch_max {
+        while batch.len() < batch_max && !stop {
             match rx.try_recv() {
-                Ok(msg) => batch.push(msg),
+                Ok(msg) => {
+                    stop = matches!(msg, WriterMsg::Stop);
+                    batch.push(msg);
+                }
                 Err(_) => break,
             }
         }
@@ -475,6 +493,7 @@ fn commit_batch(shared: &Shared, batch: impl Iterator<Item = WriterMsg>, seq: &m
             WriterMsg::Append(job) => jobs.push(job),
             WriterMsg::Delivered(done) => delivered.extend(done),
             WriterMsg::SweepOnce => sweep = true,
+            WriterMsg::Stop => {}
         }
     }
     // For each job, the value stored by an earlier submission with the same once-key.
