@@ -1203,6 +1203,10 @@ impl Store {
             &self.units,
         ) {
             Ok(t) => {
+                if t.after.due_provisional && !row.due_provisional {
+                    // Art. 22: a deadline counted over a year without its notice.
+                    metrics::counter!("tickets_provisional_deadlines_total").increment(1);
+                }
                 let after = self
                     .write_snapshot(&mut tx, ticket_ref, &t.after, t.record, now)
                     .await?;
