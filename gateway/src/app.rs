@@ -198,6 +198,9 @@ pub async fn run(
         tracing::warn!("The linkage operator feed is off: set linkage.token_secret_env");
     }
     let members = crate::escalation::Members::new(&config.gateway.instance);
+    // The channel tasks still running, by name: a shutdown that outlives its grace
+    // period says which.
+    let running: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let mut dialer: Option<Arc<dyn contract::LinkageDialer>> = None;
     let mut sms_sender: Option<Arc<dyn contract::SmsSender>> = None;
     for channel in registry::channels(&config.channels) {
@@ -209,8 +212,20 @@ pub async fn run(
         if let Some(router) = parts.router {
             public = public.merge(router);
         }
-        for task in parts.tasks {
-            tasks.spawn(task);
+        for (i, task) in parts.tasks.into_iter().enumerate() {
+            let name = format!("{kind}#{i}");
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone());
+            let running = running.clone();
+            tasks.spawn(async move {
+                task.await;
+                running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+            });
         }
         dialer = dialer.or(parts.dialer);
         sms_sender = sms_sender.or(parts.sms_sender);
@@ -323,7 +338,13 @@ pub async fn run(
     // 1. Channels stop taking work and finish what they accepted.
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!("Channels did not finish within the grace period");
+        let left: Vec<String> = running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        tracing::warn!(channel_tasks = ?left, "Channels did not finish within the grace period");
     }
     if tokio::time::timeout(grace, public_server).await.is_err() {
         tracing::warn!("Public connections did not close within the grace period");

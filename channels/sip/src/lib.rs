@@ -177,8 +177,14 @@ impl Channel for SipChannel {
         // agent's before it acts.
         let command_task = {
             let core = core.clone();
+            let shutdown = ctx.shutdown.clone();
             async move {
-                while let Some((agent, command)) = commands.recv().await {
+                // Ends with the shutdown: the feed (held by the core this task holds)
+                // keeps a sender, so the channel itself never closes.
+                while let Some((agent, command)) = tokio::select! {
+                    c = commands.recv() => c,
+                    _ = shutdown.cancelled() => None,
+                } {
                     let (call_id, target, conference) = match command {
                         feed::AgentCommand::Transfer { call_id, target } => {
                             (call_id, target, false)
