@@ -310,6 +310,23 @@ pub fn free_udp_tcp_port() -> u16 {
     }
 }
 
+/// An even port for sipp's media (`-mp`: it binds the port and the ones after it),
+/// above every test gateway's media range ([`free_media_base`] ends below 56,000): a
+/// port taken from the ephemeral range once collided with a gateway's relay port in CI
+/// ("Unable to bind audio RTP socket ... Address already in use").
+pub fn free_sipp_media_port() -> u16 {
+    loop {
+        let r = uuid::Uuid::new_v4().as_u128() as u16;
+        let port = 57_000 + (r % 1_990) * 2;
+        let sockets: Vec<_> = (0..4)
+            .map(|i| UdpSocket::bind(("127.0.0.1", port + i)))
+            .collect();
+        if sockets.iter().all(Result::is_ok) {
+            return port;
+        }
+    }
+}
+
 /// An even port to start a media range at, spread so that parallel test gateways rarely
 /// share one (the gateway skips ports in use anyway).
 pub fn free_media_base() -> u16 {
@@ -390,7 +407,7 @@ impl Sipp {
         port: u16,
         args: &[&str],
     ) -> Result<Sipp> {
-        let media = super::free_port() & !1;
+        let media = free_sipp_media_port();
         let out = std::fs::File::create(dir.path().join("out.txt"))?;
         let child = Command::new("sipp")
             .current_dir(sipp_dir())
