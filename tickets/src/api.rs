@@ -844,7 +844,10 @@ async fn repeat(
         Ok(x) => x,
         Err(x) => return x.into_response(),
     };
-    let b = body_or_problem!(s, headers, body);
+    let b = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return bad_body(e),
+    };
     if let Err(x) = ref_ok(&r) {
         return x.into_response();
     }

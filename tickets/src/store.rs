@@ -610,22 +610,7 @@ impl Store {
             return Ok(out);
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-        )
-        .bind(group)
-        .bind(&first.topic)
-        .bind(first.partition)
-        .execute(&mut *tx)
-        .await?;
-        let committed: i64 = sqlx::query_scalar(
-            "SELECT next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
-        )
-        .bind(group)
-        .bind(&first.topic)
-        .bind(first.partition)
-        .fetch_one(&mut *tx)
-        .await?;
+        let committed = lock_offset(&mut tx, group, &first.topic, first.partition).await?;
         let mut next = committed;
         let mut at_first = true;
         for rec in batch {
@@ -679,15 +664,7 @@ impl Store {
                 }
             }
         }
-        sqlx::query(
-            "UPDATE consumer_offsets SET next_offset = $4, updated_at = now() WHERE group_id = $1 AND topic = $2 AND partition = $3",
-        )
-        .bind(group)
-        .bind(&first.topic)
-        .bind(first.partition)
-        .bind(next)
-        .execute(&mut *tx)
-        .await?;
+        set_offset(&mut tx, group, &first.topic, first.partition, next).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -701,35 +678,12 @@ impl Store {
         reason: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-        )
-        .bind(group)
-        .bind(&rec.topic)
-        .bind(rec.partition)
-        .execute(&mut *tx)
-        .await?;
-        let committed: i64 = sqlx::query_scalar(
-            "SELECT next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
-        )
-        .bind(group)
-        .bind(&rec.topic)
-        .bind(rec.partition)
-        .fetch_one(&mut *tx)
-        .await?;
+        let committed = lock_offset(&mut tx, group, &rec.topic, rec.partition).await?;
         // Only the record the partition is at: one behind was applied by another
         // reader, one ahead is a stale read (see `apply_batch`).
         if rec.offset == committed {
             self.dead_letter(&mut tx, rec, reason).await?;
-            sqlx::query(
-                "UPDATE consumer_offsets SET next_offset = $4, updated_at = now() WHERE group_id = $1 AND topic = $2 AND partition = $3",
-            )
-            .bind(group)
-            .bind(&rec.topic)
-            .bind(rec.partition)
-            .bind(rec.offset + 1)
-            .execute(&mut *tx)
-            .await?;
+            set_offset(&mut tx, group, &rec.topic, rec.partition, rec.offset + 1).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1764,6 +1718,52 @@ impl Store {
                 .rows_affected(),
         )
     }
+}
+
+/// Locks a partition's offset row (made at 0 the first time) and reads it: two readers
+/// of one partition apply one after the other, the second seeing where the first left it.
+async fn lock_offset(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Moves a locked partition's offset.
+async fn set_offset(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE consumer_offsets SET next_offset = $4, updated_at = now() WHERE group_id = $1 AND topic = $2 AND partition = $3",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(next)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The words of a draft Art. 14 compares: summary, request, and the citizen's side of a
