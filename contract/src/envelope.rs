@@ -33,6 +33,10 @@ pub enum EventType {
     SmsStatus,
     /// [`crate::TicketStatus`] events (the ticket service's).
     TicketStatus,
+    /// [`crate::RevisitCall`] requests (the ticket service's).
+    RevisitCall,
+    /// [`crate::RevisitResult`] events (the gateway's).
+    RevisitResult,
 }
 
 impl EventType {
@@ -47,6 +51,8 @@ impl EventType {
             EventType::OutboundSms => "cn.gov.zhuhai.12345.sms_outbound.v1",
             EventType::SmsStatus => "cn.gov.zhuhai.12345.sms_status.v1",
             EventType::TicketStatus => "cn.gov.zhuhai.12345.ticket_status.v1",
+            EventType::RevisitCall => "cn.gov.zhuhai.12345.revisit_call.v1",
+            EventType::RevisitResult => "cn.gov.zhuhai.12345.revisit_result.v1",
         }
     }
 
@@ -61,6 +67,8 @@ impl EventType {
             EventType::OutboundSms => "urn:12345:schema:sms_outbound:v1",
             EventType::SmsStatus => "urn:12345:schema:sms_status:v1",
             EventType::TicketStatus => "urn:12345:schema:ticket_status:v1",
+            EventType::RevisitCall => "urn:12345:schema:revisit_call:v1",
+            EventType::RevisitResult => "urn:12345:schema:revisit_result:v1",
         }
     }
 
@@ -75,6 +83,8 @@ impl EventType {
             EventType::OutboundSms => "sms_outbound.v1.json",
             EventType::SmsStatus => "sms_status.v1.json",
             EventType::TicketStatus => "ticket_status.v1.json",
+            EventType::RevisitCall => "revisit_call.v1.json",
+            EventType::RevisitResult => "revisit_result.v1.json",
         }
     }
 }
@@ -106,6 +116,8 @@ impl Event {
             Event::OutboundSms(_) => EventType::OutboundSms,
             Event::SmsStatus(_) => EventType::SmsStatus,
             Event::TicketStatus(_) => EventType::TicketStatus,
+            Event::RevisitCall(_) => EventType::RevisitCall,
+            Event::RevisitResult(_) => EventType::RevisitResult,
         }
     }
 
@@ -186,6 +198,22 @@ impl Event {
                 t.ticket_ref.as_str(),
                 t.citizen_key.as_str(),
                 serde_json::to_vec(t)?,
+            ),
+            // Keyed by the ticket: its attempts stay in order on one partition, and the
+            // number stays in the payload (Art. 21).
+            Event::RevisitCall(c) => (
+                c.id,
+                c.requested_at,
+                c.ticket_ref.as_str(),
+                c.ticket_ref.as_str(),
+                serde_json::to_vec(c)?,
+            ),
+            Event::RevisitResult(r) => (
+                r.id,
+                r.at,
+                r.ticket_ref.as_str(),
+                r.ticket_ref.as_str(),
+                serde_json::to_vec(r)?,
             ),
         };
         let event_type = self.event_type();

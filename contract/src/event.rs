@@ -504,6 +504,22 @@ pub enum Event {
     SmsStatus(Box<crate::sms::SmsStatus>),
     /// A ticket's transition (published by the ticket service).
     TicketStatus(Box<crate::ticket::TicketStatus>),
+    /// A request for an automated revisit call (published by the ticket service).
+    RevisitCall(Box<crate::revisit::RevisitCall>),
+    /// How a revisit call went.
+    RevisitResult(Box<crate::revisit::RevisitResult>),
+}
+
+impl From<crate::revisit::RevisitCall> for Event {
+    fn from(c: crate::revisit::RevisitCall) -> Self {
+        Event::RevisitCall(Box::new(c))
+    }
+}
+
+impl From<crate::revisit::RevisitResult> for Event {
+    fn from(r: crate::revisit::RevisitResult) -> Self {
+        Event::RevisitResult(Box::new(r))
+    }
 }
 
 impl From<crate::ticket::TicketStatus> for Event {

@@ -18,6 +18,7 @@
 //! - [`notice`]: Art. 15 urgent notices as events, and the linkage dialer seam;
 //! - [`screen`]: the [`Screen`] every channel passes citizens' words through (urgent
 //!   notices, restriction proposals);
+//! - [`revisit`]: the citizen's rating (Art. 16) and the automated revisit call (Art. 17);
 //! - [`sms`]: outbound SMS requests and their status, and the [`SmsSender`] seam;
 //! - [`ticket`]: a ticket's transitions as the ticket service publishes them;
 //! - [`token`]: the signed bearer tokens of the agent and linkage operator feeds;
@@ -36,6 +37,7 @@ pub mod notice;
 pub mod problem;
 pub mod rate;
 pub mod restriction;
+pub mod revisit;
 pub mod screen;
 pub mod sms;
 pub mod ticket;
@@ -57,6 +59,7 @@ pub use notice::{
     NoticeEvent, NoticeOpened, NoticeUpdate,
 };
 pub use problem::Problem;
+pub use revisit::{Rating, RevisitCall, RevisitCallOutcome, RevisitDialer, RevisitResult};
 pub use restriction::{
     AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,
     RestrictionChange, RestrictionNote, RestrictionReason, RestrictionState,

@@ -190,6 +190,25 @@ pub enum TicketAction {
     RepeatOverruled,
     /// A provisional deadline was recomputed once its year's calendar was added (Art. 22).
     DeadlineRecomputed,
+    /// The result SMS was asked for (Art. 13).
+    ResultNotified,
+    /// The satisfaction survey was sent (Art. 16).
+    SurveySent,
+    /// The citizen's rating was recorded, or the 24-hour default applied (Arts. 16, 17).
+    Rated,
+    /// A dissatisfied rating opened a revisit (Art. 17).
+    RevisitOpened,
+    /// A revisit attempt failed (no answer, busy, no digit).
+    RevisitAttemptFailed,
+    /// The revisit ended: rated again, or after three failed attempts (Art. 17).
+    RevisitEnded,
+    /// The centre sent the ticket back to the unit to redo it: half the original
+    /// deadline, no extension, once only (Art. 17).
+    RedoOrdered,
+    /// The unit appealed a dissatisfied rating with evidence (Art. 17).
+    AppealFiled,
+    /// A supervisor decided the appeal (Art. 17).
+    AppealDecided,
 }
 
 /// One transition of a ticket, on the status topic. Keyed by the citizen key (like the
@@ -247,4 +266,7 @@ pub struct TicketStatus {
     /// Why: the Art. 7 reason, a return's reasons, a repeat decision's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The rating that counts now (Arts. 16, 17), once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<crate::revisit::Rating>,
 }

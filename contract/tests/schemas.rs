@@ -109,3 +109,15 @@ fn ticket_status_schema_is_current() {
         schemars::schema_for!(hotline_contract::TicketStatus),
     );
 }
+
+#[test]
+fn revisit_schemas_are_current() {
+    check(
+        EventType::RevisitCall,
+        schemars::schema_for!(hotline_contract::RevisitCall),
+    );
+    check(
+        EventType::RevisitResult,
+        schemars::schema_for!(hotline_contract::RevisitResult),
+    );
+}

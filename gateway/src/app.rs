@@ -53,6 +53,8 @@ pub async fn run(
         sms_outbound: config.kafka.sms_outbound_topic.clone(),
         sms_status: config.kafka.sms_status_topic.clone(),
         ticket_status: config.kafka.ticket_status_topic.clone(),
+        revisit_calls: config.kafka.revisit_calls_topic.clone(),
+        revisit_results: config.kafka.revisit_results_topic.clone(),
         members: config.kafka.members_topic.clone(),
     };
     let reader_props = client_props.clone();

@@ -260,6 +260,12 @@ pub struct KafkaSection {
     /// ticket; the gateway writes none).
     #[serde(default = "default_ticket_status_topic")]
     pub ticket_status_topic: String,
+    /// Topic of the ticket service's revisit-call requests (Art. 17), keyed by ticket.
+    #[serde(default = "default_revisit_calls_topic")]
+    pub revisit_calls_topic: String,
+    /// Topic of revisit-call results, keyed by ticket.
+    #[serde(default = "default_revisit_results_topic")]
+    pub revisit_results_topic: String,
     /// Topic where the gateway's instances say they are alive (who runs which urgent
     /// notice's clock).
     #[serde(default = "default_members_topic")]
@@ -449,6 +455,12 @@ fn default_sms_status_topic() -> String {
 }
 fn default_ticket_status_topic() -> String {
     "hotline.ticket-status.v1".to_owned()
+}
+fn default_revisit_calls_topic() -> String {
+    "hotline.revisit-calls.v1".to_owned()
+}
+fn default_revisit_results_topic() -> String {
+    "hotline.revisit-results.v1".to_owned()
 }
 fn default_members_topic() -> String {
     "hotline.gateway-members.v1".to_owned()
@@ -681,6 +693,8 @@ impl Config {
             ("kafka.sms_outbound_topic", &k.sms_outbound_topic),
             ("kafka.sms_status_topic", &k.sms_status_topic),
             ("kafka.ticket_status_topic", &k.ticket_status_topic),
+            ("kafka.revisit_calls_topic", &k.revisit_calls_topic),
+            ("kafka.revisit_results_topic", &k.revisit_results_topic),
             ("kafka.group_prefix", &k.group_prefix),
             ("kafka.members_topic", &k.members_topic),
         ] {
@@ -700,6 +714,8 @@ impl Config {
             &k.sms_outbound_topic,
             &k.sms_status_topic,
             &k.ticket_status_topic,
+            &k.revisit_calls_topic,
+            &k.revisit_results_topic,
             &k.members_topic,
         ];
         if topics

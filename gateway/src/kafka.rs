@@ -98,6 +98,10 @@ pub struct Topics {
     pub sms_status: String,
     /// The ticket service's ticket transitions (not written by the gateway).
     pub ticket_status: String,
+    /// The ticket service's revisit-call requests (read by the gateway).
+    pub revisit_calls: String,
+    /// Revisit-call results.
+    pub revisit_results: String,
     /// Instances' heartbeats.
     pub members: String,
 }
@@ -113,6 +117,8 @@ impl Topics {
             EventType::OutboundSms => &self.sms_outbound,
             EventType::SmsStatus => &self.sms_status,
             EventType::TicketStatus => &self.ticket_status,
+            EventType::RevisitCall => &self.revisit_calls,
+            EventType::RevisitResult => &self.revisit_results,
         }
     }
 }
@@ -156,6 +162,8 @@ pub async fn create_topics(
         &topics.notices,
         &topics.sms_outbound,
         &topics.sms_status,
+        &topics.revisit_calls,
+        &topics.revisit_results,
     ]
     .into_iter()
     .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))

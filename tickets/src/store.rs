@@ -1044,6 +1044,7 @@ impl Store {
             urge_count: row.urge_count.max(0) as u32,
             parent_ref: row.parent_ref.clone().map(TicketRef),
             detail: e.detail,
+            rating: None,
         };
         let record = Event::from(status).to_record(&self.source)?;
         sqlx::query("INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4)")
