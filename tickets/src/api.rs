@@ -24,6 +24,7 @@ use std::sync::Mutex;
 
 use crate::config::Clock;
 use crate::rules::{self, Command, Edit, NonAcceptance, Reply, Role};
+use crate::store::followup::AgentRevisit;
 use crate::store::{CommandError, ListFilter, Overrule, Store, TicketRow};
 
 /// The largest request body.
@@ -127,6 +128,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/tickets/{ticket_ref}/reply", post(reply))
         .route("/tickets/{ticket_ref}/reply-decision", post(reply_decision))
         .route("/tickets/{ticket_ref}/repeat", post(repeat))
+        .route("/tickets/{ticket_ref}/followup", get(followup_of))
+        .route("/tickets/{ticket_ref}/redo", post(redo))
+        .route("/tickets/{ticket_ref}/revisit", post(revisit))
+        .route("/tickets/{ticket_ref}/appeal", post(appeal))
+        .route("/tickets/{ticket_ref}/appeal-decision", post(appeal_decision))
+        .route("/revisits", get(revisits))
+        .route("/appeals", get(appeals))
+        .route("/survey-replies/unmatched", get(unmatched_replies))
+        .route("/statistics", get(statistics))
         .route("/progress/{ticket_ref}", get(progress))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -924,6 +934,357 @@ async fn progress(
     }
 }
 
+// ---- Follow-up (Arts. 13, 16-18) ---------------------------------------------------
+
+/// The role, or the problem to answer with.
+macro_rules! role_or_problem {
+    ($s:expr, $headers:expr) => {
+        match role(&$s, &$headers) {
+            Ok(x) => x,
+            Err(x) => return x.into_response(),
+        }
+    };
+}
+
+async fn followup_of(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = fetch_visible(&s, &role, &r).await {
+        return x;
+    }
+    match s.store.followup_of(&r).await {
+        Ok(mut f) => {
+            if !role.is_centre() {
+                // What the citizen wrote back stays with the centre (Art. 21).
+                f.replies.clear();
+            }
+            Json(f).into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedoIn {
+    note: String,
+}
+
+async fn redo(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<RedoIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(s, headers, body);
+    run(&s, &headers, &r, Command::Redo(b.note)).await
+}
+
+async fn revisit(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AgentRevisit>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(s, headers, body);
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = ref_ok(&r) {
+        return x.into_response();
+    }
+    match s.store.revisit_by_agent(&r, &role, &b, s.clock.now()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => command_problem(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppealIn {
+    evidence: String,
+}
+
+async fn appeal(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AppealIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(s, headers, body);
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = fetch_visible(&s, &role, &r).await {
+        return x;
+    }
+    match s.store.appeal(&r, &role, &b.evidence, s.clock.now()).await {
+        Ok(a) => (StatusCode::CREATED, Json(a)).into_response(),
+        Err(e) => command_problem(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppealDecisionIn {
+    uphold: bool,
+    note: String,
+}
+
+async fn appeal_decision(
+    State(s): State<ApiState>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AppealDecisionIn>, JsonRejection>,
+) -> Response {
+    let b = body_or_problem!(s, headers, body);
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = ref_ok(&r) {
+        return x.into_response();
+    }
+    match s
+        .store
+        .decide_appeal(&r, &role, b.uphold, &b.note, s.clock.now())
+        .await
+    {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => command_problem(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskQuery {
+    state: Option<String>,
+    /// `<RFC 3339 time>_<uuid>` of the last item of the previous page.
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskPage<T> {
+    items: Vec<T>,
+    next: Option<String>,
+}
+
+fn task_query(
+    q: Result<Query<TaskQuery>, QueryRejection>,
+    states: &[&str],
+) -> Result<(String, Option<(DateTime<Utc>, uuid::Uuid)>, i64), Response> {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return Err(bad_query(e)),
+    };
+    let limit = page_limit(q.limit).map_err(IntoResponse::into_response)?;
+    let state = q.state.unwrap_or_else(|| states[0].to_owned());
+    if !states.contains(&state.as_str()) {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed query",
+            format!("state is one of {}", states.join(", ")),
+        ));
+    }
+    let cursor = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => match c.split_once('_').and_then(|(t, id)| {
+            Some((
+                DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc),
+                id.parse().ok()?,
+            ))
+        }) {
+            Some(x) => Some(x),
+            None => {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-request",
+                    "Malformed query",
+                    "cursor is the `next` of the previous page",
+                ));
+            }
+        },
+    };
+    Ok((state, cursor, limit))
+}
+
+fn task_page<T: Serialize>(
+    mut items: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid),
+) -> Response {
+    let next = (items.len() as i64 > limit).then(|| {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|i| {
+                let (t, id) = key(i);
+                format!("{}_{id}", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            })
+            .unwrap_or_default()
+    });
+    Json(TaskPage { items, next }).into_response()
+}
+
+fn centre_or_forbidden(role: &Role) -> Result<(), Response> {
+    if role.is_centre() {
+        Ok(())
+    } else {
+        Err(problem(
+            StatusCode::FORBIDDEN,
+            "centre-only",
+            "Centre only",
+            "only the hotline centre (agents, supervisors) sees this",
+        ))
+    }
+}
+
+/// The revisit task list (Art. 17): open revisits, oldest first.
+async fn revisits(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<TaskQuery>, QueryRejection>,
+) -> Response {
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = centre_or_forbidden(&role) {
+        return x;
+    }
+    let (state, cursor, limit) = match task_query(q, &["open", "done", "ended", "closed"]) {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    match s.store.revisits(&state, cursor, limit + 1).await {
+        Ok(items) => task_page(items, limit, |v| (v.opened_at, v.id)),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// Appeals (Art. 17): pending ones for a supervisor to decide, oldest first.
+async fn appeals(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<TaskQuery>, QueryRejection>,
+) -> Response {
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = centre_or_forbidden(&role) {
+        return x;
+    }
+    let (state, cursor, limit) = match task_query(q, &["pending", "upheld", "rejected"]) {
+        Ok(x) => x,
+        Err(x) => return x,
+    };
+    match s.store.appeals(&state, cursor, limit + 1).await {
+        Ok(items) => task_page(items, limit, |a| (a.filed_at, a.id)),
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<i64>,
+}
+
+/// Rating-shaped texts that answered no survey (kept, never a ticket).
+async fn unmatched_replies(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Response {
+    let role = role_or_problem!(s, headers);
+    if let Err(x) = centre_or_forbidden(&role) {
+        return x;
+    }
+    let limit = match q.map(|Query(q)| page_limit(q.limit)) {
+        Ok(Ok(l)) => l,
+        Ok(Err(p)) => return p.into_response(),
+        Err(e) => return bad_query(e),
+    };
+    match s.store.unmatched_replies(limit).await {
+        Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    period: String,
+    unit: Option<String>,
+    format: Option<String>,
+}
+
+/// Art. 18: the statistics of a month (`2026-11`) or quarter (`2026-Q4`), as JSON or CSV
+/// (`format=csv` or `Accept: text/csv`). A unit sees its own figures only.
+async fn statistics(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Response {
+    let role = role_or_problem!(s, headers);
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    let Some(period) = crate::stats::Period::parse(&q.period) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed query",
+            "period is a month (2026-11) or a quarter (2026-Q4)",
+        );
+    };
+    let unit = match &role {
+        Role::Unit { unit, .. } => {
+            if q.unit.as_ref().is_some_and(|u| u != unit) {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    "not-your-unit",
+                    "Not your unit",
+                    "a unit sees only its own figures",
+                );
+            }
+            Some(unit.clone())
+        }
+        _ => q.unit.clone(),
+    };
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed query",
+                "format is json or csv",
+            );
+        }
+        None => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
+    };
+    let started = Instant::now();
+    let report = match crate::stats::report(s.store.pool(), period, unit.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => return store_failed(e),
+    };
+    metrics::histogram!("tickets_statistics_seconds").record(started.elapsed().as_secs_f64());
+    if csv {
+        (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"statistics-{}.csv\"", report.period),
+                ),
+            ],
+            crate::stats::csv(&report),
+        )
+            .into_response()
+    } else {
+        Json(report).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -937,10 +1298,7 @@ mod tests {
             Arc::new(crate::Calendar::builtin()),
             Arc::new(crate::units::Units::builtin()),
             Arc::new(crate::repeat::RepeatParams::builtin()),
-            crate::store::OutTopics {
-                status: "s".into(),
-                dead_letter: "d".into(),
-            },
+            crate::store::OutTopics::default(),
         );
         router(ApiState {
             store,
@@ -985,8 +1343,8 @@ mod tests {
             }
         }
         assert_eq!(
-            guarded, 15,
-            "units, list, get, edit, history and ten commands"
+            guarded, 24,
+            "units, list, get, edit, history, ten commands, and the follow-up's nine"
         );
     }
 

@@ -44,6 +44,78 @@ pub struct Config {
     /// Clocks.
     #[serde(default)]
     pub clock: ClockConfig,
+    /// The follow-up after closure (Arts. 13, 16, 17).
+    #[serde(default)]
+    pub followup: FollowupConfig,
+}
+
+/// `[followup]`: the result SMS, the survey, revisits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowupConfig {
+    /// No valid reply within this counts as satisfied (Art. 16: 24 hours; tests shorten
+    /// it).
+    #[serde(default = "default_survey_window")]
+    pub survey_window_secs: u64,
+    /// `call` (the gateway's automated call) or `agent` (a task in the API).
+    #[serde(default = "default_revisit_mode")]
+    pub revisit_mode: crate::followup::RevisitMode,
+    /// The gap between failed revisit attempts.
+    #[serde(default = "default_revisit_retry")]
+    pub revisit_retry_secs: u64,
+    /// A revisit call with no result after this counts as failed.
+    #[serde(default = "default_revisit_timeout")]
+    pub revisit_result_timeout_secs: u64,
+    /// Texts to use instead of the shipped `data/followup.toml`.
+    #[serde(default)]
+    pub templates_file: Option<PathBuf>,
+}
+
+fn default_survey_window() -> u64 {
+    24 * 3600
+}
+fn default_revisit_mode() -> crate::followup::RevisitMode {
+    crate::followup::RevisitMode::Call
+}
+fn default_revisit_retry() -> u64 {
+    2 * 3600
+}
+fn default_revisit_timeout() -> u64 {
+    15 * 60
+}
+
+impl Default for FollowupConfig {
+    fn default() -> Self {
+        FollowupConfig {
+            survey_window_secs: default_survey_window(),
+            revisit_mode: default_revisit_mode(),
+            revisit_retry_secs: default_revisit_retry(),
+            revisit_result_timeout_secs: default_revisit_timeout(),
+            templates_file: None,
+        }
+    }
+}
+
+impl FollowupConfig {
+    /// The store's settings, with the texts read.
+    pub fn params(&self) -> anyhow::Result<crate::followup::Params> {
+        let templates = match &self.templates_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                crate::followup::Templates::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+            }
+            None => crate::followup::Templates::builtin(),
+        };
+        Ok(crate::followup::Params {
+            templates,
+            survey_window: Duration::from_secs(self.survey_window_secs),
+            revisit_mode: self.revisit_mode,
+            revisit_retry: Duration::from_secs(self.revisit_retry_secs),
+            revisit_result_timeout: Duration::from_secs(self.revisit_result_timeout_secs),
+        })
+    }
 }
 
 /// The database.
@@ -83,6 +155,15 @@ pub struct KafkaConfig {
     /// Where records that cannot be applied go, with the reason.
     #[serde(default = "default_dead_letter")]
     pub dead_letter_topic: String,
+    /// The gateway's outbound SMS requests (result SMS, survey; Arts. 13, 16).
+    #[serde(default = "default_sms_outbound")]
+    pub sms_outbound_topic: String,
+    /// Revisit-call requests to the gateway (Art. 17).
+    #[serde(default = "default_revisit_calls")]
+    pub revisit_calls_topic: String,
+    /// The gateway's revisit-call results.
+    #[serde(default = "default_revisit_results")]
+    pub revisit_results_topic: String,
     /// Partitions of the topics the service creates (status, dead letters).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -113,6 +194,15 @@ fn default_status() -> String {
 }
 fn default_dead_letter() -> String {
     "hotline.tickets-dead-letter.v1".into()
+}
+fn default_sms_outbound() -> String {
+    "hotline.sms-outbound.v1".into()
+}
+fn default_revisit_calls() -> String {
+    "hotline.revisit-calls.v1".into()
+}
+fn default_revisit_results() -> String {
+    "hotline.revisit-results.v1".into()
 }
 fn default_partitions() -> i32 {
     3
@@ -181,6 +271,13 @@ pub struct ClockConfig {
     /// Development and tests only: run this many seconds ahead of the wall clock.
     #[serde(default)]
     pub offset_secs: i64,
+    /// How often the leader looks for due follow-up clocks (Arts. 16, 17).
+    #[serde(default = "default_clocks_ms")]
+    pub clocks_ms: u64,
+}
+
+fn default_clocks_ms() -> u64 {
+    1000
 }
 
 fn default_sweep() -> u64 {
@@ -196,6 +293,7 @@ impl Default for ClockConfig {
             sweep_secs: default_sweep(),
             member_timeout_secs: default_member_timeout(),
             offset_secs: 0,
+            clocks_ms: default_clocks_ms(),
         }
     }
 }
@@ -257,6 +355,9 @@ impl Config {
             ("kafka.drafts_topic", &k.drafts_topic),
             ("kafka.status_topic", &k.status_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.sms_outbound_topic", &k.sms_outbound_topic),
+            ("kafka.revisit_calls_topic", &k.revisit_calls_topic),
+            ("kafka.revisit_results_topic", &k.revisit_results_topic),
         ] {
             if !valid_topic(t) {
                 return Err(invalid(field, "1-249 of letters, digits, '.', '_', '-'"));
@@ -267,6 +368,9 @@ impl Config {
             &k.drafts_topic,
             &k.status_topic,
             &k.dead_letter_topic,
+            &k.sms_outbound_topic,
+            &k.revisit_calls_topic,
+            &k.revisit_results_topic,
         ];
         if topics
             .iter()
@@ -274,7 +378,7 @@ impl Config {
             .len()
             != topics.len()
         {
-            return Err(invalid("kafka", "the four topics must differ"));
+            return Err(invalid("kafka", "the seven topics must differ"));
         }
         if !(1..=1000).contains(&k.partitions) {
             return Err(invalid("kafka.partitions", "1 to 1000"));
@@ -299,6 +403,19 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.clock.sweep_secs) {
             return Err(invalid("clock.sweep_secs", "1 to 86,400"));
+        }
+        if !(100..=60_000).contains(&self.clock.clocks_ms) {
+            return Err(invalid("clock.clocks_ms", "100 to 60,000"));
+        }
+        let f = &self.followup;
+        if !(1..=7 * 86_400).contains(&f.survey_window_secs) {
+            return Err(invalid("followup.survey_window_secs", "1 to 604,800"));
+        }
+        if !(1..=7 * 86_400).contains(&f.revisit_retry_secs) {
+            return Err(invalid("followup.revisit_retry_secs", "1 to 604,800"));
+        }
+        if !(1..=86_400).contains(&f.revisit_result_timeout_secs) {
+            return Err(invalid("followup.revisit_result_timeout_secs", "1 to 86,400"));
         }
         if !(1..=600).contains(&self.clock.member_timeout_secs) {
             return Err(invalid("clock.member_timeout_secs", "1 to 600"));

@@ -39,6 +39,8 @@ pub struct ConsumerOptions {
     pub contacts_topic: String,
     /// The drafts topic.
     pub drafts_topic: String,
+    /// The gateway's revisit-call results (Art. 17).
+    pub revisit_results_topic: String,
     /// librdkafka properties (bootstrap servers, security).
     pub client_properties: Vec<(String, String)>,
     /// Most records in one transaction.
@@ -147,7 +149,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metadata = make_consumer(&opts)?;
-    let topics = [opts.contacts_topic.clone(), opts.drafts_topic.clone()];
+    let topics = [
+        opts.contacts_topic.clone(),
+        opts.drafts_topic.clone(),
+        opts.revisit_results_topic.clone(),
+    ];
     let mut partitions: Vec<(String, i32)> = Vec::new();
     let mut reader: Option<Reader> = None;
     let mut reseek = false;

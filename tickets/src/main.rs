@@ -173,14 +173,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         OutTopics {
             status: config.kafka.status_topic.clone(),
             dead_letter: config.kafka.dead_letter_topic.clone(),
+            sms_outbound: config.kafka.sms_outbound_topic.clone(),
+            revisit_calls: config.kafka.revisit_calls_topic.clone(),
+            revisit_results: config.kafka.revisit_results_topic.clone(),
         },
         format!("/tickets/{instance}"),
     )
-    .await?;
+    .await?
+    .with_followup(config.followup.params()?);
     let props = config.client_properties();
     if let Err(e) = publisher::create_topics(
         &props,
-        &[&config.kafka.status_topic, &config.kafka.dead_letter_topic],
+        &[
+            &config.kafka.status_topic,
+            &config.kafka.dead_letter_topic,
+            &config.kafka.sms_outbound_topic,
+            &config.kafka.revisit_calls_topic,
+            &config.kafka.revisit_results_topic,
+        ],
         config.kafka.partitions,
     )
     .await
@@ -198,6 +208,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             group: config.kafka.group.clone(),
             contacts_topic: config.kafka.contacts_topic.clone(),
             drafts_topic: config.kafka.drafts_topic.clone(),
+            revisit_results_topic: config.kafka.revisit_results_topic.clone(),
             client_properties: props.clone(),
             batch_max: config.kafka.batch_max,
             member_timeout: config.member_timeout(),
@@ -212,6 +223,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             client_properties: props,
             database: db,
             sweep_every: std::time::Duration::from_secs(config.clock.sweep_secs),
+            clocks_every: std::time::Duration::from_millis(config.clock.clocks_ms),
         },
         clock,
         status.clone(),

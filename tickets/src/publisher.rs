@@ -1,6 +1,7 @@
-//! What one instance at a time does: send the outbox (status events, dead letters) to
-//! Kafka in order, and run the clocks (Art. 10's card sweep, Art. 22's recount of
-//! provisional deadlines).
+//! What one instance at a time does: send the outbox (status events, dead letters, SMS
+//! and revisit-call requests) to Kafka in order, and run the clocks (Art. 10's card
+//! sweep, Art. 22's recount of provisional deadlines, the follow-up's clocks of Arts. 16
+//! and 17).
 //!
 //! The one instance is whoever holds a PostgreSQL session advisory lock on a dedicated
 //! connection: the database frees it the moment that connection drops (a crash, a
@@ -36,6 +37,8 @@ pub struct PublisherOptions {
     pub database: sqlx::postgres::PgConnectOptions,
     /// How often the card sweep runs.
     pub sweep_every: Duration,
+    /// How often due follow-up clocks are looked for (Arts. 16, 17).
+    pub clocks_every: Duration,
 }
 
 /// Creates the topics the service writes, if missing (the gateway's own topics are the
@@ -104,6 +107,8 @@ pub async fn run(
         let mut sweep = tokio::time::interval(opts.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut clocks = tokio::time::interval(opts.clocks_every);
+        clocks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
         let lost = loop {
             match publish_some(&store, &producer).await {
@@ -123,6 +128,19 @@ pub async fn run(
                         Ok(n) if n > 0 => tracing::info!(cards = n, "Cards shown (Art. 10)"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "Card sweep failed"),
+                    }
+                }
+                _ = clocks.tick() => {
+                    // Arts. 16, 17: the survey's default, revisit calls, their timeouts.
+                    loop {
+                        match store.run_due_jobs(clock.now(), 200).await {
+                            Ok(200) => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "Running the follow-up clocks failed");
+                                break;
+                            }
+                        }
                     }
                 }
                 _ = prune.tick() => {

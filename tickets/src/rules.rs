@@ -208,6 +208,10 @@ pub enum Command {
         /// Why (required to send back).
         note: String,
     },
+    /// The centre sends a resolved ticket back to its lead unit to redo, at the
+    /// citizen's request after a dissatisfied rating (Art. 17). The store checks the
+    /// rating; the rules check the rest.
+    Redo(String),
 }
 
 /// The fields of a ticket the rules read and write.
@@ -251,6 +255,8 @@ pub struct Snapshot {
     pub return_requested_at: Option<DateTime<Utc>>,
     /// The warning shown (Art. 10).
     pub card: Card,
+    /// Redone once already (Art. 17).
+    pub redone: bool,
 }
 
 /// A refused command: nothing changes (except, for a late return, the red card Art. 10
@@ -355,6 +361,11 @@ fn in_state(t: &Snapshot, allowed: &[TicketState], what: &str) -> Result<(), Ref
             ),
         ))
     }
+}
+
+/// The last second of a Beijing day.
+pub fn end_of_day(date: NaiveDate) -> DateTime<Utc> {
+    end_of(date)
 }
 
 /// The end of a Beijing day, as the instant a deadline counted "after" it starts from.
@@ -645,6 +656,13 @@ pub fn apply(
                 "extend",
             )?;
             required("reason", reason)?;
+            if t.redone {
+                return Err(refuse(
+                    409,
+                    "redo-not-extended",
+                    "a redo is not extended (Art. 17)",
+                ));
+            }
             if t.extended {
                 return Err(refuse(
                     409,
@@ -742,7 +760,47 @@ pub fn apply(
                 ))
             }
         }
+        Command::Redo(note) => {
+            centre_only(role)?;
+            required("note", note)?;
+            if t.state != TicketState::Closed || t.outcome != Some(Outcome::Resolved) {
+                return Err(refuse(
+                    409,
+                    "wrong-state",
+                    "only a ticket closed on an accepted reply is redone (Art. 17)",
+                ));
+            }
+            if t.redone {
+                return Err(refuse(
+                    409,
+                    "redone-already",
+                    "a ticket is redone once only (Art. 17)",
+                ));
+            }
+            let days = redo_days(t.handling_days.unwrap_or_else(|| handling_days(t.kind)));
+            let due = calendar.deadline(now, days);
+            after.state = TicketState::Handling;
+            after.outcome = None;
+            after.dispatched_at = Some(now);
+            after.handling_due = Some(due.date);
+            after.handling_days = Some(days);
+            after.due_provisional = due.provisional;
+            after.card = Card::None;
+            after.redone = true;
+            Ok(done(
+                after,
+                TicketAction::RedoOrdered,
+                "Art. 17",
+                Some(format!("{} (redo within {days} working days)", note.trim())),
+            ))
+        }
     }
+}
+
+/// A redo's working days: half the original deadline (Art. 17), rounded up so a
+/// consultation's 2 days give 1, never 0.
+pub fn redo_days(original: u32) -> u32 {
+    original.div_ceil(2).max(1)
 }
 
 /// The card a ticket shows on `today` (Art. 10): yellow on its due day, red once
@@ -815,6 +873,7 @@ mod tests {
             returns: 0,
             return_requested_at: None,
             card: Card::None,
+            redone: false,
         }
     }
 
@@ -1350,5 +1409,65 @@ mod tests {
         ] {
             assert_eq!(Role::from_subject(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn art17_redo_half_the_deadline_no_extension_once_only() {
+        assert_eq!(redo_days(10), 5);
+        assert_eq!(redo_days(2), 1);
+        assert_eq!(redo_days(5), 3);
+        let mut t = dispatched(TicketKind::Complaint, "2026-12-01T09:00:00");
+        t.state = TicketState::Closed;
+        t.outcome = Some(Outcome::Resolved);
+        let unit = Role::Unit {
+            unit: t.lead_unit.clone().expect("dispatched"),
+            person: "u1".into(),
+        };
+        // Only the centre orders it, with a note.
+        assert_eq!(
+            run(&t, &unit, Command::Redo("群众要求重办".into()), "2026-12-14T09:00:00")
+                .expect_err("units do not")
+                .status,
+            403
+        );
+        assert_eq!(
+            run(&t, &agent(), Command::Redo(" ".into()), "2026-12-14T09:00:00")
+                .expect_err("note")
+                .code,
+            "field-required"
+        );
+        // Monday 14 December: 5 working days counted from the next working day.
+        let r = run(&t, &agent(), Command::Redo("群众要求重办".into()), "2026-12-14T09:00:00")
+            .expect("redo");
+        assert_eq!(r.action, TicketAction::RedoOrdered);
+        assert_eq!(r.article, "Art. 17");
+        assert_eq!(r.after.state, TicketState::Handling);
+        assert_eq!(r.after.outcome, None);
+        assert_eq!(r.after.handling_days, Some(5));
+        assert_eq!(r.after.handling_due, Some(d("2026-12-21")));
+        assert!(r.after.redone);
+        // No extension of a redo.
+        let e = run(&r.after, &unit, Command::Extend("需要协调".into()), "2026-12-15T09:00:00")
+            .expect_err("no extension");
+        assert_eq!(e.code, "redo-not-extended");
+        // Once only.
+        let mut again = r.after.clone();
+        again.state = TicketState::Closed;
+        again.outcome = Some(Outcome::Resolved);
+        assert_eq!(
+            run(&again, &agent(), Command::Redo("再次重办".into()), "2026-12-22T09:00:00")
+                .expect_err("once")
+                .code,
+            "redone-already"
+        );
+        // Only a resolved ticket.
+        let mut answered = t.clone();
+        answered.outcome = Some(Outcome::Answered);
+        assert_eq!(
+            run(&answered, &agent(), Command::Redo("重办".into()), "2026-12-14T09:00:00")
+                .expect_err("resolved only")
+                .status,
+            409
+        );
     }
 }

@@ -61,13 +61,31 @@ impl StoreError {
     }
 }
 
-/// Topics the store writes outbox rows for.
+/// Topics the store writes outbox rows for (and the revisit results it reads).
 #[derive(Debug, Clone)]
 pub struct OutTopics {
     /// Ticket status events.
     pub status: String,
     /// Dead letters.
     pub dead_letter: String,
+    /// Outbound SMS requests (the gateway sends them): result SMS, survey (Arts. 13, 16).
+    pub sms_outbound: String,
+    /// Revisit-call requests (the gateway places them, Art. 17).
+    pub revisit_calls: String,
+    /// Revisit-call results (the gateway's; read, not written).
+    pub revisit_results: String,
+}
+
+impl Default for OutTopics {
+    fn default() -> Self {
+        OutTopics {
+            status: "hotline.ticket-status.v1".into(),
+            dead_letter: "hotline.tickets-dead-letter.v1".into(),
+            sms_outbound: "hotline.sms-outbound.v1".into(),
+            revisit_calls: "hotline.revisit-calls.v1".into(),
+            revisit_results: "hotline.revisit-results.v1".into(),
+        }
+    }
 }
 
 /// One Kafka record to apply.
@@ -117,6 +135,7 @@ pub struct Applied {
 enum Parsed {
     Contact(Box<Contact>),
     Draft(Box<TicketDraft>),
+    RevisitResult(Box<contract::RevisitResult>),
     Dead(String),
 }
 
@@ -129,6 +148,7 @@ pub struct Store {
     repeat: Arc<RepeatParams>,
     topics: OutTopics,
     source: String,
+    followup: Arc<crate::followup::Params>,
 }
 
 impl std::fmt::Debug for Store {
@@ -250,6 +270,18 @@ pub struct TicketRow {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The lead unit's latest reply (Art. 13).
+    pub replied_at: Option<DateTime<Utc>>,
+    /// Closed.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Redone once (Art. 17).
+    pub redone: bool,
+    /// The rating that counts (Arts. 16, 17).
+    pub rating: Option<String>,
+    /// First yellow card.
+    pub yellow_at: Option<DateTime<Utc>>,
+    /// First red card.
+    pub red_at: Option<DateTime<Utc>>,
 }
 
 impl TicketRow {
@@ -275,6 +307,7 @@ impl TicketRow {
             returns: self.returns.max(0) as u32,
             return_requested_at: self.return_requested_at,
             card: Card::parse(&self.card).unwrap_or(Card::None),
+            redone: self.redone,
         }
     }
 
@@ -386,7 +419,7 @@ pub struct Overrule {
     pub reason: String,
 }
 
-const TICKET_COLUMNS: &str = "id, ticket_ref, draft_id, citizen_key, channel, received_at, state, outcome, kind, summary, location, district, request, urgency, suggested_unit, parent_ref, lead_unit, co_units, dispatched_at, first_dispatched_at, dispatch_due, handling_due, handling_days, due_provisional, extended, returns, return_requested_at, urge_count, card, records, draft, repeat_decision, repeat_reason, repeat_of, created_at, updated_at";
+const TICKET_COLUMNS: &str = "id, ticket_ref, draft_id, citizen_key, channel, received_at, state, outcome, kind, summary, location, district, request, urgency, suggested_unit, parent_ref, lead_unit, co_units, dispatched_at, first_dispatched_at, dispatch_due, handling_due, handling_days, due_provisional, extended, returns, return_requested_at, urge_count, card, records, draft, repeat_decision, repeat_reason, repeat_of, created_at, updated_at, replied_at, closed_at, redone, rating, yellow_at, red_at";
 
 fn has_nul(s: &str) -> bool {
     s.contains('\0')
@@ -456,7 +489,12 @@ fn phone_tail(c: &Contact) -> Option<String> {
     (digits.len() >= 4).then(|| digits[digits.len() - 4..].iter().collect())
 }
 
-fn parse(rec: &Incoming, contacts_topic: &str, drafts_topic: &str) -> Parsed {
+fn parse(
+    rec: &Incoming,
+    contacts_topic: &str,
+    drafts_topic: &str,
+    revisit_results_topic: &str,
+) -> Parsed {
     let Some(payload) = rec.payload.as_deref() else {
         return Parsed::Dead("the record has no value".into());
     };
@@ -483,10 +521,27 @@ fn parse(rec: &Incoming, contacts_topic: &str, drafts_topic: &str) -> Parsed {
             },
             Err(e) => Parsed::Dead(format!("not a ticket draft: {e}")),
         }
+    } else if rec.topic == revisit_results_topic {
+        if ce_type.is_some_and(|t| t != contract::EventType::RevisitResult.ce_type()) {
+            return Parsed::Dead(format!("ce_type {ce_type:?} on the revisit-results topic"));
+        }
+        match serde_json::from_slice::<contract::RevisitResult>(payload) {
+            Ok(r) if r.schema_version != contract::SCHEMA_VERSION => Parsed::Dead(format!(
+                "schema_version {} is not supported",
+                r.schema_version
+            )),
+            Ok(r) if r.ticket_ref.as_str().is_empty() || r.ticket_ref.as_str().len() > 64 => {
+                Parsed::Dead("ticket_ref is empty or longer than 64".into())
+            }
+            Ok(r) => Parsed::RevisitResult(Box::new(r)),
+            Err(e) => Parsed::Dead(format!("not a revisit result: {e}")),
+        }
     } else {
         Parsed::Dead(format!("no reader for topic {}", rec.topic))
     }
 }
+
+pub mod followup;
 
 /// What an event says about a ticket row.
 struct Emit<'a> {
@@ -525,6 +580,7 @@ impl Store {
             repeat,
             topics,
             source,
+            followup: Arc::new(crate::followup::Params::default()),
         })
     }
 
@@ -547,7 +603,14 @@ impl Store {
             repeat,
             topics,
             source: "/tickets/lazy".into(),
+            followup: Arc::new(crate::followup::Params::default()),
         }
+    }
+
+    /// The same store with these follow-up settings (Arts. 13, 16, 17).
+    pub fn with_followup(mut self, params: crate::followup::Params) -> Self {
+        self.followup = Arc::new(params);
+        self
     }
 
     /// The pool (for the publisher's lock connection and health checks).
@@ -627,7 +690,12 @@ impl Store {
             let ce_id = rec.header("ce_id").and_then(|s| s.parse::<Uuid>().ok());
             let parsed = match ce_id {
                 None => Parsed::Dead("no ce_id header (a CloudEvents id) on the record".into()),
-                Some(_) => parse(rec, contacts_topic, drafts_topic),
+                Some(_) => parse(
+                    rec,
+                    contacts_topic,
+                    drafts_topic,
+                    &self.topics.revisit_results,
+                ),
             };
             if let (Some(id), false) = (ce_id, matches!(parsed, Parsed::Dead(_))) {
                 let fresh = sqlx::query(
@@ -651,6 +719,8 @@ impl Store {
                     self.store_contact(&mut tx, &c).await?;
                     out.applied += 1;
                 }
+                // Art. 16: an SMS may answer a survey rather than ask for anything.
+                Parsed::Draft(d) if self.survey_reply(&mut tx, &d).await? => out.applied += 1,
                 Parsed::Draft(d) => match self.register(&mut tx, &d).await? {
                     Ok(()) => out.applied += 1,
                     Err(reason) => {
@@ -658,6 +728,10 @@ impl Store {
                         out.dead += 1;
                     }
                 },
+                Parsed::RevisitResult(r) => {
+                    self.revisit_result(&mut tx, &r).await?;
+                    out.applied += 1;
+                }
                 Parsed::Dead(reason) => {
                     self.dead_letter(&mut tx, rec, &reason).await?;
                     out.dead += 1;
@@ -1044,7 +1118,7 @@ impl Store {
             urge_count: row.urge_count.max(0) as u32,
             parent_ref: row.parent_ref.clone().map(TicketRef),
             detail: e.detail,
-            rating: None,
+            rating: row.rating.as_deref().and_then(contract::Rating::parse),
         };
         let record = Event::from(status).to_record(&self.source)?;
         sqlx::query("INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4)")
@@ -1096,7 +1170,7 @@ impl Store {
             .unwrap_or((None, serde_json::Value::Null));
         sqlx::query_as(&format!(
             "UPDATE tickets SET state = $2, outcome = $3, kind = $4, summary = $5, location = $6, district = $7, request = $8, lead_unit = $9, co_units = $10, dispatched_at = $11, first_dispatched_at = $12, dispatch_due = $13, handling_due = $14, handling_days = $15, due_provisional = $16, extended = $17, returns = $18, card = $19, \
-             records = CASE WHEN $20::text IS NULL THEN records ELSE jsonb_set(records, ARRAY[$20::text], $21::jsonb) END, updated_at = $22, return_requested_at = $23 \
+             records = CASE WHEN $20::text IS NULL THEN records ELSE jsonb_set(records, ARRAY[$20::text], $21::jsonb) END, updated_at = $22, return_requested_at = $23, redone = $24 \
              WHERE ticket_ref = $1 RETURNING {TICKET_COLUMNS}"
         ))
         .bind(ticket_ref)
@@ -1122,6 +1196,7 @@ impl Store {
         .bind(value)
         .bind(at)
         .bind(s.return_requested_at)
+        .bind(s.redone)
         .fetch_one(&mut **tx)
         .await
     }
@@ -1149,6 +1224,12 @@ impl Store {
             }));
         }
         let actor = role.actor();
+        if matches!(command, Command::Redo(_)) {
+            // Art. 17: a redo follows a dissatisfied rating.
+            if let Err(refusal) = Self::redo_allowed(&row) {
+                return Err(CommandError::Refused(refusal));
+            }
+        }
         match rules::apply(
             &row.snapshot(),
             role,
@@ -1165,6 +1246,7 @@ impl Store {
                 let after = self
                     .write_snapshot(&mut tx, ticket_ref, &t.after, t.record, now)
                     .await?;
+                let after = self.stamp(&mut tx, &after, t.action, now).await?;
                 self.emit(
                     &mut tx,
                     &after,
@@ -1178,6 +1260,8 @@ impl Store {
                     },
                 )
                 .await?;
+                self.after_transition(&mut tx, &after, t.action, now)
+                    .await?;
                 if t.red_card {
                     self.emit(
                         &mut tx,
