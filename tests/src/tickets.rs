@@ -246,6 +246,38 @@ pub fn draft(citizen_key: &str, summary: &str, kind: TicketKind, at: DateTime<Ut
     }
 }
 
+/// The contact an SMS from `number` makes (what the gateway's SMS channel sends).
+pub fn sms_contact(
+    citizen_key: &str,
+    number: &str,
+    ticket_ref: &TicketRef,
+    text: &str,
+    at: DateTime<Utc>,
+) -> contract::Contact {
+    contract::Contact {
+        schema_version: contract::SCHEMA_VERSION,
+        id: contract::event::new_event_id(),
+        ticket_ref: ticket_ref.clone(),
+        channel: ChannelKind::Sms,
+        received_at: at,
+        citizen: contract::CitizenIdentity {
+            kind: contract::IdentityKind::PhoneNumber,
+            value: number.to_owned(),
+            key: citizen_key.to_owned(),
+        },
+        reply_paths: vec![contract::ReplyPath::Sms {
+            number: number.to_owned(),
+        }],
+        content: contract::ContactContent::Text {
+            text: text.to_owned(),
+        },
+        channel_ref: None,
+        sequence: 1,
+        rejected: None,
+        restriction: None,
+    }
+}
+
 /// A producer for the tests' own records.
 pub fn producer(bootstrap: &str) -> Result<FutureProducer> {
     Ok(ClientConfig::new()

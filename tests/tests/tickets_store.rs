@@ -38,6 +38,7 @@ async fn store(pg: &Postgres, calendar: Calendar) -> Store {
         OutTopics {
             status: "status".into(),
             dead_letter: "dead".into(),
+            ..OutTopics::default()
         },
         "/tickets/test".into(),
     )

@@ -278,6 +278,8 @@ pub struct TicketRow {
     pub redone: bool,
     /// The rating that counts (Arts. 16, 17).
     pub rating: Option<String>,
+    /// An appeal of that rating was upheld: it does not count (Art. 17).
+    pub rating_appealed: bool,
     /// First yellow card.
     pub yellow_at: Option<DateTime<Utc>>,
     /// First red card.
@@ -419,7 +421,7 @@ pub struct Overrule {
     pub reason: String,
 }
 
-const TICKET_COLUMNS: &str = "id, ticket_ref, draft_id, citizen_key, channel, received_at, state, outcome, kind, summary, location, district, request, urgency, suggested_unit, parent_ref, lead_unit, co_units, dispatched_at, first_dispatched_at, dispatch_due, handling_due, handling_days, due_provisional, extended, returns, return_requested_at, urge_count, card, records, draft, repeat_decision, repeat_reason, repeat_of, created_at, updated_at, replied_at, closed_at, redone, rating, yellow_at, red_at";
+const TICKET_COLUMNS: &str = "id, ticket_ref, draft_id, citizen_key, channel, received_at, state, outcome, kind, summary, location, district, request, urgency, suggested_unit, parent_ref, lead_unit, co_units, dispatched_at, first_dispatched_at, dispatch_due, handling_due, handling_days, due_provisional, extended, returns, return_requested_at, urge_count, card, records, draft, repeat_decision, repeat_reason, repeat_of, created_at, updated_at, replied_at, closed_at, redone, rating, rating_appealed, yellow_at, red_at";
 
 fn has_nul(s: &str) -> bool {
     s.contains('\0')

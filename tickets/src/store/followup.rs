@@ -1246,7 +1246,7 @@ impl Store {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<RevisitRow>, StoreError> {
-        let (at, id) = after.unwrap_or((DateTime::<Utc>::MIN_UTC, Uuid::nil()));
+        let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
         Ok(sqlx::query_as(&format!(
             "SELECT {REVISIT_COLUMNS} FROM revisits WHERE state = $1 AND (opened_at, id) > ($2, $3) ORDER BY opened_at, id LIMIT $4"
         ))
@@ -1265,7 +1265,7 @@ impl Store {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<AppealRow>, StoreError> {
-        let (at, id) = after.unwrap_or((DateTime::<Utc>::MIN_UTC, Uuid::nil()));
+        let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
         Ok(sqlx::query_as(&format!(
             "SELECT {APPEAL_COLUMNS} FROM appeals WHERE state = $1 AND (filed_at, id) > ($2, $3) ORDER BY filed_at, id LIMIT $4"
         ))
