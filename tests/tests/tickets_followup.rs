@@ -59,6 +59,7 @@ struct Feed {
     contacts: i64,
     drafts: i64,
     results: i64,
+    statuses: i64,
 }
 
 impl Feed {
@@ -68,6 +69,7 @@ impl Feed {
             contract::EventType::Contact => (CONTACTS, &mut self.contacts),
             contract::EventType::TicketDraft => (DRAFTS, &mut self.drafts),
             contract::EventType::RevisitResult => ("hotline.revisit-results.v1", &mut self.results),
+            contract::EventType::SmsStatus => ("hotline.sms-status.v1", &mut self.statuses),
             other => panic!("no topic for {other:?}"),
         };
         let rec = Incoming {
@@ -185,6 +187,24 @@ fn count(pg: &Postgres, sql: &str) -> i64 {
     pg.psql(sql).expect("psql").parse().expect("a count")
 }
 
+/// The gateway's report on a text.
+fn sms_status(sms: &OutboundSms, state: contract::SmsState, at: DateTime<Utc>) -> Event {
+    contract::SmsStatus {
+        schema_version: contract::SCHEMA_VERSION,
+        id: Uuid::now_v7(),
+        request_id: sms.id,
+        purpose: sms.purpose.clone(),
+        reference: sms.reference.clone(),
+        at,
+        state,
+        carrier: "test".into(),
+        carrier_message_id: None,
+        attempts: 1,
+        reason: (state == contract::SmsState::Failed).then(|| "carrier refused (400): bad number".into()),
+    }
+    .into()
+}
+
 fn result(call: &RevisitCall, outcome: RevisitCallOutcome, rating: Option<Rating>, at: DateTime<Utc>) -> Event {
     RevisitResult {
         schema_version: contract::SCHEMA_VERSION,
@@ -276,9 +296,10 @@ async fn art13_art16_art17_result_sms_survey_reply_and_revisit_by_call() {
     // Its timeout, due later, finds nothing to do.
     a.run_due_jobs(bj("2026-12-01T18:00:00"), 100).await.expect("jobs");
     assert_eq!(a.followup_of(&r).await.expect("f").revisits[0].attempts, 2);
-    // So does the survey's 24-hour default: the survey was answered.
-    assert_eq!(count(&pg, "SELECT count(*) FROM jobs WHERE done_at IS NULL"), 1);
-    a.run_due_jobs(bj("2026-12-02T12:00:00"), 100).await.expect("jobs");
+    // The survey was answered before its text was reported sent: no 24-hour clock was
+    // ever armed, and a late report arms none.
+    let survey = texts(&a).await.into_iter().find(|(_, t)| t.purpose == "survey").expect("survey").1;
+    feed.apply(&a, sms_status(&survey, contract::SmsState::Sent, bj("2026-12-01T13:30:00"))).await;
     assert_eq!(count(&pg, "SELECT count(*) FROM jobs WHERE done_at IS NULL"), 0);
     assert_eq!(
         a.ticket(&r).await.expect("read").expect("t").rating.as_deref(),
@@ -295,10 +316,17 @@ async fn art16_no_reply_in_24_hours_counts_as_satisfied_once() {
         .sms(&a, "k-2", "13900139000", "小区门口垃圾没人清理", TicketKind::Complaint, bj("2026-12-01T08:00:00"))
         .await;
     resolve(&a, &r, "2026-12-01").await;
-    // Closed at 12:00; 23 h 59 min later nothing happens.
-    a.run_due_jobs(bj("2026-12-02T11:59:00"), 100).await.expect("jobs");
+    // Closed at 12:00; the survey's text is reported sent at 12:10 (the carrier was slow):
+    // the 24 hours count from then. A day after the closure nothing happens.
+    a.run_due_jobs(bj("2026-12-02T12:05:00"), 100).await.expect("jobs");
+    let survey = texts(&a).await.into_iter().find(|(_, t)| t.purpose == "survey").expect("survey").1;
+    feed.apply(&a, sms_status(&survey, contract::SmsState::Sent, bj("2026-12-01T12:10:00"))).await;
+    // Reported twice (a redelivery): one clock.
+    feed.apply(&a, sms_status(&survey, contract::SmsState::Sent, bj("2026-12-01T12:10:00"))).await;
+    a.run_due_jobs(bj("2026-12-02T12:09:00"), 100).await.expect("jobs");
     assert_eq!(a.ticket(&r).await.expect("r").expect("t").rating, None);
-    let now = bj("2026-12-02T12:00:00");
+    assert_eq!(a.followup_of(&r).await.expect("f").surveys[0].state, "waiting");
+    let now = bj("2026-12-02T12:10:00");
     let (x, y) = tokio::join!(a.run_due_jobs(now, 100), b.run_due_jobs(now, 100));
     assert_eq!(x.expect("a") + y.expect("b"), 1);
     let f = a.followup_of(&r).await.expect("f");
@@ -307,6 +335,17 @@ async fn art16_no_reply_in_24_hours_counts_as_satisfied_once() {
     assert!(f.revisits.is_empty());
     let rated = actions(&a, &r).await.iter().filter(|x| *x == "rated").count();
     assert_eq!(rated, 1, "one rating event however many instances");
+    // A survey whose text could not be delivered never defaults.
+    let r3 = feed
+        .sms(&a, "k-2b", "13900139001", "楼道灯坏了", TicketKind::Complaint, bj("2026-12-01T08:00:00"))
+        .await;
+    resolve(&a, &r3, "2026-12-01").await;
+    let survey = texts(&a).await.into_iter().find(|(k, t)| k == &r3 && t.purpose == "survey").expect("survey").1;
+    feed.apply(&a, sms_status(&survey, contract::SmsState::Failed, bj("2026-12-01T12:01:00"))).await;
+    a.run_due_jobs(bj("2026-12-09T12:00:00"), 100).await.expect("jobs");
+    let f = a.followup_of(&r3).await.expect("f");
+    assert_eq!(f.surveys[0].state, "undelivered");
+    assert_eq!(a.ticket(&r3).await.expect("r").expect("t").rating, None);
     // A late "5" answers no survey: kept, unmatched, no ticket, the rating stands.
     let late = feed
         .sms(&a, "k-2", "13900139000", "5", TicketKind::Unknown, bj("2026-12-02T13:00:00"))
@@ -341,7 +380,7 @@ async fn art16_unclear_replies_praise_and_numbers_without_a_survey() {
     assert_eq!(out[2].1.purpose, "survey_clarify");
     let f = a.followup_of(&r).await.expect("f");
     assert_eq!(f.replies.iter().filter(|x| x.outcome == "unclear").count(), 2);
-    assert_eq!(f.surveys[0].state, "waiting");
+    assert_eq!(f.surveys[0].state, "asked", "the gateway has not reported it sent");
     // A new request from the same number while the survey waits is a ticket.
     let new = feed
         .sms(&a, "k-3", number, "另外我们小区的电梯已经坏了一个星期了，物业一直不修", TicketKind::Complaint, bj("2026-12-01T13:10:00"))

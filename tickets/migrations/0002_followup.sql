@@ -45,11 +45,13 @@ CREATE TABLE surveys (
     citizen_key   text        NOT NULL,
     -- The unit rated (the lead unit at closure).
     unit          text,
-    -- waiting (for the reply), rated, defaulted (no reply in the window: satisfied),
-    -- not_sent (no number to ask), superseded (a redo began before it was rated).
+    -- asked (the text is on its way), waiting (the gateway reported it sent: the window
+    -- runs), rated, defaulted (no reply in the window: satisfied), not_sent (no number to
+    -- ask), undelivered (the carrier could not deliver it: it never defaults).
     state         text        NOT NULL,
+    -- When it was asked for, then when the gateway reported it sent.
     sent_at       timestamptz NOT NULL,
-    -- No valid reply by then counts as satisfied (Art. 16).
+    -- No valid reply by then counts as satisfied (Art. 16); set when it was sent.
     due_at        timestamptz NOT NULL,
     -- The one clarifying SMS after an unclear reply was sent.
     clarified     boolean     NOT NULL DEFAULT false,
@@ -62,7 +64,7 @@ CREATE TABLE surveys (
     appeal_upheld boolean     NOT NULL DEFAULT false,
     UNIQUE (ticket_ref, round)
 );
-CREATE INDEX surveys_waiting ON surveys (citizen_key, sent_at) WHERE state = 'waiting';
+CREATE INDEX surveys_open ON surveys (citizen_key, sent_at) WHERE state IN ('asked', 'waiting');
 
 -- Inbound SMS taken as survey replies (or as rating-shaped texts with no survey to
 -- answer), kept whole: nothing a citizen sent is dropped.

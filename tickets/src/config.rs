@@ -164,6 +164,9 @@ pub struct KafkaConfig {
     /// The gateway's revisit-call results.
     #[serde(default = "default_revisit_results")]
     pub revisit_results_topic: String,
+    /// The gateway's outbound SMS outcomes (a survey's window starts when it was sent).
+    #[serde(default = "default_sms_status")]
+    pub sms_status_topic: String,
     /// Partitions of the topics the service creates (status, dead letters).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -203,6 +206,9 @@ fn default_revisit_calls() -> String {
 }
 fn default_revisit_results() -> String {
     "hotline.revisit-results.v1".into()
+}
+fn default_sms_status() -> String {
+    "hotline.sms-status.v1".into()
 }
 fn default_partitions() -> i32 {
     3
@@ -358,6 +364,7 @@ impl Config {
             ("kafka.sms_outbound_topic", &k.sms_outbound_topic),
             ("kafka.revisit_calls_topic", &k.revisit_calls_topic),
             ("kafka.revisit_results_topic", &k.revisit_results_topic),
+            ("kafka.sms_status_topic", &k.sms_status_topic),
         ] {
             if !valid_topic(t) {
                 return Err(invalid(field, "1-249 of letters, digits, '.', '_', '-'"));
@@ -371,6 +378,7 @@ impl Config {
             &k.sms_outbound_topic,
             &k.revisit_calls_topic,
             &k.revisit_results_topic,
+            &k.sms_status_topic,
         ];
         if topics
             .iter()
@@ -378,7 +386,7 @@ impl Config {
             .len()
             != topics.len()
         {
-            return Err(invalid("kafka", "the seven topics must differ"));
+            return Err(invalid("kafka", "the eight topics must differ"));
         }
         if !(1..=1000).contains(&k.partitions) {
             return Err(invalid("kafka.partitions", "1 to 1000"));

@@ -41,6 +41,8 @@ pub struct ConsumerOptions {
     pub drafts_topic: String,
     /// The gateway's revisit-call results (Art. 17).
     pub revisit_results_topic: String,
+    /// The gateway's outbound SMS outcomes (Art. 16).
+    pub sms_status_topic: String,
     /// librdkafka properties (bootstrap servers, security).
     pub client_properties: Vec<(String, String)>,
     /// Most records in one transaction.
@@ -153,6 +155,7 @@ pub async fn run(
         opts.contacts_topic.clone(),
         opts.drafts_topic.clone(),
         opts.revisit_results_topic.clone(),
+        opts.sms_status_topic.clone(),
     ];
     let mut partitions: Vec<(String, i32)> = Vec::new();
     let mut reader: Option<Reader> = None;

@@ -176,6 +176,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             sms_outbound: config.kafka.sms_outbound_topic.clone(),
             revisit_calls: config.kafka.revisit_calls_topic.clone(),
             revisit_results: config.kafka.revisit_results_topic.clone(),
+            sms_status: config.kafka.sms_status_topic.clone(),
         },
         format!("/tickets/{instance}"),
     )
@@ -190,6 +191,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &config.kafka.sms_outbound_topic,
             &config.kafka.revisit_calls_topic,
             &config.kafka.revisit_results_topic,
+            &config.kafka.sms_status_topic,
         ],
         config.kafka.partitions,
     )
@@ -209,6 +211,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             contacts_topic: config.kafka.contacts_topic.clone(),
             drafts_topic: config.kafka.drafts_topic.clone(),
             revisit_results_topic: config.kafka.revisit_results_topic.clone(),
+            sms_status_topic: config.kafka.sms_status_topic.clone(),
             client_properties: props.clone(),
             batch_max: config.kafka.batch_max,
             member_timeout: config.member_timeout(),

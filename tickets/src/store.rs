@@ -74,6 +74,9 @@ pub struct OutTopics {
     pub revisit_calls: String,
     /// Revisit-call results (the gateway's; read, not written).
     pub revisit_results: String,
+    /// Outbound SMS outcomes (the gateway's; read: a survey's window starts when its
+    /// text was sent, Art. 16).
+    pub sms_status: String,
 }
 
 impl Default for OutTopics {
@@ -84,6 +87,7 @@ impl Default for OutTopics {
             sms_outbound: "hotline.sms-outbound.v1".into(),
             revisit_calls: "hotline.revisit-calls.v1".into(),
             revisit_results: "hotline.revisit-results.v1".into(),
+            sms_status: "hotline.sms-status.v1".into(),
         }
     }
 }
@@ -136,6 +140,7 @@ enum Parsed {
     Contact(Box<Contact>),
     Draft(Box<TicketDraft>),
     RevisitResult(Box<contract::RevisitResult>),
+    SmsStatus(Box<contract::SmsStatus>),
     Dead(String),
 }
 
@@ -491,12 +496,7 @@ fn phone_tail(c: &Contact) -> Option<String> {
     (digits.len() >= 4).then(|| digits[digits.len() - 4..].iter().collect())
 }
 
-fn parse(
-    rec: &Incoming,
-    contacts_topic: &str,
-    drafts_topic: &str,
-    revisit_results_topic: &str,
-) -> Parsed {
+fn parse(rec: &Incoming, contacts_topic: &str, drafts_topic: &str, topics: &OutTopics) -> Parsed {
     let Some(payload) = rec.payload.as_deref() else {
         return Parsed::Dead("the record has no value".into());
     };
@@ -523,7 +523,19 @@ fn parse(
             },
             Err(e) => Parsed::Dead(format!("not a ticket draft: {e}")),
         }
-    } else if rec.topic == revisit_results_topic {
+    } else if rec.topic == topics.sms_status {
+        if ce_type.is_some_and(|t| t != contract::EventType::SmsStatus.ce_type()) {
+            return Parsed::Dead(format!("ce_type {ce_type:?} on the SMS status topic"));
+        }
+        match serde_json::from_slice::<contract::SmsStatus>(payload) {
+            Ok(st) if st.schema_version != contract::SCHEMA_VERSION => Parsed::Dead(format!(
+                "schema_version {} is not supported",
+                st.schema_version
+            )),
+            Ok(st) => Parsed::SmsStatus(Box::new(st)),
+            Err(e) => Parsed::Dead(format!("not an SMS status: {e}")),
+        }
+    } else if rec.topic == topics.revisit_results {
         if ce_type.is_some_and(|t| t != contract::EventType::RevisitResult.ce_type()) {
             return Parsed::Dead(format!("ce_type {ce_type:?} on the revisit-results topic"));
         }
@@ -692,12 +704,7 @@ impl Store {
             let ce_id = rec.header("ce_id").and_then(|s| s.parse::<Uuid>().ok());
             let parsed = match ce_id {
                 None => Parsed::Dead("no ce_id header (a CloudEvents id) on the record".into()),
-                Some(_) => parse(
-                    rec,
-                    contacts_topic,
-                    drafts_topic,
-                    &self.topics.revisit_results,
-                ),
+                Some(_) => parse(rec, contacts_topic, drafts_topic, &self.topics),
             };
             if let (Some(id), false) = (ce_id, matches!(parsed, Parsed::Dead(_))) {
                 let fresh = sqlx::query(
@@ -732,6 +739,10 @@ impl Store {
                 },
                 Parsed::RevisitResult(r) => {
                     self.revisit_result(&mut tx, &r).await?;
+                    out.applied += 1;
+                }
+                Parsed::SmsStatus(st) => {
+                    self.sms_status(&mut tx, &st).await?;
                     out.applied += 1;
                 }
                 Parsed::Dead(reason) => {

@@ -40,7 +40,8 @@ pub struct SurveyRow {
     pub round: i16,
     /// The unit rated.
     pub unit: Option<String>,
-    /// waiting, rated, defaulted, not_sent, superseded.
+    /// asked (the text is on its way), waiting (sent: the window runs), rated, defaulted,
+    /// not_sent (no number), undelivered (the carrier could not deliver it).
     pub state: String,
     /// Asked.
     pub sent_at: DateTime<Utc>,
@@ -396,7 +397,8 @@ impl Store {
         let window = self.followup.survey_window;
         let due = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(24));
         let number = self.citizen_number(tx, row).await?;
-        let state = if number.is_some() { "waiting" } else { "not_sent" };
+        // The window starts when the gateway reports the text sent (Art. 16: 短信发送24小时内).
+        let state = if number.is_some() { "asked" } else { "not_sent" };
         let fresh = sqlx::query(
             "INSERT INTO surveys (id, ticket_ref, round, citizen_key, unit, state, sent_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
@@ -432,16 +434,10 @@ impl Store {
                     now + SURVEY_SMS_VALID,
                 )
                 .await?;
-                self.arm(
-                    tx,
-                    derived_id(&["survey-default", &id.to_string()]),
-                    "survey_default",
-                    &row.ticket_ref,
-                    due,
-                    serde_json::json!({ "survey": id }),
+                format!(
+                    "survey round {round} asked for; no reply within {} h of its sending counts as satisfied",
+                    window.as_secs_f64() / 3600.0
                 )
-                .await?;
-                format!("survey round {round} sent; no reply by {due} counts as satisfied")
             }
             None => format!("survey round {round} not sent: no number to text"),
         };
@@ -457,6 +453,62 @@ impl Store {
             derived_id(&["survey-sent", &id.to_string()]),
         )
         .await
+    }
+
+    /// What became of a text the service asked for: a survey's window starts when its
+    /// text was sent (Art. 16); a survey whose text could not be delivered is
+    /// `undelivered` and never defaults.
+    pub(super) async fn sms_status(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        st: &contract::SmsStatus,
+    ) -> Result<(), StoreError> {
+        if st.purpose != "survey" {
+            return Ok(());
+        }
+        let asked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' ORDER BY round DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(&st.reference)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(survey) = asked.filter(|id| derived_id(&["survey-sms", &id.to_string()]) == st.request_id)
+        else {
+            return Ok(());
+        };
+        match st.state {
+            contract::SmsState::Sent => {
+                let due = st.at
+                    + chrono::Duration::from_std(self.followup.survey_window)
+                        .unwrap_or(chrono::Duration::hours(24));
+                sqlx::query(
+                    "UPDATE surveys SET state = 'waiting', sent_at = $2, due_at = $3 WHERE id = $1",
+                )
+                .bind(survey)
+                .bind(st.at)
+                .bind(due)
+                .execute(&mut **tx)
+                .await?;
+                self.arm(
+                    tx,
+                    derived_id(&["survey-default", &survey.to_string()]),
+                    "survey_default",
+                    &st.reference,
+                    due,
+                    serde_json::json!({ "survey": survey }),
+                )
+                .await
+            }
+            contract::SmsState::Failed => {
+                sqlx::query("UPDATE surveys SET state = 'undelivered' WHERE id = $1")
+                    .bind(survey)
+                    .execute(&mut **tx)
+                    .await?;
+                metrics::counter!("tickets_surveys_total", "state" => "undelivered").increment(1);
+                tracing::warn!(ticket = %st.reference, reason = ?st.reason, "The survey's text could not be delivered; it will not default");
+                Ok(())
+            }
+        }
     }
 
     /// Arms a clock (once, by its derived id).
@@ -499,7 +551,7 @@ impl Store {
             return Ok(false);
         }
         let waiting: Option<(Uuid, String, bool)> = sqlx::query_as(
-            "SELECT id, ticket_ref, clarified FROM surveys WHERE citizen_key = $1 AND state = 'waiting' AND sent_at <= $2 ORDER BY sent_at DESC LIMIT 1 FOR UPDATE",
+            "SELECT id, ticket_ref, clarified FROM surveys WHERE citizen_key = $1 AND state IN ('asked', 'waiting') AND sent_at <= $2 ORDER BY sent_at DESC LIMIT 1 FOR UPDATE",
         )
         .bind(&d.citizen_key)
         .bind(d.created_at)
