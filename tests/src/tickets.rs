@@ -48,6 +48,10 @@ pub struct ServiceOptions {
     pub batch_max: usize,
     /// `RUST_LOG`.
     pub rust_log: String,
+    /// How often the leader looks for due follow-up clocks, in ms.
+    pub clocks_ms: u64,
+    /// A `[followup]` section's body (the survey window, the revisit mode...).
+    pub followup: String,
 }
 
 impl Default for ServiceOptions {
@@ -58,6 +62,8 @@ impl Default for ServiceOptions {
             offset_secs: 0,
             batch_max: 200,
             rust_log: "info".into(),
+            clocks_ms: 1000,
+            followup: String::new(),
         }
     }
 }
@@ -89,11 +95,16 @@ listen = "127.0.0.1:{port}"
 [clock]
 sweep_secs = {sweep}
 offset_secs = {offset}
+clocks_ms = {clocks}
+[followup]
+{followup}
 "#,
             instance = opts.instance,
             batch = opts.batch_max,
             sweep = opts.sweep_secs,
             offset = opts.offset_secs,
+            clocks = opts.clocks_ms,
+            followup = opts.followup,
         );
         std::fs::write(dir.path().join("tickets.toml"), config)?;
         let mut s = TicketService {

@@ -190,47 +190,175 @@ impl CarrierSender {
 #[async_trait]
 impl SmsSender for CarrierSender {
     async fn send(&self, request: &OutboundSms) -> SmsStatus {
-        let mut attempts = 0u32;
-        let mut wait = Duration::from_millis(self.config.retry_min_ms);
-        let max_wait = Duration::from_millis(self.config.retry_max_ms);
-        let status = |state, attempts, message_id, reason| SmsStatus {
-            schema_version: SCHEMA_VERSION,
-            id: contract::event::new_event_id(),
-            request_id: request.id,
-            purpose: request.purpose.clone(),
-            reference: request.reference.clone(),
-            at: Utc::now(),
-            state,
-            carrier: self.config.carrier.clone(),
-            carrier_message_id: message_id,
-            attempts,
-            reason,
-        };
-        loop {
-            if Utc::now() >= request.expires_at {
-                metrics::counter!("gateway_sms_outbound_total", "state" => "expired").increment(1);
-                return status(SmsState::Failed, attempts, None, Some("expired".into()));
+        retrying(&self.config, request, || self.attempt(request)).await
+    }
+}
+
+/// Tries `attempt` until it sends, is refused, or the request expires: waits
+/// `retry_min_ms`, doubling up to `retry_max_ms` (or what the carrier's `Retry-After`
+/// asks, within that cap), and never past the expiry. Apart from the HTTP so that the
+/// schedule runs on tokio's clock (paused in the tests).
+async fn retrying<F, Fut>(config: &OutboundConfig, request: &OutboundSms, mut attempt: F) -> SmsStatus
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let mut attempts = 0u32;
+    let mut wait = Duration::from_millis(config.retry_min_ms);
+    let max_wait = Duration::from_millis(config.retry_max_ms);
+    // The expiry on tokio's clock: what is left of it now.
+    let expires = tokio::time::Instant::now()
+        + (request.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+    let status = |state, attempts, message_id, reason| SmsStatus {
+        schema_version: SCHEMA_VERSION,
+        id: contract::event::new_event_id(),
+        request_id: request.id,
+        purpose: request.purpose.clone(),
+        reference: request.reference.clone(),
+        at: Utc::now(),
+        state,
+        carrier: config.carrier.clone(),
+        carrier_message_id: message_id,
+        attempts,
+        reason,
+    };
+    loop {
+        if tokio::time::Instant::now() >= expires {
+            metrics::counter!("gateway_sms_outbound_total", "state" => "expired").increment(1);
+            return status(SmsState::Failed, attempts, None, Some("expired".into()));
+        }
+        attempts += 1;
+        match attempt().await {
+            Attempt::Sent(id) => {
+                metrics::counter!("gateway_sms_outbound_total", "state" => "sent").increment(1);
+                return status(SmsState::Sent, attempts, id, None);
             }
-            attempts += 1;
-            match self.attempt(request).await {
-                Attempt::Sent(id) => {
-                    metrics::counter!("gateway_sms_outbound_total", "state" => "sent").increment(1);
-                    return status(SmsState::Sent, attempts, id, None);
-                }
-                Attempt::Refused(reason) => {
-                    metrics::counter!("gateway_sms_outbound_total", "state" => "refused")
-                        .increment(1);
-                    tracing::warn!(request = %request.id, %reason, "Outbound SMS refused by the carrier");
-                    return status(SmsState::Failed, attempts, None, Some(reason));
-                }
-                Attempt::Retry(reason, after) => {
-                    metrics::counter!("gateway_sms_outbound_retries_total").increment(1);
-                    let pause = after.unwrap_or(wait).min(max_wait);
-                    tracing::warn!(request = %request.id, %reason, attempts, retry_in_ms = pause.as_millis() as u64, "Outbound SMS not sent yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    wait = (wait * 2).min(max_wait);
-                }
+            Attempt::Refused(reason) => {
+                metrics::counter!("gateway_sms_outbound_total", "state" => "refused").increment(1);
+                tracing::warn!(request = %request.id, %reason, "Outbound SMS refused by the carrier");
+                return status(SmsState::Failed, attempts, None, Some(reason));
+            }
+            Attempt::Retry(reason, after) => {
+                metrics::counter!("gateway_sms_outbound_retries_total").increment(1);
+                let pause = after
+                    .unwrap_or(wait)
+                    .min(max_wait)
+                    .min(expires.saturating_duration_since(tokio::time::Instant::now()));
+                tracing::warn!(request = %request.id, %reason, attempts, retry_in_ms = pause.as_millis() as u64, "Outbound SMS not sent yet; retrying");
+                tokio::time::sleep(pause).await;
+                wait = (wait * 2).min(max_wait);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn config() -> OutboundConfig {
+        OutboundConfig {
+            carrier: "c".into(),
+            url: "http://127.0.0.1:1/send".into(),
+            rate_per_second: 10.0,
+            burst: 10,
+            timeout_ms: 1000,
+            retry_min_ms: 500,
+            retry_max_ms: 4000,
+        }
+    }
+
+    fn request(valid_for: chrono::Duration) -> OutboundSms {
+        OutboundSms {
+            schema_version: SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7(),
+            requested_at: Utc::now(),
+            expires_at: Utc::now() + valid_for,
+            purpose: "survey".into(),
+            reference: "ZH1".into(),
+            to: "13800138000".into(),
+            text: "t".into(),
+        }
+    }
+
+    /// Runs the schedule against scripted answers; returns the status and the instants
+    /// of the attempts, from the start.
+    async fn run(answers: Vec<Attempt>, valid_for: chrono::Duration) -> (SmsStatus, Vec<Duration>) {
+        let start = tokio::time::Instant::now();
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let r = request(valid_for);
+        let status = retrying(&config(), &r, || {
+            times.lock().expect("lock").push(start.elapsed());
+            let next = answers
+                .lock()
+                .expect("lock")
+                .next()
+                .unwrap_or(Attempt::Retry("down".into(), None));
+            async move { next }
+        })
+        .await;
+        let t = times.lock().expect("lock").clone();
+        (status, t)
+    }
+
+    fn secs(v: &[f64]) -> Vec<Duration> {
+        v.iter().map(|s| Duration::from_secs_f64(*s)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_doubling_to_the_cap_then_send() {
+        let down = || Attempt::Retry("carrier answered 503".into(), None);
+        let (st, times) = run(
+            vec![down(), down(), down(), down(), down(), Attempt::Sent(Some("m1".into()))],
+            chrono::Duration::hours(1),
+        )
+        .await;
+        assert_eq!(st.state, SmsState::Sent);
+        assert_eq!(st.attempts, 6);
+        assert_eq!(st.carrier_message_id.as_deref(), Some("m1"));
+        // 0.5, 1, 2, 4, then capped at 4 seconds.
+        assert_eq!(times, secs(&[0.0, 0.5, 1.5, 3.5, 7.5, 11.5]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_within_the_cap() {
+        let (st, times) = run(
+            vec![
+                Attempt::Retry("429".into(), Some(Duration::from_secs(3))),
+                Attempt::Retry("429".into(), Some(Duration::from_secs(60))),
+                Attempt::Sent(None),
+            ],
+            chrono::Duration::hours(1),
+        )
+        .await;
+        assert_eq!(st.state, SmsState::Sent);
+        assert_eq!(times, secs(&[0.0, 3.0, 7.0]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_carrier_down_past_the_expiry_ends_failed_expired_never_silently() {
+        let (st, times) = run(vec![], chrono::Duration::seconds(10)).await;
+        assert_eq!(st.state, SmsState::Failed);
+        assert_eq!(st.reason.as_deref(), Some("expired"));
+        // 0, 0.5, 1.5, 3.5, 7.5, then the last wait is cut at the expiry (10 s).
+        assert_eq!(st.attempts as usize, times.len());
+        assert_eq!(times.len(), 5);
+        assert!(times.last().is_some_and(|t| *t <= Duration::from_secs(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_ends_at_once_with_the_carriers_words() {
+        let (st, times) = run(
+            vec![Attempt::Refused("carrier refused (400): bad number".into())],
+            chrono::Duration::hours(1),
+        )
+        .await;
+        assert_eq!(st.state, SmsState::Failed);
+        assert_eq!(st.reason.as_deref(), Some("carrier refused (400): bad number"));
+        assert_eq!(times.len(), 1);
     }
 }
