@@ -47,6 +47,10 @@ pub const LINKAGE_SECRET: &str = "e2e-linkage-secret-0123456789";
 pub const NOTICES: &str = "hotline.urgent-notices.v1";
 /// The outbound SMS status topic.
 pub const SMS_STATUS: &str = "hotline.sms-status.v1";
+/// The revisit-call requests topic (Art. 17).
+pub const REVISIT_CALLS: &str = "hotline.revisit-calls.v1";
+/// The revisit-call results topic.
+pub const REVISIT_RESULTS: &str = "hotline.revisit-results.v1";
 
 /// A linkage operator token for `subject` (`<target>:<operator>`), made as
 /// docs/routing.md documents it (an oracle, not the gateway's code):
@@ -289,6 +293,8 @@ pub struct GatewayOptions {
     pub linkage_targets: Vec<(String, Option<String>, Option<String>)>,
     /// The carrier's outbound send URL (the outbound SMS path), when wanted.
     pub sms_outbound_url: Option<String>,
+    /// The outbound path's rate per second and burst (the gateway's default otherwise).
+    pub sms_outbound_rate: Option<(f64, u32)>,
 }
 
 impl Default for GatewayOptions {
@@ -311,6 +317,7 @@ impl Default for GatewayOptions {
             linkage_alarm_secs: 1800,
             linkage_targets: Vec::new(),
             sms_outbound_url: None,
+            sms_outbound_rate: None,
         }
     }
 }
@@ -398,6 +405,9 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
             config.push_str(&format!(
                 "\n[channels.sms.outbound]\ncarrier = \"{CARRIER}\"\nurl = \"{url}\"\nretry_min_ms = 200\nretry_max_ms = 2000\n"
             ));
+            if let Some((rate, burst)) = opts.sms_outbound_rate {
+                config.push_str(&format!("rate_per_second = {rate}\nburst = {burst}\n"));
+            }
         }
         for (target, uri, phone) in &opts.linkage_targets {
             config.push_str(&format!("\n[linkage.targets.\"{target}\"]\n"));
