@@ -3,14 +3,20 @@
 # espeak-ng: 8 kHz, mono, 16-bit PCM, as the gateway plays them (it encodes to PCMU or
 # PCMA per call). The WAVs are checked in, so the gateway and its tests need neither tool;
 # run this after changing a text. Needs: apt-get install espeak-ng sox.
+#
+#   deploy/make-prompts.sh                          # every prompt
+#   deploy/make-prompts.sh revisit revisit-thanks   # only these (sox dithers, so a
+#                                                   # remade WAV differs in its low bits)
 set -euo pipefail
+only=" $* "
 out="$(dirname "$0")/../channels/sip/prompts"
 mkdir -p "$out"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-say() { # name text
-  espeak-ng -v cmn -s 260 -w "$tmp/$1.raw.wav" "$2"
+say() { # name text [voice [words per minute]]
+  if [[ "$only" != "  " && "$only" != *" $1 "* ]]; then return; fi
+  espeak-ng -v "${3:-cmn}" -s "${4:-260}" -w "$tmp/$1.raw.wav" "$2"
   sox "$tmp/$1.raw.wav" -r 8000 -c 1 -b 16 -e signed-integer "$out/$1.wav" norm -3
 }
 
@@ -26,8 +32,9 @@ say notice-end "详情请见联动平台。确认收到请按一。"
 say notice-acknowledged "已确认，谢谢。"
 i=0
 for d in 零 一 二 三 四 五 六 七 八 九; do say "char-$i" "$d"; i=$((i+1)); done
-for c in A B C D E F; do
-  espeak-ng -v en -s 200 -w "$tmp/char-$c.raw.wav" "$c"
-  sox "$tmp/char-$c.raw.wav" -r 8000 -c 1 -b 16 -e signed-integer "$out/char-$c.wav" norm -3
-done
+for c in A B C D E F; do say "char-$c" "$c" en 200; done
+# Art. 17: the revisit call to a citizen asks for the rating again (Art. 16's five, by
+# digit; the hotline number is read digit by digit), and thanks once a digit is pressed.
+say revisit "您好，这里是一二三四五热线回访。请对工单办理结果评价：非常满意请按一，满意请按二，基本满意请按三，不满意请按四，非常不满意请按五。"
+say revisit-thanks "感谢您的评价，再见。"
 ls -l "$out"

@@ -17,6 +17,7 @@ use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
 use crate::notice::LinkageDialer;
 use crate::restriction::Blocklist;
+use crate::revisit::RevisitDialer;
 use crate::screen::Screen;
 use crate::sms::SmsSender;
 
@@ -69,6 +70,9 @@ pub struct ChannelParts {
     pub dialer: Option<Arc<dyn LinkageDialer>>,
     /// Sends outbound texts: the SMS channel, when it has an outbound carrier.
     pub sms_sender: Option<Arc<dyn SmsSender>>,
+    /// Places Art. 17 revisit calls to citizens: the phone channel, when it has a revisit
+    /// route.
+    pub revisit_dialer: Option<Arc<dyn RevisitDialer>>,
 }
 
 impl std::fmt::Debug for ChannelParts {

@@ -205,6 +205,7 @@ pub async fn run(
     let running: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let mut dialer: Option<Arc<dyn contract::LinkageDialer>> = None;
     let mut sms_sender: Option<Arc<dyn contract::SmsSender>> = None;
+    let mut revisit_dialer: Option<Arc<dyn contract::RevisitDialer>> = None;
     for channel in registry::channels(&config.channels) {
         let kind = channel.kind();
         let parts = channel
@@ -231,25 +232,41 @@ pub async fn run(
         }
         dialer = dialer.or(parts.dialer);
         sms_sender = sms_sender.or(parts.sms_sender);
+        revisit_dialer = revisit_dialer.or(parts.revisit_dialer);
         tracing::info!(channel = %kind, "Channel started");
     }
 
-    // The outbound SMS path: one instance sends each request.
-    let group = |what: &str| format!("{}-{what}", config.kafka.group_prefix);
+    // Request topics: the outbound SMS path, one instance sending each text; Art. 17
+    // revisit calls, placed by the instances with a revisit route.
+    let requests = crate::request_topic::Runner {
+        props: group_props.clone(),
+        group_prefix: config.kafka.group_prefix.clone(),
+        members: members.clone(),
+        intake: intake.clone(),
+        stop: shutdown.clone(),
+    };
     match sms_sender {
         Some(sender) => {
-            tasks.spawn(crate::sms_outbound::run(
-                group_props.clone(),
+            tasks.spawn(requests.clone().run(
                 topics.sms_outbound.clone(),
-                group("sms-outbound"),
-                members.clone(),
-                sender,
-                intake.clone(),
-                shutdown.clone(),
+                &crate::sms_outbound::REQUESTS,
+                crate::sms_outbound::Sms::new(sender),
             ));
         }
         None => tracing::warn!(
             "No outbound SMS carrier (channels.sms.outbound): texts, urgent-notice SMS included, are requested but not sent by this instance"
+        ),
+    }
+    match revisit_dialer {
+        Some(dialer) => {
+            tasks.spawn(requests.run(
+                topics.revisit_calls.clone(),
+                &crate::revisit::REQUESTS,
+                crate::revisit::RevisitCalls::new(dialer),
+            ));
+        }
+        None => tracing::info!(
+            "No revisit route (channels.sip.revisit): this instance places no revisit calls"
         ),
     }
 

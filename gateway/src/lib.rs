@@ -11,7 +11,9 @@
 //!   the notices on the admin port;
 //! - [`screen`]: what citizens' words make beside their contacts (notices, proposals);
 //! - [`escalation`]: each notice's 30-minute clock, run by the instance that owns it;
-//! - [`sms_outbound`]: the outbound SMS path (requests on a topic, sent once);
+//! - [`request_topic`]: requests on a topic carried out once each, outcomes through the
+//!   outbox; on it [`sms_outbound`] (the outbound SMS path) and [`revisit`] (Art. 17
+//!   revisit calls);
 //! - [`restrictions`] and [`restriction_api`]: Art. 9 restrictions shared by every
 //!   instance through a compacted topic, and their admin API;
 //! - [`telemetry`]: logs and the metrics recorder;
@@ -26,8 +28,10 @@ pub mod notice_api;
 pub mod notices;
 pub mod outbox;
 pub mod registry;
+pub mod request_topic;
 pub mod restriction_api;
 pub mod restrictions;
+pub mod revisit;
 pub mod screen;
 pub mod sms_outbound;
 pub mod telemetry;

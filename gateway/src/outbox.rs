@@ -307,6 +307,7 @@ impl Outbox {
                 Event::Notice(_) => "notices",
                 Event::OutboundSms(_) | Event::SmsStatus(_) => "sms-outbound",
                 Event::TicketStatus(_) => "tickets",
+                Event::RevisitCall(_) | Event::RevisitResult(_) => "revisit",
             };
             let source = format!("{}/{}", self.shared.options.source_prefix, part);
             let record = event

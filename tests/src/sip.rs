@@ -61,6 +61,9 @@ pub struct SipOptions {
     pub asr_model: Option<PathBuf>,
     /// `[asr] busy_window_ms` (the degraded mode's window) instead of the default.
     pub asr_busy_window_ms: Option<u64>,
+    /// Art. 17 revisit calls: `[channels.sip.revisit] uri` (with `{number}`), and the
+    /// seconds they ring.
+    pub revisit: Option<(String, u64)>,
 }
 
 impl SipOptions {
@@ -84,6 +87,7 @@ impl SipOptions {
             asr_queue: 4,
             asr_model: None,
             asr_busy_window_ms: None,
+            revisit: None,
         }
     }
 
@@ -107,6 +111,12 @@ impl SipOptions {
             61_000 + (uuid::Uuid::new_v4().as_u128() % 1500) as u16 * 2
         } else {
             free_media_base()
+        };
+        let revisit = match &self.revisit {
+            Some((uri, ring)) => {
+                format!("[channels.sip.revisit]\nuri = \"{uri}\"\nring_timeout_secs = {ring}\n")
+            }
+            None => String::new(),
         };
         let blocked: Vec<String> = self
             .blocked_callers
@@ -135,6 +145,7 @@ trunks = [
 
 {feed}
 {tls}
+{revisit}
 [channels.sip.media]
 port_min = {media}
 port_max = {media_max}

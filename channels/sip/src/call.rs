@@ -484,24 +484,11 @@ impl Call {
     }
 
     fn contact_header(&self, peer: Peer) -> Header {
-        rsip::headers::Contact::new(format!(
-            "<sip:12345@{}:{};transport={}>",
-            self.core.ep.host(),
-            self.core.local_port,
-            peer.transport().to_ascii_lowercase()
-        ))
-        .into()
+        crate::uac::contact(&self.core, peer)
     }
 
     fn via_header(&self, peer: Peer) -> Header {
-        rsip::headers::Via::new(format!(
-            "SIP/2.0/{} {}:{};branch=z9hG4bK{};rport",
-            peer.transport(),
-            self.core.ep.host(),
-            self.core.local_port,
-            msg::random_token()
-        ))
-        .into()
+        crate::uac::via_header(&self.core, peer)
     }
 
     fn agent_invite(&self, sdp_body: Vec<u8>) -> BLeg {
@@ -517,9 +504,6 @@ impl Call {
     /// An INVITE for a new leg of this call to `uri_text` (the agent side, or a linkage
     /// line the caller is handed to), with the caller's number in From.
     fn leg_invite(&self, uri_text: &str, peer: Peer, sdp_body: Vec<u8>) -> BLeg {
-        let call_id = format!("{}@{}", msg::random_token(), self.core.ep.host());
-        let from_tag = msg::random_token();
-        let uri = rsip::Uri::try_from(uri_text).unwrap_or_default();
         // The agent side and the linkage see the caller's number in From: the centre's
         // own systems and the linkage need it for the call-back; the number still never
         // appears in logs.
@@ -527,43 +511,12 @@ impl Call {
             IdentityKind::PhoneNumber => self.citizen.value.clone(),
             _ => "anonymous".to_owned(),
         };
-        let mut headers = rsip::Headers::default();
-        headers.push(self.via_header(peer));
-        headers.push(rsip::headers::MaxForwards::new("70").into());
-        headers.push(
-            rsip::headers::From::new(format!(
-                "<sip:{caller}@{}>;tag={from_tag}",
-                self.core.ep.host()
-            ))
-            .into(),
-        );
-        headers.push(rsip::headers::To::new(format!("<{uri_text}>")).into());
-        headers.push(rsip::headers::CallId::new(call_id.clone()).into());
-        headers.push(rsip::headers::CSeq::new("1 INVITE").into());
-        headers.push(self.contact_header(peer));
-        headers.push(Header::Other("X-Hotline-Call".into(), self.id.to_string()));
-        headers.push(Header::Other(
-            "X-Hotline-Ticket".into(),
-            self.ticket.to_string(),
-        ));
-        headers.push(Header::Other("Allow".into(), crate::ALLOW.into()));
-        headers.push(rsip::headers::ContentType::new("application/sdp").into());
-        let invite = Request {
-            method: Method::Invite,
-            uri,
-            version: rsip::Version::V2,
-            headers,
-            body: sdp_body,
-        };
-        BLeg {
-            invite,
-            call_id,
-            to_tag: None,
-            remote_target: None,
-            route_set: Vec::new(),
-            cseq: 1,
-            peer,
-        }
+        let from = format!("<sip:{caller}@{}>", self.core.ep.host());
+        let headers = vec![
+            Header::Other("X-Hotline-Call".into(), self.id.to_string()),
+            Header::Other("X-Hotline-Ticket".into(), self.ticket.to_string()),
+        ];
+        crate::uac::invite(&self.core, uri_text, peer, &from, headers, sdp_body)
     }
 
     /// Waits for the agent side to answer, relaying its progress to the citizen.
@@ -972,7 +925,7 @@ impl Call {
             self.transfer_failed(&agent, &target, "unknown_target");
             return None;
         };
-        let Some(addr) = crate::linkage::resolve(&uri).await else {
+        let Some(addr) = crate::uac::resolve(&uri).await else {
             self.transfer_failed(&agent, &target, "unresolvable");
             return None;
         };

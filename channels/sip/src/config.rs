@@ -136,6 +136,64 @@ pub struct SipConfig {
     /// SIP over TLS (RFC 3261 §26, `transport=tls`); off when absent.
     #[serde(default)]
     pub tls: Option<SipTlsConfig>,
+    /// Art. 17 revisit calls to citizens through the trunk; off when absent.
+    #[serde(default)]
+    pub revisit: Option<RevisitConfig>,
+}
+
+/// `[channels.sip.revisit]`: where the gateway's revisit calls to citizens go (Art. 17).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisitConfig {
+    /// The SIP URI a revisit call is sent to, with `{number}` standing for the citizen's
+    /// number: `sip:{number}@trunk.example:5060`. The host is the carrier trunk or SBC
+    /// that places calls to the public network (UDP).
+    pub uri: String,
+    /// Seconds the citizen's phone may ring before the call is given up (`no_answer`).
+    #[serde(default = "default_revisit_ring")]
+    pub ring_timeout_secs: u64,
+}
+
+/// Default seconds a revisit call may ring (a citizen needs longer to reach the phone
+/// than a desk).
+pub const DEFAULT_REVISIT_RING_SECS: u64 = 40;
+/// Where the citizen's number goes in [`RevisitConfig::uri`].
+pub const NUMBER_PLACEHOLDER: &str = "{number}";
+
+fn default_revisit_ring() -> u64 {
+    DEFAULT_REVISIT_RING_SECS
+}
+
+impl RevisitConfig {
+    /// The URI for calling `number`: `None` unless the number is digits with an optional
+    /// leading `+` (anything else could change the URI it is put in).
+    pub fn uri_for(&self, number: &str) -> Option<String> {
+        let digits = number.strip_prefix('+').unwrap_or(number);
+        if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(self.uri.replace(NUMBER_PLACEHOLDER, number))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.uri.starts_with("sip:") {
+            return Err("uri must be a sip: URI".into());
+        }
+        if !self.uri.contains(NUMBER_PLACEHOLDER) {
+            return Err(format!("uri must hold {NUMBER_PLACEHOLDER}"));
+        }
+        let sample = self
+            .uri_for("13800138000")
+            .unwrap_or_else(|| unreachable!("a valid number"));
+        match rsip::Uri::try_from(sample.as_str()) {
+            Ok(u) if !u.host_with_port.host.to_string().is_empty() => {}
+            _ => return Err("uri is not a SIP URI with a host once the number is in".into()),
+        }
+        if !(5..=300).contains(&self.ring_timeout_secs) {
+            return Err("ring_timeout_secs must be 5 to 300".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[channels.sip.tls]`
@@ -401,6 +459,9 @@ impl SipConfig {
                 ));
             }
         }
+        if let Some(r) = &self.revisit {
+            r.validate().map_err(|reason| invalid("revisit", &reason))?;
+        }
         for n in &self.blocked_callers {
             if contract::identity::normalize_phone(n).is_none() {
                 return Err(invalid("blocked_callers", "each must be a phone number"));
@@ -424,5 +485,64 @@ impl SipConfig {
     /// The address put in SDP.
     pub fn media_advertised(&self) -> IpAddr {
         self.media.advertised.unwrap_or(self.media_bind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revisit(uri: &str) -> RevisitConfig {
+        RevisitConfig {
+            uri: uri.into(),
+            ring_timeout_secs: DEFAULT_REVISIT_RING_SECS,
+        }
+    }
+
+    #[test]
+    fn art17_the_revisit_uri_takes_the_number() {
+        let r = revisit("sip:{number}@127.0.0.1:5070");
+        assert_eq!(
+            r.uri_for("13800138000").as_deref(),
+            Some("sip:13800138000@127.0.0.1:5070")
+        );
+        assert_eq!(
+            r.uri_for("+8613800138000").as_deref(),
+            Some("sip:+8613800138000@127.0.0.1:5070")
+        );
+    }
+
+    #[test]
+    fn art17_a_number_that_is_not_digits_is_not_put_in_a_uri() {
+        let r = revisit("sip:{number}@127.0.0.1:5070");
+        for bad in [
+            "",
+            "+",
+            "138@evil.example",
+            "138;x=1",
+            "138 0",
+            "12345678901234567890123",
+        ] {
+            assert_eq!(r.uri_for(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn art17_the_revisit_section_is_checked() {
+        assert!(
+            revisit("sip:{number}@trunk.example:5060")
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            "sip:13800138000@trunk.example",
+            "tel:{number}",
+            "{number}@trunk.example",
+        ] {
+            assert!(revisit(bad).validate().is_err(), "{bad}");
+        }
+        let mut slow = revisit("sip:{number}@trunk.example");
+        slow.ring_timeout_secs = 0;
+        assert!(slow.validate().is_err());
     }
 }

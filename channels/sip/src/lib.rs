@@ -16,6 +16,9 @@
 //! - [`media`]: port pool, per-call relay, stereo WAV recording, audio tap, DTMF;
 //! - [`call`]: one task per call: admission, bridging, fallback, contacts;
 //! - [`feed`]: the agent call screen feed (screen-pops and call states over WebSocket);
+//! - [`uac`]: the calls the gateway places itself, and on it [`linkage`] (Art. 15
+//!   escalation calls to linkage lines) and [`revisit`] (Art. 17 revisit calls to
+//!   citizens);
 //! - this module: the channel (config to running listeners) and the request router.
 
 pub mod auth;
@@ -28,9 +31,11 @@ pub mod linkage;
 pub mod media;
 pub mod msg;
 pub mod prompt;
+pub mod revisit;
 pub mod rtp;
 pub mod sdp;
 pub mod transcript;
+pub mod uac;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -46,7 +51,7 @@ use contract::{BoxError, Channel, ChannelContext, ChannelKind, ChannelParts};
 use rsip::{Header, Method, Request};
 use tokio::sync::mpsc;
 
-pub use config::{Fallback, SipConfig, SipConfigError};
+pub use config::{Fallback, RevisitConfig, SipConfig, SipConfigError};
 
 use crate::auth::{Digest, Verdict};
 use crate::call::CallInput;
@@ -266,6 +271,8 @@ impl Channel for SipChannel {
         Ok(ChannelParts {
             router,
             tasks,
+            revisit_dialer: revisit::Dialer::new(core_for_dialer.clone())
+                .map(|d| Arc::new(d) as Arc<dyn contract::RevisitDialer>),
             dialer: Some(Arc::new(linkage::Dialer::new(core_for_dialer))),
             ..ChannelParts::default()
         })

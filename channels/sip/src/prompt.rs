@@ -14,6 +14,8 @@ const LEAVE_MESSAGE: &[u8] = include_bytes!("../prompts/leave-message.wav");
 const NOTICE: &[u8] = include_bytes!("../prompts/notice.wav");
 const NOTICE_END: &[u8] = include_bytes!("../prompts/notice-end.wav");
 const NOTICE_ACKNOWLEDGED: &[u8] = include_bytes!("../prompts/notice-acknowledged.wav");
+const REVISIT: &[u8] = include_bytes!("../prompts/revisit.wav");
+const REVISIT_THANKS: &[u8] = include_bytes!("../prompts/revisit-thanks.wav");
 /// The characters a ticket reference's tail is read with: 0-9, then A-F.
 const CHARS: [(char, &[u8]); 16] = [
     ('0', include_bytes!("../prompts/char-0.wav")),
@@ -52,6 +54,10 @@ pub struct Prompts {
     pub notice_end: Arc<[i16]>,
     /// Once 1 is pressed.
     pub notice_acknowledged: Arc<[i16]>,
+    /// Art. 17: the revisit call's question (the five ratings, by digit).
+    pub revisit: Arc<[i16]>,
+    /// Once the citizen has rated.
+    pub revisit_thanks: Arc<[i16]>,
     chars: Vec<(char, Arc<[i16]>)>,
 }
 
@@ -93,6 +99,8 @@ impl Prompts {
             notice: decode("notice", NOTICE)?,
             notice_end: decode("notice-end", NOTICE_END)?,
             notice_acknowledged: decode("notice-acknowledged", NOTICE_ACKNOWLEDGED)?,
+            revisit: decode("revisit", REVISIT)?,
+            revisit_thanks: decode("revisit-thanks", REVISIT_THANKS)?,
             chars: CHARS
                 .iter()
                 .map(|(c, bytes)| Ok((*c, decode("char", bytes)?)))
@@ -136,6 +144,8 @@ mod tests {
             ("leave", &p.leave_message),
             ("notice", &p.notice),
             ("notice-end", &p.notice_end),
+            ("revisit", &p.revisit),
+            ("revisit-thanks", &p.revisit_thanks),
         ] {
             assert!(
                 samples.len() > RATE as usize,
