@@ -171,17 +171,16 @@ impl Event {
                     serde_json::to_vec(n)?,
                 )
             }
-            // Keyed by the request: the number is personal data and stays in the payload.
-            Event::OutboundSms(r) => {
-                owned_subject = r.id.to_string();
-                (
-                    r.id,
-                    r.requested_at,
-                    r.reference.as_str(),
-                    owned_subject.as_str(),
-                    serde_json::to_vec(r)?,
-                )
-            }
+            // Keyed by what it is about (the notice, the ticket): one matter's texts stay in
+            // order on one partition (a ticket's result before its survey); the number is
+            // personal data and stays in the payload.
+            Event::OutboundSms(r) => (
+                r.id,
+                r.requested_at,
+                r.reference.as_str(),
+                r.reference.as_str(),
+                serde_json::to_vec(r)?,
+            ),
             Event::SmsStatus(st) => {
                 owned_subject = st.request_id.to_string();
                 (

@@ -2,7 +2,8 @@
 //! escalation to a duty phone, and later the Art. 13 result SMS and the Art. 16 survey).
 //!
 //! Any service asks for a text by publishing an [`OutboundSms`] on the outbound-SMS
-//! topic (keyed by the request id: no number in a key). The gateway's SMS channel sends
+//! topic (keyed by its `reference`, so one matter's texts keep their order: no number in
+//! a key). The gateway's SMS channel sends
 //! it through the carrier's outbound HTTP API with the request id as the idempotency
 //! key, retries with backoff until the request expires, and reports each outcome as an
 //! [`SmsStatus`] on the status topic. A text that cannot be delivered ends as `failed`
@@ -19,8 +20,8 @@ use uuid::Uuid;
 pub struct OutboundSms {
     /// Always [`crate::SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// The request id: the CloudEvents id, the record key and the carrier's idempotency
-    /// key (a retried or redelivered request is one text).
+    /// The request id: the CloudEvents id and the carrier's idempotency key (a retried or
+    /// redelivered request is one text).
     pub id: Uuid,
     /// When it was asked for (UTC).
     pub requested_at: DateTime<Utc>,
@@ -28,7 +29,7 @@ pub struct OutboundSms {
     pub expires_at: DateTime<Utc>,
     /// Why: `urgent_notice`, `result`, `survey`...
     pub purpose: String,
-    /// What it is about (the notice id, the ticket reference).
+    /// What it is about (the notice id, the ticket reference): the record key.
     pub reference: String,
     /// The number, normalised. Personal data (Art. 21): in the payload only, never logged.
     pub to: String,

@@ -43,6 +43,9 @@ CREATE TABLE surveys (
     ticket_ref    text        NOT NULL,
     round         smallint    NOT NULL,
     citizen_key   text        NOT NULL,
+    -- The citizen key an SMS from the number texted carries (the key of the contact the
+    -- number came from): what a reply is matched on.
+    reply_key     text        NOT NULL,
     -- The unit rated (the lead unit at closure).
     unit          text,
     -- asked (the text is on its way), waiting (the gateway reported it sent: the window
@@ -64,7 +67,7 @@ CREATE TABLE surveys (
     appeal_upheld boolean     NOT NULL DEFAULT false,
     UNIQUE (ticket_ref, round)
 );
-CREATE INDEX surveys_open ON surveys (citizen_key, sent_at) WHERE state IN ('asked', 'waiting');
+CREATE INDEX surveys_open ON surveys (reply_key, sent_at) WHERE state IN ('asked', 'waiting');
 
 -- Inbound SMS taken as survey replies (or as rating-shaped texts with no survey to
 -- answer), kept whole: nothing a citizen sent is dropped.

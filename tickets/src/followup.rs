@@ -19,9 +19,10 @@ pub const DEFAULT_TEMPLATES: &str = include_str!("../data/followup.toml");
 pub const REVISIT_ATTEMPTS: u32 = 3;
 /// Working days a unit has to appeal a dissatisfied rating (Art. 17).
 pub const APPEAL_DAYS: u32 = 3;
-/// Replies at most this long that are not a rating are taken as unclear replies to the
-/// survey; longer texts are new requests and become tickets.
-pub const REPLY_MAX_CHARS: usize = 20;
+/// Replies at most this long (white space and punctuation aside) that are not a rating
+/// are taken as unclear replies to the survey ("好的", "7", "还行"); longer texts are new
+/// requests ("路灯又坏了") and become tickets.
+pub const REPLY_MAX_CHARS: usize = 4;
 
 /// The texts (`data/followup.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -196,7 +197,7 @@ pub fn read_reply(text: &str) -> Reply {
     if let Some(r) = Rating::ALL.into_iter().find(|r| r.zh() == cleaned) {
         return Reply::Rating(r);
     }
-    if text.chars().count() <= REPLY_MAX_CHARS {
+    if cleaned.chars().count() <= REPLY_MAX_CHARS {
         Reply::Unclear
     } else {
         Reply::NotAReply
@@ -297,6 +298,8 @@ mod tests {
             ("好的", Reply::Unclear),
             ("45", Reply::Unclear),
             ("？", Reply::Unclear),
+            ("还行吧", Reply::Unclear),
+            ("路灯又坏了", Reply::NotAReply),
             (
                 "我家门口的路灯又坏了，已经三天没有亮了，请尽快派人来修理",
                 Reply::NotAReply,

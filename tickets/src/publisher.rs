@@ -134,7 +134,7 @@ pub async fn run(
                     // Arts. 16, 17: the survey's default, revisit calls, their timeouts.
                     loop {
                         match store.run_due_jobs(clock.now(), 200).await {
-                            Ok(200) => continue,
+                            Ok(n) if n >= 200 => continue,
                             Ok(_) => break,
                             Err(e) => {
                                 tracing::warn!(error = %e, "Running the follow-up clocks failed");

@@ -30,12 +30,19 @@ impl Period {
     /// `2026-11` (a month) or `2026-Q4` (a quarter).
     pub fn parse(s: &str) -> Option<Period> {
         let (y, rest) = s.split_once('-')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(y) {
+            return None;
+        }
         let year: i32 = y.parse().ok().filter(|y| (2000..=2100).contains(y))?;
         let (first, months) = if let Some(q) = rest.strip_prefix('Q') {
+            if !digits(q) {
+                return None;
+            }
             let q: u32 = q.parse().ok().filter(|q| (1..=4).contains(q))?;
             ((q - 1) * 3 + 1, 3)
         } else {
-            if rest.len() != 2 {
+            if rest.len() != 2 || !digits(rest) {
                 return None;
             }
             let m: u32 = rest.parse().ok().filter(|m| (1..=12).contains(m))?;
@@ -112,9 +119,11 @@ pub struct Report {
     pub from: NaiveDate,
     /// Last Beijing day.
     pub to: NaiveDate,
-    /// The centre's figures (every ticket, dispatched or not).
+    /// The centre's figures (every ticket, dispatched or not); asked for one unit, that
+    /// unit's.
     pub centre: Figures,
-    /// Each unit that led a ticket received in the period, by id.
+    /// Each unit that led a ticket received in the period, by id (empty when asked for
+    /// one unit).
     pub units: Vec<Figures>,
 }
 
@@ -142,6 +151,8 @@ pub async fn report(pool: &PgPool, period: Period, unit: Option<&str>) -> sqlx::
            count(replied_at) AS replied, \
            count(*) FILTER (WHERE (replied_at AT TIME ZONE 'Asia/Shanghai')::date <= handling_due) AS handled_on_time, \
            count(yellow_at) AS yellow, count(red_at) AS red, \
+           count(*) FILTER (WHERE yellow_at >= first_dispatched_at) AS unit_yellow, \
+           count(*) FILTER (WHERE red_at >= first_dispatched_at) AS unit_red, \
            coalesce(sum(returns), 0)::bigint AS returns, \
            count(*) FILTER (WHERE extended) AS extensions, \
            coalesce(sum(urge_count), 0)::bigint AS urges, \
@@ -179,8 +190,15 @@ pub async fn report(pool: &PgPool, period: Period, unit: Option<&str>) -> sqlx::
         f.dispatched_on_time = r.get("dispatched_on_time");
         f.replied = r.get("replied");
         f.handled_on_time = r.get("handled_on_time");
-        f.yellow_cards = r.get("yellow");
-        f.red_cards = r.get("red");
+        // A unit answers for the cards of its time with the ticket; the centre for all
+        // (the dispatch deadline's are its own, Art. 8).
+        let (yellow, red) = if whole == 1 {
+            ("yellow", "red")
+        } else {
+            ("unit_yellow", "unit_red")
+        };
+        f.yellow_cards = r.get(yellow);
+        f.red_cards = r.get(red);
         f.returns = r.get("returns");
         f.extensions = r.get("extensions");
         f.urges = r.get("urges");
@@ -223,16 +241,23 @@ pub async fn report(pool: &PgPool, period: Period, unit: Option<&str>) -> sqlx::
         *f.by_channel.entry(r.get("channel")).or_insert(0) += n;
         *f.by_kind.entry(r.get("kind")).or_insert(0) += n;
     }
-    if unit.is_some() {
-        // Asked for one unit: the "centre" row is that unit's total, not the hotline's.
-        centre.unit = unit.unwrap_or_default().to_owned();
+    let mut units: Vec<Figures> = units.into_values().collect();
+    if let Some(u) = unit {
+        // Asked for one unit: its own row only, as the report's total.
+        centre = units.pop().unwrap_or(Figures {
+            unit: u.to_owned(),
+            by_channel: centre.by_channel,
+            by_kind: centre.by_kind,
+            ..Figures::default()
+        });
+        units.clear();
     }
     Ok(Report {
         period: period.name(),
         from: period.from,
         to: period.until.pred_opt().unwrap_or(period.until),
         centre,
-        units: units.into_values().collect(),
+        units,
     })
 }
 
@@ -303,7 +328,10 @@ mod tests {
         assert_eq!(q.from, NaiveDate::from_ymd_opt(2026, 10, 1).expect("date"));
         assert_eq!(q.until, NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"));
         assert_eq!(q.name(), "2026-Q4");
-        for bad in ["2026", "2026-13", "2026-Q5", "2026-1", "x-01", "2026-Q0", "1999-01"] {
+        for bad in [
+            "2026", "2026-13", "2026-Q5", "2026-1", "x-01", "2026-Q0", "1999-01", "2026-+1",
+            "+2026-01", "2026-Q+1",
+        ] {
             assert_eq!(Period::parse(bad), None, "{bad}");
         }
     }

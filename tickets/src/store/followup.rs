@@ -167,6 +167,31 @@ fn refused(status: u16, code: &'static str, detail: impl Into<String>) -> Comman
     })
 }
 
+/// A carrier's words with any run of 7 or more digits masked: they may echo the number
+/// (Art. 21).
+fn mask_digits(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= 7 {
+            out.push_str("***");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in s.chars().take(300) {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// The number a contact can be texted at: its SMS reply path, or the caller's number.
 fn sms_number(c: &Contact) -> Option<String> {
     c.reply_paths
@@ -238,12 +263,22 @@ impl Store {
         }
     }
 
-    /// The number to text or call about a ticket: from its contacts, newest first.
+    /// The number to text or call about a ticket, from its contacts (newest first), and
+    /// the citizen key an SMS from that number carries (the contact's own key when the
+    /// number is its identity, else the ticket's).
     async fn citizen_number(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         row: &TicketRow,
     ) -> Result<Option<String>, StoreError> {
+        Ok(self.reachable(tx, row).await?.map(|(n, _)| n))
+    }
+
+    async fn reachable(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        row: &TicketRow,
+    ) -> Result<Option<(String, String)>, StoreError> {
         let contact_ids: Vec<Uuid> = row
             .draft
             .get("contacts")
@@ -259,11 +294,17 @@ impl Store {
         Ok(bodies
             .into_iter()
             .filter_map(|b| serde_json::from_value::<Contact>(b).ok())
-            .find_map(|c| sms_number(&c)))
+            .find_map(|c| {
+                let key = if c.citizen.kind == IdentityKind::PhoneNumber {
+                    c.citizen.key.clone()
+                } else {
+                    row.citizen_key.clone()
+                };
+                sms_number(&c).map(|n| (n, key))
+            }))
     }
 
-    /// Writes an outbound SMS request to the outbox, keyed by the ticket so a ticket's
-    /// texts are sent in order (the result before the survey).
+    /// Writes an outbound SMS request to the outbox.
     #[allow(clippy::too_many_arguments)]
     async fn text(
         &self,
@@ -286,8 +327,9 @@ impl Store {
             to,
             text,
         };
+        // Keyed by the ticket (the request's reference): its texts keep their order.
         let record = Event::from(request).to_record(&self.source)?;
-        self.outbox(tx, &self.topics.sms_outbound, ticket_ref, &record)
+        self.outbox(tx, &self.topics.sms_outbound, &record.key, &record)
             .await?;
         metrics::counter!("tickets_sms_requested_total", "purpose" => purpose.to_owned())
             .increment(1);
@@ -396,16 +438,21 @@ impl Store {
         let id = derived_id(&["survey", &row.ticket_ref, &round.to_string()]);
         let window = self.followup.survey_window;
         let due = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(24));
-        let number = self.citizen_number(tx, row).await?;
+        let reach = self.reachable(tx, row).await?;
+        let reply_key = reach
+            .as_ref()
+            .map_or_else(|| row.citizen_key.clone(), |(_, k)| k.clone());
+        let number = reach.map(|(n, _)| n);
         // The window starts when the gateway reports the text sent (Art. 16: 短信发送24小时内).
         let state = if number.is_some() { "asked" } else { "not_sent" };
         let fresh = sqlx::query(
-            "INSERT INTO surveys (id, ticket_ref, round, citizen_key, unit, state, sent_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            "INSERT INTO surveys (id, ticket_ref, round, citizen_key, reply_key, unit, state, sent_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(&row.ticket_ref)
         .bind(round)
         .bind(&row.citizen_key)
+        .bind(&reply_key)
         .bind(&row.lead_unit)
         .bind(state)
         .bind(now)
@@ -463,6 +510,24 @@ impl Store {
         tx: &mut Transaction<'_, Postgres>,
         st: &contract::SmsStatus,
     ) -> Result<(), StoreError> {
+        if st.purpose == "result" && st.state == contract::SmsState::Failed {
+            // Art. 13: the centre sees that the citizen was not told.
+            if let Some(row) = self.ticket_in(tx, &st.reference).await? {
+                let reason = mask_digits(st.reason.as_deref().unwrap_or("unknown"));
+                self.note(
+                    tx,
+                    &row,
+                    TicketAction::ResultNotified,
+                    "Art. 13",
+                    "gateway",
+                    format!("the result SMS was not delivered: {reason}"),
+                    st.at,
+                    derived_id(&["result-failed", &st.request_id.to_string()]),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         if st.purpose != "survey" {
             return Ok(());
         }
@@ -504,8 +569,9 @@ impl Store {
                     .bind(survey)
                     .execute(&mut **tx)
                     .await?;
-                metrics::counter!("tickets_surveys_total", "state" => "undelivered").increment(1);
-                tracing::warn!(ticket = %st.reference, reason = ?st.reason, "The survey's text could not be delivered; it will not default");
+                metrics::counter!("tickets_surveys_undelivered_total").increment(1);
+                let reason = mask_digits(st.reason.as_deref().unwrap_or("unknown"));
+                tracing::warn!(ticket = %st.reference, %reason, "The survey's text could not be delivered; it will not default");
                 Ok(())
             }
         }
@@ -551,7 +617,7 @@ impl Store {
             return Ok(false);
         }
         let waiting: Option<(Uuid, String, bool)> = sqlx::query_as(
-            "SELECT id, ticket_ref, clarified FROM surveys WHERE citizen_key = $1 AND state IN ('asked', 'waiting') AND sent_at <= $2 ORDER BY sent_at DESC LIMIT 1 FOR UPDATE",
+            "SELECT id, ticket_ref, clarified FROM surveys WHERE reply_key = $1 AND state IN ('asked', 'waiting') AND sent_at <= $2 ORDER BY sent_at DESC LIMIT 1 FOR UPDATE",
         )
         .bind(&d.citizen_key)
         .bind(d.created_at)
@@ -653,7 +719,7 @@ impl Store {
             "rated"
         };
         sqlx::query(
-            "UPDATE surveys SET state = $2, rating = $3, rating_source = $4, rated_at = $5 WHERE id = $1",
+            "UPDATE surveys SET state = $2, rating = $3, rating_source = $4, rated_at = COALESCE(rated_at, $5) WHERE id = $1",
         )
         .bind(survey)
         .bind(state)
@@ -663,10 +729,11 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         let row: TicketRow = sqlx::query_as(&format!(
-            "UPDATE tickets SET rating = $2, rating_appealed = false WHERE ticket_ref = $1 RETURNING {TICKET_COLUMNS}"
+            "UPDATE tickets SET rating = $2, rating_appealed = (SELECT appeal_upheld FROM surveys WHERE id = $3) WHERE ticket_ref = $1 RETURNING {TICKET_COLUMNS}"
         ))
         .bind(ticket_ref)
         .bind(rating.as_str())
+        .bind(survey)
         .fetch_one(&mut **tx)
         .await?;
         metrics::counter!("tickets_ratings_total", "rating" => rating.as_str(), "source" => source.to_owned())
@@ -743,45 +810,76 @@ impl Store {
 
     // ---- Clocks ------------------------------------------------------------------
 
-    /// Runs the clocks due at `now` (at most `limit`), each once: the survey's default
-    /// (Art. 16), revisit calls and their timeouts (Art. 17). Returns how many ran.
+    /// Runs the clocks due at `now` (at most `limit`), each once and each in its own
+    /// transaction (so one that keeps failing holds up no other): the survey's default
+    /// (Art. 16), revisit calls and their timeouts (Art. 17). A clock that fails is
+    /// tried again a minute later. Returns how many ran.
     pub async fn run_due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<u32, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let due: Vec<(Uuid, String, String, serde_json::Value)> = sqlx::query_as(
-            "SELECT id, kind, ticket_ref, args FROM jobs WHERE done_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        let due: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE done_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2",
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        for (id, kind, ticket_ref, args) in &due {
-            let uuid = |k: &str| {
-                args.get(k)
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse::<Uuid>().ok())
-            };
-            let attempt = args.get("attempt").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
-            match (kind.as_str(), uuid("survey"), uuid("revisit")) {
-                ("survey_default", Some(survey), _) => {
-                    self.survey_default(&mut tx, survey, ticket_ref, now).await?
+        let mut ran = 0;
+        for id in due {
+            match self.run_job(id, now).await {
+                Ok(true) => ran += 1,
+                Ok(false) => {}
+                Err(e) if e.is_data_error() => {
+                    tracing::error!(job = %id, error = %e, "A follow-up clock failed; trying it again in a minute");
+                    metrics::counter!("tickets_clock_failures_total").increment(1);
+                    sqlx::query("UPDATE jobs SET due_at = $2 WHERE id = $1 AND done_at IS NULL")
+                        .bind(id)
+                        .bind(now + chrono::Duration::minutes(1))
+                        .execute(&self.pool)
+                        .await?;
                 }
-                ("revisit_call", _, Some(revisit)) => {
-                    self.revisit_call(&mut tx, revisit, attempt, now).await?
-                }
-                ("revisit_timeout", _, Some(revisit)) => {
-                    self.revisit_timeout(&mut tx, revisit, attempt, now).await?
-                }
-                _ => tracing::error!(job = %id, kind, "Unknown clock; marked done"),
+                Err(e) => return Err(e),
             }
-            sqlx::query("UPDATE jobs SET done_at = $2 WHERE id = $1")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            metrics::counter!("tickets_clocks_fired_total", "kind" => kind.clone()).increment(1);
         }
+        Ok(ran)
+    }
+
+    /// Runs one clock, unless another instance has it or ran it.
+    async fn run_job(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let job: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT kind, ticket_ref, args FROM jobs WHERE id = $1 AND done_at IS NULL FOR UPDATE SKIP LOCKED",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((kind, ticket_ref, args)) = job else {
+            return Ok(false);
+        };
+        let uuid = |k: &str| {
+            args.get(k)
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse::<Uuid>().ok())
+        };
+        let attempt = args.get("attempt").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
+        match (kind.as_str(), uuid("survey"), uuid("revisit")) {
+            ("survey_default", Some(survey), _) => {
+                self.survey_default(&mut tx, survey, &ticket_ref, now).await?
+            }
+            ("revisit_call", _, Some(revisit)) => {
+                self.revisit_call(&mut tx, revisit, attempt, now).await?
+            }
+            ("revisit_timeout", _, Some(revisit)) => {
+                self.revisit_timeout(&mut tx, revisit, attempt, now).await?
+            }
+            _ => tracing::error!(job = %id, kind, "Unknown clock; marked done"),
+        }
+        sqlx::query("UPDATE jobs SET done_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(due.len() as u32)
+        metrics::counter!("tickets_clocks_fired_total", "kind" => kind).increment(1);
+        Ok(true)
     }
 
     /// Art. 16: no valid reply within the window counts as satisfied.
@@ -840,7 +938,7 @@ impl Store {
         let Some(to) = self.citizen_number(tx, &row).await? else {
             // Nobody to call: a failed attempt, as Art. 17 counts them.
             return self
-                .revisit_attempt(tx, &v, attempt, RevisitCallOutcome::Failed, None, "service", now)
+                .revisit_attempt(tx, &v, attempt, RevisitCallOutcome::Failed, None, "service", None, now)
                 .await;
         };
         let call = RevisitCall {
@@ -853,7 +951,7 @@ impl Store {
             to,
         };
         let record = Event::from(call).to_record(&self.source)?;
-        self.outbox(tx, &self.topics.revisit_calls, &v.ticket_ref, &record)
+        self.outbox(tx, &self.topics.revisit_calls, &record.key, &record)
             .await?;
         let timeout = chrono::Duration::from_std(self.followup.revisit_result_timeout)
             .unwrap_or(chrono::Duration::minutes(15));
@@ -881,7 +979,7 @@ impl Store {
         };
         if v.state == "open" && v.attempts as u32 + 1 == attempt {
             tracing::warn!(ticket = %v.ticket_ref, attempt, "No result of the revisit call in time: a failed attempt");
-            self.revisit_attempt(tx, &v, attempt, RevisitCallOutcome::Failed, None, "service", now)
+            self.revisit_attempt(tx, &v, attempt, RevisitCallOutcome::Failed, None, "service", None, now)
                 .await?;
         }
         Ok(())
@@ -901,7 +999,7 @@ impl Store {
         .await?;
         match open {
             Some(v) if v.attempts as u32 + 1 == r.attempt => {
-                self.revisit_attempt(tx, &v, r.attempt, r.outcome, r.rating, "gateway", r.at)
+                self.revisit_attempt(tx, &v, r.attempt, r.outcome, r.rating, "gateway", None, r.at)
                     .await
             }
             _ => {
@@ -922,6 +1020,7 @@ impl Store {
         outcome: RevisitCallOutcome,
         rating: Option<Rating>,
         actor: &str,
+        note: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let next = followup::revisit_next(
@@ -937,6 +1036,7 @@ impl Store {
             "outcome": outcome.as_str(),
             "rating": rating.map(|r| r.as_str()),
             "by": actor,
+            "note": note,
         }]);
         let (state, end) = match next {
             RevisitNext::Done(_) => ("done", Some("rated")),
@@ -1086,7 +1186,17 @@ impl Store {
             RevisitCallOutcome::NoAnswer
         };
         let attempt = v.attempts as u32 + 1;
-        self.revisit_attempt(&mut tx, &v, attempt, outcome, rating, &role.actor(), now)
+        let note = input.note.trim();
+        self.revisit_attempt(
+            &mut tx,
+            &v,
+            attempt,
+            outcome,
+            rating,
+            &role.actor(),
+            (!note.is_empty()).then_some(note),
+            now,
+        )
             .await?;
         let after: RevisitRow = sqlx::query_as(&format!(
             "SELECT {REVISIT_COLUMNS} FROM revisits WHERE id = $1"
@@ -1208,7 +1318,7 @@ impl Store {
             .await?
             .ok_or_else(|| CommandError::NotFound(ticket_ref.to_owned()))?;
         let decided: Option<AppealRow> = sqlx::query_as(&format!(
-            "UPDATE appeals SET state = $2, decided_by = $3, decided_at = $4, note = $5 WHERE ticket_ref = $1 AND state = 'pending' RETURNING {APPEAL_COLUMNS}"
+            "UPDATE appeals SET state = $2, decided_by = $3, decided_at = $4, note = $5 WHERE ticket_ref = $1 AND state = 'pending' AND survey_id = (SELECT id FROM surveys WHERE ticket_ref = $1 ORDER BY round DESC LIMIT 1) RETURNING {APPEAL_COLUMNS}"
         ))
         .bind(ticket_ref)
         .bind(if uphold { "upheld" } else { "rejected" })
