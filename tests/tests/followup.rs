@@ -31,6 +31,12 @@ async fn sms(gw: &Gateway, http: &reqwest::Client, id: &str, from: &str, text: &
 
 /// Dispatches, accepts, replies and closes a ticket through the API.
 async fn close(svc: &TicketService, r: &str) -> Result<()> {
+    let (st, b) = svc
+        .send("PATCH", &format!("/tickets/{r}"), "agent:a1", &json!({"kind": "complaint"}))
+        .await?;
+    if st != 200 {
+        bail!("confirming the kind: {st} {b}");
+    }
     for (path, who, body) in [
         ("dispatch", "agent:a1", json!({"lead_unit": UNIT, "co_units": []})),
         ("accept", "unit:xiangzhou:p1", json!({})),
@@ -213,6 +219,5 @@ async fn art13_art16_art17_the_loop_with_the_citizen() -> Result<()> {
     let keys: std::collections::HashSet<&str> = all.iter().map(|t| t.key.as_str()).collect();
     assert_eq!(keys.len(), all.len());
     assert_eq!(all.len(), 6, "{all:?}");
-    drop(gw_opts);
     Ok(())
 }
