@@ -1,6 +1,6 @@
 //! Art. 17 revisit calls: the ticket service's requests on the revisit-calls topic, each
 //! placed once by one instance through the phone channel's revisit dialer, how each went
-//! on the revisit-results topic (docs/sip.md#revisit-calls).
+//! on the revisit-results topic (docs/sip.md#revisit-calls-art-17).
 //!
 //! A request topic ([`crate::request_topic`]) with the group
 //! `<kafka.group_prefix>-revisit-calls`: up to [`CONCURRENT_CALLS`] calls at once, their
