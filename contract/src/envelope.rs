@@ -37,6 +37,10 @@ pub enum EventType {
     RevisitCall,
     /// [`crate::RevisitResult`] events (the gateway's).
     RevisitResult,
+    /// [`crate::ChatOutbound`] requests (the ticket service's).
+    ChatOutbound,
+    /// [`crate::ChatOutboundStatus`] events (the gateway's).
+    ChatOutboundStatus,
 }
 
 impl EventType {
@@ -53,6 +57,8 @@ impl EventType {
             EventType::TicketStatus => "cn.gov.zhuhai.12345.ticket_status.v1",
             EventType::RevisitCall => "cn.gov.zhuhai.12345.revisit_call.v1",
             EventType::RevisitResult => "cn.gov.zhuhai.12345.revisit_result.v1",
+            EventType::ChatOutbound => "cn.gov.zhuhai.12345.chat_outbound.v1",
+            EventType::ChatOutboundStatus => "cn.gov.zhuhai.12345.chat_outbound_status.v1",
         }
     }
 
@@ -69,6 +75,8 @@ impl EventType {
             EventType::TicketStatus => "urn:12345:schema:ticket_status:v1",
             EventType::RevisitCall => "urn:12345:schema:revisit_call:v1",
             EventType::RevisitResult => "urn:12345:schema:revisit_result:v1",
+            EventType::ChatOutbound => "urn:12345:schema:chat_outbound:v1",
+            EventType::ChatOutboundStatus => "urn:12345:schema:chat_outbound_status:v1",
         }
     }
 
@@ -85,6 +93,8 @@ impl EventType {
             EventType::TicketStatus => "ticket_status.v1.json",
             EventType::RevisitCall => "revisit_call.v1.json",
             EventType::RevisitResult => "revisit_result.v1.json",
+            EventType::ChatOutbound => "chat_outbound.v1.json",
+            EventType::ChatOutboundStatus => "chat_outbound_status.v1.json",
         }
     }
 }
@@ -118,6 +128,8 @@ impl Event {
             Event::TicketStatus(_) => EventType::TicketStatus,
             Event::RevisitCall(_) => EventType::RevisitCall,
             Event::RevisitResult(_) => EventType::RevisitResult,
+            Event::ChatOutbound(_) => EventType::ChatOutbound,
+            Event::ChatOutboundStatus(_) => EventType::ChatOutboundStatus,
         }
     }
 
@@ -213,6 +225,22 @@ impl Event {
                 r.ticket_ref.as_str(),
                 r.ticket_ref.as_str(),
                 serde_json::to_vec(r)?,
+            ),
+            // Keyed by the ticket, like the SMS requests; the citizen key is in the payload
+            // (it picks the sessions) and is pseudonymous.
+            Event::ChatOutbound(m) => (
+                m.id,
+                m.requested_at,
+                m.reference.as_str(),
+                m.reference.as_str(),
+                serde_json::to_vec(m)?,
+            ),
+            Event::ChatOutboundStatus(st) => (
+                st.id,
+                st.at,
+                st.reference.as_str(),
+                st.reference.as_str(),
+                serde_json::to_vec(st)?,
             ),
         };
         let event_type = self.event_type();

@@ -125,6 +125,13 @@ pub enum ContactContent {
     Call(CallContact),
     /// One utterance of a call, transcribed (speech to text).
     Transcript(TranscriptSegment),
+    /// The citizen's answer in the chat to a survey of one of their tickets (Art. 16).
+    SurveyReply {
+        /// The ticket the survey asked about (the `reference` of the chat message).
+        ticket_ref: TicketRef,
+        /// What the citizen answered: a digit 1 to 5 or the rating's words, as sent.
+        text: String,
+    },
 }
 
 /// One utterance of a call as text.
@@ -508,6 +515,22 @@ pub enum Event {
     RevisitCall(Box<crate::revisit::RevisitCall>),
     /// How a revisit call went.
     RevisitResult(Box<crate::revisit::RevisitResult>),
+    /// A message for a citizen's open chat sessions (published by the ticket service).
+    ChatOutbound(Box<crate::chat_out::ChatOutbound>),
+    /// What became of it.
+    ChatOutboundStatus(Box<crate::chat_out::ChatOutboundStatus>),
+}
+
+impl From<crate::chat_out::ChatOutbound> for Event {
+    fn from(m: crate::chat_out::ChatOutbound) -> Self {
+        Event::ChatOutbound(Box::new(m))
+    }
+}
+
+impl From<crate::chat_out::ChatOutboundStatus> for Event {
+    fn from(s: crate::chat_out::ChatOutboundStatus) -> Self {
+        Event::ChatOutboundStatus(Box::new(s))
+    }
 }
 
 impl From<crate::revisit::RevisitCall> for Event {

@@ -10,6 +10,7 @@
 //!   hash that pseudonymises them, and masking for logs;
 //! - [`intake`]: the [`Intake`] trait through which a channel hands events to the durable
 //!   outbox, and the errors it answers with;
+//! - [`chat_out`]: messages into a citizen's open chat sessions (the Art. 16 survey);
 //! - [`channel`]: the [`Channel`] plug-in trait and the context a channel runs in;
 //! - [`audio`]: the [`AudioTap`] a voice channel feeds decoded call audio into (speech
 //!   recognition plugs in there);
@@ -29,6 +30,7 @@
 
 pub mod audio;
 pub mod channel;
+pub mod chat_out;
 pub mod envelope;
 pub mod event;
 pub mod identity;
@@ -44,6 +46,7 @@ pub mod ticket;
 pub mod token;
 
 pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
+pub use chat_out::{ChatDelivery, ChatOutbound, ChatOutboundStatus};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
 pub use envelope::{EventType, Record};
 pub use event::{

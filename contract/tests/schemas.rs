@@ -121,3 +121,15 @@ fn revisit_schemas_are_current() {
         schemars::schema_for!(hotline_contract::RevisitResult),
     );
 }
+
+#[test]
+fn chat_outbound_schemas_are_current() {
+    check(
+        EventType::ChatOutbound,
+        schemars::schema_for!(hotline_contract::ChatOutbound),
+    );
+    check(
+        EventType::ChatOutboundStatus,
+        schemars::schema_for!(hotline_contract::ChatOutboundStatus),
+    );
+}

@@ -55,6 +55,8 @@ pub async fn run(
         ticket_status: config.kafka.ticket_status_topic.clone(),
         revisit_calls: config.kafka.revisit_calls_topic.clone(),
         revisit_results: config.kafka.revisit_results_topic.clone(),
+        chat_outbound: config.kafka.chat_outbound_topic.clone(),
+        chat_status: config.kafka.chat_status_topic.clone(),
         members: config.kafka.members_topic.clone(),
     };
     let reader_props = client_props.clone();

@@ -266,6 +266,13 @@ pub struct KafkaSection {
     /// Topic of revisit-call results, keyed by ticket.
     #[serde(default = "default_revisit_results_topic")]
     pub revisit_results_topic: String,
+    /// Topic of the ticket service's messages into open chat sessions (the Art. 16
+    /// survey), keyed by ticket.
+    #[serde(default = "default_chat_outbound_topic")]
+    pub chat_outbound_topic: String,
+    /// Topic of their delivery reports, keyed by ticket.
+    #[serde(default = "default_chat_status_topic")]
+    pub chat_status_topic: String,
     /// Topic where the gateway's instances say they are alive (who runs which urgent
     /// notice's clock).
     #[serde(default = "default_members_topic")]
@@ -461,6 +468,12 @@ fn default_revisit_calls_topic() -> String {
 }
 fn default_revisit_results_topic() -> String {
     "hotline.revisit-results.v1".to_owned()
+}
+fn default_chat_outbound_topic() -> String {
+    "hotline.chat-outbound.v1".to_owned()
+}
+fn default_chat_status_topic() -> String {
+    "hotline.chat-status.v1".to_owned()
 }
 fn default_members_topic() -> String {
     "hotline.gateway-members.v1".to_owned()
@@ -695,6 +708,8 @@ impl Config {
             ("kafka.ticket_status_topic", &k.ticket_status_topic),
             ("kafka.revisit_calls_topic", &k.revisit_calls_topic),
             ("kafka.revisit_results_topic", &k.revisit_results_topic),
+            ("kafka.chat_outbound_topic", &k.chat_outbound_topic),
+            ("kafka.chat_status_topic", &k.chat_status_topic),
             ("kafka.group_prefix", &k.group_prefix),
             ("kafka.members_topic", &k.members_topic),
         ] {
@@ -716,6 +731,8 @@ impl Config {
             &k.ticket_status_topic,
             &k.revisit_calls_topic,
             &k.revisit_results_topic,
+            &k.chat_outbound_topic,
+            &k.chat_status_topic,
             &k.members_topic,
         ];
         if topics

@@ -102,6 +102,10 @@ pub struct Topics {
     pub revisit_calls: String,
     /// Revisit-call results.
     pub revisit_results: String,
+    /// The ticket service's messages into open chat sessions (read by the gateway).
+    pub chat_outbound: String,
+    /// Their delivery reports.
+    pub chat_status: String,
     /// Instances' heartbeats.
     pub members: String,
 }
@@ -119,6 +123,8 @@ impl Topics {
             EventType::TicketStatus => &self.ticket_status,
             EventType::RevisitCall => &self.revisit_calls,
             EventType::RevisitResult => &self.revisit_results,
+            EventType::ChatOutbound => &self.chat_outbound,
+            EventType::ChatOutboundStatus => &self.chat_status,
         }
     }
 }
@@ -164,6 +170,8 @@ pub async fn create_topics(
         &topics.sms_status,
         &topics.revisit_calls,
         &topics.revisit_results,
+        &topics.chat_outbound,
+        &topics.chat_status,
     ]
     .into_iter()
     .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))

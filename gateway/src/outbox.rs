@@ -308,6 +308,7 @@ impl Outbox {
                 Event::OutboundSms(_) | Event::SmsStatus(_) => "sms-outbound",
                 Event::TicketStatus(_) => "tickets",
                 Event::RevisitCall(_) | Event::RevisitResult(_) => "revisit",
+                Event::ChatOutbound(_) | Event::ChatOutboundStatus(_) => "chat",
             };
             let source = format!("{}/{}", self.shared.options.source_prefix, part);
             let record = event
