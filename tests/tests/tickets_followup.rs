@@ -60,6 +60,7 @@ struct Feed {
     drafts: i64,
     results: i64,
     statuses: i64,
+    chat: i64,
 }
 
 impl Feed {
@@ -70,6 +71,7 @@ impl Feed {
             contract::EventType::TicketDraft => (DRAFTS, &mut self.drafts),
             contract::EventType::RevisitResult => ("hotline.revisit-results.v1", &mut self.results),
             contract::EventType::SmsStatus => ("hotline.sms-status.v1", &mut self.statuses),
+            contract::EventType::ChatOutboundStatus => ("hotline.chat-status.v1", &mut self.chat),
             other => panic!("no topic for {other:?}"),
         };
         let rec = Incoming {
@@ -586,4 +588,112 @@ async fn art18_statistics_of_a_month_with_holidays() {
         .await
         .expect("report");
     assert_eq!(sep.centre.received, 1);
+}
+
+/// A chat ticket from a session with (or without) a phone given.
+async fn chat_ticket(feed: &mut Feed, s: &Store, key: &str, phone: Option<&str>, text: &str) -> String {
+    let at = bj("2026-12-01T08:00:00");
+    let mut d = draft(key, text, TicketKind::Complaint, at);
+    d.channel = contract::ChannelKind::Chat;
+    let mut c = sms_contact(key, phone.unwrap_or("0"), &d.ticket_ref, text, at);
+    c.channel = contract::ChannelKind::Chat;
+    c.reply_paths = vec![contract::ReplyPath::ChatSession { session_id: Uuid::now_v7() }];
+    match phone {
+        Some(p) => c.reply_paths.push(contract::ReplyPath::Sms { number: p.into() }),
+        None => {
+            c.citizen.kind = contract::IdentityKind::ChatVisitor;
+            c.citizen.value = format!("visitor-{key}");
+        }
+    }
+    d.contacts = vec![c.id];
+    let r = d.ticket_ref.to_string();
+    feed.apply(s, c.into()).await;
+    feed.apply(s, d.into()).await;
+    r
+}
+
+fn chat_reply(key: &str, ticket_ref: &str, text: &str, at: DateTime<Utc>) -> Event {
+    let mut c = sms_contact(key, "0", &contract::TicketRef::generate(at), text, at);
+    c.channel = contract::ChannelKind::Chat;
+    c.citizen.kind = contract::IdentityKind::ChatVisitor;
+    c.content = contract::ContactContent::SurveyReply {
+        ticket_ref: contract::TicketRef(ticket_ref.into()),
+        text: text.into(),
+    };
+    c.into()
+}
+
+async fn chat_messages(s: &Store) -> Vec<contract::ChatOutbound> {
+    s.pending(10_000)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .filter(|r| r.topic == "hotline.chat-outbound.v1")
+        .map(|r| serde_json::from_slice(&r.payload).expect("a chat message"))
+        .collect()
+}
+
+fn delivery(m: &contract::ChatOutbound, state: contract::ChatDelivery, at: DateTime<Utc>) -> Event {
+    contract::ChatOutboundStatus {
+        schema_version: contract::SCHEMA_VERSION,
+        id: Uuid::now_v7(),
+        request_id: m.id,
+        reference: m.reference.clone(),
+        purpose: m.purpose.clone(),
+        at,
+        state,
+        sessions: u32::from(state == contract::ChatDelivery::Delivered),
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn art16_a_chat_ticket_is_asked_in_its_open_session_else_by_sms() {
+    let pg = Postgres::start().expect("postgres");
+    let a = store(&pg, RevisitMode::Agent).await;
+    let mut feed = Feed::default();
+    // 1. The session is open: the survey goes into the chat, not by SMS; the citizen
+    // answers there. Someone else's answer to it counts for nothing.
+    let r = chat_ticket(&mut feed, &a, "k-c1", Some("13100131001"), "网上咨询：小区噪音").await;
+    resolve(&a, &r, "2026-12-01").await;
+    let m = chat_messages(&a).await;
+    assert_eq!(m.len(), 1);
+    assert_eq!((m[0].reference.as_str(), m[0].citizen_key.as_str()), (r.as_str(), "k-c1"));
+    assert!(m[0].asks_rating && m[0].text.contains(&r));
+    assert_eq!(
+        texts(&a).await.iter().filter(|(_, t)| t.purpose == "survey").count(),
+        0,
+        "no SMS survey while the chat may be open"
+    );
+    feed.apply(&a, delivery(&m[0], contract::ChatDelivery::Delivered, bj("2026-12-01T12:00:05"))).await;
+    assert_eq!(a.followup_of(&r).await.expect("f").surveys[0].state, "waiting");
+    feed.apply(&a, chat_reply("k-other", &r, "1", bj("2026-12-01T12:01:00"))).await;
+    assert_eq!(a.ticket(&r).await.expect("r").expect("t").rating, None);
+    feed.apply(&a, chat_reply("k-c1", &r, "4", bj("2026-12-01T12:02:00"))).await;
+    let f = a.followup_of(&r).await.expect("f");
+    assert_eq!(f.surveys[0].rating.as_deref(), Some("dissatisfied"));
+    assert_eq!(f.surveys[0].rating_source.as_deref(), Some("chat_reply"));
+    assert_eq!(f.revisits.len(), 1, "a revisit follows as for any dissatisfied rating");
+    assert_eq!(a.unmatched_replies(10).await.expect("u").len(), 1, "the stranger's answer kept");
+
+    // 2. No session open: the survey falls back to SMS to the number the citizen gave.
+    let r2 = chat_ticket(&mut feed, &a, "k-c2", Some("13100131002"), "网上反映：路面积水").await;
+    resolve(&a, &r2, "2026-12-01").await;
+    let m2 = chat_messages(&a).await.into_iter().find(|m| m.reference == r2).expect("asked in chat");
+    feed.apply(&a, delivery(&m2, contract::ChatDelivery::NoOpenSession, bj("2026-12-01T12:00:05"))).await;
+    let sms: Vec<OutboundSms> = texts(&a).await.into_iter().filter(|(k, t)| k == &r2 && t.purpose == "survey").map(|(_, t)| t).collect();
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0].to, "13100131002");
+    let f2 = a.followup_of(&r2).await.expect("f");
+    assert_eq!((f2.surveys[0].state.as_str(), f2.surveys[0].via.as_str()), ("asked", "sms"));
+
+    // 3. No session and no number: not surveyed, and it never defaults.
+    let r3 = chat_ticket(&mut feed, &a, "k-c3", None, "网上咨询：办证材料").await;
+    resolve(&a, &r3, "2026-12-01").await;
+    let m3 = chat_messages(&a).await.into_iter().find(|m| m.reference == r3).expect("asked in chat");
+    feed.apply(&a, delivery(&m3, contract::ChatDelivery::NoOpenSession, bj("2026-12-01T12:00:05"))).await;
+    a.run_due_jobs(bj("2026-12-03T12:00:00"), 100).await.expect("jobs");
+    let f3 = a.followup_of(&r3).await.expect("f");
+    assert_eq!(f3.surveys[0].state, "not_sent");
+    assert_eq!(a.ticket(&r3).await.expect("r").expect("t").rating, None);
 }

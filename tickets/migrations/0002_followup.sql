@@ -46,9 +46,12 @@ CREATE TABLE surveys (
     -- The citizen key an SMS from the number texted carries (the key of the contact the
     -- number came from): what a reply is matched on.
     reply_key     text        NOT NULL,
+    -- How it was asked: chat (a chat ticket's open session, Art. 16) or sms.
+    via           text        NOT NULL DEFAULT 'sms',
     -- The unit rated (the lead unit at closure).
     unit          text,
-    -- asked (the text is on its way), waiting (the gateway reported it sent: the window
+    -- asked (the text or chat message is on its way), waiting (the gateway reported it
+    -- sent or delivered: the window
     -- runs), rated, defaulted (no reply in the window: satisfied), not_sent (no number to
     -- ask), undelivered (the carrier could not deliver it: it never defaults).
     state         text        NOT NULL,
@@ -69,10 +72,11 @@ CREATE TABLE surveys (
 );
 CREATE INDEX surveys_open ON surveys (reply_key, sent_at) WHERE state IN ('asked', 'waiting');
 
--- Inbound SMS taken as survey replies (or as rating-shaped texts with no survey to
--- answer), kept whole: nothing a citizen sent is dropped.
+-- Survey replies (an SMS, or a chat rating), and rating-shaped texts with no survey to
+-- answer, kept whole: nothing a citizen sent is dropped.
 CREATE TABLE survey_replies (
-    draft_id    uuid        PRIMARY KEY,
+    -- The SMS's draft, or the chat reply's contact.
+    source_id   uuid        PRIMARY KEY,
     ticket_ref  text        NOT NULL,
     survey_id   uuid,
     citizen_key text        NOT NULL,

@@ -167,6 +167,12 @@ pub struct KafkaConfig {
     /// The gateway's outbound SMS outcomes (a survey's window starts when it was sent).
     #[serde(default = "default_sms_status")]
     pub sms_status_topic: String,
+    /// Messages into open chat sessions (the chat survey, Art. 16), to the gateway.
+    #[serde(default = "default_chat_outbound")]
+    pub chat_outbound_topic: String,
+    /// The gateway's reports on them.
+    #[serde(default = "default_chat_status")]
+    pub chat_status_topic: String,
     /// Partitions of the topics the service creates (status, dead letters).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -209,6 +215,12 @@ fn default_revisit_results() -> String {
 }
 fn default_sms_status() -> String {
     "hotline.sms-status.v1".into()
+}
+fn default_chat_outbound() -> String {
+    "hotline.chat-outbound.v1".into()
+}
+fn default_chat_status() -> String {
+    "hotline.chat-status.v1".into()
 }
 fn default_partitions() -> i32 {
     3
@@ -365,6 +377,8 @@ impl Config {
             ("kafka.revisit_calls_topic", &k.revisit_calls_topic),
             ("kafka.revisit_results_topic", &k.revisit_results_topic),
             ("kafka.sms_status_topic", &k.sms_status_topic),
+            ("kafka.chat_outbound_topic", &k.chat_outbound_topic),
+            ("kafka.chat_status_topic", &k.chat_status_topic),
         ] {
             if !valid_topic(t) {
                 return Err(invalid(field, "1-249 of letters, digits, '.', '_', '-'"));
@@ -379,6 +393,8 @@ impl Config {
             &k.revisit_calls_topic,
             &k.revisit_results_topic,
             &k.sms_status_topic,
+            &k.chat_outbound_topic,
+            &k.chat_status_topic,
         ];
         if topics
             .iter()
@@ -386,7 +402,7 @@ impl Config {
             .len()
             != topics.len()
         {
-            return Err(invalid("kafka", "the eight topics must differ"));
+            return Err(invalid("kafka", "the ten topics must differ"));
         }
         if !(1..=1000).contains(&k.partitions) {
             return Err(invalid("kafka.partitions", "1 to 1000"));

@@ -43,6 +43,8 @@ pub struct ConsumerOptions {
     pub revisit_results_topic: String,
     /// The gateway's outbound SMS outcomes (Art. 16).
     pub sms_status_topic: String,
+    /// The gateway's chat delivery reports (Art. 16).
+    pub chat_status_topic: String,
     /// librdkafka properties (bootstrap servers, security).
     pub client_properties: Vec<(String, String)>,
     /// Most records in one transaction.
@@ -156,6 +158,7 @@ pub async fn run(
         opts.drafts_topic.clone(),
         opts.revisit_results_topic.clone(),
         opts.sms_status_topic.clone(),
+        opts.chat_status_topic.clone(),
     ];
     let mut partitions: Vec<(String, i32)> = Vec::new();
     let mut reader: Option<Reader> = None;

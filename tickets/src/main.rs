@@ -177,6 +177,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             revisit_calls: config.kafka.revisit_calls_topic.clone(),
             revisit_results: config.kafka.revisit_results_topic.clone(),
             sms_status: config.kafka.sms_status_topic.clone(),
+            chat_outbound: config.kafka.chat_outbound_topic.clone(),
+            chat_status: config.kafka.chat_status_topic.clone(),
         },
         format!("/tickets/{instance}"),
     )
@@ -192,6 +194,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &config.kafka.revisit_calls_topic,
             &config.kafka.revisit_results_topic,
             &config.kafka.sms_status_topic,
+            &config.kafka.chat_outbound_topic,
+            &config.kafka.chat_status_topic,
         ],
         config.kafka.partitions,
     )
@@ -212,6 +216,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             drafts_topic: config.kafka.drafts_topic.clone(),
             revisit_results_topic: config.kafka.revisit_results_topic.clone(),
             sms_status_topic: config.kafka.sms_status_topic.clone(),
+            chat_status_topic: config.kafka.chat_status_topic.clone(),
             client_properties: props.clone(),
             batch_max: config.kafka.batch_max,
             member_timeout: config.member_timeout(),

@@ -77,6 +77,10 @@ pub struct OutTopics {
     /// Outbound SMS outcomes (the gateway's; read: a survey's window starts when its
     /// text was sent, Art. 16).
     pub sms_status: String,
+    /// Messages into open chat sessions (the chat survey, Art. 16).
+    pub chat_outbound: String,
+    /// Their delivery reports (the gateway's; read).
+    pub chat_status: String,
 }
 
 impl Default for OutTopics {
@@ -88,6 +92,8 @@ impl Default for OutTopics {
             revisit_calls: "hotline.revisit-calls.v1".into(),
             revisit_results: "hotline.revisit-results.v1".into(),
             sms_status: "hotline.sms-status.v1".into(),
+            chat_outbound: "hotline.chat-outbound.v1".into(),
+            chat_status: "hotline.chat-status.v1".into(),
         }
     }
 }
@@ -141,6 +147,7 @@ enum Parsed {
     Draft(Box<TicketDraft>),
     RevisitResult(Box<contract::RevisitResult>),
     SmsStatus(Box<contract::SmsStatus>),
+    ChatStatus(Box<contract::ChatOutboundStatus>),
     Dead(String),
 }
 
@@ -523,6 +530,18 @@ fn parse(rec: &Incoming, contacts_topic: &str, drafts_topic: &str, topics: &OutT
             },
             Err(e) => Parsed::Dead(format!("not a ticket draft: {e}")),
         }
+    } else if rec.topic == topics.chat_status {
+        if ce_type.is_some_and(|t| t != contract::EventType::ChatOutboundStatus.ce_type()) {
+            return Parsed::Dead(format!("ce_type {ce_type:?} on the chat status topic"));
+        }
+        match serde_json::from_slice::<contract::ChatOutboundStatus>(payload) {
+            Ok(st) if st.schema_version != contract::SCHEMA_VERSION => Parsed::Dead(format!(
+                "schema_version {} is not supported",
+                st.schema_version
+            )),
+            Ok(st) => Parsed::ChatStatus(Box::new(st)),
+            Err(e) => Parsed::Dead(format!("not a chat delivery report: {e}")),
+        }
     } else if rec.topic == topics.sms_status {
         if ce_type.is_some_and(|t| t != contract::EventType::SmsStatus.ce_type()) {
             return Parsed::Dead(format!("ce_type {ce_type:?} on the SMS status topic"));
@@ -726,6 +745,8 @@ impl Store {
             match parsed {
                 Parsed::Contact(c) => {
                     self.store_contact(&mut tx, &c).await?;
+                    // Art. 16: a chat survey's answer.
+                    self.chat_survey_reply(&mut tx, &c).await?;
                     out.applied += 1;
                 }
                 // Art. 16: an SMS may answer a survey rather than ask for anything.
@@ -743,6 +764,10 @@ impl Store {
                 }
                 Parsed::SmsStatus(st) => {
                     self.sms_status(&mut tx, &st).await?;
+                    out.applied += 1;
+                }
+                Parsed::ChatStatus(st) => {
+                    self.chat_status(&mut tx, &st).await?;
                     out.applied += 1;
                 }
                 Parsed::Dead(reason) => {

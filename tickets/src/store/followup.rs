@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use contract::{
-    Contact, Event, IdentityKind, OutboundSms, Rating, ReplyPath, RevisitCall,
+    ChatOutbound, Contact, Event, IdentityKind, OutboundSms, Rating, ReplyPath, RevisitCall,
     RevisitCallOutcome, RevisitResult, TicketAction, TicketDraft, TicketRef,
 };
 use serde::Serialize;
@@ -26,6 +26,8 @@ use crate::rules::{Refusal, Role};
 
 /// How long a revisit call request may wait in the gateway before it is not placed.
 const CALL_VALID: chrono::Duration = chrono::Duration::minutes(10);
+/// How long a chat survey may wait for the gateway before it is not delivered.
+const CHAT_VALID: chrono::Duration = chrono::Duration::minutes(10);
 /// How long a survey or clarifying SMS stays worth sending.
 const SURVEY_SMS_VALID: chrono::Duration = chrono::Duration::hours(6);
 
@@ -38,6 +40,8 @@ pub struct SurveyRow {
     pub ticket_ref: String,
     /// 1, or 2 after a redo.
     pub round: i16,
+    /// chat or sms.
+    pub via: String,
     /// The unit rated.
     pub unit: Option<String>,
     /// asked (the text is on its way), waiting (sent: the window runs), rated, defaulted,
@@ -153,10 +157,32 @@ pub struct AgentRevisit {
     pub note: String,
 }
 
-const SURVEY_COLUMNS: &str = "id, ticket_ref, round, unit, state, sent_at, due_at, clarified, rating, rating_source, rated_at, appeal_upheld";
+const SURVEY_COLUMNS: &str = "id, ticket_ref, round, via, unit, state, sent_at, due_at, clarified, rating, rating_source, rated_at, appeal_upheld";
 const REVISIT_COLUMNS: &str =
     "id, ticket_ref, survey_id, mode, state, attempts, outcome, opened_at, ended_at, log";
 const APPEAL_COLUMNS: &str = "id, ticket_ref, survey_id, unit, filed_by, evidence, filed_at, state, decided_by, decided_at, note";
+
+/// A reply row to keep (an SMS draft or a chat contact).
+fn keep_reply<'q>(
+    source: Uuid,
+    ticket_ref: &'q str,
+    survey: Option<Uuid>,
+    citizen_key: &'q str,
+    text: &'q str,
+    outcome: &'static str,
+    at: DateTime<Utc>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "INSERT INTO survey_replies (source_id, ticket_ref, survey_id, citizen_key, text, outcome, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(source)
+    .bind(ticket_ref)
+    .bind(survey)
+    .bind(citizen_key)
+    .bind(text)
+    .bind(outcome)
+    .bind(at)
+}
 
 fn refused(status: u16, code: &'static str, detail: impl Into<String>) -> CommandError {
     CommandError::Refused(Refusal {
@@ -443,16 +469,24 @@ impl Store {
             .as_ref()
             .map_or_else(|| row.citizen_key.clone(), |(_, k)| k.clone());
         let number = reach.map(|(n, _)| n);
-        // The window starts when the gateway reports the text sent (Art. 16: 短信发送24小时内).
-        let state = if number.is_some() { "asked" } else { "not_sent" };
+        // Art. 16: a chat ticket is asked in the citizen's open chat session first (the
+        // gateway says whether one was open; if not, the text follows).
+        let chat = row.channel == contract::ChannelKind::Chat.as_str();
+        let (state, via) = match (chat, &number) {
+            (true, _) => ("asked", "chat"),
+            (false, Some(_)) => ("asked", "sms"),
+            (false, None) => ("not_sent", "sms"),
+        };
+        // The window starts when the gateway reports it sent (Art. 16: 短信发送24小时内).
         let fresh = sqlx::query(
-            "INSERT INTO surveys (id, ticket_ref, round, citizen_key, reply_key, unit, state, sent_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            "INSERT INTO surveys (id, ticket_ref, round, citizen_key, reply_key, via, unit, state, sent_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(&row.ticket_ref)
         .bind(round)
         .bind(&row.citizen_key)
         .bind(&reply_key)
+        .bind(via)
         .bind(&row.lead_unit)
         .bind(state)
         .bind(now)
@@ -464,29 +498,34 @@ impl Store {
         if !fresh {
             return Ok(());
         }
-        let detail = match number {
-            Some(to) => {
-                let text = self
-                    .followup
-                    .templates
-                    .survey_text(&row.ticket_ref, window);
-                self.text(
-                    tx,
-                    derived_id(&["survey-sms", &id.to_string()]),
-                    "survey",
-                    &row.ticket_ref,
-                    to,
-                    text,
-                    now,
-                    now + SURVEY_SMS_VALID,
-                )
-                .await?;
+        let hours = window.as_secs_f64() / 3600.0;
+        let detail = match (chat, number) {
+            (true, _) => {
+                let message = ChatOutbound {
+                    schema_version: contract::SCHEMA_VERSION,
+                    id: derived_id(&["survey-chat", &id.to_string()]),
+                    reference: row.ticket_ref.clone(),
+                    citizen_key: row.citizen_key.clone(),
+                    purpose: "survey".into(),
+                    text: self.followup.templates.survey_text(&row.ticket_ref, window),
+                    asks_rating: true,
+                    requested_at: now,
+                    expires_at: now + CHAT_VALID,
+                };
+                let record = Event::from(message).to_record(&self.source)?;
+                self.outbox(tx, &self.topics.chat_outbound, &record.key, &record)
+                    .await?;
                 format!(
-                    "survey round {round} asked for; no reply within {} h of its sending counts as satisfied",
-                    window.as_secs_f64() / 3600.0
+                    "survey round {round} asked in the citizen's chat (by SMS if no session is open); no reply within {hours} h of its delivery counts as satisfied"
                 )
             }
-            None => format!("survey round {round} not sent: no number to text"),
+            (false, Some(to)) => {
+                self.survey_sms(tx, row, id, to, now).await?;
+                format!(
+                    "survey round {round} asked for; no reply within {hours} h of its sending counts as satisfied"
+                )
+            }
+            (false, None) => format!("survey round {round} not sent: no number to text"),
         };
         metrics::counter!("tickets_surveys_total", "state" => state).increment(1);
         self.note(
@@ -532,7 +571,7 @@ impl Store {
             return Ok(());
         }
         let asked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' ORDER BY round DESC LIMIT 1 FOR UPDATE",
+            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' AND via = 'sms' ORDER BY round DESC LIMIT 1 FOR UPDATE",
         )
         .bind(&st.reference)
         .fetch_optional(&mut **tx)
@@ -542,28 +581,7 @@ impl Store {
             return Ok(());
         };
         match st.state {
-            contract::SmsState::Sent => {
-                let due = st.at
-                    + chrono::Duration::from_std(self.followup.survey_window)
-                        .unwrap_or(chrono::Duration::hours(24));
-                sqlx::query(
-                    "UPDATE surveys SET state = 'waiting', sent_at = $2, due_at = $3 WHERE id = $1",
-                )
-                .bind(survey)
-                .bind(st.at)
-                .bind(due)
-                .execute(&mut **tx)
-                .await?;
-                self.arm(
-                    tx,
-                    derived_id(&["survey-default", &survey.to_string()]),
-                    "survey_default",
-                    &st.reference,
-                    due,
-                    serde_json::json!({ "survey": survey }),
-                )
-                .await
-            }
+            contract::SmsState::Sent => self.survey_sent(tx, survey, &st.reference, st.at).await,
             contract::SmsState::Failed => {
                 sqlx::query("UPDATE surveys SET state = 'undelivered' WHERE id = $1")
                     .bind(survey)
@@ -624,16 +642,7 @@ impl Store {
         .fetch_optional(&mut **tx)
         .await?;
         let keep = |survey: Option<Uuid>, outcome: &'static str| {
-            sqlx::query(
-                "INSERT INTO survey_replies (draft_id, ticket_ref, survey_id, citizen_key, text, outcome, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(d.id)
-            .bind(d.ticket_ref.as_str())
-            .bind(survey)
-            .bind(&d.citizen_key)
-            .bind(&d.summary)
-            .bind(outcome)
-            .bind(d.created_at)
+            keep_reply(d.id, d.ticket_ref.as_str(), survey, &d.citizen_key, &d.summary, outcome, d.created_at)
         };
         match (waiting, reply) {
             (None, Reply::Rating(_)) => {
@@ -685,6 +694,144 @@ impl Store {
                 Ok(true)
             }
         }
+    }
+
+    /// Art. 16: a chat survey's answer, from the citizen's open session (a contact with a
+    /// `survey_reply`). Only the citizen the survey asked may answer it; an unclear answer
+    /// is kept (the chat client asks again), an answer with no survey waiting is kept as
+    /// unmatched.
+    pub(super) async fn chat_survey_reply(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        c: &Contact,
+    ) -> Result<(), StoreError> {
+        let contract::ContactContent::SurveyReply { ticket_ref, text } = &c.content else {
+            return Ok(());
+        };
+        let waiting: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM surveys WHERE ticket_ref = $1 AND (reply_key = $2 OR citizen_key = $2) AND state IN ('asked', 'waiting') ORDER BY round DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(ticket_ref.as_str())
+        .bind(&c.citizen.key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let reply = followup::read_reply(text);
+        let outcome = match (waiting, reply) {
+            (None, _) => "unmatched",
+            (Some(_), Reply::Rating(_)) => "rating",
+            (Some(_), _) => "unclear",
+        };
+        keep_reply(c.id, ticket_ref.as_str(), waiting, &c.citizen.key, text, outcome, c.received_at)
+            .execute(&mut **tx)
+            .await?;
+        metrics::counter!("tickets_survey_replies_total", "outcome" => outcome).increment(1);
+        if let (Some(survey), Reply::Rating(r)) = (waiting, reply) {
+            self.rate(tx, survey, ticket_ref.as_str(), r, "chat_reply", "citizen", c.received_at)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// What became of a chat survey: delivered starts its window; no open session (or
+    /// expired) falls back to the SMS survey when a number is known (Art. 16).
+    pub(super) async fn chat_status(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        st: &contract::ChatOutboundStatus,
+    ) -> Result<(), StoreError> {
+        if st.purpose != "survey" {
+            return Ok(());
+        }
+        let asked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' AND via = 'chat' ORDER BY round DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(&st.reference)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(survey) =
+            asked.filter(|id| derived_id(&["survey-chat", &id.to_string()]) == st.request_id)
+        else {
+            return Ok(());
+        };
+        match st.state {
+            contract::ChatDelivery::Delivered => self.survey_sent(tx, survey, &st.reference, st.at).await,
+            contract::ChatDelivery::NoOpenSession | contract::ChatDelivery::Expired => {
+                let Some(row) = self.ticket_in(tx, &st.reference).await? else {
+                    return Ok(());
+                };
+                match self.citizen_number(tx, &row).await? {
+                    Some(to) => {
+                        sqlx::query("UPDATE surveys SET via = 'sms' WHERE id = $1")
+                            .bind(survey)
+                            .execute(&mut **tx)
+                            .await?;
+                        self.survey_sms(tx, &row, survey, to, st.at).await
+                    }
+                    None => {
+                        sqlx::query("UPDATE surveys SET state = 'not_sent' WHERE id = $1")
+                            .bind(survey)
+                            .execute(&mut **tx)
+                            .await?;
+                        metrics::counter!("tickets_surveys_total", "state" => "not_sent").increment(1);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// The survey's text (Art. 16).
+    async fn survey_sms(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        row: &TicketRow,
+        survey: Uuid,
+        to: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let text = self
+            .followup
+            .templates
+            .survey_text(&row.ticket_ref, self.followup.survey_window);
+        self.text(
+            tx,
+            derived_id(&["survey-sms", &survey.to_string()]),
+            "survey",
+            &row.ticket_ref,
+            to,
+            text,
+            now,
+            now + SURVEY_SMS_VALID,
+        )
+        .await
+    }
+
+    /// The survey reached the citizen at `at`: its window runs from then (Art. 16).
+    async fn survey_sent(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        survey: Uuid,
+        ticket_ref: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let due = at
+            + chrono::Duration::from_std(self.followup.survey_window)
+                .unwrap_or(chrono::Duration::hours(24));
+        sqlx::query("UPDATE surveys SET state = 'waiting', sent_at = $2, due_at = $3 WHERE id = $1")
+            .bind(survey)
+            .bind(at)
+            .bind(due)
+            .execute(&mut **tx)
+            .await?;
+        self.arm(
+            tx,
+            derived_id(&["survey-default", &survey.to_string()]),
+            "survey_default",
+            ticket_ref,
+            due,
+            serde_json::json!({ "survey": survey }),
+        )
+        .await
     }
 
     async fn ticket_in(
