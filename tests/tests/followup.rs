@@ -21,7 +21,13 @@ use serde_json::{Value, json};
 const UNIT: &str = "xiangzhou";
 
 /// Sends an SMS from `from` through the gateway's webhook; returns the reference given.
-async fn sms(gw: &Gateway, http: &reqwest::Client, id: &str, from: &str, text: &str) -> Result<String> {
+async fn sms(
+    gw: &Gateway,
+    http: &reqwest::Client,
+    id: &str,
+    from: &str,
+    text: &str,
+) -> Result<String> {
     let (status, body) = gw.send_sms(http, id, from, text).await?;
     if status != 200 {
         bail!("webhook answered {status}: {body}");
@@ -32,13 +38,22 @@ async fn sms(gw: &Gateway, http: &reqwest::Client, id: &str, from: &str, text: &
 /// Dispatches, accepts, replies and closes a ticket through the API.
 async fn close(svc: &TicketService, r: &str) -> Result<()> {
     let (st, b) = svc
-        .send("PATCH", &format!("/tickets/{r}"), "agent:a1", &json!({"kind": "complaint"}))
+        .send(
+            "PATCH",
+            &format!("/tickets/{r}"),
+            "agent:a1",
+            &json!({"kind": "complaint"}),
+        )
         .await?;
     if st != 200 {
         bail!("confirming the kind: {st} {b}");
     }
     for (path, who, body) in [
-        ("dispatch", "agent:a1", json!({"lead_unit": UNIT, "co_units": []})),
+        (
+            "dispatch",
+            "agent:a1",
+            json!({"lead_unit": UNIT, "co_units": []}),
+        ),
         ("accept", "unit:xiangzhou:p1", json!({})),
         (
             "reply",
@@ -67,12 +82,17 @@ async fn followup_until(
 ) -> Result<Value> {
     let deadline = Instant::now() + within;
     loop {
-        let (st, f) = svc.get(&format!("/tickets/{r}/followup"), "agent:a1").await?;
+        let (st, f) = svc
+            .get(&format!("/tickets/{r}/followup"), "agent:a1")
+            .await?;
         if st == 200 && done(&f) {
             return Ok(f);
         }
         if Instant::now() > deadline {
-            bail!("follow-up of {r} not there in {within:?}: {f}\nservice log:\n{}", svc.log());
+            bail!(
+                "follow-up of {r} not there in {within:?}: {f}\nservice log:\n{}",
+                svc.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -89,7 +109,12 @@ fn texts_about(carrier: &carrier::Carrier, r: &str) -> Vec<carrier::Text> {
     t
 }
 
-async fn wait_texts(carrier: &carrier::Carrier, r: &str, n: usize, within: Duration) -> Result<Vec<carrier::Text>> {
+async fn wait_texts(
+    carrier: &carrier::Carrier,
+    r: &str,
+    n: usize,
+    within: Duration,
+) -> Result<Vec<carrier::Text>> {
     let deadline = Instant::now() + within;
     loop {
         let t = texts_about(carrier, r);
@@ -132,14 +157,31 @@ async fn art13_art16_art17_the_loop_with_the_citizen() -> Result<()> {
 
     // 1. A ticket by SMS, handled and closed.
     let number = "13800138001";
-    let r1 = sms(&gw, &http, "m-1", number, "凤凰路的路灯坏了三天了，晚上很黑").await?;
+    let r1 = sms(
+        &gw,
+        &http,
+        "m-1",
+        number,
+        "凤凰路的路灯坏了三天了，晚上很黑",
+    )
+    .await?;
     svc.wait_ticket(&r1, Duration::from_secs(20)).await?;
     close(&svc, &r1).await?;
     // Art. 13 then Art. 16: the result SMS, then the survey, to the citizen's number.
     let t = wait_texts(&carrier, &r1, 2, Duration::from_secs(20)).await?;
     assert_eq!(t.len(), 2, "{t:?}");
-    assert!(t[0].body["text"].as_str().is_some_and(|x| x.contains("路灯已修复")), "the result first: {t:?}");
-    assert!(t[1].body["text"].as_str().is_some_and(|x| x.contains("1非常满意")), "then the survey: {t:?}");
+    assert!(
+        t[0].body["text"]
+            .as_str()
+            .is_some_and(|x| x.contains("路灯已修复")),
+        "the result first: {t:?}"
+    );
+    assert!(
+        t[1].body["text"]
+            .as_str()
+            .is_some_and(|x| x.contains("1非常满意")),
+        "then the survey: {t:?}"
+    );
     assert!(t.iter().all(|x| x.body["to"] == number));
 
     // 2. The citizen answers "4": dissatisfied; the reply makes no ticket; a revisit opens,
@@ -154,33 +196,62 @@ async fn art13_art16_art17_the_loop_with_the_citizen() -> Result<()> {
     assert_eq!(f["surveys"][0]["rating"], "satisfied", "{f}");
     assert_eq!(f["surveys"][0]["rating_source"], "revisit_call", "{f}");
     assert_eq!(f["replies"][0]["text"], "4");
-    let (st, _) = svc.get(&format!("/tickets/{reply_ref}"), "agent:a1").await?;
+    let (st, _) = svc
+        .get(&format!("/tickets/{reply_ref}"), "agent:a1")
+        .await?;
     assert_eq!(st, 404, "a survey reply is not a ticket");
     phone.expect_ok(Duration::from_secs(30))?;
     let history: Vec<String> = {
-        let (_, h) = svc.get(&format!("/tickets/{r1}/history"), "agent:a1").await?;
+        let (_, h) = svc
+            .get(&format!("/tickets/{r1}/history"), "agent:a1")
+            .await?;
         h["items"]
             .as_array()
-            .map(|a| a.iter().map(|e| e["action"].as_str().unwrap_or_default().to_owned()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    for want in ["result_notified", "survey_sent", "rated", "revisit_opened", "revisit_ended"] {
+    for want in [
+        "result_notified",
+        "survey_sent",
+        "rated",
+        "revisit_opened",
+        "revisit_ended",
+    ] {
         assert!(history.contains(&want.to_owned()), "{want} in {history:?}");
     }
-    assert!(!gw.log().contains(number), "no number in the gateway's log (Art. 21)");
+    assert!(
+        !gw.log().contains(number),
+        "no number in the gateway's log (Art. 21)"
+    );
     assert!(!svc.log().contains(number), "nor in the service's");
 
     // 3. The carrier is down for a minute while a second ticket closes: its texts wait,
     // and its survey's window has not started (nothing was sent).
     let number2 = "13800138002";
-    let r2 = sms(&gw, &http, "m-3", number2, "小区门口的垃圾一个星期没人清理了").await?;
+    let r2 = sms(
+        &gw,
+        &http,
+        "m-3",
+        number2,
+        "小区门口的垃圾一个星期没人清理了",
+    )
+    .await?;
     svc.wait_ticket(&r2, Duration::from_secs(20)).await?;
     carrier.set_failing(true);
     close(&svc, &r2).await?;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(texts_about(&carrier, &r2).is_empty());
-    let (_, f2) = svc.get(&format!("/tickets/{r2}/followup"), "agent:a1").await?;
-    assert_eq!(f2["surveys"][0]["state"], "asked", "no window before the text is sent: {f2}");
+    let (_, f2) = svc
+        .get(&format!("/tickets/{r2}/followup"), "agent:a1")
+        .await?;
+    assert_eq!(
+        f2["surveys"][0]["state"], "asked",
+        "no window before the text is sent: {f2}"
+    );
     carrier.set_failing(false);
     let t2 = wait_texts(&carrier, &r2, 2, Duration::from_secs(30)).await?;
     assert_eq!(t2.len(), 2, "each text once: {t2:?}");

@@ -132,7 +132,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/tickets/{ticket_ref}/redo", post(redo))
         .route("/tickets/{ticket_ref}/revisit", post(revisit))
         .route("/tickets/{ticket_ref}/appeal", post(appeal))
-        .route("/tickets/{ticket_ref}/appeal-decision", post(appeal_decision))
+        .route(
+            "/tickets/{ticket_ref}/appeal-decision",
+            post(appeal_decision),
+        )
         .route("/revisits", get(revisits))
         .route("/appeals", get(appeals))
         .route("/survey-replies/unmatched", get(unmatched_replies))
@@ -1066,23 +1069,30 @@ struct TaskPage<T> {
     next: Option<String>,
 }
 
+/// A task list's page: the state asked for, after which item, how many.
+struct TaskPageQuery {
+    state: String,
+    cursor: Option<(DateTime<Utc>, uuid::Uuid)>,
+    limit: i64,
+}
+
 fn task_query(
     q: Result<Query<TaskQuery>, QueryRejection>,
     states: &[&str],
-) -> Result<(String, Option<(DateTime<Utc>, uuid::Uuid)>, i64), Response> {
+) -> Result<TaskPageQuery, Box<Response>> {
     let q = match q {
         Ok(Query(q)) => q,
-        Err(e) => return Err(bad_query(e)),
+        Err(e) => return Err(Box::new(bad_query(e))),
     };
-    let limit = page_limit(q.limit).map_err(IntoResponse::into_response)?;
+    let limit = page_limit(q.limit).map_err(|p| Box::new(p.into_response()))?;
     let state = q.state.unwrap_or_else(|| states[0].to_owned());
     if !states.contains(&state.as_str()) {
-        return Err(problem(
+        return Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             "malformed-request",
             "Malformed query",
             format!("state is one of {}", states.join(", ")),
-        ));
+        )));
     }
     let cursor = match q.cursor.as_deref() {
         None => None,
@@ -1094,16 +1104,20 @@ fn task_query(
         }) {
             Some(x) => Some(x),
             None => {
-                return Err(problem(
+                return Err(Box::new(problem(
                     StatusCode::BAD_REQUEST,
                     "malformed-request",
                     "Malformed query",
                     "cursor is the `next` of the previous page",
-                ));
+                )));
             }
         },
     };
-    Ok((state, cursor, limit))
+    Ok(TaskPageQuery {
+        state,
+        cursor,
+        limit,
+    })
 }
 
 fn task_page<T: Serialize>(
@@ -1117,23 +1131,26 @@ fn task_page<T: Serialize>(
             .last()
             .map(|i| {
                 let (t, id) = key(i);
-                format!("{}_{id}", t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                format!(
+                    "{}_{id}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                )
             })
             .unwrap_or_default()
     });
     Json(TaskPage { items, next }).into_response()
 }
 
-fn centre_or_forbidden(role: &Role) -> Result<(), Response> {
+fn centre_or_forbidden(role: &Role) -> Result<(), Box<Response>> {
     if role.is_centre() {
         Ok(())
     } else {
-        Err(problem(
+        Err(Box::new(problem(
             StatusCode::FORBIDDEN,
             "centre-only",
             "Centre only",
             "only the hotline centre (agents, supervisors) sees this",
-        ))
+        )))
     }
 }
 
@@ -1145,14 +1162,14 @@ async fn revisits(
 ) -> Response {
     let role = role_or_problem!(s, headers);
     if let Err(x) = centre_or_forbidden(&role) {
-        return x;
+        return *x;
     }
-    let (state, cursor, limit) = match task_query(q, &["open", "done", "ended", "closed"]) {
+    let p = match task_query(q, &["open", "done", "ended", "closed"]) {
         Ok(x) => x,
-        Err(x) => return x,
+        Err(x) => return *x,
     };
-    match s.store.revisits(&state, cursor, limit + 1).await {
-        Ok(items) => task_page(items, limit, |v| (v.opened_at, v.id)),
+    match s.store.revisits(&p.state, p.cursor, p.limit + 1).await {
+        Ok(items) => task_page(items, p.limit, |v| (v.opened_at, v.id)),
         Err(e) => store_failed(e),
     }
 }
@@ -1165,14 +1182,14 @@ async fn appeals(
 ) -> Response {
     let role = role_or_problem!(s, headers);
     if let Err(x) = centre_or_forbidden(&role) {
-        return x;
+        return *x;
     }
-    let (state, cursor, limit) = match task_query(q, &["pending", "upheld", "rejected"]) {
+    let p = match task_query(q, &["pending", "upheld", "rejected"]) {
         Ok(x) => x,
-        Err(x) => return x,
+        Err(x) => return *x,
     };
-    match s.store.appeals(&state, cursor, limit + 1).await {
-        Ok(items) => task_page(items, limit, |a| (a.filed_at, a.id)),
+    match s.store.appeals(&p.state, p.cursor, p.limit + 1).await {
+        Ok(items) => task_page(items, p.limit, |a| (a.filed_at, a.id)),
         Err(e) => store_failed(e),
     }
 }
@@ -1191,7 +1208,7 @@ async fn unmatched_replies(
 ) -> Response {
     let role = role_or_problem!(s, headers);
     if let Err(x) = centre_or_forbidden(&role) {
-        return x;
+        return *x;
     }
     let limit = match q.map(|Query(q)| page_limit(q.limit)) {
         Ok(Ok(l)) => l,
@@ -1271,7 +1288,10 @@ async fn statistics(
     if csv {
         (
             [
-                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "text/csv; charset=utf-8".to_owned(),
+                ),
                 (
                     axum::http::header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"statistics-{}.csv\"", report.period),

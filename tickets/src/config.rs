@@ -439,7 +439,10 @@ impl Config {
             return Err(invalid("followup.revisit_retry_secs", "1 to 604,800"));
         }
         if !(1..=86_400).contains(&f.revisit_result_timeout_secs) {
-            return Err(invalid("followup.revisit_result_timeout_secs", "1 to 86,400"));
+            return Err(invalid(
+                "followup.revisit_result_timeout_secs",
+                "1 to 86,400",
+            ));
         }
         if !(1..=600).contains(&self.clock.member_timeout_secs) {
             return Err(invalid("clock.member_timeout_secs", "1 to 600"));

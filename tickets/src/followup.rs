@@ -274,8 +274,7 @@ mod tests {
             }
         }
         fn now(&self) -> DateTime<Utc> {
-            self.origin
-                + chrono::Duration::from_std(self.start.elapsed()).expect("a short test")
+            self.origin + chrono::Duration::from_std(self.start.elapsed()).expect("a short test")
         }
     }
 
@@ -344,7 +343,13 @@ mod tests {
         let mut attempt = 1;
         let mut times = vec![clock.now()];
         loop {
-            match revisit_next(attempt, RevisitCallOutcome::NoAnswer, None, clock.now(), retry) {
+            match revisit_next(
+                attempt,
+                RevisitCallOutcome::NoAnswer,
+                None,
+                clock.now(),
+                retry,
+            ) {
                 RevisitNext::Retry(at) => {
                     let wait = (at - clock.now()).to_std().expect("ahead");
                     tokio::time::sleep(wait).await;
@@ -410,7 +415,10 @@ mod tests {
             result_expires(&c, utc("2026-12-04T03:00:00")),
             utc("2026-12-07T15:59:59")
         );
-        assert!(t.survey_text("R", Duration::from_secs(86_400)).contains("24小时"));
+        assert!(
+            t.survey_text("R", Duration::from_secs(86_400))
+                .contains("24小时")
+        );
         assert!(Templates::from_toml("result = \"x\"").is_err());
     }
 }

@@ -1425,20 +1425,35 @@ mod tests {
         };
         // Only the centre orders it, with a note.
         assert_eq!(
-            run(&t, &unit, Command::Redo("群众要求重办".into()), "2026-12-14T09:00:00")
-                .expect_err("units do not")
-                .status,
+            run(
+                &t,
+                &unit,
+                Command::Redo("群众要求重办".into()),
+                "2026-12-14T09:00:00"
+            )
+            .expect_err("units do not")
+            .status,
             403
         );
         assert_eq!(
-            run(&t, &agent(), Command::Redo(" ".into()), "2026-12-14T09:00:00")
-                .expect_err("note")
-                .code,
+            run(
+                &t,
+                &agent(),
+                Command::Redo(" ".into()),
+                "2026-12-14T09:00:00"
+            )
+            .expect_err("note")
+            .code,
             "field-required"
         );
         // Monday 14 December: 5 working days counted from the next working day.
-        let r = run(&t, &agent(), Command::Redo("群众要求重办".into()), "2026-12-14T09:00:00")
-            .expect("redo");
+        let r = run(
+            &t,
+            &agent(),
+            Command::Redo("群众要求重办".into()),
+            "2026-12-14T09:00:00",
+        )
+        .expect("redo");
         assert_eq!(r.action, TicketAction::RedoOrdered);
         assert_eq!(r.article, "Art. 17");
         assert_eq!(r.after.state, TicketState::Handling);
@@ -1447,26 +1462,41 @@ mod tests {
         assert_eq!(r.after.handling_due, Some(d("2026-12-21")));
         assert!(r.after.redone);
         // No extension of a redo.
-        let e = run(&r.after, &unit, Command::Extend("需要协调".into()), "2026-12-15T09:00:00")
-            .expect_err("no extension");
+        let e = run(
+            &r.after,
+            &unit,
+            Command::Extend("需要协调".into()),
+            "2026-12-15T09:00:00",
+        )
+        .expect_err("no extension");
         assert_eq!(e.code, "redo-not-extended");
         // Once only.
         let mut again = r.after.clone();
         again.state = TicketState::Closed;
         again.outcome = Some(Outcome::Resolved);
         assert_eq!(
-            run(&again, &agent(), Command::Redo("再次重办".into()), "2026-12-22T09:00:00")
-                .expect_err("once")
-                .code,
+            run(
+                &again,
+                &agent(),
+                Command::Redo("再次重办".into()),
+                "2026-12-22T09:00:00"
+            )
+            .expect_err("once")
+            .code,
             "redone-already"
         );
         // Only a resolved ticket.
         let mut answered = t.clone();
         answered.outcome = Some(Outcome::Answered);
         assert_eq!(
-            run(&answered, &agent(), Command::Redo("重办".into()), "2026-12-14T09:00:00")
-                .expect_err("resolved only")
-                .status,
+            run(
+                &answered,
+                &agent(),
+                Command::Redo("重办".into()),
+                "2026-12-14T09:00:00"
+            )
+            .expect_err("resolved only")
+            .status,
             409
         );
     }

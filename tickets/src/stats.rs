@@ -272,7 +272,12 @@ pub fn csv(report: &Report) -> String {
     }
     out.push_str(",dispatched,dispatched_on_time,replied,handled_on_time,yellow_cards,red_cards,returns,extensions,urges,rated,satisfied,satisfaction_rate\r\n");
     for f in std::iter::once(&report.centre).chain(report.units.iter()) {
-        out.push_str(&format!("{},{},{}", report.period, csv_field(&f.unit), f.received));
+        out.push_str(&format!(
+            "{},{},{}",
+            report.period,
+            csv_field(&f.unit),
+            f.received
+        ));
         for c in CHANNELS {
             out.push_str(&format!(",{}", f.by_channel.get(c).copied().unwrap_or(0)));
         }
@@ -322,7 +327,9 @@ mod tests {
         // The month starts at Beijing midnight: 16:00 UTC the day before.
         assert_eq!(
             Period::bound(m.from),
-            Utc.with_ymd_and_hms(2026, 9, 30, 16, 0, 0).single().expect("t")
+            Utc.with_ymd_and_hms(2026, 9, 30, 16, 0, 0)
+                .single()
+                .expect("t")
         );
         let q = Period::parse("2026-Q4").expect("quarter");
         assert_eq!(q.from, NaiveDate::from_ymd_opt(2026, 10, 1).expect("date"));

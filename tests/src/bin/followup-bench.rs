@@ -61,7 +61,9 @@ fn request(i: usize) -> contract::OutboundSms {
         purpose: "survey".into(),
         reference: format!("ZH-BENCH-{i}"),
         to: format!("138{:08}", i),
-        text: format!("【12345热线】请对工单ZH-BENCH-{i}的办理情况评价，回复数字：1非常满意 2满意 3基本满意 4不满意 5非常不满意。"),
+        text: format!(
+            "【12345热线】请对工单ZH-BENCH-{i}的办理情况评价，回复数字：1非常满意 2满意 3基本满意 4不满意 5非常不满意。"
+        ),
     }
 }
 

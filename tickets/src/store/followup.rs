@@ -379,6 +379,7 @@ impl Store {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn note(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -576,7 +577,8 @@ impl Store {
         .bind(&st.reference)
         .fetch_optional(&mut **tx)
         .await?;
-        let Some(survey) = asked.filter(|id| derived_id(&["survey-sms", &id.to_string()]) == st.request_id)
+        let Some(survey) =
+            asked.filter(|id| derived_id(&["survey-sms", &id.to_string()]) == st.request_id)
         else {
             return Ok(());
         };
@@ -642,7 +644,15 @@ impl Store {
         .fetch_optional(&mut **tx)
         .await?;
         let keep = |survey: Option<Uuid>, outcome: &'static str| {
-            keep_reply(d.id, d.ticket_ref.as_str(), survey, &d.citizen_key, &d.summary, outcome, d.created_at)
+            keep_reply(
+                d.id,
+                d.ticket_ref.as_str(),
+                survey,
+                &d.citizen_key,
+                &d.summary,
+                outcome,
+                d.created_at,
+            )
         };
         match (waiting, reply) {
             (None, Reply::Rating(_)) => {
@@ -656,8 +666,16 @@ impl Store {
                 keep(Some(survey), "rating").execute(&mut **tx).await?;
                 metrics::counter!("tickets_survey_replies_total", "outcome" => "rating")
                     .increment(1);
-                self.rate(tx, survey, &ticket_ref, r, "sms_reply", "citizen", d.created_at)
-                    .await?;
+                self.rate(
+                    tx,
+                    survey,
+                    &ticket_ref,
+                    r,
+                    "sms_reply",
+                    "citizen",
+                    d.created_at,
+                )
+                .await?;
                 Ok(true)
             }
             (Some((survey, ticket_ref, clarified)), _) => {
@@ -721,13 +739,29 @@ impl Store {
             (Some(_), Reply::Rating(_)) => "rating",
             (Some(_), _) => "unclear",
         };
-        keep_reply(c.id, ticket_ref.as_str(), waiting, &c.citizen.key, text, outcome, c.received_at)
-            .execute(&mut **tx)
-            .await?;
+        keep_reply(
+            c.id,
+            ticket_ref.as_str(),
+            waiting,
+            &c.citizen.key,
+            text,
+            outcome,
+            c.received_at,
+        )
+        .execute(&mut **tx)
+        .await?;
         metrics::counter!("tickets_survey_replies_total", "outcome" => outcome).increment(1);
         if let (Some(survey), Reply::Rating(r)) = (waiting, reply) {
-            self.rate(tx, survey, ticket_ref.as_str(), r, "chat_reply", "citizen", c.received_at)
-                .await?;
+            self.rate(
+                tx,
+                survey,
+                ticket_ref.as_str(),
+                r,
+                "chat_reply",
+                "citizen",
+                c.received_at,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -754,7 +788,9 @@ impl Store {
             return Ok(());
         };
         match st.state {
-            contract::ChatDelivery::Delivered => self.survey_sent(tx, survey, &st.reference, st.at).await,
+            contract::ChatDelivery::Delivered => {
+                self.survey_sent(tx, survey, &st.reference, st.at).await
+            }
             contract::ChatDelivery::NoOpenSession | contract::ChatDelivery::Expired => {
                 let Some(row) = self.ticket_in(tx, &st.reference).await? else {
                     return Ok(());
@@ -772,7 +808,8 @@ impl Store {
                             .bind(survey)
                             .execute(&mut **tx)
                             .await?;
-                        metrics::counter!("tickets_surveys_total", "state" => "not_sent").increment(1);
+                        metrics::counter!("tickets_surveys_total", "state" => "not_sent")
+                            .increment(1);
                         Ok(())
                     }
                 }
@@ -817,12 +854,14 @@ impl Store {
         let due = at
             + chrono::Duration::from_std(self.followup.survey_window)
                 .unwrap_or(chrono::Duration::hours(24));
-        sqlx::query("UPDATE surveys SET state = 'waiting', sent_at = $2, due_at = $3 WHERE id = $1")
-            .bind(survey)
-            .bind(at)
-            .bind(due)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE surveys SET state = 'waiting', sent_at = $2, due_at = $3 WHERE id = $1",
+        )
+        .bind(survey)
+        .bind(at)
+        .bind(due)
+        .execute(&mut **tx)
+        .await?;
         self.arm(
             tx,
             derived_id(&["survey-default", &survey.to_string()]),
@@ -1009,7 +1048,8 @@ impl Store {
         let attempt = args.get("attempt").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
         match (kind.as_str(), uuid("survey"), uuid("revisit")) {
             ("survey_default", Some(survey), _) => {
-                self.survey_default(&mut tx, survey, &ticket_ref, now).await?
+                self.survey_default(&mut tx, survey, &ticket_ref, now)
+                    .await?
             }
             ("revisit_call", _, Some(revisit)) => {
                 self.revisit_call(&mut tx, revisit, attempt, now).await?
@@ -1045,8 +1085,16 @@ impl Store {
         .await?;
         match waiting {
             Some(sent) if followup::survey_defaults(sent, now, self.followup.survey_window) => {
-                self.rate(tx, survey, ticket_ref, Rating::Satisfied, "default", "service", now)
-                    .await
+                self.rate(
+                    tx,
+                    survey,
+                    ticket_ref,
+                    Rating::Satisfied,
+                    "default",
+                    "service",
+                    now,
+                )
+                .await
             }
             _ => Ok(()),
         }
@@ -1085,7 +1133,16 @@ impl Store {
         let Some(to) = self.citizen_number(tx, &row).await? else {
             // Nobody to call: a failed attempt, as Art. 17 counts them.
             return self
-                .revisit_attempt(tx, &v, attempt, RevisitCallOutcome::Failed, None, "service", None, now)
+                .revisit_attempt(
+                    tx,
+                    &v,
+                    attempt,
+                    RevisitCallOutcome::Failed,
+                    None,
+                    "service",
+                    None,
+                    now,
+                )
                 .await;
         };
         let call = RevisitCall {
@@ -1104,7 +1161,11 @@ impl Store {
             .unwrap_or(chrono::Duration::minutes(15));
         self.arm(
             tx,
-            derived_id(&["revisit-timeout", &revisit.to_string(), &attempt.to_string()]),
+            derived_id(&[
+                "revisit-timeout",
+                &revisit.to_string(),
+                &attempt.to_string(),
+            ]),
             "revisit_timeout",
             &v.ticket_ref,
             now + timeout,
@@ -1126,8 +1187,17 @@ impl Store {
         };
         if v.state == "open" && v.attempts as u32 + 1 == attempt {
             tracing::warn!(ticket = %v.ticket_ref, attempt, "No result of the revisit call in time: a failed attempt");
-            self.revisit_attempt(tx, &v, attempt, RevisitCallOutcome::Failed, None, "service", None, now)
-                .await?;
+            self.revisit_attempt(
+                tx,
+                &v,
+                attempt,
+                RevisitCallOutcome::Failed,
+                None,
+                "service",
+                None,
+                now,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -1146,8 +1216,10 @@ impl Store {
         .await?;
         match open {
             Some(v) if v.attempts as u32 + 1 == r.attempt => {
-                self.revisit_attempt(tx, &v, r.attempt, r.outcome, r.rating, "gateway", None, r.at)
-                    .await
+                self.revisit_attempt(
+                    tx, &v, r.attempt, r.outcome, r.rating, "gateway", None, r.at,
+                )
+                .await
             }
             _ => {
                 metrics::counter!("tickets_revisit_results_ignored_total").increment(1);
@@ -1170,13 +1242,8 @@ impl Store {
         note: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let next = followup::revisit_next(
-            attempt,
-            outcome,
-            rating,
-            now,
-            self.followup.revisit_retry,
-        );
+        let next =
+            followup::revisit_next(attempt, outcome, rating, now, self.followup.revisit_retry);
         let entry = serde_json::json!([{
             "attempt": attempt,
             "at": now,
@@ -1296,14 +1363,26 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<RevisitRow, CommandError> {
         if !role.is_centre() {
-            return Err(refused(403, "centre-only", "only the hotline centre revisits (Art. 17)"));
+            return Err(refused(
+                403,
+                "centre-only",
+                "only the hotline centre revisits (Art. 17)",
+            ));
         }
         if input.note.chars().count() > 4000 {
-            return Err(refused(422, "field-too-long", "`note` is longer than 4,000 characters"));
+            return Err(refused(
+                422,
+                "field-too-long",
+                "`note` is longer than 4,000 characters",
+            ));
         }
         let rating = match (input.reached, input.rating) {
             (true, Some(d)) => Some(Rating::from_digit(d).ok_or_else(|| {
-                refused(422, "invalid-rating", "a rating is a digit 1 to 5 (Art. 16)")
+                refused(
+                    422,
+                    "invalid-rating",
+                    "a rating is a digit 1 to 5 (Art. 16)",
+                )
             })?),
             (true, None) => {
                 return Err(refused(
@@ -1313,7 +1392,11 @@ impl Store {
                 ));
             }
             (false, Some(_)) => {
-                return Err(refused(422, "invalid-rating", "no rating from a citizen not reached"));
+                return Err(refused(
+                    422,
+                    "invalid-rating",
+                    "no rating from a citizen not reached",
+                ));
             }
             (false, None) => None,
         };
@@ -1325,7 +1408,11 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(v) = open else {
-            return Err(refused(409, "no-open-revisit", format!("ticket {ticket_ref} has no open revisit")));
+            return Err(refused(
+                409,
+                "no-open-revisit",
+                format!("ticket {ticket_ref} has no open revisit"),
+            ));
         };
         let outcome = if rating.is_some() {
             RevisitCallOutcome::Rated
@@ -1344,7 +1431,7 @@ impl Store {
             (!note.is_empty()).then_some(note),
             now,
         )
-            .await?;
+        .await?;
         let after: RevisitRow = sqlx::query_as(&format!(
             "SELECT {REVISIT_COLUMNS} FROM revisits WHERE id = $1"
         ))
@@ -1378,13 +1465,21 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<AppealRow, CommandError> {
         let Role::Unit { unit, .. } = role else {
-            return Err(refused(403, "unit-only", "only the rated unit appeals (Art. 17)"));
+            return Err(refused(
+                403,
+                "unit-only",
+                "only the rated unit appeals (Art. 17)",
+            ));
         };
         if evidence.trim().is_empty() {
             return Err(refused(422, "field-required", "`evidence` is required"));
         }
         if evidence.chars().count() > 4000 {
-            return Err(refused(422, "field-too-long", "`evidence` is longer than 4,000 characters"));
+            return Err(refused(
+                422,
+                "field-too-long",
+                "`evidence` is longer than 4,000 characters",
+            ));
         }
         let mut tx = self.pool.begin().await?;
         let row = self
@@ -1393,7 +1488,11 @@ impl Store {
             .ok_or_else(|| CommandError::NotFound(ticket_ref.to_owned()))?;
         let survey = self.newest_survey(&mut tx, ticket_ref).await?;
         let Some(survey) = survey.filter(|s| s.unit.as_deref() == Some(unit.as_str())) else {
-            return Err(refused(403, "not-your-rating", "the rating is not your unit's"));
+            return Err(refused(
+                403,
+                "not-your-rating",
+                "the rating is not your unit's",
+            ));
         };
         let (Some(rating), Some(rated_at)) = (
             survey.rating.as_deref().and_then(Rating::parse),
@@ -1402,14 +1501,20 @@ impl Store {
             return Err(refused(409, "not-rated", "the ticket has no rating yet"));
         };
         if rating.satisfied() {
-            return Err(refused(409, "not-dissatisfied", "only a dissatisfied rating is appealed (Art. 17)"));
+            return Err(refused(
+                409,
+                "not-dissatisfied",
+                "only a dissatisfied rating is appealed (Art. 17)",
+            ));
         }
         let until = followup::appeal_until(&self.calendar, rated_at);
         if crate::rules::beijing_date(now) > until {
             return Err(refused(
                 422,
                 "appeal-window-closed",
-                format!("an appeal is filed within 3 working days of the rating (by {until}, Art. 17)"),
+                format!(
+                    "an appeal is filed within 3 working days of the rating (by {until}, Art. 17)"
+                ),
             ));
         }
         let id = derived_id(&["appeal", &survey.id.to_string()]);
@@ -1426,7 +1531,11 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(appeal) = appeal else {
-            return Err(refused(409, "appealed-already", "this rating was appealed already"));
+            return Err(refused(
+                409,
+                "appealed-already",
+                "this rating was appealed already",
+            ));
         };
         self.note(
             &mut tx,
@@ -1454,10 +1563,18 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<AppealRow, CommandError> {
         if !matches!(role, Role::Supervisor(_)) {
-            return Err(refused(403, "supervisor-only", "a supervisor decides appeals (Art. 17)"));
+            return Err(refused(
+                403,
+                "supervisor-only",
+                "a supervisor decides appeals (Art. 17)",
+            ));
         }
         if note.trim().is_empty() || note.chars().count() > 4000 {
-            return Err(refused(422, "field-required", "`note` is required (at most 4,000 characters)"));
+            return Err(refused(
+                422,
+                "field-required",
+                "`note` is required (at most 4,000 characters)",
+            ));
         }
         let mut tx = self.pool.begin().await?;
         let row = self
@@ -1475,7 +1592,11 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(appeal) = decided else {
-            return Err(refused(409, "no-pending-appeal", format!("ticket {ticket_ref} has no pending appeal")));
+            return Err(refused(
+                409,
+                "no-pending-appeal",
+                format!("ticket {ticket_ref} has no pending appeal"),
+            ));
         };
         if uphold {
             sqlx::query("UPDATE surveys SET appeal_upheld = true WHERE id = $1")
