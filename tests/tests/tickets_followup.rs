@@ -1197,3 +1197,90 @@ async fn art16_a_chat_ticket_is_asked_in_its_open_session_else_by_sms() {
     assert_eq!(f3.surveys[0].state, "not_sent");
     assert_eq!(a.ticket(&r3).await.expect("r").expect("t").rating, None);
 }
+
+#[tokio::test]
+async fn bad_records_on_the_follow_up_topics_are_dead_letters_and_block_nothing() {
+    let pg = Postgres::start().expect("postgres");
+    let a = store(&pg, RevisitMode::Call).await;
+    let raw = |topic: &str, offset: i64, ce_type: &str, payload: &[u8]| Incoming {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        key: Some(b"ZH1".to_vec()),
+        headers: vec![
+            ("ce_id".into(), Uuid::now_v7().to_string().into_bytes()),
+            ("ce_type".into(), ce_type.as_bytes().to_vec()),
+        ],
+        payload: Some(payload.to_vec()),
+    };
+    let results = "hotline.revisit-results.v1";
+    let status = "hotline.sms-status.v1";
+    let chat = "hotline.chat-status.v1";
+    for (rec, why) in [
+        (
+            raw(
+                results,
+                0,
+                contract::EventType::RevisitResult.ce_type(),
+                b"not json",
+            ),
+            "not a revisit result",
+        ),
+        (
+            raw(results, 1, contract::EventType::SmsStatus.ce_type(), b"{}"),
+            "ce_type",
+        ),
+        (
+            raw(
+                status,
+                0,
+                contract::EventType::SmsStatus.ce_type(),
+                br#"{"schema_version": 9}"#,
+            ),
+            "not an SMS status",
+        ),
+        (
+            raw(
+                chat,
+                0,
+                contract::EventType::ChatOutboundStatus.ce_type(),
+                b"[1, 2]",
+            ),
+            "not a chat delivery report",
+        ),
+    ] {
+        let done = a
+            .apply_batch(GROUP, CONTACTS, DRAFTS, &[rec], false)
+            .await
+            .expect("applied");
+        assert_eq!(done.dead, 1, "{why}");
+    }
+    let dead: Vec<String> = a
+        .pending(100)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .filter(|r| r.topic == "hotline.tickets-dead-letter.v1")
+        .map(|r| r.headers.to_string())
+        .collect();
+    assert_eq!(dead.len(), 4);
+    assert!(
+        dead.iter().any(|h| h.contains("not a revisit result")),
+        "{dead:?}"
+    );
+    // The partitions moved on: a good record after a bad one is applied.
+    let next = raw(
+        results,
+        2,
+        contract::EventType::RevisitResult.ce_type(),
+        b"x",
+    );
+    assert_eq!(
+        a.apply_batch(GROUP, CONTACTS, DRAFTS, &[next], false)
+            .await
+            .expect("applied")
+            .dead,
+        1,
+        "offset 2 follows 1: the partition is not stuck"
+    );
+}
