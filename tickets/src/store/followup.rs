@@ -1676,35 +1676,50 @@ impl Store {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<RevisitRow>, StoreError> {
-        let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
-        Ok(sqlx::query_as(&format!(
-            "SELECT {REVISIT_COLUMNS} FROM revisits WHERE state = $1 AND (opened_at, id) > ($2, $3) ORDER BY opened_at, id LIMIT $4"
-        ))
-        .bind(state)
-        .bind(at)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.task_list(
+            &format!("SELECT {REVISIT_COLUMNS} FROM revisits WHERE state = $1 AND (opened_at, id) > ($2, $3) ORDER BY opened_at, id LIMIT $4"),
+            state,
+            after,
+            limit,
+        )
+        .await
     }
 
-    /// Appeals in `state`, oldest first.
+    /// Appeals in `state`, oldest first (a supervisor's task list).
     pub async fn appeals(
         &self,
         state: &str,
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<AppealRow>, StoreError> {
+        self.task_list(
+            &format!("SELECT {APPEAL_COLUMNS} FROM appeals WHERE state = $1 AND (filed_at, id) > ($2, $3) ORDER BY filed_at, id LIMIT $4"),
+            state,
+            after,
+            limit,
+        )
+        .await
+    }
+
+    /// A page of a task list: `sql` takes the state, the cursor's time and id, the limit.
+    async fn task_list<T>(
+        &self,
+        sql: &str,
+        state: &str,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
         let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
-        Ok(sqlx::query_as(&format!(
-            "SELECT {APPEAL_COLUMNS} FROM appeals WHERE state = $1 AND (filed_at, id) > ($2, $3) ORDER BY filed_at, id LIMIT $4"
-        ))
-        .bind(state)
-        .bind(at)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(sql)
+            .bind(state)
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Replies that matched no survey (kept, never a ticket), newest first.
