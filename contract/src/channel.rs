@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audio::AudioTap;
+use crate::chat_out::SessionPush;
 use crate::event::ChannelKind;
 use crate::identity::CitizenKeyer;
 use crate::intake::Intake;
@@ -73,6 +74,9 @@ pub struct ChannelParts {
     /// Places Art. 17 revisit calls to citizens: the phone channel, when it has a revisit
     /// route.
     pub revisit_dialer: Option<Arc<dyn RevisitDialer>>,
+    /// Writes the ticket service's messages (the Art. 16 survey) into citizens' open
+    /// chat sessions on this instance: the chat channel.
+    pub session_push: Option<Arc<dyn SessionPush>>,
 }
 
 impl std::fmt::Debug for ChannelParts {

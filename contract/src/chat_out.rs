@@ -8,7 +8,11 @@
 //! topic: `delivered`, or `no_open_session` (the ticket service then texts the survey
 //! when it knows a number). The citizen's answer comes back as a contact whose content
 //! is a [`crate::ContactContent::SurveyReply`].
+//!
+//! [`SessionPush`] is the seam between the two: the chat channel provides it (in
+//! [`crate::ChannelParts`]), the gateway's chat-outbound consumer calls it.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -70,4 +74,14 @@ pub struct ChatOutboundStatus {
     pub state: ChatDelivery,
     /// Sessions it was written to.
     pub sessions: u32,
+}
+
+/// Writes a [`ChatOutbound`] into the citizen's chat sessions connected to this gateway
+/// instance: the chat channel.
+#[async_trait]
+pub trait SessionPush: Send + Sync + 'static {
+    /// Queues `message` as a `message` frame on every session of `message.citizen_key`
+    /// connected to this instance now; returns how many sessions took it (0: none is
+    /// connected here). Never waits on a citizen's socket.
+    async fn push(&self, message: &ChatOutbound) -> u32;
 }

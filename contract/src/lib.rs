@@ -10,7 +10,8 @@
 //!   hash that pseudonymises them, and masking for logs;
 //! - [`intake`]: the [`Intake`] trait through which a channel hands events to the durable
 //!   outbox, and the errors it answers with;
-//! - [`chat_out`]: messages into a citizen's open chat sessions (the Art. 16 survey);
+//! - [`chat_out`]: messages into a citizen's open chat sessions (the Art. 16 survey), and
+//!   the [`SessionPush`] seam the chat channel provides for them;
 //! - [`channel`]: the [`Channel`] plug-in trait and the context a channel runs in;
 //! - [`audio`]: the [`AudioTap`] a voice channel feeds decoded call audio into (speech
 //!   recognition plugs in there);
@@ -46,8 +47,8 @@ pub mod ticket;
 pub mod token;
 
 pub use audio::{AudioTap, CallAudio, CallAudioInfo, Speaker, TranscriptSink};
-pub use chat_out::{ChatDelivery, ChatOutbound, ChatOutboundStatus};
 pub use channel::{BoxError, Channel, ChannelContext, ChannelParts};
+pub use chat_out::{ChatDelivery, ChatOutbound, ChatOutboundStatus, SessionPush};
 pub use envelope::{EventType, Record};
 pub use event::{
     CallContact, CallOrigin, CallOutcome, CallParty, CallPhase, ChannelKind, CitizenIdentity,
@@ -62,11 +63,11 @@ pub use notice::{
     NoticeEvent, NoticeOpened, NoticeUpdate,
 };
 pub use problem::Problem;
-pub use revisit::{Rating, RevisitCall, RevisitCallOutcome, RevisitDialer, RevisitResult};
 pub use restriction::{
     AuditEvent, Blocklist, Evidence, Layered, NoBlocklist, ProposalSource, Restricted,
     RestrictionChange, RestrictionNote, RestrictionReason, RestrictionState,
 };
+pub use revisit::{Rating, RevisitCall, RevisitCallOutcome, RevisitDialer, RevisitResult};
 pub use screen::{NoScreen, Screen};
 pub use sms::{OutboundSms, SmsSender, SmsState, SmsStatus};
 pub use ticket::{Card, Outcome, TicketAction, TicketState, TicketStatus};

@@ -208,6 +208,7 @@ pub async fn run(
     let mut dialer: Option<Arc<dyn contract::LinkageDialer>> = None;
     let mut sms_sender: Option<Arc<dyn contract::SmsSender>> = None;
     let mut revisit_dialer: Option<Arc<dyn contract::RevisitDialer>> = None;
+    let mut session_push: Option<Arc<dyn contract::SessionPush>> = None;
     for channel in registry::channels(&config.channels) {
         let kind = channel.kind();
         let parts = channel
@@ -235,11 +236,13 @@ pub async fn run(
         dialer = dialer.or(parts.dialer);
         sms_sender = sms_sender.or(parts.sms_sender);
         revisit_dialer = revisit_dialer.or(parts.revisit_dialer);
+        session_push = session_push.or(parts.session_push);
         tracing::info!(channel = %kind, "Channel started");
     }
 
     // Request topics: the outbound SMS path, one instance sending each text; Art. 17
-    // revisit calls, placed by the instances with a revisit route.
+    // revisit calls, placed by the instances with a revisit route; Art. 16 messages into
+    // open chat sessions, written by every instance into the sessions connected to it.
     let requests = crate::request_topic::Runner {
         props: group_props.clone(),
         group_prefix: config.kafka.group_prefix.clone(),
@@ -261,7 +264,7 @@ pub async fn run(
     }
     match revisit_dialer {
         Some(dialer) => {
-            tasks.spawn(requests.run(
+            tasks.spawn(requests.clone().run(
                 topics.revisit_calls.clone(),
                 &crate::revisit::REQUESTS,
                 crate::revisit::RevisitCalls::new(dialer),
@@ -271,6 +274,20 @@ pub async fn run(
             "No revisit route (channels.sip.revisit): this instance places no revisit calls"
         ),
     }
+    let chat_messages = match session_push {
+        Some(push) => crate::chat_outbound::ChatMessages::new(push),
+        None => {
+            tracing::info!(
+                "No chat channel (channels.chat): chat messages read by this instance find no open session"
+            );
+            crate::chat_outbound::ChatMessages::without_chat()
+        }
+    };
+    tasks.spawn(requests.run(
+        topics.chat_outbound.clone(),
+        &crate::chat_outbound::REQUESTS,
+        chat_messages,
+    ));
 
     // Art. 15: the clocks of the notices this instance owns (the notices topic's
     // partitions assigned to it in the clock group).

@@ -12,8 +12,9 @@
 //! - [`screen`]: what citizens' words make beside their contacts (notices, proposals);
 //! - [`escalation`]: each notice's 30-minute clock, run by the instance that owns it;
 //! - [`request_topic`]: requests on a topic carried out once each, outcomes through the
-//!   outbox; on it [`sms_outbound`] (the outbound SMS path) and [`revisit`] (Art. 17
-//!   revisit calls);
+//!   outbox; on it [`sms_outbound`] (the outbound SMS path), [`revisit`] (Art. 17
+//!   revisit calls) and [`chat_outbound`] (messages into open chat sessions, the Art. 16
+//!   survey);
 //! - [`restrictions`] and [`restriction_api`]: Art. 9 restrictions shared by every
 //!   instance through a compacted topic, and their admin API;
 //! - [`telemetry`]: logs and the metrics recorder;
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod chat_outbound;
 pub mod config;
 pub mod escalation;
 pub mod kafka;

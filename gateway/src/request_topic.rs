@@ -1,6 +1,7 @@
 //! Request topics: requests other services publish for the gateway to carry out once
-//! each (an outbound SMS, a revisit call), with how each went recorded through the
-//! outbox. [`crate::sms_outbound`] and [`crate::revisit`] are its [`Handler`]s.
+//! each (an outbound SMS, a revisit call, a message into chat sessions), with how each
+//! went recorded through the outbox. [`crate::sms_outbound`], [`crate::revisit`] and
+//! [`crate::chat_outbound`] are its [`Handler`]s.
 //!
 //! Each partition of a request topic is read by one live instance: the member the
 //! rendezvous hash of [`crate::escalation::Members`] names for it, so every instance

@@ -9,6 +9,11 @@
 //! A message is acknowledged only after its contact is durable in the outbox. Limits
 //! (frame size, message rate, idle time, sockets) close only the offending socket, with
 //! a close code and a reason.
+//!
+//! The hotline writes into open sessions too: the channel hands the gateway a
+//! [`SessionPush`] that queues a `message` frame (the Art. 16 survey of one of the
+//! citizen's tickets) on each connected session of a citizen key, and the citizen's
+//! `rating` frame comes back as a survey-reply contact, acknowledged like a message.
 
 pub mod config;
 pub mod protocol;
@@ -28,15 +33,15 @@ use chrono::Utc;
 use contract::event::new_event_id;
 use contract::rate::TokenBucket;
 use contract::{
-    BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, CitizenIdentity, Contact,
-    ContactContent, IdentityKind, IntakeError, Receipt, ReplyPath, Restricted, RestrictionNote,
-    SCHEMA_VERSION, Submission, TicketRef, Urgency,
+    BoxError, Channel, ChannelContext, ChannelKind, ChannelParts, ChatOutbound, CitizenIdentity,
+    Contact, ContactContent, IdentityKind, IntakeError, Receipt, ReplyPath, Restricted,
+    RestrictionNote, SCHEMA_VERSION, SessionPush, Submission, TicketRef, Urgency,
 };
 use routing::Classifier;
 
 pub use config::ChatConfig;
 use protocol::{ClientFrame, ServerFrame, close};
-use session::{Registry, Session, SessionRecord};
+use session::{Registry, Session, SessionRecord, StoredAck};
 
 /// The chat channel plug-in.
 #[derive(Debug)]
@@ -54,7 +59,7 @@ impl ChatChannel {
 struct Shared {
     config: ChatConfig,
     ctx: ChannelContext,
-    registry: Registry,
+    registry: Arc<Registry>,
     classifier: Classifier,
     connected: AtomicUsize,
 }
@@ -66,7 +71,7 @@ impl Channel for ChatChannel {
     }
 
     async fn build(self: Box<Self>, ctx: ChannelContext) -> Result<ChannelParts, BoxError> {
-        let registry = Registry::default();
+        let registry = Arc::new(Registry::default());
         // Sessions that were open when the gateway stopped stay resumable.
         let entries = ctx.intake.scan_state(session::STATE_PREFIX).await?;
         let acks = ctx.intake.scan_once(session::ACK_PREFIX).await?;
@@ -84,6 +89,7 @@ impl Channel for ChatChannel {
             record.last_activity_ms = now_ms;
             registry.insert(record);
         }
+        let push = Arc::new(Push(registry.clone()));
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             ctx,
@@ -97,8 +103,26 @@ impl Channel for ChatChannel {
         Ok(ChannelParts {
             router: Some(router),
             tasks: vec![Box::pin(sweeper(shared))],
+            session_push: Some(push),
             ..ChannelParts::default()
         })
+    }
+}
+
+/// The channel's [`SessionPush`]: the hotline's messages, as `message` frames, into the
+/// sessions connected to this instance.
+struct Push(Arc<Registry>);
+
+#[async_trait]
+impl SessionPush for Push {
+    async fn push(&self, m: &ChatOutbound) -> u32 {
+        let frame = ServerFrame::Message {
+            reference: m.reference.clone(),
+            purpose: m.purpose.clone(),
+            text: m.text.clone(),
+            asks_rating: m.asks_rating,
+        };
+        self.0.push(&m.citizen_key, &frame)
     }
 }
 
@@ -190,15 +214,27 @@ impl Connection {
 
     async fn run(&mut self, socket: &mut WebSocket) -> End {
         let idle = Duration::from_secs(self.shared.config.idle_timeout_secs);
+        // Idle counts from the client's last frame: the hotline's messages written
+        // meanwhile do not keep a silent socket open.
+        let mut idle_until = tokio::time::Instant::now() + idle;
         loop {
             let taken_over = self.session.as_ref().map(|(_, a)| a.taken_over.clone());
+            let pushed = self.session.as_mut().map(|(_, a)| &mut a.pushed);
             let frame = tokio::select! {
-                r = tokio::time::timeout(idle, socket.recv()) => r,
+                r = tokio::time::timeout_at(idle_until, socket.recv()) => r,
                 _ = self.shared.ctx.shutdown.cancelled() => {
                     return end(close::GOING_AWAY, "gateway shutting down; resume with your token");
                 }
                 _ = wait_cancelled(taken_over) => {
                     return end(close::TAKEN_OVER, "session resumed on another connection");
+                }
+                // The hotline's messages (the Art. 16 survey) for this session.
+                Some(frame) = next_pushed(pushed) => {
+                    if let Some(gone) = send(socket, &frame).await {
+                        return gone;
+                    }
+                    metrics::counter!("gateway_chat_messages_written_total").increment(1);
+                    continue;
                 }
             };
             let msg = match frame {
@@ -207,6 +243,7 @@ impl Connection {
                 Ok(Some(Err(e))) => return self.transport_error(e),
                 Ok(Some(Ok(msg))) => msg,
             };
+            idle_until = tokio::time::Instant::now() + idle;
             let text = match msg {
                 Message::Text(text) => text,
                 Message::Binary(_) => {
@@ -309,6 +346,17 @@ impl Connection {
                 };
                 self.checked_message(&session, id, text, socket).await
             }
+            ClientFrame::Rating {
+                id,
+                reference,
+                answer,
+            } => {
+                let Some(session) = self.current() else {
+                    return Some(end(close::POLICY, "send open or resume first"));
+                };
+                self.checked_rating(&session, id, reference, answer, socket)
+                    .await
+            }
             ClientFrame::End => {
                 let Some(session) = self.current() else {
                     return Some(end(close::POLICY, "send open or resume first"));
@@ -338,18 +386,13 @@ impl Connection {
         }
     }
 
-    /// A message frame's checks (id, rate, text), then the message; answers on `socket`.
-    async fn checked_message(
-        &mut self,
-        session: &Arc<Session>,
-        id: String,
-        text: String,
-        socket: &mut WebSocket,
-    ) -> Option<End> {
+    /// The checks every citizen frame that makes a contact passes (its id, the rate);
+    /// `Some` closes the socket.
+    fn admit(&mut self, id: &str, what: &str) -> Option<End> {
         if id.is_empty() || id.chars().count() > 64 {
             return Some(end(
                 close::MALFORMED,
-                "message id must be 1 to 64 characters",
+                format!("{what} id must be 1 to 64 characters"),
             ));
         }
         if !self.bucket.take() {
@@ -361,6 +404,20 @@ impl Connection {
                 ),
             ));
         }
+        None
+    }
+
+    /// A message frame's checks (id, rate, text), then the message; answers on `socket`.
+    async fn checked_message(
+        &mut self,
+        session: &Arc<Session>,
+        id: String,
+        text: String,
+        socket: &mut WebSocket,
+    ) -> Option<End> {
+        if let Some(closed) = self.admit(&id, "message") {
+            return Some(closed);
+        }
         if text.trim().is_empty() {
             let frame = ServerFrame::Error {
                 id: Some(id),
@@ -370,7 +427,47 @@ impl Connection {
             };
             return send(socket, &frame).await;
         }
-        let frame = self.message(session, id, text).await;
+        let content = ContactContent::Text { text: text.clone() };
+        let frame = self.record(session, id, content, &text).await;
+        send(socket, &frame).await
+    }
+
+    /// A rating frame's checks (id, rate, reference, answer), then its survey-reply
+    /// contact (Art. 16); answers on `socket`.
+    async fn checked_rating(
+        &mut self,
+        session: &Arc<Session>,
+        id: String,
+        reference: String,
+        answer: String,
+        socket: &mut WebSocket,
+    ) -> Option<End> {
+        if let Some(closed) = self.admit(&id, "rating") {
+            return Some(closed);
+        }
+        if !protocol::valid_reference(&reference) {
+            return Some(end(
+                close::MALFORMED,
+                "rating reference must be 1 to 64 letters, digits or '-'",
+            ));
+        }
+        let Some(answer) = protocol::valid_answer(&answer) else {
+            let frame = ServerFrame::Error {
+                id: Some(id),
+                code: "invalid_rating",
+                detail: format!(
+                    "the answer must be a digit 1 to 5 or the rating's words, 1 to {} characters",
+                    protocol::MAX_ANSWER_CHARS
+                ),
+                retryable: false,
+            };
+            return send(socket, &frame).await;
+        };
+        let content = ContactContent::SurveyReply {
+            ticket_ref: TicketRef(reference),
+            text: answer.to_owned(),
+        };
+        let frame = self.record(session, id, content, answer).await;
         send(socket, &frame).await
     }
 
@@ -453,6 +550,7 @@ impl Connection {
             citizen,
             reply_paths,
             contacts: Vec::new(),
+            survey_replies: Vec::new(),
             text: String::new(),
             opened_at: now,
             last_activity_ms: now.timestamp_millis(),
@@ -485,8 +583,18 @@ impl Connection {
         send(socket, &frame).await
     }
 
-    /// Records one message; answers with its ack or an error frame.
-    async fn message(&self, session: &Arc<Session>, id: String, text: String) -> ServerFrame {
+    /// Records one contact of the session, a message or a survey reply (`text` is the
+    /// citizen's words in it); answers with its ack or an error frame.
+    async fn record(
+        &self,
+        session: &Arc<Session>,
+        id: String,
+        content: ContactContent,
+        text: &str,
+    ) -> ServerFrame {
+        // A survey reply is about another ticket: it adds nothing to this session's
+        // kept text or draft.
+        let survey_reply = matches!(content, ContactContent::SurveyReply { .. });
         let mut record = session.record.lock().await;
         if record.ended {
             return ServerFrame::Error {
@@ -506,7 +614,7 @@ impl Connection {
             received_at: now,
             citizen: record.citizen.clone(),
             reply_paths: record.reply_paths.clone(),
-            content: ContactContent::Text { text: text.clone() },
+            content,
             channel_ref: Some(id.clone()),
             sequence: seq,
             rejected: None,
@@ -518,14 +626,17 @@ impl Connection {
         let (kept_len, last_activity) = (record.text.len(), record.last_activity_ms);
         record.last_activity_ms = now.timestamp_millis();
         let mut put_state = Vec::new();
-        if record.keep_text(&text) {
+        if !survey_reply && record.keep_text(text) {
             put_state.push((record.state_key(), to_json(&*record)));
         }
-        let ack = ServerFrame::Ack {
+        let stored = StoredAck {
+            kind: "ack".into(),
             id: id.clone(),
             contact_id,
             seq,
+            survey_reply,
         };
+        let ack = stored.frame();
         // A client that resends a message after a reconnect (it never saw the ack) gets
         // the first ack again instead of a second contact.
         // The ack stored with the key is also how a restart learns the session's
@@ -533,18 +644,21 @@ impl Connection {
         let once_key = record.ack_key(&id);
         // Art. 15 and Art. 9: an emergency makes (or updates) an urgent notice, abusive
         // words a restriction proposal, at once, recorded with the message.
-        let screened = self.shared.ctx.screen.screen(&contact, &text);
+        let screened = self.shared.ctx.screen.screen(&contact, text);
         let mut events = vec![contact.into()];
         events.extend(screened.iter().cloned());
         let submission = Submission {
             events,
             put_state,
-            once: Some((once_key, to_json(&ack))),
+            once: Some((once_key, to_json(&stored))),
             ..Submission::default()
         };
         match self.shared.ctx.intake.submit(submission).await {
             Ok(Receipt::Accepted) => {
                 record.contacts.push(contact_id);
+                if survey_reply {
+                    record.survey_replies.push(contact_id);
+                }
                 self.shared.ctx.screen.recorded(&screened);
                 metrics::counter!("gateway_contacts_accepted_total", "channel" => "chat")
                     .increment(1);
@@ -552,14 +666,12 @@ impl Connection {
             }
             Ok(Receipt::Duplicate(first)) => {
                 record.text.truncate(kept_len);
-                serde_json::from_slice::<serde_json::Value>(&first)
+                serde_json::from_slice::<StoredAck>(&first)
                     .ok()
-                    .and_then(|v| {
-                        Some(ServerFrame::Ack {
-                            id: id.clone(),
-                            contact_id: v.get("contact_id")?.as_str()?.parse().ok()?,
-                            seq: v.get("seq")?.as_u64()? as u32,
-                        })
+                    .map(|a| ServerFrame::Ack {
+                        id: id.clone(),
+                        contact_id: a.contact_id,
+                        seq: a.seq,
                     })
                     .unwrap_or(ServerFrame::Error {
                         id: Some(id),
@@ -598,7 +710,9 @@ async fn finalize(
     session: &Arc<Session>,
 ) -> Result<(TicketRef, u32), IntakeError> {
     let mut record = session.record.lock().await;
-    let messages = record.contacts.len() as u32;
+    // Survey replies (`rating` frames) are about other tickets: not this draft's.
+    let drafted = record.drafted();
+    let messages = drafted.len() as u32;
     if record.ended {
         return Ok((record.ticket_ref.clone(), messages));
     }
@@ -611,7 +725,7 @@ async fn finalize(
             record.ticket_ref.clone(),
             ChannelKind::Chat,
             record.citizen.key.clone(),
-            record.contacts.clone(),
+            drafted,
             &record.text,
             Utc::now(),
         );
@@ -658,6 +772,15 @@ async fn sweeper(shared: Arc<Shared>) {
             }
         }
         metrics::gauge!("gateway_chat_sessions").set(shared.registry.len() as f64);
+    }
+}
+
+async fn next_pushed(
+    pushed: Option<&mut tokio::sync::mpsc::Receiver<ServerFrame>>,
+) -> Option<ServerFrame> {
+    match pushed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

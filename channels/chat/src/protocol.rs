@@ -33,8 +33,41 @@ pub enum ClientFrame {
         /// The text, UTF-8.
         text: String,
     },
+    /// The citizen's answer to a `message` from the hotline that asked for a rating (the
+    /// Art. 16 survey of one of their tickets). Recorded as a survey-reply contact of this
+    /// session, acknowledged like a message; it adds nothing to this session's ticket.
+    Rating {
+        /// The client's id for it, echoed in its `ack` (1-64 characters; one id space
+        /// with `message` ids).
+        id: String,
+        /// The `reference` of the message it answers (the ticket rated).
+        reference: String,
+        /// A digit 1 to 5 or the rating's words (1-16 characters).
+        answer: String,
+    },
     /// Ends the session: the ticket draft is emitted.
     End,
+}
+
+/// Most characters of a rating's `answer`.
+pub const MAX_ANSWER_CHARS: usize = 16;
+
+/// Whether `reference` has the shape of a ticket reference: 1 to 64 ASCII letters,
+/// digits and '-'.
+pub fn valid_reference(reference: &str) -> bool {
+    (1..=64).contains(&reference.len())
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A rating's answer, trimmed, when it is one: 1 to [`MAX_ANSWER_CHARS`] characters, none
+/// of them a control character. What it means (a digit, the words) is the ticket
+/// service's to read.
+pub fn valid_answer(answer: &str) -> Option<&str> {
+    let answer = answer.trim();
+    let n = answer.chars().count();
+    ((1..=MAX_ANSWER_CHARS).contains(&n) && !answer.chars().any(char::is_control)).then_some(answer)
 }
 
 /// A message sent inside `open`.
@@ -102,6 +135,18 @@ pub enum ServerFrame {
         /// Whether sending the same message again may succeed.
         retryable: bool,
     },
+    /// A message from the hotline (the Art. 16 survey of one of the citizen's tickets),
+    /// written to every session of the citizen connected at that moment.
+    Message {
+        /// What it is about (the ticket reference); a `rating` answering it names it.
+        reference: String,
+        /// Why: `survey`.
+        purpose: String,
+        /// The text, Simplified Chinese.
+        text: String,
+        /// Whether the client offers the five ratings (1 to 5) to answer with.
+        asks_rating: bool,
+    },
     /// The session ended; the ticket draft is recorded.
     Ended {
         /// The ticket reference.
@@ -143,4 +188,72 @@ pub mod close {
     pub const RESTRICTED: u16 = 4403;
     /// More messages than the rate limit allows.
     pub const RATE_LIMITED: u16 = 4429;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rating_frame_parses_and_unknown_fields_are_malformed() {
+        let f: ClientFrame = serde_json::from_str(
+            r#"{"type":"rating","id":"r1","reference":"ZH20261126A1B2C3D4E5","answer":"4"}"#,
+        )
+        .expect("a rating frame");
+        assert!(matches!(
+            f,
+            ClientFrame::Rating { ref id, ref reference, ref answer }
+                if id == "r1" && reference == "ZH20261126A1B2C3D4E5" && answer == "4"
+        ));
+        assert!(
+            serde_json::from_str::<ClientFrame>(
+                r#"{"type":"rating","id":"r1","reference":"ZH1","answer":"4","x":1}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"rating","id":"r1","answer":"4"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn references_are_letters_digits_and_dashes_up_to_64() {
+        assert!(valid_reference("ZH20261126A1B2C3D4E5"));
+        assert!(valid_reference("zh-1"));
+        assert!(valid_reference(&"A".repeat(64)));
+        assert!(!valid_reference(&"A".repeat(65)));
+        assert!(!valid_reference(""));
+        assert!(!valid_reference("ZH 1"));
+        assert!(!valid_reference("ZH/1"));
+        assert!(!valid_reference("工单1"));
+    }
+
+    #[test]
+    fn answers_are_a_digit_or_words_up_to_16_characters() {
+        assert_eq!(valid_answer(" 4 "), Some("4"));
+        assert_eq!(valid_answer("非常不满意"), Some("非常不满意"));
+        assert_eq!(
+            valid_answer(&"满".repeat(16)).map(|a| a.chars().count()),
+            Some(16)
+        );
+        assert_eq!(valid_answer(&"满".repeat(17)), None);
+        assert_eq!(valid_answer("  "), None);
+        assert_eq!(valid_answer("4\u{7}"), None);
+        assert_eq!(valid_answer("4\n5"), None);
+    }
+
+    #[test]
+    fn message_frame_is_the_documented_json() {
+        let f = ServerFrame::Message {
+            reference: "ZH20261126A1B2C3D4E5".into(),
+            purpose: "survey".into(),
+            text: "请评价".into(),
+            asks_rating: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&f).expect("json"),
+            r#"{"type":"message","reference":"ZH20261126A1B2C3D4E5","purpose":"survey","text":"请评价","asks_rating":true}"#
+        );
+    }
 }
