@@ -5,6 +5,7 @@
 //! A ticket is replied and closed; the carrier receives the result SMS and then the
 //! survey; the citizen's SMS "4" rates it dissatisfied, which opens a revisit; the
 //! gateway's automated call reaches sipp, which presses 2, and the rating is recorded. A
+//! chat ticket whose citizen is back in the chat is asked there and answered there. A
 //! second ticket's survey waits out a carrier down for a minute (nothing lost, nothing
 //! doubled, and its 24-hour window, shortened to 20 s here, starts only when the text is
 //! sent), then counts as satisfied. A third ticket's texts are pending when the gateway is
@@ -229,6 +230,53 @@ async fn art13_art16_art17_the_loop_with_the_citizen() -> Result<()> {
     );
     assert!(!svc.log().contains(number), "nor in the service's");
 
+    // 2b. A chat ticket, its citizen back in the chat when it closes: the survey is asked
+    // in the open session, not by SMS, and answered there (Art. 16).
+    let number4 = "13800138004";
+    let mut chat = ChatClient::connect(&gw.chat_url()).await?;
+    chat.open("visitor-4", Some(number4)).await?;
+    chat.say("c1", "网上反映：我们小区的路灯一直不亮").await?;
+    let (ended, _) = chat.end().await?;
+    let r4 = ended["ticket_ref"].as_str().unwrap_or_default().to_owned();
+    svc.wait_ticket(&r4, Duration::from_secs(20)).await?;
+    let mut back = ChatClient::connect(&gw.chat_url()).await?;
+    back.open("visitor-4", Some(number4)).await?;
+    close(&svc, &r4).await?;
+    let asked = back.recv_json().await?;
+    assert_eq!(
+        (
+            asked["type"].as_str(),
+            asked["reference"].as_str(),
+            asked["asks_rating"].as_bool()
+        ),
+        (Some("message"), Some(r4.as_str()), Some(true)),
+        "{asked}"
+    );
+    back.send_json(json!({"type": "rating", "id": "r1", "reference": r4, "answer": "2"}))
+        .await?;
+    assert_eq!(back.recv_json().await?["type"], "ack");
+    let f4 = followup_until(&svc, &r4, Duration::from_secs(30), |f| {
+        f["surveys"][0]["state"] == "rated"
+    })
+    .await?;
+    assert_eq!(
+        (
+            f4["surveys"][0]["via"].as_str(),
+            f4["surveys"][0]["rating"].as_str(),
+            f4["surveys"][0]["rating_source"].as_str()
+        ),
+        (Some("chat"), Some("satisfied"), Some("chat_reply")),
+        "{f4}"
+    );
+    // The result SMS went to the number given in the chat; no survey SMS did.
+    let t4 = wait_texts(&carrier, &r4, 1, Duration::from_secs(20)).await?;
+    assert_eq!(t4.len(), 1, "{t4:?}");
+    assert!(
+        t4[0].body["text"]
+            .as_str()
+            .is_some_and(|x| x.contains("路灯已修复"))
+    );
+
     // 3. The carrier is down for a minute while a second ticket closes: its texts wait,
     // and its survey's window has not started (nothing was sent).
     let number2 = "13800138002";
@@ -289,6 +337,6 @@ async fn art13_art16_art17_the_loop_with_the_citizen() -> Result<()> {
     let all = carrier.texts();
     let keys: std::collections::HashSet<&str> = all.iter().map(|t| t.key.as_str()).collect();
     assert_eq!(keys.len(), all.len());
-    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(all.len(), 7, "{all:?}");
     Ok(())
 }
