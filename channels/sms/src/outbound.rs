@@ -198,7 +198,11 @@ impl SmsSender for CarrierSender {
 /// `retry_min_ms`, doubling up to `retry_max_ms` (or what the carrier's `Retry-After`
 /// asks, within that cap), and never past the expiry. Apart from the HTTP so that the
 /// schedule runs on tokio's clock (paused in the tests).
-async fn retrying<F, Fut>(config: &OutboundConfig, request: &OutboundSms, mut attempt: F) -> SmsStatus
+async fn retrying<F, Fut>(
+    config: &OutboundConfig,
+    request: &OutboundSms,
+    mut attempt: F,
+) -> SmsStatus
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
@@ -313,7 +317,14 @@ mod tests {
     async fn retries_back_off_doubling_to_the_cap_then_send() {
         let down = || Attempt::Retry("carrier answered 503".into(), None);
         let (st, times) = run(
-            vec![down(), down(), down(), down(), down(), Attempt::Sent(Some("m1".into()))],
+            vec![
+                down(),
+                down(),
+                down(),
+                down(),
+                down(),
+                Attempt::Sent(Some("m1".into())),
+            ],
             chrono::Duration::hours(1),
         )
         .await;
@@ -358,7 +369,10 @@ mod tests {
         )
         .await;
         assert_eq!(st.state, SmsState::Failed);
-        assert_eq!(st.reason.as_deref(), Some("carrier refused (400): bad number"));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some("carrier refused (400): bad number")
+        );
         assert_eq!(times.len(), 1);
     }
 }
