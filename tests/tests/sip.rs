@@ -1281,3 +1281,62 @@ async fn the_agent_adds_120_to_a_three_way_call_and_the_gateway_mixes_it() -> Re
     );
     Ok(())
 }
+
+/// Every datagram `raw` receives within `within`.
+fn drain(raw: &RawSip, within: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + within;
+    let mut got = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match raw.recv(left.max(Duration::from_millis(1))) {
+            Some(m) => got.push(m),
+            None => break,
+        }
+    }
+    got
+}
+
+#[test]
+fn a_source_outside_every_trunk_gets_one_answer_never_retransmitted() -> Result<()> {
+    let (_broker, gw, _) = start(|_| {})?;
+    let stranger = RawSip::new(UNKNOWN_TRUNK_IP, gw.sip_port)?;
+    let invite = stranger.invite("stranger-1", "z9hG4bKstranger1", "13800000001", None);
+    stranger.send(invite.as_bytes())?;
+    // T1 is 500 ms: a retransmitted answer would come at 0.5, 1.5 and 3.5 s; a 100
+    // Trying would come first. One small 403, nothing else: no reflection amplifier.
+    let got = drain(&stranger, Duration::from_secs(4));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(status_of(&got[0]), Some(403), "{}", got[0]);
+    // The INVITE retransmitted (the same transaction) is absorbed without an answer.
+    stranger.send(invite.as_bytes())?;
+    let again = drain(&stranger, Duration::from_secs(2));
+    assert!(again.is_empty(), "{again:#?}");
+    Ok(())
+}
+
+#[test]
+fn an_answered_call_never_acked_is_ended_with_bye_at_64_t1() -> Result<()> {
+    // T1 of 50 ms: 64*T1 is 3.2 s.
+    let (_broker, gw, agent_port) = start(|s| s.t1_ms = 50)?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let citizen = RawSip::new("127.0.0.1", gw.sip_port)?;
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let invite = citizen.invite(
+        "no-ack-1",
+        "z9hG4bKnoack1",
+        "13800000002",
+        Some(rtp.local_addr()?.port()),
+    );
+    citizen.send(invite.as_bytes())?;
+    // 200s retransmitted, never ACKed; then the gateway's BYE (RFC 3261 §13.3.1.4).
+    let got = drain(&citizen, Duration::from_secs(12));
+    let oks = got.iter().filter(|m| status_of(m) == Some(200)).count();
+    let bye = got.iter().find(|m| m.starts_with("BYE "));
+    assert!(oks >= 2, "the 2xx is retransmitted until the ACK: {got:#?}");
+    assert!(
+        bye.is_some(),
+        "a BYE after 64*T1 without an ACK: {got:#?}\n{}",
+        gw.log()
+    );
+    agent.expect_ok(SIPP_WAIT)?;
+    Ok(())
+}

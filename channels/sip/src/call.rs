@@ -65,6 +65,15 @@ const DTMF_PT: u8 = 101;
 /// ("or stay on the line").
 const BYPASS_LISTEN: Duration = Duration::from_secs(8);
 
+/// Why an answered call has no ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoAck {
+    /// The citizen hung up (BYE) before acknowledging, or the call was torn down.
+    HungUp,
+    /// 64*T1 passed without it.
+    TimedOut,
+}
+
 /// The citizen's leg: the trunk's INVITE and the dialog the gateway answers it in.
 struct ALeg {
     invite: Request,
@@ -692,20 +701,27 @@ impl Call {
         let mut r = self.a_response(200);
         let body = self.a_answer_sdp(&relay, codec, agent_dtmf);
         msg::set_sdp(&mut r.headers, &mut r.body, body.clone());
-        let Some(a_ack) = self.answer_citizen(r).await else {
-            // No ACK from the citizen (§13.3.1.4): the gateway ends both legs.
-            self.bye(&b, b_via).await;
-            self.core.unregister(&b.call_id);
-            let report = relay.stop().await;
-            self.ended_with(
-                CallOutcome::MediaTimeout,
-                CallParty::Gateway,
-                None,
-                &report,
-                None,
-            )
-            .await;
-            return;
+        let a_ack = match self.answer_citizen(r).await {
+            Ok(ack) => ack,
+            Err(why) => {
+                // No ACK from the citizen (§13.3.1.4): the gateway ends both legs, frees
+                // the media ports, and (timed out) says BYE to the citizen too.
+                self.bye(&b, b_via).await;
+                self.core.unregister(&b.call_id);
+                let report = relay.stop().await;
+                self.ended_with(
+                    CallOutcome::MediaTimeout,
+                    CallParty::Gateway,
+                    None,
+                    &report,
+                    None,
+                )
+                .await;
+                if why == NoAck::TimedOut {
+                    self.bye_citizen().await;
+                }
+                return;
+            }
         };
         if self.a.offer.is_none() {
             // Late offer: the citizen's answer is in the ACK.
@@ -1032,8 +1048,9 @@ impl Call {
     }
 
     /// Sends a 2xx to the citizen and retransmits it until the ACK (§13.3.1.4). Returns
-    /// the ACK, or `None` after 64 T1 without one (or when the citizen hung up first).
-    async fn answer_citizen(&mut self, ok: Response) -> Option<Request> {
+    /// the ACK, or why there is none: the citizen hung up first, or 64 T1 passed without
+    /// it (the caller then ends the session with a BYE, as §13.3.1.4 asks).
+    async fn answer_citizen(&mut self, ok: Response) -> Result<Request, NoAck> {
         let bytes = self.a.tx.respond(ok).await;
         let timers = self.core.ep.timers();
         let give_up = Instant::now() + timers.timeout();
@@ -1042,25 +1059,29 @@ impl Call {
         loop {
             tokio::select! {
                 input = self.inputs.recv() => match input {
-                    Some(CallInput::Ack(ack)) => return Some(*ack),
+                    Some(CallInput::Ack(ack)) => return Ok(*ack),
                     Some(CallInput::Transfer { agent, target, .. }) => {
                         self.transfer_failed(&agent, &target, "not_connected");
                     }
                     Some(CallInput::Request(req, tx)) => {
                         if req.method == Method::Bye && msg::call_id(&*req) == self.a.call_id {
                             tx.respond(msg::response(&req, 200, None)).await;
-                            return None;
+                            return Err(NoAck::HungUp);
                         }
                         tx.respond(msg::response(&req, 491, None)).await;
                     }
-                    None => return None,
+                    None => return Err(NoAck::HungUp),
                 },
                 () = sleep_until(next), if !self.a.peer.reliable() => {
                     self.core.ep.send(self.a.tx.peer(), bytes.clone()).await;
                     interval = (interval * 2).min(timers.t2);
                     next = Instant::now() + interval;
                 }
-                () = sleep_until(give_up) => return None,
+                () = sleep_until(give_up) => {
+                    metrics::counter!("gateway_sip_calls_no_ack_total").increment(1);
+                    tracing::info!(call = %self.id, "No ACK of the 2xx in 64*T1: ending the call with BYE (RFC 3261 §13.3.1.4)");
+                    return Err(NoAck::TimedOut);
+                }
             }
         }
     }
@@ -1109,17 +1130,23 @@ impl Call {
             1,
         );
         msg::set_sdp(&mut r.headers, &mut r.body, body);
-        let Some(ack) = self.answer_citizen(r).await else {
-            let report = relay.stop().await;
-            self.ended_with(
-                CallOutcome::Unanswered,
-                CallParty::Citizen,
-                Some(agent_code),
-                &report,
-                None,
-            )
-            .await;
-            return;
+        let ack = match self.answer_citizen(r).await {
+            Ok(ack) => ack,
+            Err(why) => {
+                let report = relay.stop().await;
+                self.ended_with(
+                    CallOutcome::Unanswered,
+                    CallParty::Citizen,
+                    Some(agent_code),
+                    &report,
+                    None,
+                )
+                .await;
+                if why == NoAck::TimedOut {
+                    self.bye_citizen().await;
+                }
+                return;
+            }
         };
         if self.a.offer.is_none()
             && let Ok(info) = sdp::parse(ack.body())

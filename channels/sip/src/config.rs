@@ -121,6 +121,10 @@ pub struct SipConfig {
     /// Most calls in progress at once; beyond, 503.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+    /// What a source outside every trunk gets: `answer` (one 403, never retransmitted)
+    /// or `silent` (nothing). Either way its retransmissions are absorbed unanswered.
+    #[serde(default)]
+    pub unknown_sources: UnknownSources,
     /// Largest SIP message, in bytes; larger gets 513.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -310,6 +314,17 @@ fn default_invite_rate() -> f64 {
 fn default_invite_burst() -> u32 {
     DEFAULT_INVITE_BURST
 }
+/// What a source outside every trunk gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSources {
+    /// One 403 Forbidden, never retransmitted.
+    #[default]
+    Answer,
+    /// No answer at all.
+    Silent,
+}
+
 fn default_max_calls() -> usize {
     DEFAULT_MAX_CALLS
 }

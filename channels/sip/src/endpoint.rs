@@ -97,6 +97,14 @@ pub trait TransactionUser: Send + Sync + 'static {
     fn on_request(self: Arc<Self>, request: Request, tx: ServerTx);
     /// An ACK that matched no server transaction (the ACK of a 2xx, RFC 3261 §13.3.1.4).
     fn on_ack(self: Arc<Self>, request: Request, peer: Peer);
+    /// Whether `source` may get the transaction layer's full service. A source that may
+    /// not (outside every trunk) gets no 100 Trying, its final answer is never
+    /// retransmitted and its retransmitted requests are absorbed without an answer: UDP
+    /// lets anyone forge a source address, so the gateway must not answer one request
+    /// with many datagrams (a reflection amplifier).
+    fn source_known(&self, _source: std::net::IpAddr) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,6 +131,8 @@ struct ServerEntry {
     state: ServerState,
     last: Option<Bytes>,
     expires: Instant,
+    /// A source outside every trunk: one answer at most, never again.
+    quiet: bool,
 }
 
 /// The transport and transaction layers.
@@ -431,7 +441,11 @@ impl Endpoint {
                     } else {
                         metrics::counter!("gateway_sip_retransmissions_absorbed_total")
                             .increment(1);
-                        Some(entry.last.clone())
+                        Some(if entry.quiet {
+                            None
+                        } else {
+                            entry.last.clone()
+                        })
                     }
                 }
                 None => {
@@ -442,6 +456,7 @@ impl Endpoint {
                                 state: ServerState::Trying,
                                 last: None,
                                 expires: Instant::now() + UNANSWERED_TTL,
+                                quiet: !tu.source_known(peer.addr().ip()),
                             },
                         );
                     }
@@ -462,14 +477,16 @@ impl Endpoint {
             tu.clone().on_ack(request, peer);
             return;
         }
+        let quiet = lock(&self.server).get(&key).is_some_and(|e| e.quiet);
         let tx = ServerTx {
             ep: self.clone(),
             key,
             peer,
             dest: Self::response_destination(&request, peer),
             invite: request.method == Method::Invite,
+            quiet,
         };
-        if tx.invite {
+        if tx.invite && !quiet {
             // §17.2.1: answer 100 at once, so the trunk stops retransmitting while the
             // agent side rings.
             tx.respond(msg::response(&request, 100, None)).await;
@@ -658,6 +675,8 @@ pub struct ServerTx {
     peer: Peer,
     dest: Peer,
     invite: bool,
+    /// One answer at most (a source outside every trunk).
+    quiet: bool,
 }
 
 impl ServerTx {
@@ -689,7 +708,7 @@ impl ServerTx {
                     (true, _) => {
                         entry.state = ServerState::Completed;
                         entry.expires = now + timeout;
-                        retransmit = !tx.peer.reliable();
+                        retransmit = !tx.peer.reliable() && !tx.quiet;
                     }
                     (false, _) => {
                         entry.state = ServerState::Completed;

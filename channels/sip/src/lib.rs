@@ -174,6 +174,7 @@ impl Channel for SipChannel {
             ctx: ctx.clone(),
             feed,
             prefiller: routing::Prefiller::shared(),
+            refused: LogSample::new(),
             cfg: Arc::new(cfg),
         });
         let tu: Arc<dyn TransactionUser> = core.clone();
@@ -340,6 +341,42 @@ pub struct Core {
     feed: Option<Arc<feed::Feed>>,
     /// Fills a call's ticket draft from its transcript.
     prefiller: Arc<routing::Prefiller>,
+    /// Refusals of sources outside every trunk, logged as a sample, not one by one.
+    refused: LogSample,
+}
+
+/// A log line now and then for an event that may come thousands of times a second (a
+/// flood's refusals): counted always (metrics), logged at most once per
+/// [`LogSample::EVERY`] with how many happened since.
+#[derive(Debug)]
+struct LogSample {
+    since: AtomicUsize,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl LogSample {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn new() -> Self {
+        LogSample {
+            since: AtomicUsize::new(0),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Counts one; returns how many to log now (this one included), or `None`.
+    fn hit(&self) -> Option<usize> {
+        let n = self.since.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut last = lock(&self.last);
+        let due = last.is_none_or(|t| t.elapsed() >= Self::EVERY);
+        if due {
+            *last = Some(std::time::Instant::now());
+            self.since.store(0, Ordering::Release);
+            Some(n)
+        } else {
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -445,9 +482,15 @@ impl Core {
             TrunkCheck::Forbidden => {
                 metrics::counter!("gateway_sip_calls_refused_total", "reason" => "unknown_trunk")
                     .increment(1);
-                tracing::info!(source = %source, "Refused a call from an unknown trunk");
-                self.answer(&request, &tx, 403, "unknown trunk", vec![])
-                    .await;
+                if let Some(n) = self.refused.hit() {
+                    tracing::info!(source = %source, refused = n, "Refused calls from outside every trunk (this source, and the count since the last such line)");
+                }
+                // One small answer at most, never retransmitted (the endpoint treats the
+                // source as quiet), or none.
+                if self.cfg.unknown_sources == config::UnknownSources::Answer {
+                    self.answer(&request, &tx, 403, "unknown trunk", vec![])
+                        .await;
+                }
                 return;
             }
         };
@@ -499,6 +542,10 @@ impl Core {
 }
 
 impl TransactionUser for Core {
+    fn source_known(&self, source: IpAddr) -> bool {
+        Core::source_known(self, source)
+    }
+
     fn on_request(self: Arc<Self>, request: Request, tx: ServerTx) {
         let call_id = msg::call_id(&request).to_owned();
         let in_dialog = msg::to_tag(&request).is_some();
