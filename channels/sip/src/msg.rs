@@ -58,12 +58,18 @@ pub fn parse(
     }
     if is_request {
         let method = norm.start_line.split(' ').next().unwrap_or_default();
-        let is_token = !method.is_empty()
-            && method
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
-        if is_token && !KNOWN_METHODS.contains(&method) {
-            return Err(answer_raw(&norm, 501, "method not implemented", host));
+        if is_token(method) && !KNOWN_METHODS.contains(&method) {
+            // RFC 3261 §8.2.1: 501, and an Allow header saying what is implemented. This
+            // comes before the CSeq check: RFC 4475 3.1.2.18 ("mismatch02", an unknown
+            // method whose CSeq names another) allows 501 as well as 400.
+            let allow = Header::Other("Allow".into(), crate::ALLOW.into());
+            return Err(answer_with(
+                &norm,
+                501,
+                "method not implemented",
+                host,
+                vec![allow],
+            ));
         }
     }
     let message = match SipMessage::try_from(norm.to_bytes()) {
@@ -80,6 +86,9 @@ pub fn parse(
     match message {
         SipMessage::Request(request) => {
             check_request(&request).map_err(|why| answer_raw(&norm, 400, &why, host))?;
+            check_raw(&norm).map_err(|why| answer_raw(&norm, 400, &why, host))?;
+            check_require(&request, &norm, host)?;
+            check_body(&request, &norm, host)?;
             if max_forwards(&request) == Some(0) && request.method != Method::Options {
                 return Err(answer_raw(&norm, 483, "Max-Forwards reached 0", host));
             }
@@ -90,6 +99,13 @@ pub fn parse(
             Ok(SipMessage::Response(response))
         }
     }
+}
+
+/// RFC 3261 §25.1 `token`, which a method is.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
 }
 
 /// Methods rsip knows (it refuses others, which get 501 here).
@@ -125,15 +141,50 @@ fn check_common<M: HeadersExt>(m: &M) -> Result<(), String> {
         .map_err(|_| "missing CSeq header".to_owned())?
         .typed()
         .map_err(|_| "malformed CSeq header".to_owned())?;
-    m.from_header()
-        .map_err(|_| "missing From header".to_owned())?
-        .typed()
-        .map_err(|_| "malformed From header".to_owned())?;
-    m.to_header()
-        .map_err(|_| "missing To header".to_owned())?
-        .typed()
-        .map_err(|_| "malformed To header".to_owned())?;
+    let from = m
+        .from_header()
+        .map_err(|_| "missing From header".to_owned())?;
+    if from.typed().is_err() && !opaque_addr(from.value()) {
+        return Err("malformed From header".to_owned());
+    }
+    let to = m.to_header().map_err(|_| "missing To header".to_owned())?;
+    if to.typed().is_err() && !opaque_addr(to.value()) {
+        return Err("malformed To header".to_owned());
+    }
     Ok(())
+}
+
+/// A From or To whose URI has a scheme other than `sip`/`sips` in `<...>`
+/// (`<isbn:2983792873>`, `<urn:service:sos>`). RFC 3261 §8.1.1.2/§8.1.1.3 lets a UAS
+/// take such a URI as opaque (RFC 4475 3.3.4 "unksm2"); rsip's typed parser reads
+/// anything after a colon as a port and refuses it. The rest of the crate copies these
+/// headers raw, and [`from_tag`]/[`to_tag`] read the tag from the raw value.
+fn opaque_addr(value: &str) -> bool {
+    let (Some(open), Some(close)) = (value.find('<'), value.rfind('>')) else {
+        return false;
+    };
+    if open > close || !quotes_balanced(&value[..open]) {
+        return false;
+    }
+    let Some((scheme, rest)) = value[open + 1..close].split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !scheme.eq_ignore_ascii_case("sip")
+        && !scheme.eq_ignore_ascii_case("sips")
+        && !rest.is_empty()
+        && !rest.contains(['<', '>', ' ', '"'])
+}
+
+/// The `tag` parameter of a raw From/To value, outside its `<...>`.
+fn raw_tag(value: &str) -> Option<String> {
+    let params = &value[value.rfind('>')?..];
+    params.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("tag") && !v.trim().is_empty()).then(|| v.trim().to_owned())
+    })
 }
 
 fn check_request(r: &Request) -> Result<(), String> {
@@ -143,6 +194,208 @@ fn check_request(r: &Request) -> Result<(), String> {
         return Err("CSeq method does not match the request method".into());
     }
     Ok(())
+}
+
+/// Option tags the gateway supports (RFC 3261 §8.2.2.3): none, so any `Require` tag is
+/// unsupported. The gateway sends no `Supported` header either.
+pub const SUPPORTED: &[&str] = &[];
+
+/// Headers RFC 3261 §7.3.1 allows once only (they are not comma-separated lists).
+const SINGLE: &[&str] = &[
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Content-Type",
+];
+
+/// The §8.2 checks rsip does not make, on the header values as received (normalised):
+/// RFC 4475 3.1.2.6 (unbalanced quotes), 3.3.8 (a single-valued header twice), an empty
+/// Call-ID, and a Max-Forwards that is not `1*DIGIT` (negative, or not a number).
+fn check_raw(norm: &Normalized) -> Result<(), String> {
+    for name in SINGLE {
+        if norm.values(name).count() > 1 {
+            return Err(format!("more than one {name} header"));
+        }
+    }
+    if norm.value("Call-ID").is_some_and(|v| v.trim().is_empty()) {
+        return Err("empty Call-ID header".into());
+    }
+    if let Some(v) = norm.value("Max-Forwards") {
+        let v = v.trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.parse::<u32>().is_err() {
+            return Err("malformed Max-Forwards header".into());
+        }
+    }
+    for name in ["From", "To", "Contact", "Reply-To"] {
+        for v in norm.values(name) {
+            if !quotes_balanced(v) {
+                return Err(format!("unterminated quoted string in {name} header"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether every quoted string in `value` is closed (`\"` inside one does not close it).
+fn quotes_balanced(value: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
+}
+
+/// RFC 3261 §8.2.2.3: a `Require` naming an option tag the gateway does not support gets
+/// 420 with `Unsupported` listing those tags; never for ACK or CANCEL. (`Proxy-Require`
+/// is for proxies; a UAS ignores it.)
+fn check_require(request: &Request, norm: &Normalized, host: &str) -> Result<(), Rejected> {
+    if matches!(request.method, Method::Ack | Method::Cancel) {
+        return Ok(());
+    }
+    let unsupported: Vec<&str> = norm
+        .values("Require")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .collect();
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    let header = Header::Other("Unsupported".into(), unsupported.join(", "));
+    Err(answer_with(
+        norm,
+        420,
+        "unsupported extension required",
+        host,
+        vec![header],
+    ))
+}
+
+/// What the gateway accepts as an INVITE body (RFC 3261 §8.2.3's `Accept`).
+pub const ACCEPT: &str = "application/sdp, multipart/mixed";
+
+/// RFC 3261 §8.2.3, RFC 4475 3.3.6 ("invut"): an INVITE whose body the gateway cannot
+/// read (a type other than SDP, a multipart body without an SDP part, or a
+/// Content-Encoding other than identity) gets 415 with `Accept` (and `Accept-Encoding`).
+/// Other methods' bodies (INFO's DTMF) are the call's business.
+fn check_body(request: &Request, norm: &Normalized, host: &str) -> Result<(), Rejected> {
+    if request.method != Method::Invite || norm.body.is_empty() {
+        return Ok(());
+    }
+    if let Some(enc) = norm.value("Content-Encoding")
+        && enc
+            .split(',')
+            .map(str::trim)
+            .any(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        let header = Header::Other("Accept-Encoding".into(), "identity".into());
+        return Err(answer_with(
+            norm,
+            415,
+            "unsupported Content-Encoding",
+            host,
+            vec![header],
+        ));
+    }
+    let content_type = norm.value("Content-Type").unwrap_or_default();
+    if sdp_in(content_type, &norm.body, 0).is_some() {
+        return Ok(());
+    }
+    let header = Header::Other("Accept".into(), ACCEPT.into());
+    Err(answer_with(
+        norm,
+        415,
+        "body type not supported",
+        host,
+        vec![header],
+    ))
+}
+
+/// The SDP of a message body: the body itself when it is `application/sdp`, or the first
+/// `application/sdp` part of a `multipart/mixed` or `multipart/alternative` body
+/// (RFC 5621; the SIP-I/SIP-T shape with an `application/isup` part beside the SDP,
+/// RFC 3204), one nested multipart level deep. `None` when there is none.
+pub fn sdp_part(headers: &rsip::Headers, body: &[u8]) -> Option<Vec<u8>> {
+    let content_type = headers.iter().find_map(|h| match h {
+        Header::ContentType(c) => Some(c.value().to_owned()),
+        _ => None,
+    })?;
+    sdp_in(&content_type, body, 0)
+}
+
+fn sdp_in(content_type: &str, body: &[u8], depth: u8) -> Option<Vec<u8>> {
+    let mut params = content_type.split(';');
+    let media = params.next()?.trim().to_ascii_lowercase();
+    if media == "application/sdp" {
+        return (!body.is_empty()).then(|| body.to_vec());
+    }
+    if depth > 1 || (media != "multipart/mixed" && media != "multipart/alternative") {
+        return None;
+    }
+    let boundary = params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })?;
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    // Positions of every delimiter that starts a line.
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + delimiter.len() <= body.len() {
+        if &body[i..i + delimiter.len()] == delimiter && (i == 0 || body[i - 1] == b'\n') {
+            starts.push(i);
+            i += delimiter.len();
+        } else {
+            i += 1;
+        }
+    }
+    for pair in starts.windows(2) {
+        let after = pair[0] + delimiter.len();
+        if body[after..].starts_with(b"--") {
+            break;
+        }
+        // The part runs from the line after the delimiter to the CRLF before the next.
+        let line_end = body[after..].iter().position(|b| *b == b'\n')? + after + 1;
+        let mut end = pair[1];
+        if end > line_end && body[end - 1] == b'\n' {
+            end -= 1;
+            if end > line_end && body[end - 1] == b'\r' {
+                end -= 1;
+            }
+        }
+        let part = &body[line_end..end.max(line_end)];
+        let (head, content) = match part.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(p) => (&part[..p], &part[p + 4..]),
+            None if part.starts_with(b"\r\n") => (&part[..0], &part[2..]),
+            None => continue,
+        };
+        let head = String::from_utf8_lossy(head);
+        // A part without Content-Type is text/plain (RFC 2046 §5.1).
+        let part_type = head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| {
+                n.trim().eq_ignore_ascii_case("Content-Type") || n.trim().eq_ignore_ascii_case("c")
+            })
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default();
+        if let Some(sdp) = sdp_in(&part_type, content, depth + 1) {
+            return Some(sdp);
+        }
+    }
+    None
 }
 
 /// Header lines of a message that failed to normalise, read leniently, only to build the
@@ -177,11 +430,16 @@ fn lenient(bytes: &[u8]) -> Option<Normalized> {
 /// that failed the checks. Needs a Via to know where to answer; a response is never
 /// answered.
 fn answer_raw(raw: &Normalized, code: u16, why: &str, host: &str) -> Rejected {
+    answer_with(raw, code, why, host, Vec::new())
+}
+
+/// [`answer_raw`] with `extra` headers (Allow, Unsupported, Accept) before the Warning.
+fn answer_with(raw: &Normalized, code: u16, why: &str, host: &str, extra: Vec<Header>) -> Rejected {
     let looks_like_request = raw
         .start_line
         .split(' ')
         .next()
-        .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()));
+        .is_some_and(|m| !m.is_empty() && !m.starts_with("SIP/") && is_token(m));
     if !looks_like_request || raw.value("Via").is_none() {
         return Rejected::Drop(why.to_owned());
     }
@@ -193,6 +451,12 @@ fn answer_raw(raw: &Normalized, code: u16, why: &str, host: &str) -> Rejected {
         headers.push(rsip::headers::From::new(v).into());
     }
     if let Some(v) = raw.value("To") {
+        // RFC 3261 §8.2.6.2: a final response adds a To tag when the request had none.
+        let v = if to_has_tag(v) {
+            v.to_owned()
+        } else {
+            format!("{v};tag={}", random_token())
+        };
         headers.push(rsip::headers::To::new(v).into());
     }
     if let Some(v) = raw.value("Call-ID") {
@@ -201,6 +465,7 @@ fn answer_raw(raw: &Normalized, code: u16, why: &str, host: &str) -> Rejected {
     if let Some(v) = raw.value("CSeq") {
         headers.push(rsip::headers::CSeq::new(v).into());
     }
+    headers.extend(extra);
     headers.push(warning(host, why));
     let response = Response {
         status_code: status(code),
@@ -209,6 +474,18 @@ fn answer_raw(raw: &Normalized, code: u16, why: &str, host: &str) -> Rejected {
         body: Vec::new(),
     };
     Rejected::Answer(Box::new(response), why.to_owned())
+}
+
+/// Whether a raw To value carries a tag parameter (outside its `<...>` and quotes).
+fn to_has_tag(value: &str) -> bool {
+    let params = match value.rfind('>') {
+        Some(p) => &value[p..],
+        None => value,
+    };
+    params
+        .split(';')
+        .skip(1)
+        .any(|p| p.trim().to_ascii_lowercase().starts_with("tag"))
 }
 
 /// A Warning header (RFC 3261 §20.43), code 399 (miscellaneous), the text quoted.
@@ -279,22 +556,20 @@ pub fn branch<M: HeadersExt>(m: &M) -> Option<String> {
 
 /// The tag of the To header.
 pub fn to_tag<M: HeadersExt>(m: &M) -> Option<String> {
-    m.to_header()
-        .ok()?
-        .typed()
-        .ok()?
-        .tag()
-        .map(|t| t.value().to_owned())
+    let to = m.to_header().ok()?;
+    match to.typed() {
+        Ok(t) => t.tag().map(|t| t.value().to_owned()),
+        Err(_) => raw_tag(to.value()),
+    }
 }
 
 /// The tag of the From header.
 pub fn from_tag<M: HeadersExt>(m: &M) -> Option<String> {
-    m.from_header()
-        .ok()?
-        .typed()
-        .ok()?
-        .tag()
-        .map(|t| t.value().to_owned())
+    let from = m.from_header().ok()?;
+    match from.typed() {
+        Ok(f) => f.tag().map(|t| t.value().to_owned()),
+        Err(_) => raw_tag(from.value()),
+    }
 }
 
 /// `Max-Forwards`, when present and numeric.
@@ -702,5 +977,235 @@ mod tests {
         );
         assert_eq!(user_of("<tel:+862112345>").as_deref(), Some("+862112345"));
         assert_eq!(user_of("sip:host.only"), None);
+    }
+
+    /// A message of the fuzz corpus (also sent by the e2e conformance suite).
+    fn corpus(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/fuzz/corpus/sip_message/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The error response to a corpus message, as text.
+    fn answer_to(name: &str) -> (u16, String) {
+        match parse(&corpus(name), true, LIMITS, "gw") {
+            Err(Rejected::Answer(resp, _)) => (resp.status_code.code(), resp.to_string()),
+            Err(Rejected::Drop(why)) => panic!("{name}: dropped: {why}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+    }
+
+    fn parses(name: &str) -> Request {
+        match parse(&corpus(name), true, LIMITS, "gw") {
+            Ok(SipMessage::Request(r)) => r,
+            Ok(_) => panic!("{name}: not a request"),
+            Err(Rejected::Answer(resp, why)) => panic!("{name}: {why}: {resp}"),
+            Err(Rejected::Drop(why)) => panic!("{name}: dropped: {why}"),
+        }
+    }
+
+    #[test]
+    fn rfc4475_3_1_1_1_wsinv_parses() {
+        let r = parses("rfc4475-wsinv");
+        assert_eq!(r.method, Method::Invite);
+        assert_eq!(call_id(&r), "wsinv.ndaksdj@192.0.2.1");
+        assert_eq!(cseq(&r), Some((9, Method::Invite)));
+        assert_eq!(branch(&r).as_deref(), Some("390skdjuw"));
+        assert_eq!(from_tag(&r).as_deref(), Some("98asjd8"));
+        assert_eq!(to_tag(&r).as_deref(), Some("1918181833n"));
+        assert_eq!(max_forwards(&r), Some(68));
+        assert_eq!(via_sent_by_port(&r), Some(9));
+        assert_eq!(r.body.len(), 150);
+        assert_eq!(
+            other_header(&r, "NewFangledHeader"),
+            Some("newfangled value continued newfangled value")
+        );
+        // The display name's escaped quote is kept byte for byte.
+        let from = r.from_header().expect("from").value().to_owned();
+        assert_eq!(
+            from,
+            r#""J Rosenberg \\\"" <sip:jdrosen@example.com>;tag=98asjd8"#
+        );
+        let vias: Vec<String> = r
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Via(v) => Some(v.value().to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP 127.0.0.1:9;branch=390skdjuw;rport",
+                "SIP/2.0/TCP spindle.example.com;branch=z9hG4bK9ikj8,SIP/2.0/UDP 192.168.255.111;branch=z9hG4bK30239"
+            ]
+        );
+    }
+
+    #[test]
+    fn folding_whitespace_before_colons_and_compact_forms_parse() {
+        let r = parses("rfc3261-folded-from");
+        assert_eq!(from_tag(&r).as_deref(), Some("ff1"));
+        assert_eq!(cseq(&r), Some((1, Method::Options)));
+        let r = parses("rfc3261-ws-before-colon");
+        assert_eq!(from_tag(&r).as_deref(), Some("w1"));
+        assert_eq!(branch(&r).as_deref(), Some("z9hG4bKwscolon"));
+        assert_eq!(call_id(&r), "wscolon@conformance");
+        let r = parses("rfc3261-compact");
+        assert_eq!(call_id(&r), "compact@conformance");
+        let text = r.to_string();
+        assert!(text.contains("Subject: all compact forms\r\n"), "{text}");
+        assert!(text.contains("Supported: timer\r\n"), "{text}");
+        assert!(r.contact_header().is_ok());
+    }
+
+    #[test]
+    fn rfc4475_3_3_4_unknown_uri_schemes_in_to_and_from_are_opaque() {
+        let r = parses("rfc4475-unksm2");
+        assert_eq!(from_tag(&r).as_deref(), Some("uunksm2"));
+        assert_eq!(to_tag(&r), None);
+        let urn = String::from_utf8(corpus("rfc4475-unksm2"))
+            .expect("utf8")
+            .replace("<isbn:2983792873>", "<urn:service:sos>;tag=t9");
+        let SipMessage::Request(r) = parse(urn.as_bytes(), true, LIMITS, "gw").expect("valid")
+        else {
+            panic!("a request")
+        };
+        assert_eq!(to_tag(&r).as_deref(), Some("t9"));
+        // Not a licence for garbage: no scheme, or a space inside the brackets.
+        assert!(!opaque_addr("<isbn 2983792873>"));
+        assert!(!opaque_addr("<:x>"));
+        assert!(!opaque_addr("\"a <urn:x>"));
+    }
+
+    #[test]
+    fn rfc4475_3_3_11_zeromf_options_is_answered() {
+        parses("rfc4475-zeromf");
+    }
+
+    #[test]
+    fn rfc4475_3_1_1_2_intmeth_and_unknown_methods_get_501_with_allow() {
+        for name in ["rfc4475-intmeth", "rfc3261-newmethod", "rfc4475-mismatch02"] {
+            let (code, text) = answer_to(name);
+            assert_eq!(code, 501, "{name}: {text}");
+            assert!(
+                text.contains(&format!("Allow: {}\r\n", crate::ALLOW)),
+                "{name}: {text}"
+            );
+            assert!(text.contains("To: <sip:"), "{name}: {text}");
+            assert!(text.contains(";tag="), "{name}: a To tag: {text}");
+        }
+    }
+
+    #[test]
+    fn rfc4475_3_3_5_bext01_gets_420_with_unsupported() {
+        let (code, text) = answer_to("rfc4475-bext01");
+        assert_eq!(code, 420, "{text}");
+        assert!(
+            text.contains("Unsupported: nothingSupportedHere, nothingSupportedHereEither\r\n"),
+            "Proxy-Require is not a UAS's business: {text}"
+        );
+        // Not for ACK or CANCEL.
+        let cancel = String::from_utf8(corpus("rfc4475-bext01"))
+            .expect("utf8")
+            .replace("OPTIONS", "CANCEL");
+        assert!(parse(cancel.as_bytes(), true, LIMITS, "gw").is_ok());
+    }
+
+    #[test]
+    fn rfc4475_3_3_6_invut_gets_415_with_accept() {
+        let (code, text) = answer_to("rfc4475-invut");
+        assert_eq!(code, 415, "{text}");
+        assert!(
+            text.contains("Accept: application/sdp, multipart/mixed\r\n"),
+            "{text}"
+        );
+        // A Content-Encoding the gateway cannot undo is 415 too.
+        let gz = String::from_utf8(corpus("rfc4475-mpart01"))
+            .expect("utf8")
+            .replace("MIME-Version: 1.0", "Content-Encoding: gzip");
+        assert_eq!(
+            rejected_code(parse(gz.as_bytes(), true, LIMITS, "gw")),
+            Some(415)
+        );
+    }
+
+    #[test]
+    fn rfc4475_3_1_1_11_mpart01_multipart_invite_is_accepted() {
+        let r = parses("rfc4475-mpart01");
+        let sdp = sdp_part(&r.headers, &r.body).expect("an SDP part");
+        assert!(
+            sdp.starts_with(b"v=0\r\n"),
+            "{}",
+            String::from_utf8_lossy(&sdp)
+        );
+        assert!(
+            sdp.ends_with(b"m=audio 9 RTP/AVP 0\r\n"),
+            "{}",
+            String::from_utf8_lossy(&sdp)
+        );
+    }
+
+    #[test]
+    fn sdp_part_of_bodies() {
+        let sdp = b"v=0\r\nm=audio 9 RTP/AVP 0\r\n";
+        assert_eq!(sdp_in("application/SDP", sdp, 0).as_deref(), Some(&sdp[..]));
+        assert_eq!(sdp_in("application/isup", sdp, 0), None);
+        assert_eq!(sdp_in("application/sdp", b"", 0), None);
+        // Quoted boundary, a part without headers first, the SDP second, no CRLF kept.
+        let body = b"preamble\r\n--b 1\r\n\r\nplain text\r\n--b 1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\r\n--b 1--\r\n";
+        assert_eq!(
+            sdp_in("multipart/alternative; boundary=\"b 1\"", body, 0).as_deref(),
+            Some(&b"v=0\r\n"[..])
+        );
+        // Nested one level: multipart/mixed holding a multipart/alternative.
+        let nested = b"--o\r\nContent-Type: multipart/alternative;boundary=i\r\n\r\n--i\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--i--\r\n--o--\r\n";
+        assert_eq!(
+            sdp_in("multipart/mixed;boundary=o", nested, 0).as_deref(),
+            Some(&b"v=0"[..])
+        );
+        // No SDP part, no boundary, an unterminated body: none.
+        let isup = b"--b\r\nContent-Type: application/isup\r\n\r\n\x01\x10\r\n--b--\r\n";
+        assert_eq!(sdp_in("multipart/mixed;boundary=b", isup, 0), None);
+        assert_eq!(sdp_in("multipart/mixed", body, 0), None);
+        assert_eq!(
+            sdp_in(
+                "multipart/mixed;boundary=b",
+                b"--b\r\nContent-Type: application/sdp\r\n\r\nv=0",
+                0
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn rfc4475_3_1_2_6_quotbal_gets_400() {
+        let (code, text) = answer_to("rfc4475-quotbal");
+        assert_eq!(code, 400);
+        assert!(
+            text.contains("unterminated quoted string in From"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rfc4475_3_3_8_multi01_and_other_bad_scalars_get_400() {
+        for (name, why) in [
+            ("rfc4475-multi01", "more than one From"),
+            ("rfc3261-two-callid", "more than one Call-ID"),
+            ("rfc3261-empty-callid", "Call-ID"),
+            ("rfc3261-negative-max-forwards", "malformed Max-Forwards"),
+            ("rfc3261-nonnumeric-max-forwards", "malformed Max-Forwards"),
+            ("rfc4475-scalar02", "CSeq"),
+            ("rfc4475-clerr", "Content-Length"),
+        ] {
+            let (code, text) = answer_to(name);
+            assert_eq!(code, 400, "{name}: {text}");
+            assert!(text.contains("Warning: 399 gw"), "{name}: {text}");
+            assert!(text.contains(why), "{name}: wanted {why:?} in {text}");
+        }
     }
 }

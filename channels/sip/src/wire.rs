@@ -10,6 +10,9 @@
 //!   is an error (a request gets 400, §18.3).
 //! - **Line folding** (§7.3.1) is undone and **compact header names** (§7.3.3: `v`, `i`,
 //!   `f`, `t`, `m`, `l`, `c`, ...) are expanded, neither of which rsip understands.
+//! - **Optional whitespace** around the separators of Via, From, To, Contact, Route,
+//!   Record-Route and Reply-To and in CSeq (§25.1's `SWS`), which rsip refuses or misreads
+//!   (see `tidy`), is removed, and header names get their usual case.
 //! - **Limits**: total size, header count, header section bytes, so that a hostile peer
 //!   cannot make the gateway buffer or scan without bound.
 
@@ -152,10 +155,36 @@ fn content_length<'a>(
     Ok(found)
 }
 
-/// The full name of a compact header name (RFC 3261 §7.3.3, RFC 3515, RFC 3841).
+/// Header names whose case rsip or this crate matches exactly: written in their usual
+/// case, since RFC 3261 §7.3.1 makes names case-insensitive (RFC 4475 3.1.1.1 sends
+/// `MaX-fOrWaRdS`, `cseq`, `TO`).
+const CANONICAL: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Content-Length",
+    "Content-Type",
+    "Route",
+    "Record-Route",
+    "Require",
+    "Proxy-Require",
+    "Supported",
+    "Reply-To",
+];
+
+/// The full name of a compact header name (RFC 3261 §7.3.3, RFC 3515, RFC 3841), and
+/// the usual case of the names in [`CANONICAL`].
 fn expand(name: &str) -> &str {
     if name.len() != 1 {
-        return name;
+        return CANONICAL
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(name))
+            .copied()
+            .unwrap_or(name);
     }
     match name.as_bytes()[0].to_ascii_lowercase() {
         b'i' => "Call-ID",
@@ -172,6 +201,76 @@ fn expand(name: &str) -> &str {
         b'o' => "Event",
         b'u' => "Allow-Events",
         _ => name,
+    }
+}
+
+/// Removes the optional whitespace RFC 3261's grammar allows where rsip's tokenizer
+/// refuses it or, worse, silently drops what follows it.
+///
+/// RFC 3261 §25.1 writes separators as `SLASH = SWS "/" SWS`, `SEMI = SWS ";" SWS`,
+/// `EQUAL = SWS "=" SWS`, `COMMA`, `COLON` alike: any whitespace may surround them
+/// (RFC 4475 3.1.1.1 "wsinv" sends `SIP  /   2.0 /UDP` and `; tag = 98asjd8`). rsip
+/// 0.4 takes none: a Via with it fails to tokenize, a From fails, and a To written as an
+/// addr-spec loses its tag (`sip:a@b ; tag = 1` comes back as `<sip:a@b>`). So before
+/// rsip sees them:
+/// - **Via**: runs of whitespace become one space, and spaces next to `/ ; = , :`
+///   go (the one space left separates the protocol from sent-by);
+/// - **From, To, Contact, Route, Record-Route, Reply-To**: outside quoted display names
+///   and outside `<...>`, runs of whitespace become one space and spaces next to
+///   `; = ,` go; quoted strings are kept byte for byte;
+/// - **CSeq**: whitespace between number and method becomes one space.
+///
+/// Folding was already undone, so a value here is one line.
+fn tidy(name: &str, value: &str) -> String {
+    let squeeze = |separators: &[u8], keep_brackets: bool| -> String {
+        let mut out = String::with_capacity(value.len());
+        let (mut quoted, mut escaped, mut angle) = (false, false, false);
+        let mut pending_space = false;
+        for c in value.trim().chars() {
+            if quoted {
+                out.push(c);
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => quoted = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if angle {
+                out.push(c);
+                if c == '>' {
+                    angle = false;
+                }
+                continue;
+            }
+            if c == ' ' || c == '\t' {
+                pending_space = true;
+                continue;
+            }
+            let sep = c.is_ascii() && separators.contains(&(c as u8));
+            let after_sep = out
+                .as_bytes()
+                .last()
+                .is_some_and(|b| separators.contains(b));
+            if pending_space && !sep && !after_sep && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            match c {
+                '"' => quoted = true,
+                '<' if keep_brackets => angle = true,
+                _ => {}
+            }
+            out.push(c);
+        }
+        out
+    };
+    match name {
+        "Via" => squeeze(b"/;=,:", false),
+        "From" | "To" | "Contact" | "Route" | "Record-Route" | "Reply-To" => squeeze(b";=,", true),
+        "CSeq" => value.split_whitespace().collect::<Vec<_>>().join(" "),
+        _ => value.trim().to_owned(),
     }
 }
 
@@ -216,6 +315,9 @@ pub fn normalize(msg: &[u8], datagram: bool, limits: Limits) -> Result<Normalize
             return Err(WireError::TooManyHeaders(limits.max_headers));
         }
         headers.push((expand(name).to_owned(), value.trim().to_owned()));
+    }
+    for (name, value) in headers.iter_mut() {
+        *value = tidy(name, value);
     }
     let length = content_length(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
     let body = match (length, datagram) {
@@ -296,6 +398,48 @@ mod tests {
         );
         let binary = b"OPTIONS sip:a@b SIP/2.0\r\nX: \x01\x02\r\n\r\n";
         assert_eq!(normalize(binary, true, LIMITS), Err(WireError::NotText));
+    }
+
+    #[test]
+    fn rfc4475_3_1_1_1_wsinv_whitespace_is_removed_where_the_grammar_allows_it() {
+        assert_eq!(
+            tidy(
+                "Via",
+                "SIP  /   2.0 /UDP\t192.0.2.2 : 5060 ; branch = z9hG4bK1 ,SIP / 2.0 / TCP h"
+            ),
+            "SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bK1,SIP/2.0/TCP h"
+        );
+        // Quoted display names are kept as they are; `<...>` is not touched.
+        assert_eq!(
+            tidy(
+                "From",
+                r#""J  Rosenberg \""   <sip:a@b;x = y> ; tag = 98asjd8"#
+            ),
+            r#""J  Rosenberg \"" <sip:a@b;x = y>;tag=98asjd8"#
+        );
+        assert_eq!(
+            tidy("To", "sip:vivekg@chair ;   tag    = 1918181833n"),
+            "sip:vivekg@chair;tag=1918181833n"
+        );
+        assert_eq!(tidy("CSeq", "0009   INVITE"), "0009 INVITE");
+        // Other headers keep their inner whitespace.
+        assert_eq!(tidy("Subject", " a  b "), "a  b");
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_may_have_whitespace_before_the_colon() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nMaX-fOrWaRdS : 0068\r\ncseq\t: 1\r\n  OPTIONS\r\nTO :\r\n <sip:a@b>\r\nNewFangled: a\r\n\r\n";
+        let n = normalize(raw, true, LIMITS).expect("valid");
+        assert_eq!(n.value("Max-Forwards"), Some("0068"));
+        assert_eq!(n.value("CSeq"), Some("1 OPTIONS"));
+        assert_eq!(n.value("To"), Some("<sip:a@b>"));
+        let text = String::from_utf8(n.to_bytes()).expect("utf8");
+        assert!(
+            text.contains(
+                "\r\nMax-Forwards: 0068\r\nCSeq: 1 OPTIONS\r\nTo: <sip:a@b>\r\nNewFangled: a\r\n"
+            ),
+            "{text}"
+        );
     }
 
     proptest::proptest! {
