@@ -64,6 +64,8 @@ pub struct SipOptions {
     /// Art. 17 revisit calls: `[channels.sip.revisit] uri` (with `{number}`), and the
     /// seconds they ring.
     pub revisit: Option<(String, u64)>,
+    /// Stream connections per source, and the ms a begun message has to complete.
+    pub streams: Option<(usize, u64)>,
 }
 
 impl SipOptions {
@@ -88,6 +90,7 @@ impl SipOptions {
             asr_model: None,
             asr_busy_window_ms: None,
             revisit: None,
+            streams: None,
         }
     }
 
@@ -138,6 +141,7 @@ invite_rate_per_second = {rate}
 invite_burst = {burst}
 max_calls = {max_calls}
 t1_ms = {t1}
+{streams}
 trunks = [
   {{ name = "carrier-a", addresses = ["127.0.0.1/32"] }},
   {{ name = "{TRUNK_USER}", addresses = ["{DIGEST_TRUNK_IP}/32"], digest = {{ username = "{TRUNK_USER}", password_env = "E2E_TRUNK_PASSWORD" }} }},
@@ -162,6 +166,12 @@ timeout_secs = {media_timeout}
             burst = self.invite_burst,
             max_calls = self.max_calls,
             t1 = self.t1_ms,
+            streams = self
+                .streams
+                .map(|(n, ms)| {
+                    format!("stream_max_per_source = {n}\nstream_message_timeout_ms = {ms}")
+                })
+                .unwrap_or_default(),
             media_max = media + self.media_ports - 1,
             media_timeout = self.media_timeout_secs,
             asr = if self.asr {

@@ -1340,3 +1340,61 @@ fn an_answered_call_never_acked_is_ended_with_bye_at_64_t1() -> Result<()> {
     agent.expect_ok(SIPP_WAIT)?;
     Ok(())
 }
+
+#[test]
+fn stream_connections_are_capped_per_source_and_half_a_header_is_not_kept() -> Result<()> {
+    use std::io::{Read, Write};
+    // 8 connections per address; a begun message has 2 s to complete.
+    let (_broker, gw, _) = start(|s| s.streams = Some((8, 2000)))?;
+    let half = "INVITE sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;bra";
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.sip_port))?;
+        c.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let _ = c.write_all(half.as_bytes());
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Is the connection closed (EOF or reset) or still open (a read timeout)?
+    let closed = |c: &mut std::net::TcpStream| {
+        let mut b = [0u8; 64];
+        match c.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    let count_open = |held: &mut Vec<std::net::TcpStream>| {
+        let mut n = 0;
+        for c in held.iter_mut() {
+            if !closed(c) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(
+        count_open(&mut held),
+        8,
+        "the ninth and later are closed at once"
+    );
+    // Half a header past the message timeout: every one is closed.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(count_open(&mut held), 0, "half a header is not kept");
+    // A whole message on a fresh connection is answered.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.sip_port))?;
+    let local = c.local_addr()?;
+    let options = format!(
+        "OPTIONS sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpopt\r\nFrom: <sip:x@carrier.example>;tag=1\r\nTo: <sip:12345@127.0.0.1>\r\nCall-ID: tcp-opt-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.write_all(options.as_bytes())?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = vec![0u8; 4096];
+    let n = c.read(&mut buf)?;
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(status_of(&answer), Some(200), "{answer}");
+    Ok(())
+}

@@ -125,6 +125,15 @@ pub struct SipConfig {
     /// or `silent` (nothing). Either way its retransmissions are absorbed unanswered.
     #[serde(default)]
     pub unknown_sources: UnknownSources,
+    /// Stream (TCP and TLS) connections open at once, in all.
+    #[serde(default = "default_stream_max")]
+    pub stream_max_connections: usize,
+    /// Stream connections open at once from one address.
+    #[serde(default = "default_stream_per_source")]
+    pub stream_max_per_source: usize,
+    /// A message begun on a stream must be whole within this many milliseconds.
+    #[serde(default = "default_stream_message_ms")]
+    pub stream_message_timeout_ms: u64,
     /// Largest SIP message, in bytes; larger gets 513.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -325,6 +334,16 @@ pub enum UnknownSources {
     Silent,
 }
 
+fn default_stream_max() -> usize {
+    1024
+}
+fn default_stream_per_source() -> usize {
+    64
+}
+fn default_stream_message_ms() -> u64 {
+    10_000
+}
+
 fn default_max_calls() -> usize {
     DEFAULT_MAX_CALLS
 }
@@ -425,6 +444,15 @@ impl SipConfig {
                 "invite_rate_per_second",
                 "rate and burst must be positive",
             ));
+        }
+        if self.stream_max_connections == 0 || self.stream_max_per_source == 0 {
+            return Err(invalid(
+                "stream_max_connections",
+                "stream connection caps must be positive",
+            ));
+        }
+        if !(100..=600_000).contains(&self.stream_message_timeout_ms) {
+            return Err(invalid("stream_message_timeout_ms", "100 to 600,000"));
         }
         if self.max_calls == 0 {
             return Err(invalid("max_calls", "must be positive"));

@@ -144,6 +144,54 @@ pub struct Endpoint {
     timers: Timers,
     limits: Limits,
     host: String,
+    /// Stream (TCP, TLS) connections open, by source address.
+    streams: Mutex<HashMap<std::net::IpAddr, usize>>,
+    stream_limits: Mutex<StreamLimits>,
+}
+
+/// Caps on stream connections (TCP and TLS together): a peer that opens connections and
+/// sends half a header must not hold them, or the gateway's memory, forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Connections open at once, from every source.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_per_source: usize,
+    /// A message begun must be complete within this (its headers and body); a connection
+    /// that dawdles is closed.
+    pub message_timeout: Duration,
+    /// A connection with nothing in flight is closed after this.
+    pub idle_timeout: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_connections: 1024,
+            max_per_source: 64,
+            message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One open stream connection, counted until dropped.
+struct StreamSlot {
+    ep: Arc<Endpoint>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = lock(&self.ep.streams);
+        if let Some(n) = streams.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.ip);
+            }
+        }
+        metrics::gauge!("gateway_sip_stream_connections").decrement(1.0);
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -171,6 +219,33 @@ impl Endpoint {
             timers,
             limits,
             host,
+            streams: Mutex::new(HashMap::new()),
+            stream_limits: Mutex::new(StreamLimits::default()),
+        })
+    }
+
+    /// Sets the stream connections' caps (before the listeners start).
+    pub fn set_stream_limits(&self, limits: StreamLimits) {
+        *lock(&self.stream_limits) = limits;
+    }
+
+    /// Takes a slot for a connection from `ip`, or says why not.
+    fn stream_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<StreamSlot, &'static str> {
+        let limits = *lock(&self.stream_limits);
+        let mut streams = lock(&self.streams);
+        let total: usize = streams.values().sum();
+        if total >= limits.max_connections {
+            return Err("total");
+        }
+        let mine = streams.entry(ip).or_insert(0);
+        if *mine >= limits.max_per_source {
+            return Err("per_source");
+        }
+        *mine += 1;
+        metrics::gauge!("gateway_sip_stream_connections").increment(1.0);
+        Ok(StreamSlot {
+            ep: self.clone(),
+            ip,
         })
     }
 
@@ -272,12 +347,24 @@ impl Endpoint {
                     continue;
                 }
             };
+            let slot = match self.stream_slot(from.ip()) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    // Closed at once: no task, no buffer. Counted, not logged one by one
+                    // (a flood of connections would flood the log).
+                    metrics::counter!("gateway_sip_stream_refused_total", "reason" => reason)
+                        .increment(1);
+                    drop(stream);
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let ep = self.clone();
             let tu = tu.clone();
             let shutdown = shutdown.clone();
             let tls = tls.clone();
             tasks.spawn(async move {
+                let _slot = slot;
                 let Some((acceptor, handshake)) = tls else {
                     return ep.serve_stream(stream, Peer::Tcp(from), tu, shutdown).await;
                 };
@@ -319,24 +406,47 @@ impl Endpoint {
             }
         });
         let mut buf = BytesMut::with_capacity(8192);
-        // Idle connections are closed after this long (RFC 3261 §18 leaves it to us).
-        let idle = Duration::from_secs(300);
+        // Idle connections are closed after `idle_timeout` (RFC 3261 §18 leaves it to
+        // us); a message begun must be whole within `message_timeout` of its first byte.
+        let limits = *lock(&self.stream_limits);
+        let mut begun: Option<Instant> = None;
         'conn: loop {
+            let wait = match begun {
+                None => limits.idle_timeout,
+                Some(at) => limits.message_timeout.saturating_sub(at.elapsed()),
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout(wait, reader.read_buf(&mut buf)) => r,
                 () = shutdown.cancelled() => break,
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Err(_) => {
+                    if begun.is_some() {
+                        metrics::counter!("gateway_sip_stream_timeouts_total").increment(1);
+                        tracing::debug!(%from, "A stream message not complete in time; closing");
+                    }
+                    break;
+                }
                 Ok(Ok(_)) => {}
             }
             loop {
                 let skip = wire::leading_crlf(&buf);
                 let _ = buf.split_to(skip);
                 match wire::frame_stream(&buf, self.limits) {
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // A part of a message waits for the rest: its clock runs from the
+                        // first byte.
+                        if buf.is_empty() {
+                            begun = None;
+                        } else if begun.is_none() {
+                            begun = Some(Instant::now());
+                        }
+                        break;
+                    }
                     Ok(Some(n)) => {
                         let message = buf.split_to(n);
+                        begun = None;
                         self.on_message(&message, peer, &tu).await;
                     }
                     Err(error) => {

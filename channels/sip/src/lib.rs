@@ -120,6 +120,12 @@ impl Channel for SipChannel {
         };
         let timers = Timers::from_t1(Duration::from_millis(cfg.t1_ms));
         let ep = Endpoint::new(udp, timers, limits, cfg.host());
+        ep.set_stream_limits(endpoint::StreamLimits {
+            max_connections: cfg.stream_max_connections,
+            max_per_source: cfg.stream_max_per_source,
+            message_timeout: Duration::from_millis(cfg.stream_message_timeout_ms),
+            ..endpoint::StreamLimits::default()
+        });
         let local_port = ep.udp_addr()?.port();
         let trunks = cfg
             .trunks
