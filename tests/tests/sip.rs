@@ -1398,3 +1398,26 @@ fn stream_connections_are_capped_per_source_and_half_a_header_is_not_kept() -> R
     assert_eq!(status_of(&answer), Some(200), "{answer}");
     Ok(())
 }
+
+#[test]
+fn a_sip_i_multipart_invite_is_bridged_and_stays_up_until_bye() -> Result<()> {
+    let (broker, gw, agent_port) = start(|_| {})?;
+    call_through(
+        &gw,
+        agent_port,
+        ("agent-answer.xml", &[]),
+        ("citizen-multipart.xml", "13800138010", &["-d", "3000"]),
+    )?;
+    let contacts = call_contacts(&broker, 3)?;
+    assert_eq!(
+        phases(&contacts),
+        ["offered", "answered", "ended"],
+        "{contacts:#?}"
+    );
+    let end = ended(&contacts);
+    assert_eq!(end["outcome"], "talked");
+    assert_eq!(end["ended_by"], "citizen", "up until the citizen's BYE");
+    let talk = end["talk_ms"].as_u64().unwrap_or_default();
+    assert!((2500..=4500).contains(&talk), "talk_ms {talk}");
+    Ok(())
+}

@@ -92,9 +92,9 @@ const CASES: &[Expect] = &[
         headers: WHY,
         tcp: false,
     },
-    // Not in the suite yet: rfc4475-mpart01 (an INVITE whose body is multipart/mixed
-    // with an SDP part) passes parsing (`channel_sip::msg::sdp_part` finds the SDP), but
-    // the call does not use that SDP yet; see docs/sip.md, "Conformance".
+    // rfc4475-mpart01 (an INVITE whose body is multipart/mixed with an SDP part) starts
+    // a call: tests/tests/sip.rs `a_sip_i_multipart_invite_is_bridged_and_stays_up_until_bye`
+    // places one through sipp, bridged and up until the citizen's BYE.
 ];
 
 fn corpus(name: &str) -> Result<Vec<u8>> {

@@ -251,8 +251,11 @@ pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) 
 impl Call {
     async fn run(&mut self, input_tx: mpsc::Sender<CallInput>) {
         // The offer, if any, must be usable before anything is recorded.
-        if msg::has_sdp(&self.a.invite, self.a.invite.body()) {
-            match sdp::parse_offer(self.a.invite.body()) {
+        // The SDP of an `application/sdp` body, or the SDP part of a `multipart/mixed` or
+        // `multipart/alternative` one (SIP-I/SIP-T interconnects add an ISUP part, which
+        // the gateway has no use for and leaves in the INVITE as it came).
+        if let Some(offer_sdp) = msg::sdp_part(&self.a.invite.headers, self.a.invite.body()) {
+            match sdp::parse_offer(&offer_sdp) {
                 Ok(offer) => self.a.offer = Some(offer),
                 Err(e) => {
                     let (code, reason, warning) = match e {
