@@ -1015,6 +1015,11 @@ fn a_call_with_no_media_port_free_gets_503() -> Result<()> {
         header(&refused, "Warning").is_some_and(|w| w.contains("media ports")),
         "{refused}"
     );
+    assert_eq!(
+        header(&refused, "Retry-After").as_deref(),
+        Some("5"),
+        "the trunk may try again shortly: {refused}"
+    );
     second.send(second.ack_failure(&invite, &refused).as_bytes())?;
 
     raw.send(raw_in_dialog(&raw, &gw, &ok, call, caller, "BYE", 2, None).as_bytes())?;

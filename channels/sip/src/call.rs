@@ -303,7 +303,13 @@ impl Call {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "No media ports; refusing the call");
+                    metrics::counter!("gateway_sip_calls_refused_total", "reason" => "media_ports")
+                        .increment(1);
                     let mut r = self.a_response(503);
+                    // Ports come back as calls end: the trunk may try again shortly
+                    // (RFC 3261 §21.5.4).
+                    r.headers
+                        .push(Header::Other("Retry-After".into(), "5".into()));
                     r.headers
                         .push(msg::warning(self.core.ep.host(), "no media ports free"));
                     self.a.tx.respond(r).await;
