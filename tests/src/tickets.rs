@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use contract::{ChannelKind, Event, TicketDraft, TicketKind, TicketRef, Urgency};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -302,6 +302,32 @@ pub fn producer(bootstrap: &str) -> Result<FutureProducer> {
 pub async fn produce_event(p: &FutureProducer, topic: &str, event: Event) -> Result<()> {
     let record = event.to_record("/gateway/e2e/sms")?;
     produce_raw(p, topic, &record.key, &record.headers, &record.payload).await
+}
+
+/// Writes an event to `topic` as the ticket service's outbox does, retrying for up to
+/// 30 s while the topic does not exist yet (the gateway creates its topics in the
+/// background).
+pub async fn produce_event_when_ready(bootstrap: &str, topic: &str, event: Event) -> Result<()> {
+    let p = producer(bootstrap)?;
+    let record = event.to_record("/tickets/e2e")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match produce_raw(&p, topic, &record.key, &record.headers, &record.payload).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Beijing wall time (`2026-12-01T09:00:00`), as the articles count.
+pub fn bj(s: &str) -> DateTime<Utc> {
+    chrono::FixedOffset::east_opt(8 * 3600)
+        .expect("offset")
+        .from_local_datetime(&s.parse().expect("datetime"))
+        .single()
+        .expect("unambiguous")
+        .with_timezone(&Utc)
 }
 
 /// Writes raw bytes with headers to `topic`.

@@ -45,28 +45,14 @@ fn survey(reference: &str, key: &str, expires_in: chrono::Duration) -> ChatOutbo
     }
 }
 
-/// Publishes `m` on the chat-outbound topic as the ticket service does (the CloudEvents
-/// record `Event::to_record` makes, keyed by the ticket).
+/// Publishes `m` on its topic as the ticket service does.
 async fn publish(broker: &Broker, m: &ChatOutbound) -> Result<()> {
-    let producer = e2e::tickets::producer(&broker.bootstrap())?;
-    let record = Event::from(m.clone()).to_record("/tickets/e2e")?;
-    // The gateway creates its topics in the background: retry until it has.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let sent = e2e::tickets::produce_raw(
-            &producer,
-            CHAT_OUTBOUND,
-            &record.key,
-            &record.headers,
-            &record.payload,
-        )
-        .await;
-        match sent {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    e2e::tickets::produce_event_when_ready(
+        &broker.bootstrap(),
+        CHAT_OUTBOUND,
+        Event::from(m.clone()),
+    )
+    .await
 }
 
 /// The records of `topic` that `mine` picks, read until `enough` of them are there or

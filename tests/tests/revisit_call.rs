@@ -52,28 +52,14 @@ fn request(attempt: u32, expires_in: chrono::Duration) -> RevisitCall {
     }
 }
 
-/// Publishes `call` on the calls topic as the ticket service does (the CloudEvents
-/// record `Event::to_record` makes, keyed by the ticket).
+/// Publishes `call` on its topic as the ticket service does.
 async fn publish(broker: &Broker, call: &RevisitCall) -> Result<()> {
-    let producer = e2e::tickets::producer(&broker.bootstrap())?;
-    let record = Event::from(call.clone()).to_record("/ticket-service/e2e")?;
-    // The gateway creates its topics in the background: retry until it has.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let sent = e2e::tickets::produce_raw(
-            &producer,
-            REVISIT_CALLS,
-            &record.key,
-            &record.headers,
-            &record.payload,
-        )
-        .await;
-        match sent {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    e2e::tickets::produce_event_when_ready(
+        &broker.bootstrap(),
+        REVISIT_CALLS,
+        Event::from(call.clone()),
+    )
+    .await
 }
 
 /// The results for `call` on the results topic, read for `within` or until one is there

@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use contract::{Event, TicketKind};
 use e2e::postgres::Postgres;
-use e2e::tickets::draft;
+use e2e::tickets::{bj, draft};
 use tickets::calendar::Calendar;
 use tickets::repeat::RepeatParams;
 use tickets::rules::{Command, Role};
@@ -17,16 +16,6 @@ use tickets::units::Units;
 const GROUP: &str = "ticket-service";
 const CONTACTS: &str = "hotline.contacts.v1";
 const DRAFTS: &str = "hotline.ticket-drafts.v1";
-
-/// Beijing wall time.
-fn bj(s: &str) -> DateTime<Utc> {
-    FixedOffset::east_opt(8 * 3600)
-        .expect("offset")
-        .from_local_datetime(&s.parse().expect("datetime"))
-        .single()
-        .expect("unambiguous")
-        .with_timezone(&Utc)
-}
 
 async fn store(pg: &Postgres, calendar: Calendar) -> Store {
     Store::connect(

@@ -257,6 +257,8 @@ pub struct Snapshot {
     pub card: Card,
     /// Redone once already (Art. 17).
     pub redone: bool,
+    /// The rating that counts (Arts. 16, 17).
+    pub rating: Option<contract::Rating>,
 }
 
 /// A refused command: nothing changes (except, for a late return, the red card Art. 10
@@ -777,6 +779,13 @@ pub fn apply(
                     "a ticket is redone once only (Art. 17)",
                 ));
             }
+            if t.rating.is_none_or(|r| r.satisfied()) {
+                return Err(refuse(
+                    409,
+                    "not-dissatisfied",
+                    "a redo follows a dissatisfied rating at the citizen's request (Art. 17)",
+                ));
+            }
             let days = redo_days(t.handling_days.unwrap_or_else(|| handling_days(t.kind)));
             let due = calendar.deadline(now, days);
             after.state = TicketState::Handling;
@@ -874,6 +883,7 @@ mod tests {
             return_requested_at: None,
             card: Card::None,
             redone: false,
+            rating: None,
         }
     }
 
@@ -1419,6 +1429,22 @@ mod tests {
         let mut t = dispatched(TicketKind::Complaint, "2026-12-01T09:00:00");
         t.state = TicketState::Closed;
         t.outcome = Some(Outcome::Resolved);
+        // Only after a dissatisfied rating.
+        for rating in [None, Some(contract::Rating::BasicallySatisfied)] {
+            t.rating = rating;
+            assert_eq!(
+                run(
+                    &t,
+                    &agent(),
+                    Command::Redo("重办".into()),
+                    "2026-12-14T09:00:00"
+                )
+                .expect_err("not dissatisfied")
+                .code,
+                "not-dissatisfied"
+            );
+        }
+        t.rating = Some(contract::Rating::Dissatisfied);
         let unit = Role::Unit {
             unit: t.lead_unit.clone().expect("dispatched"),
             person: "u1".into(),

@@ -322,6 +322,7 @@ impl TicketRow {
             return_requested_at: self.return_requested_at,
             card: Card::parse(&self.card).unwrap_or(Card::None),
             redone: self.redone,
+            rating: self.rating.as_deref().and_then(contract::Rating::parse),
         }
     }
 
@@ -1195,6 +1196,9 @@ impl Store {
         }
     }
 
+    /// Writes a ticket's snapshot; also stamps, from the state it moves from and to, when
+    /// the unit replied (Art. 13) and when it closed (cleared by a redo, Art. 17): the
+    /// times the follow-up and the statistics (Art. 18) read.
     async fn write_snapshot(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -1208,7 +1212,9 @@ impl Store {
             .unwrap_or((None, serde_json::Value::Null));
         sqlx::query_as(&format!(
             "UPDATE tickets SET state = $2, outcome = $3, kind = $4, summary = $5, location = $6, district = $7, request = $8, lead_unit = $9, co_units = $10, dispatched_at = $11, first_dispatched_at = $12, dispatch_due = $13, handling_due = $14, handling_days = $15, due_provisional = $16, extended = $17, returns = $18, card = $19, \
-             records = CASE WHEN $20::text IS NULL THEN records ELSE jsonb_set(records, ARRAY[$20::text], $21::jsonb) END, updated_at = $22, return_requested_at = $23, redone = $24 \
+             records = CASE WHEN $20::text IS NULL THEN records ELSE jsonb_set(records, ARRAY[$20::text], $21::jsonb) END, updated_at = $22, return_requested_at = $23, redone = $24, \
+             replied_at = CASE WHEN $2 = 'replied' AND state <> 'replied' THEN $22 ELSE replied_at END, \
+             closed_at = CASE WHEN $2 <> 'closed' THEN NULL WHEN state <> 'closed' THEN $22 ELSE closed_at END \
              WHERE ticket_ref = $1 RETURNING {TICKET_COLUMNS}"
         ))
         .bind(ticket_ref)
@@ -1262,12 +1268,6 @@ impl Store {
             }));
         }
         let actor = role.actor();
-        if matches!(command, Command::Redo(_)) {
-            // Art. 17: a redo follows a dissatisfied rating.
-            if let Err(refusal) = Self::redo_allowed(&row) {
-                return Err(CommandError::Refused(refusal));
-            }
-        }
         match rules::apply(
             &row.snapshot(),
             role,
@@ -1284,7 +1284,6 @@ impl Store {
                 let after = self
                     .write_snapshot(&mut tx, ticket_ref, &t.after, t.record, now)
                     .await?;
-                let after = self.stamp(&mut tx, &after, t.action, now).await?;
                 self.emit(
                     &mut tx,
                     &after,

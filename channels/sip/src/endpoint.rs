@@ -144,8 +144,8 @@ pub struct Endpoint {
     timers: Timers,
     limits: Limits,
     host: String,
-    /// Stream (TCP, TLS) connections open, by source address.
-    streams: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Stream (TCP, TLS) connections open: in all, and by source address.
+    streams: Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
     stream_limits: Mutex<StreamLimits>,
 }
 
@@ -184,10 +184,12 @@ struct StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut streams = lock(&self.ep.streams);
-        if let Some(n) = streams.get_mut(&self.ip) {
+        let (total, by_ip) = &mut *streams;
+        *total -= 1;
+        if let Some(n) = by_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                streams.remove(&self.ip);
+                by_ip.remove(&self.ip);
             }
         }
         metrics::gauge!("gateway_sip_stream_connections").decrement(1.0);
@@ -219,7 +221,7 @@ impl Endpoint {
             timers,
             limits,
             host,
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new((0, HashMap::new())),
             stream_limits: Mutex::new(StreamLimits::default()),
         })
     }
@@ -233,15 +235,16 @@ impl Endpoint {
     fn stream_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<StreamSlot, &'static str> {
         let limits = *lock(&self.stream_limits);
         let mut streams = lock(&self.streams);
-        let total: usize = streams.values().sum();
-        if total >= limits.max_connections {
+        let (total, by_ip) = &mut *streams;
+        if *total >= limits.max_connections {
             return Err("total");
         }
-        let mine = streams.entry(ip).or_insert(0);
+        let mine = by_ip.entry(ip).or_insert(0);
         if *mine >= limits.max_per_source {
             return Err("per_source");
         }
         *mine += 1;
+        *total += 1;
         metrics::gauge!("gateway_sip_stream_connections").increment(1.0);
         Ok(StreamSlot {
             ep: self.clone(),

@@ -8,7 +8,8 @@
 //! 1. **Outbound SMS sent per second through the carrier stand-in.** A release gateway
 //!    with the outbound path on reads `--texts` requests from the outbound topic (written
 //!    first, as the ticket service's outbox writes them) and sends each to the stand-in
-//!    (`tests/src/carrier.rs`), timed from the gateway's start to the last text taken.
+//!    (`tests/src/carrier.rs`), timed from the first text the stand-in takes to the last
+//!    (the gateway's start-up and membership, about 5 s, are printed, not counted).
 //!    Run twice: at the carrier contract's default pace (20 a second: what is measured is
 //!    the pacing) and with the pace opened up (what the path itself does). Baseline in the
 //!    same run: the bench posting the same signed requests to the stand-in itself, one at

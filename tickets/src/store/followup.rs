@@ -235,31 +235,6 @@ impl Store {
         &self.followup
     }
 
-    /// Stamps the times the statistics read (Arts. 13, 18) on a transition.
-    pub(super) async fn stamp(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        row: &TicketRow,
-        action: TicketAction,
-        now: DateTime<Utc>,
-    ) -> Result<TicketRow, StoreError> {
-        let set = match action {
-            TicketAction::Replied => "replied_at = $2",
-            TicketAction::ReplyAccepted | TicketAction::Answered | TicketAction::NotAccepted => {
-                "closed_at = $2"
-            }
-            TicketAction::RedoOrdered => "closed_at = NULL",
-            _ => return Ok(row.clone()),
-        };
-        Ok(sqlx::query_as(&format!(
-            "UPDATE tickets SET {set} WHERE ticket_ref = $1 AND $2::timestamptz IS NOT NULL RETURNING {TICKET_COLUMNS}"
-        ))
-        .bind(&row.ticket_ref)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await?)
-    }
-
     /// What follows a transition: the result SMS and the survey after closure (Arts. 13,
     /// 16); a redo ends the revisit that led to it (Art. 17).
     pub(super) async fn after_transition(
@@ -271,10 +246,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         match action {
             TicketAction::ReplyAccepted => {
-                self.result_sms(tx, row, now).await?;
-                self.ask_survey(tx, row, now).await
+                // One look-up of the number for both texts.
+                let reach = self.reachable(tx, row).await?;
+                self.result_sms(tx, row, reach.as_ref().map(|(n, _)| n.clone()), now)
+                    .await?;
+                self.ask_survey(tx, row, reach, now).await
             }
-            TicketAction::Answered => self.ask_survey(tx, row, now).await,
+            TicketAction::Answered => {
+                let reach = self.reachable(tx, row).await?;
+                self.ask_survey(tx, row, reach, now).await
+            }
             TicketAction::RedoOrdered => {
                 sqlx::query(
                     "UPDATE revisits SET state = 'closed', outcome = 'redo', ended_at = $2 WHERE ticket_ref = $1 AND state = 'open'",
@@ -411,6 +392,7 @@ impl Store {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         row: &TicketRow,
+        number: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let id = derived_id(&[
@@ -418,7 +400,7 @@ impl Store {
             &row.ticket_ref,
             if row.redone { "2" } else { "1" },
         ]);
-        let detail = match self.citizen_number(tx, row).await? {
+        let detail = match number {
             Some(to) => {
                 let result = row
                     .records
@@ -448,10 +430,12 @@ impl Store {
     }
 
     /// Art. 16: the satisfaction survey after closure (praise gets none).
+    /// `reach`: the number to text and the key its SMS carry ([`Store::reachable`]).
     async fn ask_survey(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         row: &TicketRow,
+        reach: Option<(String, String)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let snap = row.snapshot();
@@ -465,7 +449,6 @@ impl Store {
         let id = derived_id(&["survey", &row.ticket_ref, &round.to_string()]);
         let window = self.followup.survey_window;
         let due = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(24));
-        let reach = self.reachable(tx, row).await?;
         let reply_key = reach
             .as_ref()
             .map_or_else(|| row.citizen_key.clone(), |(_, k)| k.clone());
@@ -571,14 +554,9 @@ impl Store {
         if st.purpose != "survey" {
             return Ok(());
         }
-        let asked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' AND via = 'sms' ORDER BY round DESC LIMIT 1 FOR UPDATE",
-        )
-        .bind(&st.reference)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(survey) =
-            asked.filter(|id| derived_id(&["survey-sms", &id.to_string()]) == st.request_id)
+        let Some(survey) = self
+            .asked_survey(tx, &st.reference, "sms", st.request_id)
+            .await?
         else {
             return Ok(());
         };
@@ -776,14 +754,9 @@ impl Store {
         if st.purpose != "survey" {
             return Ok(());
         }
-        let asked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' AND via = 'chat' ORDER BY round DESC LIMIT 1 FOR UPDATE",
-        )
-        .bind(&st.reference)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(survey) =
-            asked.filter(|id| derived_id(&["survey-chat", &id.to_string()]) == st.request_id)
+        let Some(survey) = self
+            .asked_survey(tx, &st.reference, "chat", st.request_id)
+            .await?
         else {
             return Ok(());
         };
@@ -815,6 +788,27 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The ticket's survey still `asked` by `via` (`sms`, `chat`) whose request the
+    /// gateway's report names, locked; none for a report of anything else (an answered
+    /// survey, a redelivered report).
+    async fn asked_survey(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        ticket_ref: &str,
+        via: &str,
+        request_id: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let asked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM surveys WHERE ticket_ref = $1 AND state = 'asked' AND via = $2 ORDER BY round DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(ticket_ref)
+        .bind(via)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(asked
+            .filter(|id| derived_id(&[&format!("survey-{via}"), &id.to_string()]) == request_id))
     }
 
     /// The survey's text (Art. 16).
@@ -1339,20 +1333,6 @@ impl Store {
     }
 
     // ---- Commands ----------------------------------------------------------------
-
-    /// Art. 17: a redo needs the rating that counts to be dissatisfied.
-    pub(super) fn redo_allowed(row: &TicketRow) -> Result<(), Refusal> {
-        match row.rating.as_deref().and_then(Rating::parse) {
-            Some(r) if !r.satisfied() => Ok(()),
-            _ => Err(Refusal {
-                status: 409,
-                code: "not-dissatisfied",
-                detail: "a redo follows a dissatisfied rating at the citizen's request (Art. 17)"
-                    .into(),
-                red_card: false,
-            }),
-        }
-    }
 
     /// An agent's revisit attempt (Art. 17: 人工回访), in either mode.
     pub async fn revisit_by_agent(
