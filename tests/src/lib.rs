@@ -564,6 +564,25 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The gateway's metrics (Prometheus text, with the admin token), for a test that
+    /// runs no runtime of its own.
+    pub fn metrics_blocking(&self) -> Result<String> {
+        let url = self.admin_url("/metrics");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async move {
+                Ok(reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await?)
+            })
+    }
+
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -920,4 +939,13 @@ pub async fn post_sms(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
+}
+
+/// The value of one series (`name{labels}` as the exposition writes it) in Prometheus
+/// text; 0 when absent (a counter not yet incremented).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

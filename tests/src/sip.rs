@@ -66,6 +66,9 @@ pub struct SipOptions {
     pub revisit: Option<(String, u64)>,
     /// Stream connections per source, and the ms a begun message has to complete.
     pub streams: Option<(usize, u64)>,
+    /// Lines of a `[channels.sip.admission]` section (the calling number's share, the
+    /// priority lane); the channel's defaults when absent.
+    pub admission: Option<String>,
 }
 
 impl SipOptions {
@@ -91,6 +94,7 @@ impl SipOptions {
             asr_busy_window_ms: None,
             revisit: None,
             streams: None,
+            admission: None,
         }
     }
 
@@ -150,6 +154,7 @@ trunks = [
 {feed}
 {tls}
 {revisit}
+{admission}
 [channels.sip.media]
 port_min = {media}
 port_max = {media_max}
@@ -171,6 +176,11 @@ timeout_secs = {media_timeout}
                 .map(|(n, ms)| {
                     format!("stream_max_per_source = {n}\nstream_message_timeout_ms = {ms}")
                 })
+                .unwrap_or_default(),
+            admission = self
+                .admission
+                .as_ref()
+                .map(|a| format!("[channels.sip.admission]\n{a}\n"))
                 .unwrap_or_default(),
             media_max = media + self.media_ports - 1,
             media_timeout = self.media_timeout_secs,
@@ -419,6 +429,26 @@ impl Sipp {
         Sipp::start_in(tempfile::tempdir()?, name, scenario, local_ip, port, args)
     }
 
+    /// [`Sipp::start`] without the message and error traces: for floods, whose traces
+    /// would cost sipp more than its calls.
+    pub fn start_quiet(
+        name: &str,
+        scenario: &str,
+        local_ip: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<Sipp> {
+        Sipp::spawn(
+            tempfile::tempdir()?,
+            name,
+            scenario,
+            local_ip,
+            port,
+            args,
+            false,
+        )
+    }
+
     /// [`Sipp::start`] with its logs in `dir` (which may hold the scenario too).
     fn start_in(
         dir: tempfile::TempDir,
@@ -428,22 +458,34 @@ impl Sipp {
         port: u16,
         args: &[&str],
     ) -> Result<Sipp> {
+        Sipp::spawn(dir, name, scenario, local_ip, port, args, true)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        name: &str,
+        scenario: &str,
+        local_ip: &str,
+        port: u16,
+        args: &[&str],
+        traces: bool,
+    ) -> Result<Sipp> {
         let media = free_sipp_media_port();
         let out = std::fs::File::create(dir.path().join("out.txt"))?;
-        let child = Command::new("sipp")
+        let mut command = Command::new("sipp");
+        command
             .current_dir(sipp_dir())
             .args(["-sf", scenario, "-i", local_ip, "-p", &port.to_string()])
-            .args([
-                "-mp",
-                &media.to_string(),
-                "-nostdin",
-                "-trace_err",
-                "-trace_msg",
-            ])
-            .arg("-error_file")
-            .arg(dir.path().join("errors.txt"))
-            .arg("-message_file")
-            .arg(dir.path().join("messages.txt"))
+            .args(["-mp", &media.to_string(), "-nostdin"]);
+        if traces {
+            command
+                .args(["-trace_err", "-trace_msg"])
+                .arg("-error_file")
+                .arg(dir.path().join("errors.txt"))
+                .arg("-message_file")
+                .arg(dir.path().join("messages.txt"));
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -570,6 +612,87 @@ impl Sipp {
         }
         Ok(r)
     }
+}
+
+/// Writes a sipp injection file (`-inf`) of calling numbers, used in turn.
+pub fn numbers_file(dir: &Path, name: &str, numbers: &[String]) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let mut text = String::from("SEQUENTIAL\n");
+    for n in numbers {
+        text.push_str(n);
+        text.push_str(";\n");
+    }
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Short calls (citizen-numbers.xml: INVITE with an offer, ACK, BYE after `hold_ms`) at
+/// `rate` a second, `calls` in all, from the numbers of `numbers` (an injection file),
+/// to the gateway on `gateway_port`; sipp's statistics go to `stats` (read them with
+/// [`sipp_counts`]). No message traces: this is for floods.
+pub fn calls_from_numbers(
+    gateway_port: u16,
+    numbers: &Path,
+    rate: u32,
+    calls: u32,
+    hold_ms: u64,
+    stats: &Path,
+) -> Result<Sipp> {
+    let (rate, calls, hold) = (rate.to_string(), calls.to_string(), hold_ms.to_string());
+    let numbers = numbers.display().to_string();
+    let stats = stats.display().to_string();
+    let target = format!("127.0.0.1:{gateway_port}");
+    let args = [
+        "-inf",
+        &numbers,
+        "-r",
+        &rate,
+        "-m",
+        &calls,
+        "-l",
+        "100000",
+        "-d",
+        &hold,
+        "-stf",
+        &stats,
+        "-trace_stat",
+        "-fd",
+        "1",
+        "-timeout",
+        "600s",
+        "-recv_timeout",
+        "8000",
+        &target,
+    ];
+    Sipp::start_quiet(
+        "citizens",
+        "citizen-numbers.xml",
+        "127.0.0.1",
+        super::free_port(),
+        &args,
+    )
+}
+
+/// Successful and failed calls in the last row of sipp's `-trace_stat` CSV.
+pub fn sipp_counts(path: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(head) = lines.next() else {
+        return (0, 0);
+    };
+    let cols: Vec<&str> = head.split(';').collect();
+    let Some(last) = text.lines().rfind(|l| !l.is_empty()) else {
+        return (0, 0);
+    };
+    let vals: Vec<&str> = last.split(';').collect();
+    let get = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .and_then(|i| vals.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
 }
 
 /// A citizen uac's arguments: one call as `caller` to the gateway, `args` added.

@@ -171,24 +171,20 @@ struct Call {
 
 /// Runs one call from its INVITE (already admitted by trunk, rate and capacity) to its
 /// end.
-pub async fn run(core: Arc<Core>, invite: Request, tx: ServerTx, trunk: String) {
+/// `caller` is the calling number's identity (`None`: withheld).
+pub async fn run(
+    core: Arc<Core>,
+    invite: Request,
+    tx: ServerTx,
+    trunk: String,
+    caller: Option<contract::CitizenIdentity>,
+) {
     let call_id = msg::call_id(&invite).to_owned();
     let (input_tx, inputs) = mpsc::channel(CALL_QUEUE);
     core.register(&call_id, input_tx.clone());
     let id = contract::event::new_event_id();
     lock(&core.by_id).insert(id, input_tx.clone());
-    let raw_caller = msg::other_header(&invite, "P-Asserted-Identity")
-        .and_then(msg::user_of)
-        .or_else(|| {
-            invite
-                .from_header()
-                .ok()
-                .and_then(|f| msg::user_of(f.value()))
-        });
-    let citizen = raw_caller
-        .as_deref()
-        .and_then(|c| core.ctx.keyer.phone(c))
-        .unwrap_or_else(|| core.ctx.keyer.withheld(&id.to_string()));
+    let citizen = caller.unwrap_or_else(|| core.ctx.keyer.withheld(&id.to_string()));
     let dialled = invite.uri.user().map(str::to_owned).or_else(|| {
         invite
             .to_header()

@@ -17,7 +17,7 @@ pub const DEFAULT_MAX_MESSAGE_SECS: u64 = 120;
 pub const DEFAULT_MEDIA_PORT_MIN: u16 = 20_000;
 /// Default highest RTP port.
 pub const DEFAULT_MEDIA_PORT_MAX: u16 = 39_999;
-/// Default sustained INVITEs per second one source address may send; beyond, 503.
+/// Default sustained INVITEs per second one trunk may send; beyond, 503.
 pub const DEFAULT_INVITE_RATE: f64 = 200.0;
 /// Default burst of INVITEs above the sustained rate.
 pub const DEFAULT_INVITE_BURST: u32 = 400;
@@ -60,6 +60,53 @@ pub struct TrunkConfig {
     /// address check when both are set.
     #[serde(default)]
     pub digest: Option<DigestConfig>,
+    /// This trunk's share of `max_calls`: most of its calls in progress at once, so that
+    /// one trunk cannot take what the others need. Default: no share of its own.
+    #[serde(default)]
+    pub max_calls: Option<usize>,
+}
+
+/// `[channels.sip.admission]`: the fair shares checked before the global limits, and the
+/// priority lane (see `admission.rs`; issue 14).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Calls in progress at once from one calling number.
+    pub number_max_calls: usize,
+    /// New calls one calling number may start a minute, sustained...
+    pub number_calls_per_minute: f64,
+    /// ...and in a burst.
+    pub number_burst: u32,
+    /// Calling numbers always on the priority lane (a known-good list: the 110/119/120
+    /// linkage centres' lines, hospitals' dispatch desks). They skip the number and trunk
+    /// shares and may take the reserved places.
+    pub priority_callers: Vec<String>,
+    /// Places of `max_calls` kept for the priority lane. Default: one in twenty.
+    pub priority_reserve: Option<usize>,
+    /// Art. 15: seconds during which a number whose call raised an urgent notice is on the
+    /// priority lane (its call back about the same emergency). Default 30 minutes, the
+    /// time Art. 15 gives the linkage.
+    pub emergency_priority_secs: u64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            number_max_calls: 3,
+            number_calls_per_minute: 6.0,
+            number_burst: 6,
+            priority_callers: Vec::new(),
+            priority_reserve: None,
+            emergency_priority_secs: 1800,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// Places of `max_calls` reserved for the priority lane.
+    pub fn reserve(&self, max_calls: usize) -> usize {
+        self.priority_reserve.unwrap_or(max_calls / 20)
+    }
 }
 
 /// Digest credentials of a trunk.
@@ -111,8 +158,8 @@ pub struct SipConfig {
     pub media: MediaConfig,
     /// Where per-call stereo WAV recordings go (caller left, agent right).
     pub recordings_dir: PathBuf,
-    /// Sustained INVITEs per second one source address may send; beyond, 503 with
-    /// Retry-After.
+    /// Sustained INVITEs per second one trunk may send (its share of the call rate,
+    /// checked after the calling number's); beyond, 503 with Retry-After.
     #[serde(default = "default_invite_rate")]
     pub invite_rate_per_second: f64,
     /// Burst of INVITEs above the sustained rate.
@@ -152,6 +199,9 @@ pub struct SipConfig {
     /// Art. 17 revisit calls to citizens through the trunk; off when absent.
     #[serde(default)]
     pub revisit: Option<RevisitConfig>,
+    /// Fair shares per calling number and trunk, and the priority lane.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
 }
 
 /// `[channels.sip.revisit]`: where the gateway's revisit calls to citizens go (Art. 17).
@@ -456,6 +506,35 @@ impl SipConfig {
         }
         if self.max_calls == 0 {
             return Err(invalid("max_calls", "must be positive"));
+        }
+        if self.trunks.iter().any(|t| t.max_calls == Some(0)) {
+            return Err(invalid("trunks.max_calls", "must be positive"));
+        }
+        let a = &self.admission;
+        if a.number_max_calls == 0
+            || a.number_burst == 0
+            || a.number_calls_per_minute.is_nan()
+            || a.number_calls_per_minute <= 0.0
+        {
+            return Err(invalid(
+                "admission.number_max_calls",
+                "a number's calls at once, rate and burst must be positive",
+            ));
+        }
+        if a.reserve(self.max_calls) >= self.max_calls {
+            return Err(invalid(
+                "admission.priority_reserve",
+                "must leave places below max_calls",
+            ));
+        }
+        if a.priority_callers
+            .iter()
+            .any(|n| contract::normalize_phone(n).is_none())
+        {
+            return Err(invalid(
+                "admission.priority_callers",
+                "each must be a phone number",
+            ));
         }
         if !(1024..=65_535).contains(&self.max_message_bytes) {
             return Err(invalid("max_message_bytes", "must be 1024 to 65535"));

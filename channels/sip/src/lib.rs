@@ -21,6 +21,7 @@
 //!   citizens);
 //! - this module: the channel (config to running listeners) and the request router.
 
+pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod config;
@@ -46,13 +47,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use contract::rate::TokenBucket;
 use contract::{BoxError, Channel, ChannelContext, ChannelKind, ChannelParts};
 use rsip::{Header, Method, Request};
 use tokio::sync::mpsc;
 
 pub use config::{Fallback, RevisitConfig, SipConfig, SipConfigError};
 
+use crate::admission::Admission;
 use crate::auth::{Digest, Verdict};
 use crate::call::CallInput;
 use crate::endpoint::{Endpoint, Peer, ServerTx, Timers, TransactionUser, lock};
@@ -176,7 +177,14 @@ impl Channel for SipChannel {
             calls: Mutex::new(HashMap::new()),
             by_id: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
-            limits: Mutex::new(HashMap::new()),
+            admission: Arc::new(Admission::new(
+                &cfg,
+                cfg.admission
+                    .priority_callers
+                    .iter()
+                    .filter_map(|n| ctx.keyer.phone(n).map(|c| c.key))
+                    .collect(),
+            )),
             ctx: ctx.clone(),
             feed,
             prefiller: routing::Prefiller::shared(),
@@ -323,10 +331,6 @@ struct Trunk {
     digest: Option<(String, String)>,
 }
 
-/// Most sources whose INVITE rate is tracked; beyond, the table starts afresh (only
-/// admitted trunk addresses are tracked, so this is far above any real deployment).
-const MAX_RATE_SOURCES: usize = 10_000;
-
 /// The request router and what every call shares.
 pub struct Core {
     cfg: Arc<SipConfig>,
@@ -343,7 +347,8 @@ pub struct Core {
     /// Calls in progress by the gateway's call id (what agents name on the feed).
     by_id: Mutex<HashMap<uuid::Uuid, mpsc::Sender<CallInput>>>,
     active: AtomicUsize,
-    limits: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// Fair shares per calling number and trunk, and the priority lane.
+    pub(crate) admission: Arc<Admission>,
     feed: Option<Arc<feed::Feed>>,
     /// Fills a call's ticket draft from its transcript.
     prefiller: Arc<routing::Prefiller>,
@@ -428,21 +433,6 @@ impl Core {
             .any(|t| t.nets.is_empty() || t.nets.iter().any(|n| n.contains(&source)))
     }
 
-    fn rate_ok(&self, source: IpAddr) -> Result<(), u64> {
-        let mut limits = lock(&self.limits);
-        if limits.len() >= MAX_RATE_SOURCES && !limits.contains_key(&source) {
-            limits.clear();
-        }
-        let bucket = limits.entry(source).or_insert_with(|| {
-            TokenBucket::new(self.cfg.invite_rate_per_second, self.cfg.invite_burst)
-        });
-        if bucket.take() {
-            Ok(())
-        } else {
-            Err(bucket.retry_after_secs())
-        }
-    }
-
     fn route(&self, call_id: &str) -> Option<mpsc::Sender<CallInput>> {
         lock(&self.calls).get(call_id).cloned()
     }
@@ -500,19 +490,24 @@ impl Core {
                 return;
             }
         };
-        if let Err(retry) = self.rate_ok(source) {
-            metrics::counter!("gateway_sip_calls_refused_total", "reason" => "rate").increment(1);
-            let retry_after = Header::Other("Retry-After".into(), retry.max(1).to_string());
-            self.answer(
-                &request,
-                &tx,
-                503,
-                "call rate limit of this trunk exceeded",
-                vec![retry_after],
-            )
-            .await;
-            return;
-        }
+        // The calling number's and the trunk's shares come first, before any work for
+        // the call (admission.rs says why and in what order).
+        let caller = msg::calling_number(&request).and_then(|c| self.ctx.keyer.phone(&c));
+        let admitted = match self
+            .admission
+            .admit(&trunk, caller.as_ref().map(|c| c.key.as_str()))
+        {
+            Ok(a) => a,
+            Err(refused) => {
+                metrics::counter!("gateway_sip_calls_refused_total", "reason" => refused.reason())
+                    .increment(1);
+                let retry = refused.retry_after_secs().to_string();
+                let retry_after = Header::Other("Retry-After".into(), retry);
+                self.answer(&request, &tx, 503, refused.warning(), vec![retry_after])
+                    .await;
+                return;
+            }
+        };
         if self.ctx.shutdown.is_cancelled() {
             let retry_after = Header::Other("Retry-After".into(), "5".into());
             self.answer(
@@ -525,7 +520,8 @@ impl Core {
             .await;
             return;
         }
-        if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_calls {
+        let limit = self.admission.limit(self.cfg.max_calls, admitted.priority);
+        if self.active.fetch_add(1, Ordering::AcqRel) >= limit {
             self.active.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("gateway_sip_calls_refused_total", "reason" => "capacity")
                 .increment(1);
@@ -540,8 +536,12 @@ impl Core {
             .await;
             return;
         }
+        if admitted.priority {
+            metrics::counter!("gateway_sip_calls_priority_total").increment(1);
+        }
         metrics::gauge!("gateway_sip_calls_active").increment(1.0);
-        call::run(self.clone(), request, tx, trunk).await;
+        call::run(self.clone(), request, tx, trunk, caller).await;
+        drop(admitted);
         self.active.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!("gateway_sip_calls_active").decrement(1.0);
     }

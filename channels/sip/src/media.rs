@@ -78,6 +78,9 @@ impl PortPool {
             };
             match (bind(port), bind(port + 1)) {
                 (Ok(rtp), Ok(rtcp)) => {
+                    // Held port pairs, so that a flood's refused calls can be seen to hold
+                    // none (issue 14).
+                    metrics::gauge!("gateway_sip_media_port_pairs_in_use").increment(1.0);
                     return Ok(LegSockets {
                         rtp,
                         rtcp,
@@ -116,6 +119,7 @@ impl Drop for LegSockets {
         // To the back: a port is reused as late as possible, so stray packets of the last
         // call on it are unlikely to reach the next.
         crate::endpoint::lock(&self.pool.free).push_back(self.port);
+        metrics::gauge!("gateway_sip_media_port_pairs_in_use").decrement(1.0);
     }
 }
 

@@ -668,6 +668,14 @@ fn split_entries(value: &str) -> Vec<&str> {
     out
 }
 
+/// The calling number as the INVITE gives it: P-Asserted-Identity (RFC 3325, what a
+/// carrier's network asserts), else the From user.
+pub fn calling_number(invite: &Request) -> Option<String> {
+    other_header(invite, "P-Asserted-Identity")
+        .and_then(user_of)
+        .or_else(|| invite.from_header().ok().and_then(|f| user_of(f.value())))
+}
+
 /// The user part of a name-addr or addr-spec (`"Name" <sip:user@host>;tag=x`), if any.
 pub fn user_of(addr: &str) -> Option<String> {
     let inner = match (addr.find('<'), addr.find('>')) {

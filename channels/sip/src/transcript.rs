@@ -158,6 +158,11 @@ impl TranscriptSink for CallSink {
             .unwrap_or_default();
         if screened.iter().any(|e| matches!(e, Event::Notice(_))) {
             self.call.emergency.notify_one();
+            // Art. 15: the caller's call back about this emergency gets the priority
+            // lane (admission.rs).
+            if self.call.citizen.kind == contract::IdentityKind::PhoneNumber {
+                self.core.admission.mark_emergency(&self.call.citizen.key);
+            }
         }
         let mut events = vec![Event::from(contact)];
         events.extend(screened);
