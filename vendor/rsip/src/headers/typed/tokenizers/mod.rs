@@ -1,0 +1,25 @@
+mod auth;
+mod cseq;
+mod display_uri_params;
+mod name_params;
+mod name_params_list;
+mod name_value;
+mod token_list;
+mod uri_with_params;
+mod uri_with_params_list;
+mod value;
+mod via;
+mod warning;
+
+pub use auth::AuthTokenizer;
+pub use cseq::CseqTokenizer;
+pub use display_uri_params::DisplayUriParamsTokenizer;
+pub use name_params::NameParamsTokenizer;
+pub use name_params_list::NameParamsListTokenizer;
+pub use name_value::NameValueTokenizer;
+pub use token_list::TokenListTokenizer;
+pub use uri_with_params::UriWithParamsTokenizer;
+pub use uri_with_params_list::UriWithParamsListTokenizer;
+pub use value::ValueTokenizer;
+pub use via::ViaTokenizer;
+pub use warning::WarningTokenizer;
