@@ -69,6 +69,9 @@ pub struct SipOptions {
     /// Lines of a `[channels.sip.admission]` section (the calling number's share, the
     /// priority lane); the channel's defaults when absent.
     pub admission: Option<String>,
+    /// An IPv6 listener beside the IPv4 one, on `[::1]` and the same port (UDP and TCP),
+    /// and a trunk `carrier-v6` sending from `::1/128`.
+    pub ipv6: bool,
 }
 
 impl SipOptions {
@@ -95,6 +98,7 @@ impl SipOptions {
             revisit: None,
             streams: None,
             admission: None,
+            ipv6: false,
         }
     }
 
@@ -146,8 +150,9 @@ invite_burst = {burst}
 max_calls = {max_calls}
 t1_ms = {t1}
 {streams}
+{ipv6}
 trunks = [
-  {{ name = "carrier-a", addresses = ["127.0.0.1/32"] }},
+  {{ name = "carrier-a", addresses = ["127.0.0.1/32"] }},{v6_trunk}
   {{ name = "{TRUNK_USER}", addresses = ["{DIGEST_TRUNK_IP}/32"], digest = {{ username = "{TRUNK_USER}", password_env = "E2E_TRUNK_PASSWORD" }} }},
 ]
 
@@ -182,6 +187,16 @@ timeout_secs = {media_timeout}
                 .as_ref()
                 .map(|a| format!("[channels.sip.admission]\n{a}\n"))
                 .unwrap_or_default(),
+            ipv6 = if self.ipv6 {
+                format!("listen_udp6 = \"[::1]:{port}\"\nlisten_tcp6 = \"[::1]:{port}\"")
+            } else {
+                String::new()
+            },
+            v6_trunk = if self.ipv6 {
+                "\n  { name = \"carrier-v6\", addresses = [\"::1/128\"] },"
+            } else {
+                ""
+            },
             media_max = media + self.media_ports - 1,
             media_timeout = self.media_timeout_secs,
             asr = if self.asr {
@@ -525,6 +540,22 @@ impl Sipp {
         Sipp::start("citizen", scenario, local_ip, port, &all)
     }
 
+    /// The citizen's trunk over IPv6: a uac on `[::1]` calling the gateway's IPv6
+    /// listener (`[::1]:gateway_port`, [`SipOptions::ipv6`]) as `caller`. sipp's
+    /// `[local_ip_type]` and `[media_ip_type]` then say 6, so citizen-call.xml offers
+    /// `c=IN IP6 ::1`.
+    pub fn citizen_v6(
+        scenario: &str,
+        gateway_port: u16,
+        caller: &str,
+        args: &[&str],
+    ) -> Result<Sipp> {
+        let all = uac_args_to(&format!("[::1]:{gateway_port}"), caller, args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let port = super::free_port();
+        Sipp::start("citizen", scenario, "::1", port, &all)
+    }
+
     /// The citizen's trunk like [`Sipp::citizen`], saying `wav` (8 kHz mu-law) once:
     /// citizen-speech.xml with that recording, then on the line for `-d` in all.
     pub fn citizen_saying(
@@ -697,13 +728,17 @@ pub fn sipp_counts(path: &Path) -> (u64, u64) {
 
 /// A citizen uac's arguments: one call as `caller` to the gateway, `args` added.
 fn uac_args(gateway_port: u16, caller: &str, args: &[&str]) -> Vec<String> {
+    uac_args_to(&format!("127.0.0.1:{gateway_port}"), caller, args)
+}
+
+fn uac_args_to(gateway: &str, caller: &str, args: &[&str]) -> Vec<String> {
     let mut all: Vec<String> = ["-m", "1", "-timeout", "60s", "-timeout_error"]
         .into_iter()
         .chain(["-key", "caller", caller])
         .chain(args.iter().copied())
         .map(str::to_owned)
         .collect();
-    all.push(format!("127.0.0.1:{gateway_port}"));
+    all.push(gateway.to_owned());
     all
 }
 

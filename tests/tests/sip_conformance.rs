@@ -4,7 +4,7 @@
 //! they name), over UDP and TCP; and a normal call through sipp still completes
 //! afterwards.
 //!
-//! The messages are the SIP fuzz corpus's `rfc4475-*` and `rfc3261-*` files
+//! The messages are the SIP fuzz corpus's `rfc4475-*`, `rfc5118-*` and `rfc3261-*` files
 //! (`channels/sip/fuzz/corpus/sip_message/`), the same bytes the unit tests of
 //! `channel_sip::msg` parse. Each is sent once per transport, on a fresh socket or
 //! connection so that a retransmitted answer to one case cannot be read as the answer to
@@ -78,6 +78,20 @@ const CASES: &[Expect] = &[
         415,
         &[("Accept", "application/sdp, multipart/mixed")],
     ),
+    // IPv6 references (RFC 3261 §25.1; RFC 5118's torture messages, with `rport` so the
+    // answer comes back to the test's socket): valid in the Request-URI, Via sent-by,
+    // From, To and Contact, so answered as the method asks, never 400.
+    case("rfc3261-ipv6-options", 200, &[]),
+    // RFC 5118 §4.5: `received` holding an IPv6 reference (RFC 3261's ABNF bug).
+    case("rfc5118-via-received-reference", 200, &[]),
+    // RFC 5118 §4.1, §4.3 (an address ending in what looks like a port), §4.4: REGISTER
+    // is a method the gateway does not serve.
+    case("rfc5118-ipv6-good", 405, ALLOW),
+    case("rfc5118-port-ambiguous", 405, ALLOW),
+    case("rfc5118-port-unambiguous", 405, ALLOW),
+    // RFC 5118 §4.2: an IPv6 address without brackets; and a reference never closed.
+    case("rfc5118-ipv6-bad", 400, WHY),
+    case("rfc3261-ipv6-unclosed", 400, WHY),
     // Invalid: 400 with a Warning saying why.
     case("rfc4475-quotbal", 400, WHY),
     case("rfc4475-multi01", 400, WHY),

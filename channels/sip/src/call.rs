@@ -12,7 +12,7 @@
 //! Call-ID and the phase, so an INVITE retransmitted across a gateway restart is not
 //! counted twice.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -329,7 +329,7 @@ impl Call {
         let dtmf = self.a.offer.as_ref().map_or(Some(DTMF_PT), |o| o.dtmf);
         let b_port = relay.port(Side::Agent).unwrap_or_default();
         let b_sdp = sdp::build(
-            self.media_addr(b_port),
+            self.media_addr(self.agent_ip(), b_port),
             &codecs,
             dtmf,
             self.id.as_u64_pair().0,
@@ -441,16 +441,34 @@ impl Call {
         }
     }
 
-    fn media_addr(&self, port: u16) -> SocketAddr {
-        SocketAddr::new(self.core.cfg.media_advertised(), port)
+    /// The address the gateway's SDP names for a leg whose peer is `peer`: of the peer's
+    /// family (an IPv6 leg gets `c=IN IP6`, RFC 8866 §5.7), matching the family its
+    /// sockets were bound in.
+    fn media_addr(&self, peer: IpAddr, port: u16) -> SocketAddr {
+        SocketAddr::new(self.core.cfg.media_advertised_for(peer), port)
+    }
+
+    /// Where the citizen's media comes from: the offer's connection address, else (a
+    /// late offer) the trunk's signalling address. Its family is the citizen leg's.
+    fn citizen_ip(&self) -> IpAddr {
+        self.a
+            .offer
+            .as_ref()
+            .and_then(|o| o.rtp)
+            .map_or(self.a.peer.addr().ip(), |a| a.ip())
+    }
+
+    /// The agent side's address (its family is the agent leg's).
+    fn agent_ip(&self) -> IpAddr {
+        self.core.cfg.agent_target.ip()
     }
 
     /// Starts the relay: both legs when `bridged`, else the citizen's alone (the
     /// announcement to a refused caller, which is neither recorded nor tapped).
     fn start_relay(&self, bridged: bool) -> std::io::Result<Relay> {
-        let citizen = self.core.ports.allocate()?;
+        let citizen = self.core.ports.allocate_for(self.citizen_ip())?;
         let agent = if bridged {
-            Some(self.core.ports.allocate()?)
+            Some(self.core.ports.allocate_for(self.agent_ip())?)
         } else {
             None
         };
@@ -525,7 +543,7 @@ impl Call {
             IdentityKind::PhoneNumber => self.citizen.value.clone(),
             _ => "anonymous".to_owned(),
         };
-        let from = format!("<sip:{caller}@{}>", self.core.ep.host());
+        let from = format!("<sip:{caller}@{}>", self.core.host_for(peer));
         let headers = vec![
             Header::Other("X-Hotline-Call".into(), self.id.to_string()),
             Header::Other("X-Hotline-Ticket".into(), self.ticket.to_string()),
@@ -607,7 +625,7 @@ impl Call {
             None => agent_dtmf,
         };
         sdp::build(
-            self.media_addr(port),
+            self.media_addr(self.citizen_ip(), port),
             &[codec],
             dtmf,
             self.id.as_u64_pair().1,
@@ -850,7 +868,7 @@ impl Call {
                                     body.clone()
                                 } else {
                                     let port = relay.port(Side::Agent).unwrap_or_default();
-                                    sdp::build(self.media_addr(port), &[codec], agent_dtmf, self.id.as_u64_pair().0, 2)
+                                    sdp::build(self.media_addr(b.peer.addr().ip(), port), &[codec], agent_dtmf, self.id.as_u64_pair().0, 2)
                                 };
                                 msg::set_sdp(&mut r.headers, &mut r.body, own);
                                 tx.respond(r).await;
@@ -955,7 +973,7 @@ impl Call {
         // caller's media path and the recording go on unchanged. A three-way call: the
         // line gets sockets of its own and the relay mixes.
         let sockets = if conference {
-            match self.core.ports.allocate() {
+            match self.core.ports.allocate_for(addr.ip()) {
                 Ok(s) => Some(s),
                 Err(_) => {
                     self.transfer_failed(&agent, &target, "no_media_ports");
@@ -969,8 +987,15 @@ impl Call {
             Some(s) => s.port(),
             None => relay.port(Side::Agent).unwrap_or_default(),
         };
+        // A conference line has sockets of its own, of its family; a transfer reuses the
+        // agent side's, so the offer names the agent side's family.
+        let family = if sockets.is_some() {
+            addr.ip()
+        } else {
+            self.agent_ip()
+        };
         let offer = sdp::build(
-            self.media_addr(port),
+            self.media_addr(family, port),
             &[codec],
             dtmf,
             self.id.as_u64_pair().0,
@@ -1128,7 +1153,7 @@ impl Call {
         };
         let mut r = self.a_response(200);
         let body = sdp::build(
-            self.media_addr(port),
+            self.media_addr(self.citizen_ip(), port),
             &codecs,
             dtmf,
             self.id.as_u64_pair().1,
@@ -1253,7 +1278,7 @@ impl Call {
         let mut r = self.a_response(183);
         let port = relay.port(Side::Citizen).unwrap_or_default();
         let body = sdp::build(
-            self.media_addr(port),
+            self.media_addr(self.citizen_ip(), port),
             &[codec],
             offer.dtmf,
             self.id.as_u64_pair().1,

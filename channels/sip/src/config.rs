@@ -130,9 +130,22 @@ pub struct SipConfig {
     #[serde(default = "default_listen_tcp")]
     pub listen_tcp: Option<SocketAddr>,
     /// The host the gateway puts in Via, Contact and Record-Route. Default: the listener's
-    /// address (must then not be unspecified).
+    /// address (must then not be unspecified). An IPv6 address may be written with or
+    /// without brackets; it is sent in brackets (RFC 3261 §25.1 IPv6reference).
     #[serde(default)]
     pub advertised_host: Option<String>,
+    /// A second UDP listener, on an IPv6 address, beside `listen_udp` (IPv4): trunks on
+    /// either family reach the gateway, and each message goes out on the socket of its
+    /// peer's family (an IPv6 socket cannot reach an IPv4 ACD, nor the reverse).
+    #[serde(default)]
+    pub listen_udp6: Option<SocketAddr>,
+    /// A TCP listener on an IPv6 address, beside `listen_tcp`.
+    #[serde(default)]
+    pub listen_tcp6: Option<SocketAddr>,
+    /// The host the gateway names itself by towards IPv6 peers. Default: `listen_udp6`'s
+    /// address (must then not be unspecified).
+    #[serde(default)]
+    pub advertised_host6: Option<String>,
     /// The SIP domain / realm of digest challenges.
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -318,6 +331,16 @@ pub struct MediaConfig {
     /// Address put in SDP. Default: `bind`.
     #[serde(default)]
     pub advertised: Option<IpAddr>,
+    /// IPv6 address the RTP sockets of legs with an IPv6 peer bind to, when `bind` is
+    /// IPv4. Default: `listen_udp6`'s address. A leg's sockets are of its peer's family:
+    /// a citizen from an IPv6 trunk gets IPv6 sockets while the agent leg to an IPv4 ACD
+    /// stays IPv4.
+    #[serde(default)]
+    pub bind6: Option<IpAddr>,
+    /// IPv6 address put in SDP (`c=IN IP6`, RFC 8866 §5.7) for those legs. Default:
+    /// `bind6`.
+    #[serde(default)]
+    pub advertised6: Option<IpAddr>,
     /// Lowest RTP port (even).
     #[serde(default = "default_port_min")]
     pub port_min: u16,
@@ -334,6 +357,8 @@ impl Default for MediaConfig {
         MediaConfig {
             bind: None,
             advertised: None,
+            bind6: None,
+            advertised6: None,
             port_min: DEFAULT_MEDIA_PORT_MIN,
             port_max: DEFAULT_MEDIA_PORT_MAX,
             timeout_secs: DEFAULT_MEDIA_TIMEOUT_SECS,
@@ -477,6 +502,7 @@ impl SipConfig {
                 "required when media.bind is an unspecified address",
             ));
         }
+        self.validate_ipv6()?;
         if !(1..=600).contains(&self.ring_timeout_secs) {
             return Err(invalid("ring_timeout_secs", "must be 1 to 600"));
         }
@@ -592,11 +618,81 @@ impl SipConfig {
         Ok(())
     }
 
-    /// The host the gateway names itself by.
+    /// The IPv6 settings: each listener and address of the right family, and an
+    /// advertised one where the bound one is unspecified.
+    fn validate_ipv6(&self) -> Result<(), SipConfigError> {
+        let invalid = |field: &str, reason: &str| SipConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        };
+        for (field, addr) in [
+            ("listen_udp6", self.listen_udp6.map(|a| a.ip())),
+            ("listen_tcp6", self.listen_tcp6.map(|a| a.ip())),
+            ("media.bind6", self.media.bind6),
+            ("media.advertised6", self.media.advertised6),
+        ] {
+            if addr.is_some_and(|a| !a.is_ipv6()) {
+                return Err(invalid(field, "must be an IPv6 address"));
+            }
+        }
+        if self.listen_udp6.is_some() && self.listen_udp.is_ipv6() {
+            return Err(invalid(
+                "listen_udp6",
+                "listen_udp is IPv6 already: a second listener is for IPv4 plus IPv6",
+            ));
+        }
+        for (field, host) in [
+            ("advertised_host", &self.advertised_host),
+            ("advertised_host6", &self.advertised_host6),
+        ] {
+            if let Some(h) = host
+                && !host_is_usable(h)
+            {
+                return Err(invalid(
+                    field,
+                    "must be a host name, an IPv4 address or an IPv6 address (no port)",
+                ));
+            }
+        }
+        if self.advertised_host6.is_some() && self.listen_udp6.is_none() {
+            return Err(invalid("advertised_host6", "needs listen_udp6"));
+        }
+        if self.advertised_host6.is_none()
+            && self.listen_udp6.is_some_and(|a| a.ip().is_unspecified())
+        {
+            return Err(invalid(
+                "advertised_host6",
+                "required when listen_udp6 is an unspecified address",
+            ));
+        }
+        if let Some(bind6) = self.media_bind6()
+            && self.media.advertised6.is_none()
+            && bind6.is_unspecified()
+        {
+            return Err(invalid(
+                "media.advertised6",
+                "required when media.bind6 is an unspecified address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The host the gateway names itself by (towards IPv4 peers, or all peers without an
+    /// IPv6 listener of its own).
     pub fn host(&self) -> String {
-        self.advertised_host
-            .clone()
-            .unwrap_or_else(|| self.listen_udp.ip().to_string())
+        match &self.advertised_host {
+            Some(h) => sip_host(h),
+            None => sip_host(&self.listen_udp.ip().to_string()),
+        }
+    }
+
+    /// The host the gateway names itself by towards IPv6 peers, with `listen_udp6`.
+    pub fn host6(&self) -> Option<String> {
+        let listen = self.listen_udp6?;
+        Some(match &self.advertised_host6 {
+            Some(h) => sip_host(h),
+            None => sip_host(&listen.ip().to_string()),
+        })
     }
 
     /// The address RTP sockets bind to.
@@ -608,6 +704,49 @@ impl SipConfig {
     pub fn media_advertised(&self) -> IpAddr {
         self.media.advertised.unwrap_or(self.media_bind())
     }
+
+    /// The IPv6 address RTP sockets of IPv6 legs bind to, beside an IPv4 `media_bind`.
+    pub fn media_bind6(&self) -> Option<IpAddr> {
+        if self.media_bind().is_ipv6() {
+            return None;
+        }
+        self.media.bind6.or(self.listen_udp6.map(|a| a.ip()))
+    }
+
+    /// The address put in SDP for a leg whose peer is `peer`: of the peer's family where
+    /// the gateway has media of that family.
+    pub fn media_advertised_for(&self, peer: IpAddr) -> IpAddr {
+        match self.media_bind6() {
+            Some(bind6) if peer.is_ipv6() => self.media.advertised6.unwrap_or(bind6),
+            _ => self.media_advertised(),
+        }
+    }
+}
+
+/// `host` as SIP writes it: an IPv6 address in brackets (RFC 3261 §25.1 IPv6reference,
+/// so that its colons are not taken for the port's), anything else as it is.
+pub fn sip_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host.to_owned(),
+    }
+}
+
+/// A host as `advertised_host` may give it: a name, an IPv4 address, or an IPv6 address
+/// with or without brackets; no port, nothing else.
+fn host_is_usable(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<IpAddr>().is_ok() {
+        return bare.parse::<std::net::Ipv6Addr>().is_ok() || bare == host;
+    }
+    !host.is_empty()
+        && bare == host
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -619,6 +758,95 @@ mod tests {
             uri: uri.into(),
             ring_timeout_secs: DEFAULT_REVISIT_RING_SECS,
         }
+    }
+
+    fn sip(extra: &str) -> SipConfig {
+        let text = format!(
+            "listen_udp = \"127.0.0.1:5060\"\nagent_target = \"127.0.0.1:5070\"\nrecordings_dir = \"/tmp\"\ntrunks = [{{ name = \"a\", addresses = [\"127.0.0.1/32\", \"2001:db8::/32\", \"::1/128\"] }}]\n{extra}\n"
+        );
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn ipv6_hosts_are_advertised_in_brackets() {
+        let c = sip("listen_udp6 = \"[::1]:5060\"");
+        assert!(c.validate(&|_| None).is_ok());
+        assert_eq!(c.host(), "127.0.0.1");
+        assert_eq!(c.host6().as_deref(), Some("[::1]"));
+        let c = sip(
+            "listen_udp6 = \"[::]:5060\"\nadvertised_host6 = \"2001:db8::10\"\n[media]\nadvertised6 = \"2001:db8::10\"",
+        );
+        assert!(c.validate(&|_| None).is_ok());
+        assert_eq!(c.host6().as_deref(), Some("[2001:db8::10]"));
+        let mut c = sip("advertised_host = \"[2001:db8::10]\"");
+        assert_eq!(c.host(), "[2001:db8::10]");
+        c.listen_udp = "[::1]:5060".parse().expect("addr");
+        c.advertised_host = None;
+        assert_eq!(c.host(), "[::1]");
+        assert_eq!(c.host6(), None);
+    }
+
+    #[test]
+    fn ipv6_settings_are_checked() {
+        for bad in [
+            "listen_udp6 = \"127.0.0.1:5062\"",
+            "listen_tcp6 = \"127.0.0.1:5062\"",
+            "listen_udp6 = \"[::]:5062\"",
+            "advertised_host6 = \"[::1]\"",
+            "listen_udp6 = \"[::1]:5062\"\nadvertised_host6 = \"[::1]:5060\"",
+            "advertised_host = \"gw.example:5060\"",
+            "advertised_host = \"[gw.example]\"",
+            "listen_udp6 = \"[::1]:5062\"\n[media]\nbind6 = \"127.0.0.1\"",
+            "listen_udp6 = \"[::1]:5062\"\n[media]\nbind6 = \"::\"",
+            "[media]\nadvertised6 = \"192.0.2.1\"",
+        ] {
+            assert!(sip(bad).validate(&|_| None).is_err(), "{bad}");
+        }
+        let ok = sip(
+            "listen_udp6 = \"[::1]:5062\"\n[media]\nbind6 = \"::\"\nadvertised6 = \"2001:db8::10\"",
+        );
+        assert!(ok.validate(&|_| None).is_ok());
+    }
+
+    #[test]
+    fn each_leg_gets_media_of_its_peers_family() {
+        let c = sip("listen_udp6 = \"[::1]:5060\"");
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        let v6: IpAddr = "2001:db8::20".parse().expect("ip");
+        assert_eq!(c.media_bind6(), Some("::1".parse().expect("ip")));
+        assert_eq!(c.media_advertised_for(v4), c.media_advertised());
+        assert_eq!(
+            c.media_advertised_for(v6),
+            "::1".parse::<IpAddr>().expect("ip")
+        );
+        // Without IPv6 media, every leg gets the one address there is.
+        let c = sip("");
+        assert_eq!(c.media_bind6(), None);
+        assert_eq!(c.media_advertised_for(v6), c.media_advertised());
+        let c = sip("listen_udp6 = \"[::1]:5060\"\n[media]\nadvertised6 = \"2001:db8::10\"");
+        assert_eq!(
+            c.media_advertised_for(v6),
+            "2001:db8::10".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn ipv6_trunk_cidrs_match_ipv6_sources() {
+        let c = sip("");
+        let nets = &c.trunks[0].addresses;
+        let matches = |ip: &str| {
+            nets.iter()
+                .any(|n| n.contains(&ip.parse::<IpAddr>().expect("ip")))
+        };
+        assert!(matches("2001:db8::20"));
+        assert!(matches("::1"));
+        assert!(matches("127.0.0.1"));
+        assert!(!matches("2001:db9::1"));
+        // A dual-stack socket reports an IPv4 peer IPv4-mapped; the endpoint turns it
+        // back (endpoint::canonical) before any trunk is matched.
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:5060".parse().expect("addr");
+        let canonical = crate::endpoint::canonical(mapped);
+        assert!(matches(&canonical.ip().to_string()));
     }
 
     #[test]

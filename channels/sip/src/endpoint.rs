@@ -138,6 +138,9 @@ struct ServerEntry {
 /// The transport and transaction layers.
 pub struct Endpoint {
     udp: Arc<UdpSocket>,
+    /// The IPv6 UDP listener beside an IPv4 `udp`, with the host the gateway names
+    /// itself by towards IPv6 peers.
+    udp6: Option<(Arc<UdpSocket>, String)>,
     tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
     server: Mutex<HashMap<TxKey, ServerEntry>>,
     client: Mutex<HashMap<TxKey, mpsc::Sender<Response>>>,
@@ -204,6 +207,13 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack `[::]`
+/// socket reports for an IPv4 peer, RFC 4291 §2.5.5.2) as the IPv4 address it is, so
+/// that trunks' IPv4 CIDRs, rport/received and replies see the peer as it is.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// How long a server transaction with no final response is kept at most (a transaction
 /// user that never answers must not leak it).
 const UNANSWERED_TTL: Duration = Duration::from_secs(900);
@@ -213,8 +223,21 @@ const TCP_QUEUE: usize = 256;
 impl Endpoint {
     /// An endpoint on a bound UDP socket.
     pub fn new(udp: UdpSocket, timers: Timers, limits: Limits, host: String) -> Arc<Self> {
+        Self::dual(udp, None, timers, limits, host)
+    }
+
+    /// An endpoint on a bound UDP socket and, beside it, an IPv6 one with the host
+    /// IPv6 peers know the gateway by.
+    pub fn dual(
+        udp: UdpSocket,
+        udp6: Option<(UdpSocket, String)>,
+        timers: Timers,
+        limits: Limits,
+        host: String,
+    ) -> Arc<Self> {
         Arc::new(Endpoint {
             udp: Arc::new(udp),
+            udp6: udp6.map(|(s, h)| (Arc::new(s), h)),
             tcp: Mutex::new(HashMap::new()),
             server: Mutex::new(HashMap::new()),
             client: Mutex::new(HashMap::new()),
@@ -267,12 +290,43 @@ impl Endpoint {
         &self.host
     }
 
+    /// The host and UDP port the gateway names itself by towards `peer` (in Via,
+    /// Contact): its IPv6 listener's to an IPv6 peer, when it has one, since the
+    /// peer could not reach the IPv4 one.
+    pub fn local_for(&self, peer: SocketAddr) -> (&str, Option<u16>) {
+        match &self.udp6 {
+            Some((sock, host)) if peer.is_ipv6() => {
+                (host.as_str(), sock.local_addr().ok().map(|a| a.port()))
+            }
+            _ => (&self.host, self.udp.local_addr().ok().map(|a| a.port())),
+        }
+    }
+
+    /// The UDP socket to reach `addr` from, and `addr` as that socket takes it: an
+    /// IPv6 peer from the IPv6 listener when there is one; an IPv4 peer from an IPv6
+    /// (dual-stack, `[::]`) socket as its IPv4-mapped address, the only form such a
+    /// socket sends to (RFC 4291 §2.5.5.2).
+    fn udp_for(&self, addr: SocketAddr) -> (&UdpSocket, SocketAddr) {
+        if let (Some((sock, _)), true) = (&self.udp6, addr.is_ipv6()) {
+            return (sock, addr);
+        }
+        let main_is_v6 = self.udp.local_addr().is_ok_and(|a| a.is_ipv6());
+        match addr {
+            SocketAddr::V4(v4) if main_is_v6 => (
+                &self.udp,
+                SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            ),
+            _ => (&self.udp, addr),
+        }
+    }
+
     /// Sends bytes to a peer. Errors are logged, not returned: SIP recovers from loss by
     /// retransmission, and a broken TCP connection is noticed by its reader.
     pub async fn send(&self, peer: Peer, bytes: Bytes) {
         match peer {
             Peer::Udp(addr) => {
-                if let Err(error) = self.udp.send_to(&bytes, addr).await {
+                let (udp, addr) = self.udp_for(addr);
+                if let Err(error) = udp.send_to(&bytes, addr).await {
                     tracing::debug!(%error, "UDP send failed");
                 }
             }
@@ -297,25 +351,46 @@ impl Endpoint {
         tu: Arc<dyn TransactionUser>,
         shutdown: CancellationToken,
     ) {
-        let mut buf = vec![0u8; 65_536];
         let sweeper = {
             let ep = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move { ep.sweep(shutdown).await })
         };
+        let v6 = self.udp6.as_ref().map(|(sock, _)| {
+            let (ep, tu, shutdown) = (self.clone(), tu.clone(), shutdown.clone());
+            let sock = sock.clone();
+            tokio::spawn(async move { ep.receive_udp(&sock, &tu, &shutdown).await })
+        });
+        let udp = self.udp.clone();
+        self.receive_udp(&udp, &tu, &shutdown).await;
+        if let Some(v6) = v6 {
+            let _ = v6.await;
+        }
+        sweeper.abort();
+    }
+
+    /// Receives on one UDP socket until `shutdown`.
+    async fn receive_udp(
+        self: &Arc<Self>,
+        udp: &UdpSocket,
+        tu: &Arc<dyn TransactionUser>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut buf = vec![0u8; 65_536];
         loop {
             let received = tokio::select! {
-                r = self.udp.recv_from(&mut buf) => r,
+                r = udp.recv_from(&mut buf) => r,
                 () = shutdown.cancelled() => break,
             };
             match received {
                 Ok((n, from)) => {
+                    let from = canonical(from);
                     // Keep-alive pings (RFC 5626 CRLFs, or a bare zero byte some SBCs
                     // send) carry no message.
                     if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
                         continue;
                     }
-                    self.on_message(&buf[..n], Peer::Udp(from), &tu).await;
+                    self.on_message(&buf[..n], Peer::Udp(from), tu).await;
                 }
                 Err(error) => {
                     // ICMP port unreachable from an earlier send shows up here on Linux;
@@ -324,7 +399,6 @@ impl Endpoint {
                 }
             }
         }
-        sweeper.abort();
     }
 
     /// Accepts stream connections until `shutdown`: plain TCP, or TLS when `tls` gives
@@ -343,7 +417,7 @@ impl Endpoint {
                 () = shutdown.cancelled() => break,
             };
             let (stream, from) = match accepted {
-                Ok(a) => a,
+                Ok((stream, from)) => (stream, canonical(from)),
                 Err(error) => {
                     tracing::warn!(%error, "SIP stream accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -93,14 +93,22 @@ impl Channel for SipChannel {
         let udp = tokio::net::UdpSocket::bind(cfg.listen_udp)
             .await
             .map_err(|e| format!("cannot bind SIP UDP {}: {e}", cfg.listen_udp))?;
-        let tcp = match cfg.listen_tcp {
+        let udp6 = match cfg.listen_udp6 {
             Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
+                tokio::net::UdpSocket::bind(addr)
                     .await
-                    .map_err(|e| format!("cannot bind SIP TCP {addr}: {e}"))?,
+                    .map_err(|e| format!("cannot bind SIP UDP {addr}: {e}"))?,
             ),
             None => None,
         };
+        let mut tcp = Vec::new();
+        for addr in [cfg.listen_tcp, cfg.listen_tcp6].into_iter().flatten() {
+            tcp.push(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot bind SIP TCP {addr}: {e}"))?,
+            );
+        }
         let tls = match &cfg.tls {
             Some(t) => {
                 let acceptor = tls_acceptor(t)?;
@@ -120,7 +128,8 @@ impl Channel for SipChannel {
             max_headers: cfg.max_headers,
         };
         let timers = Timers::from_t1(Duration::from_millis(cfg.t1_ms));
-        let ep = Endpoint::new(udp, timers, limits, cfg.host());
+        let udp6 = udp6.zip(cfg.host6());
+        let ep = Endpoint::dual(udp, udp6, timers, limits, cfg.host());
         ep.set_stream_limits(endpoint::StreamLimits {
             max_connections: cfg.stream_max_connections,
             max_per_source: cfg.stream_max_per_source,
@@ -151,7 +160,12 @@ impl Channel for SipChannel {
             ctx.blocklist.clone(),
             Arc::new(routing::StaticBlocklist::new(&cfg.blocked_callers)),
         ]));
-        let ports = PortPool::new(cfg.media_bind(), cfg.media.port_min, cfg.media.port_max);
+        let ports = PortPool::dual(
+            cfg.media_bind(),
+            cfg.media_bind6(),
+            cfg.media.port_min,
+            cfg.media.port_max,
+        );
         let (commands_tx, mut commands) = mpsc::channel::<feed::Command>(64);
         let feed = cfg.agent_feed.as_ref().map(|f| {
             let secret = std::env::var(&f.token_secret_env).unwrap_or_default();
@@ -258,11 +272,11 @@ impl Channel for SipChannel {
             }));
         }
         tasks.push(Box::pin(ep.clone().run_udp(tu.clone(), stop.clone())));
-        if let Some(listener) = tcp {
+        for listener in tcp {
             tasks.push(Box::pin(ep.clone().run_listener(
                 listener,
                 None,
-                tu,
+                tu.clone(),
                 stop.clone(),
                 ctx.tasks.clone(),
             )));
@@ -278,6 +292,8 @@ impl Channel for SipChannel {
         }
         tracing::info!(
             udp = %core.cfg.listen_udp,
+            udp6 = ?core.cfg.listen_udp6,
+            tcp6 = ?core.cfg.listen_tcp6,
             tls = ?core.cfg.tls.as_ref().map(|t| t.listen),
             tcp = ?core.cfg.listen_tcp,
             agent_target = %core.cfg.agent_target,
@@ -431,6 +447,19 @@ impl Core {
         self.trunks
             .iter()
             .any(|t| t.nets.is_empty() || t.nets.iter().any(|n| n.contains(&source)))
+    }
+
+    /// The host the gateway names itself by towards `peer` (its IPv6 one to an IPv6
+    /// peer, when it has an IPv6 listener), for From and Call-ID.
+    pub(crate) fn host_for(&self, peer: Peer) -> &str {
+        self.ep.local_for(peer.addr()).0
+    }
+
+    /// `host:port` of the gateway towards `peer`, for Via sent-by and Contact; an IPv6
+    /// host is in brackets already (RFC 3261 §25.1).
+    pub(crate) fn sent_by(&self, peer: Peer) -> String {
+        let (host, port) = self.ep.local_for(peer.addr());
+        format!("{host}:{}", port.unwrap_or(self.local_port))
     }
 
     fn route(&self, call_id: &str) -> Option<mpsc::Sender<CallInput>> {

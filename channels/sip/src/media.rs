@@ -45,15 +45,24 @@ const DRAIN: usize = 16;
 #[derive(Debug)]
 pub struct PortPool {
     bind: IpAddr,
+    /// The IPv6 address for legs with an IPv6 peer, beside an IPv4 `bind`.
+    bind6: Option<IpAddr>,
     free: Mutex<VecDeque<u16>>,
 }
 
 impl PortPool {
     /// Ports `min..=max` on `bind`.
     pub fn new(bind: IpAddr, min: u16, max: u16) -> Arc<Self> {
+        Self::dual(bind, None, min, max)
+    }
+
+    /// Ports `min..=max` on `bind`, and on `bind6` for legs with an IPv6 peer. The two
+    /// families share the range: a pair is one call leg's whichever family it is in.
+    pub fn dual(bind: IpAddr, bind6: Option<IpAddr>, min: u16, max: u16) -> Arc<Self> {
         let free = (min..max).step_by(2).collect();
         Arc::new(PortPool {
             bind,
+            bind6,
             free: Mutex::new(free),
         })
     }
@@ -66,13 +75,28 @@ impl PortPool {
     /// Binds an RTP and RTCP socket pair on a free port. Ports in use by another process
     /// are skipped (and go to the back of the queue).
     pub fn allocate(self: &Arc<Self>) -> std::io::Result<LegSockets> {
+        self.allocate_at(self.bind)
+    }
+
+    /// Binds a pair for a leg whose peer is `peer`, in the peer's address family where
+    /// the pool has one: an IPv4 socket cannot send to an IPv6 peer, nor the reverse
+    /// (a citizen from an IPv6 trunk gets IPv6 sockets while the agent leg to an IPv4
+    /// ACD stays IPv4).
+    pub fn allocate_for(self: &Arc<Self>, peer: IpAddr) -> std::io::Result<LegSockets> {
+        match self.bind6 {
+            Some(bind6) if peer.is_ipv6() => self.allocate_at(bind6),
+            _ => self.allocate_at(self.bind),
+        }
+    }
+
+    fn allocate_at(self: &Arc<Self>, at: IpAddr) -> std::io::Result<LegSockets> {
         let attempts = 16;
         for _ in 0..attempts {
             let Some(port) = crate::endpoint::lock(&self.free).pop_front() else {
                 break;
             };
             let bind = |p: u16| -> std::io::Result<UdpSocket> {
-                let s = std::net::UdpSocket::bind(SocketAddr::new(self.bind, p))?;
+                let s = std::net::UdpSocket::bind(SocketAddr::new(at, p))?;
                 s.set_nonblocking(true)?;
                 UdpSocket::from_std(s)
             };

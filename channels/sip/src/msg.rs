@@ -780,17 +780,18 @@ pub fn stamp_received(req: &mut Request, source: std::net::SocketAddr) -> bool {
         .skip(1)
         .any(|p| p.to_ascii_lowercase().starts_with("received="))
     {
-        let sent_by_host = parts[0]
+        // The sent-by's host as an address: split by rsip, which knows that an IPv6
+        // reference's colons are not the port's (RFC 3261 §25.1), and compared as an
+        // address, since `2001:DB8::1` and `2001:db8:0::1` are the same one.
+        let sent_by_ip = parts[0]
             .split_whitespace()
             .nth(1)
-            .map(|h| {
-                h.rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or(h)
-                    .trim_matches(['[', ']'])
-            })
-            .unwrap_or_default();
-        if sent_by_host != source.ip().to_string() || asked {
+            .and_then(|h| rsip::HostWithPort::try_from(h).ok())
+            .and_then(|hp| match hp.host {
+                rsip::Host::IpAddr(ip) => Some(ip),
+                rsip::Host::Domain(_) => None,
+            });
+        if sent_by_ip != Some(source.ip()) || asked {
             parts.push(format!("received={}", source.ip()));
         }
     }
@@ -974,6 +975,84 @@ mod tests {
         assert_eq!(
             via,
             "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776;rport=40000;received=192.0.2.7"
+        );
+    }
+
+    /// IPv6 references (RFC 3261 §25.1, RFC 5118's torture messages) parse wherever a
+    /// host is: Request-URI, Via sent-by, From, To, Contact, Record-Route.
+    #[test]
+    fn ipv6_references_parse_in_request_uri_via_contact_and_record_route() {
+        let r = parses("rfc3261-ipv6-options");
+        assert_eq!(r.uri.to_string(), "sip:12345@[2001:db8::10]:5060");
+        assert_eq!(via_sent_by_port(&r), Some(5060));
+        let via = r.via_header().expect("via").typed().expect("typed via");
+        assert_eq!(via.uri.host_with_port.to_string(), "[2001:db8::10]:5060");
+        assert_eq!(
+            user_of(r.contact_header().expect("contact").value()).as_deref(),
+            Some("13800138000")
+        );
+        for name in [
+            "rfc5118-ipv6-good",
+            "rfc5118-port-ambiguous",
+            "rfc5118-port-unambiguous",
+            "rfc5118-via-received-reference",
+        ] {
+            parses(name);
+        }
+        assert_eq!(
+            parses("rfc5118-port-ambiguous").uri.to_string(),
+            "sip:[2001:db8::10:5070]"
+        );
+        assert_eq!(
+            parses("rfc5118-port-unambiguous").uri.to_string(),
+            "sip:[2001:db8::10]:5070"
+        );
+        let rr = String::from_utf8(invite(
+            "Record-Route: <sip:[2001:db8::30]:5060;lr>, <sip:192.0.2.1;lr>\r\n",
+            "",
+        ))
+        .expect("text");
+        let SipMessage::Request(r) = parse(rr.as_bytes(), true, LIMITS, "gw").expect("valid")
+        else {
+            panic!("a request")
+        };
+        let text = r.to_string();
+        assert!(
+            text.contains("Record-Route: <sip:[2001:db8::30]:5060;lr>,<sip:192.0.2.1;lr>"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_without_brackets_or_unclosed_get_400() {
+        for name in ["rfc5118-ipv6-bad", "rfc3261-ipv6-unclosed"] {
+            let (code, text) = answer_to(name);
+            assert_eq!(code, 400, "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn received_is_stamped_for_ipv6_sources_only_when_they_differ() {
+        let text = String::from_utf8(invite("", ""))
+            .expect("text")
+            .replace("10.0.0.1:5060", "[2001:DB8::1]:5060");
+        let SipMessage::Request(mut r) = parse(text.as_bytes(), true, LIMITS, "gw").expect("valid")
+        else {
+            panic!("a request")
+        };
+        // The same address written differently is the same address: only rport.
+        let mut same = r.clone();
+        stamp_received(&mut same, "[2001:db8::1]:40000".parse().expect("addr"));
+        let via = same.via_header().expect("via").value().to_owned();
+        assert!(via.ends_with(";rport=40000;received=2001:db8::1"), "{via}");
+        // received is written bare, as RFC 3261's `received = IPv6address` has it.
+        stamp_received(&mut r, "[2001:db8::7]:40000".parse().expect("addr"));
+        let via = r.via_header().expect("via").value().to_owned();
+        assert!(via.ends_with(";received=2001:db8::7"), "{via}");
+        let typed = r.via_header().expect("via").typed().expect("typed");
+        assert_eq!(
+            typed.received().expect("an address"),
+            Some("2001:db8::7".parse().expect("ip"))
         );
     }
 

@@ -48,13 +48,24 @@ pub fn parse(body: &[u8]) -> Result<MediaInfo, SdpError> {
         .iter()
         .find(|m| m.media_name.media == "audio")
         .ok_or(SdpError::NoAudio)?;
-    let address = media
+    let connection = media
         .connection_information
         .as_ref()
         .or(session.connection_information.as_ref())
-        .and_then(|c| c.address.as_ref())
         .ok_or(SdpError::NoAddress)?;
+    let address = connection.address.as_ref().ok_or(SdpError::NoAddress)?;
     let ip: IpAddr = address.address.parse().map_err(|_| SdpError::NoAddress)?;
+    // `c=IN IP4 <IPv4>` or `c=IN IP6 <IPv6>` (RFC 8866 §5.7, RFC 4566 §5.7 before it):
+    // an address of the other family than its addrtype says is a broken description,
+    // and a relay that sent to it would send from the wrong socket family.
+    let family_matches = match connection.address_type.to_ascii_uppercase().as_str() {
+        "IP4" => ip.is_ipv4(),
+        "IP6" => ip.is_ipv6(),
+        _ => false,
+    };
+    if !family_matches || !connection.network_type.eq_ignore_ascii_case("IN") {
+        return Err(SdpError::NoAddress);
+    }
     let port = media.media_name.port.value;
     let rtp = (port > 0 && port <= 65_535 && !ip.is_unspecified())
         .then(|| SocketAddr::new(ip, port as u16));
@@ -102,6 +113,8 @@ pub fn build(
     version: u64,
 ) -> Vec<u8> {
     let ip = rtp.ip();
+    // RFC 8866 §5.2 / §5.7: the addrtype says the address's family; an IPv6 address is
+    // written bare here (no brackets, unlike a SIP host).
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut formats: Vec<String> = codecs.iter().map(u8::to_string).collect();
     if let Some(pt) = dtmf {
@@ -167,6 +180,55 @@ mod tests {
         assert_eq!(info.rtp, Some("192.0.2.1:20000".parse().expect("addr")));
         assert_eq!(info.codecs, vec![PCMU]);
         assert_eq!(info.dtmf, Some(101));
+    }
+
+    const IPV6_OFFER: &str = "v=0\r\no=- 1 1 IN IP6 2001:db8::20\r\ns=-\r\nc=IN IP6 2001:db8::20\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    #[test]
+    fn an_ipv6_offer_is_read() {
+        let info = parse_offer(IPV6_OFFER.as_bytes()).expect("valid");
+        assert_eq!(info.rtp, Some("[2001:db8::20]:6000".parse().expect("addr")));
+        assert_eq!(info.codecs, vec![PCMU]);
+        assert_eq!(info.dtmf, Some(101));
+        // The IPv6 hold address is no destination, as 0.0.0.0 is.
+        let hold = IPV6_OFFER.replace("c=IN IP6 2001:db8::20", "c=IN IP6 ::");
+        assert_eq!(parse(hold.as_bytes()).expect("valid").rtp, None);
+        // An address at media level overrides the session's.
+        let media_level = IPV6_OFFER.replace("a=rtpmap:0", "c=IN IP6 2001:db8::99\r\na=rtpmap:0");
+        assert_eq!(
+            parse(media_level.as_bytes()).expect("valid").rtp,
+            Some("[2001:db8::99]:6000".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn an_address_of_the_other_family_than_its_addrtype_is_refused() {
+        let v6_as_ip4 = IPV6_OFFER.replace("c=IN IP6", "c=IN IP4");
+        assert_eq!(parse(v6_as_ip4.as_bytes()), Err(SdpError::NoAddress));
+        let v4_as_ip6 = SIPP_OFFER.replace("c=IN IP4", "c=IN IP6");
+        assert_eq!(parse(v4_as_ip6.as_bytes()), Err(SdpError::NoAddress));
+    }
+
+    #[test]
+    fn an_ipv6_answer_is_written_in_ip6() {
+        let body = build(
+            "[2001:db8::10]:20000".parse().expect("addr"),
+            &[PCMA],
+            None,
+            7,
+            2,
+        );
+        let text = String::from_utf8(body.clone()).expect("text");
+        assert!(
+            text.contains("o=hotline 7 2 IN IP6 2001:db8::10\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("c=IN IP6 2001:db8::10\r\n"), "{text}");
+        let info = parse_offer(&body).expect("parses back");
+        assert_eq!(
+            info.rtp,
+            Some("[2001:db8::10]:20000".parse().expect("addr"))
+        );
     }
 
     proptest::proptest! {

@@ -97,10 +97,9 @@ pub(crate) async fn resolve(uri: &str) -> Option<SocketAddr> {
 /// A Via of the gateway's for a new transaction towards `peer`.
 pub(crate) fn via_header(core: &Core, peer: Peer) -> Header {
     rsip::headers::Via::new(format!(
-        "SIP/2.0/{} {}:{};branch=z9hG4bK{};rport",
+        "SIP/2.0/{} {};branch=z9hG4bK{};rport",
         peer.transport(),
-        core.ep.host(),
-        core.local_port,
+        core.sent_by(peer),
         msg::random_token()
     ))
     .into()
@@ -109,9 +108,8 @@ pub(crate) fn via_header(core: &Core, peer: Peer) -> Header {
 /// The gateway's Contact towards `peer`.
 pub(crate) fn contact(core: &Core, peer: Peer) -> Header {
     rsip::headers::Contact::new(format!(
-        "<sip:12345@{}:{};transport={}>",
-        core.ep.host(),
-        core.local_port,
+        "<sip:12345@{};transport={}>",
+        core.sent_by(peer),
         peer.transport().to_ascii_lowercase()
     ))
     .into()
@@ -127,7 +125,7 @@ pub(crate) fn invite(
     headers: Vec<Header>,
     sdp_body: Vec<u8>,
 ) -> BLeg {
-    let call_id = format!("{}@{}", msg::random_token(), core.ep.host());
+    let call_id = format!("{}@{}", msg::random_token(), core.host_for(peer));
     let uri = rsip::Uri::try_from(uri_text).unwrap_or_default();
     let mut all = rsip::Headers::default();
     all.push(via_header(core, peer));
@@ -180,7 +178,7 @@ pub(crate) async fn place<T>(core: &Arc<Core>, dial: Dial, question: &Question<T
     let Some(target) = resolve(&dial.uri).await else {
         return Placed::Unresolved;
     };
-    let sockets = match core.ports.allocate() {
+    let sockets = match core.ports.allocate_for(target.ip()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, call = dial.kind, "No media port for an outgoing call");
@@ -196,10 +194,10 @@ pub(crate) async fn place<T>(core: &Arc<Core>, dial: Dial, question: &Question<T
         timeout: Duration::from_secs(core.cfg.media.timeout_secs),
         tap: None,
     });
-    let media = SocketAddr::new(core.cfg.media_advertised(), port);
+    let media = SocketAddr::new(core.cfg.media_advertised_for(target.ip()), port);
     let offer = sdp::build(media, &[PCMU, PCMA], Some(DTMF_PT), dial.session, 1);
     let peer = Peer::Udp(target);
-    let from = format!("\"12345\" <sip:12345@{}>", core.ep.host());
+    let from = format!("\"12345\" <sip:12345@{}>", core.host_for(peer));
     let mut leg = invite(core, &dial.uri, peer, &from, dial.headers, offer);
     let (input_tx, mut inputs) = mpsc::channel::<CallInput>(16);
     core.register(&leg.call_id, input_tx);

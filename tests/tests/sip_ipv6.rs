@@ -1,0 +1,126 @@
+//! A call over IPv6 (issue 14): a sipp trunk on `::1` calls the gateway's IPv6 listener
+//! with a `c=IN IP6` offer, and the call is bridged to an agent side on IPv4
+//! (127.0.0.1), relayed and recorded like one over IPv4 (tests/tests/sip.rs
+//! `basic_call_records_both_directions_and_emits_contacts`). Each leg's SIP and media are
+//! in its peer's family: the citizen's 200 names the gateway as `[::1]` with
+//! `c=IN IP6 ::1`, the agent's INVITE as 127.0.0.1 with `c=IN IP4 127.0.0.1`.
+//!
+//! Needs IPv6 on loopback (`ip -6 addr show lo` lists `::1`); without it the test says so
+//! and passes without a call, since there is nothing it could check.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use e2e::sip::*;
+use e2e::*;
+use serde_json::Value;
+
+const SIPP_WAIT: Duration = Duration::from_secs(60);
+
+fn loopback_has_ipv6() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+}
+
+/// The phone contacts on Kafka in order, once `count` of them have arrived.
+fn call_contacts(broker: &Broker, count: usize) -> Result<Vec<Value>> {
+    let records = consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(20),
+        |r| r.iter().filter(|r| r.value["channel"] == "phone").count() >= count,
+    )?;
+    let mut out: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r.value["channel"] == "phone")
+        .map(|r| r.value)
+        .collect();
+    out.sort_by_key(|v| v["sequence"].as_u64());
+    Ok(out)
+}
+
+/// The SIP messages in a sipp message trace that start with `start`.
+fn messages_starting<'a>(trace: &'a str, start: &str) -> Vec<&'a str> {
+    trace
+        .split("\n\n")
+        .filter(|m| m.lines().any(|l| l.trim_start().starts_with(start)))
+        .collect()
+}
+
+#[test]
+fn a_call_from_an_ipv6_trunk_is_bridged_relayed_and_recorded() -> Result<()> {
+    if !loopback_has_ipv6() {
+        eprintln!("no IPv6 on loopback (::1): nothing to test here");
+        return Ok(());
+    }
+    let (broker, gw, agent_port) = start_gateway(|o| o.ipv6 = true, "info,channel_sip=debug")?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let citizen = Sipp::citizen_v6(
+        "citizen-call.xml",
+        gw.sip_port,
+        "+86 138 0013 8000",
+        &["-d", "3000"],
+    )?;
+    let citizen = citizen.expect_ok(SIPP_WAIT)?;
+    let agent = agent.expect_ok(SIPP_WAIT)?;
+
+    // The citizen's leg is IPv6 throughout: the gateway's 200 has its Contact in brackets
+    // (RFC 3261 §25.1) and its SDP answer in IP6 (RFC 8866 §5.7)...
+    let ok = messages_starting(&citizen.messages, "SIP/2.0 200");
+    let Some(answer) = ok.iter().find(|m| m.contains("application/sdp")) else {
+        bail!("no 200 with SDP to the citizen: {}", citizen.messages);
+    };
+    assert!(answer.contains("@[::1]:"), "Contact towards IPv6: {answer}");
+    assert!(answer.contains("c=IN IP6 ::1"), "IPv6 media: {answer}");
+    // ...while the agent side, on IPv4, sees an IPv4 gateway.
+    let invites = messages_starting(&agent.messages, "INVITE ");
+    let Some(invite) = invites.first() else {
+        bail!("no INVITE at the agent side: {}", agent.messages);
+    };
+    assert!(
+        invite.contains("c=IN IP4 127.0.0.1"),
+        "IPv4 media: {invite}"
+    );
+    assert!(
+        !invite.contains("[::1]"),
+        "nothing IPv6 to the agent: {invite}"
+    );
+
+    let contacts = call_contacts(&broker, 3)?;
+    let phases: Vec<&str> = contacts
+        .iter()
+        .map(|c| c["content"]["phase"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(phases, ["offered", "answered", "ended"], "{contacts:#?}");
+    for c in &contacts {
+        assert_eq!(c["content"]["trunk"], "carrier-v6", "the trunk of ::1/128");
+        assert_eq!(c["citizen"]["value"], "13800138000");
+    }
+    assert_eq!(contacts[1]["content"]["agent"], "agent1001");
+    let end = &contacts[2]["content"];
+    assert_eq!(end["outcome"], "talked");
+    assert_eq!(end["ended_by"], "citizen");
+    let talk = end["talk_ms"].as_u64().unwrap_or_default();
+    assert!((2500..=4500).contains(&talk), "talk_ms {talk}");
+
+    // Relayed and recorded both ways: the citizen's 440 Hz, which came over IPv6, on the
+    // left; the agent's 880 Hz, over IPv4, on the right.
+    let name = end["recording"].as_str().unwrap_or_default();
+    let rec = Recording::open(&gw.recordings_dir().join(name))?;
+    assert!((2.5..=4.5).contains(&rec.seconds()), "{} s", rec.seconds());
+    let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
+    let (left, right) = (mid(&rec.left), mid(&rec.right));
+    assert!(
+        rms(&left) > 3000.0 && rms(&right) > 3000.0,
+        "both channels carry signal: {} {}",
+        rms(&left),
+        rms(&right)
+    );
+    let (fl, fr) = (tone_hz(&left, 8000), tone_hz(&right, 8000));
+    assert!((400.0..480.0).contains(&fl), "citizen channel at {fl} Hz");
+    assert!((820.0..940.0).contains(&fr), "agent channel at {fr} Hz");
+    assert!(
+        !gw.log().contains("13800138000"),
+        "caller numbers never reach the log"
+    );
+    Ok(())
+}
