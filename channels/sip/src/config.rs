@@ -665,6 +665,15 @@ impl SipConfig {
                 "required when listen_udp6 is an unspecified address",
             ));
         }
+        if self.media.advertised6.is_some()
+            && self.media_bind6().is_none()
+            && !self.media_bind().is_ipv6()
+        {
+            return Err(invalid(
+                "media.advertised6",
+                "needs IPv6 media sockets: media.bind6, listen_udp6, or an IPv6 media.bind",
+            ));
+        }
         if let Some(bind6) = self.media_bind6()
             && self.media.advertised6.is_none()
             && bind6.is_unspecified()
@@ -716,10 +725,17 @@ impl SipConfig {
     /// The address put in SDP for a leg whose peer is `peer`: of the peer's family where
     /// the gateway has media of that family.
     pub fn media_advertised_for(&self, peer: IpAddr) -> IpAddr {
-        match self.media_bind6() {
-            Some(bind6) if peer.is_ipv6() => self.media.advertised6.unwrap_or(bind6),
-            _ => self.media_advertised(),
+        if peer.is_ipv6() {
+            // A dual-stack `bind = "::"` has no `media_bind6`, yet may name its IPv6
+            // address apart from the IPv4 one its IPv4 legs are told.
+            if let Some(a) = self.media.advertised6 {
+                return a;
+            }
+            if let Some(bind6) = self.media_bind6() {
+                return bind6;
+            }
         }
+        self.media_advertised()
     }
 }
 
@@ -828,6 +844,14 @@ mod tests {
             c.media_advertised_for(v6),
             "2001:db8::10".parse::<IpAddr>().expect("ip")
         );
+        // One dual-stack socket family: each family is told its own address.
+        let c = sip(
+            "[media]\nbind = \"::\"\nadvertised = \"192.0.2.10\"\nadvertised6 = \"2001:db8::10\"",
+        );
+        assert!(c.validate(&|_| None).is_ok());
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(c.media_advertised_for(v4), ip("192.0.2.10"));
+        assert_eq!(c.media_advertised_for(v6), ip("2001:db8::10"));
     }
 
     #[test]
