@@ -8,6 +8,7 @@
 //! Needs IPv6 on loopback (`ip -6 addr show lo` lists `::1`); without it the test says so
 //! and passes without a call, since there is nothing it could check.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -121,6 +122,102 @@ fn a_call_from_an_ipv6_trunk_is_bridged_relayed_and_recorded() -> Result<()> {
     assert!(
         !gw.log().contains("13800138000"),
         "caller numbers never reach the log"
+    );
+    Ok(())
+}
+
+/// `scenario` (in tests/sipp) without its RTP stream, written to `dir`: for a side that
+/// only echoes what reaches it (sipp `-rtp_echo`).
+fn silent_copy(scenario: &str, dir: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(sipp_dir().join(scenario))?;
+    if !text.contains("rtp_stream=") {
+        bail!("{scenario} no longer plays a stream");
+    }
+    let silent: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("rtp_stream="))
+        .collect();
+    let path = dir.join(scenario);
+    std::fs::write(&path, silent.join("\n"))?;
+    Ok(path.display().to_string())
+}
+
+/// The tones of the middle half of a call's recording, left (what came from the
+/// citizen) and right (from the agent side).
+fn recorded_tones(gw: &Gateway, broker: &Broker, calls: usize, caller: &str) -> Result<(f64, f64)> {
+    let contacts = call_contacts(broker, calls * 3)?;
+    let Some(end) = contacts
+        .iter()
+        .find(|c| c["content"]["phase"] == "ended" && c["citizen"]["value"] == caller)
+    else {
+        bail!("no ended contact: {contacts:#?}");
+    };
+    assert_eq!(end["content"]["trunk"], "carrier-v6");
+    let name = end["content"]["recording"].as_str().unwrap_or_default();
+    let rec = Recording::open(&gw.recordings_dir().join(name))?;
+    let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
+    let (left, right) = (mid(&rec.left), mid(&rec.right));
+    assert!(
+        rms(&left) > 1000.0 && rms(&right) > 1000.0,
+        "both channels carry signal: {} {}",
+        rms(&left),
+        rms(&right)
+    );
+    Ok((tone_hz(&left, 8000), tone_hz(&right, 8000)))
+}
+
+/// The relay forwards each way between the IPv6 and the IPv4 leg, not only records:
+/// a side that plays nothing and echoes what reaches it (sipp `-rtp_echo`) sends the
+/// other side's tone back, so its channel of the recording carries the other's tone.
+#[test]
+fn rtp_is_relayed_both_ways_between_the_ipv6_and_the_ipv4_leg() -> Result<()> {
+    if !loopback_has_ipv6() {
+        eprintln!("no IPv6 on loopback (::1): nothing to test here");
+        return Ok(());
+    }
+    let (broker, gw, agent_port) = start_gateway(|o| o.ipv6 = true, "info,channel_sip=debug")?;
+    let dir = tempfile::tempdir()?;
+
+    // IPv6 citizen to IPv4 agent: the agent echoes the citizen's 440 Hz.
+    let echo_agent = silent_copy("agent-answer.xml", dir.path())?;
+    let agent = Sipp::agent(&echo_agent, agent_port, &["-rtp_echo"])?;
+    let citizen = Sipp::citizen_v6(
+        "citizen-call.xml",
+        gw.sip_port,
+        "13800138001",
+        &["-d", "3000"],
+    )?;
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+    let (left, right) = recorded_tones(&gw, &broker, 1, "13800138001")?;
+    assert!(
+        (400.0..480.0).contains(&left),
+        "citizen channel at {left} Hz"
+    );
+    assert!(
+        (400.0..480.0).contains(&right),
+        "the agent side echoed the citizen's tone: {right} Hz"
+    );
+
+    // IPv4 agent to IPv6 citizen: the citizen echoes the agent's 880 Hz.
+    let echo_citizen = silent_copy("citizen-call.xml", dir.path())?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &[])?;
+    let citizen = Sipp::citizen_v6(
+        &echo_citizen,
+        gw.sip_port,
+        "13800138002",
+        &["-d", "3000", "-rtp_echo"],
+    )?;
+    citizen.expect_ok(SIPP_WAIT)?;
+    agent.expect_ok(SIPP_WAIT)?;
+    let (left, right) = recorded_tones(&gw, &broker, 2, "13800138002")?;
+    assert!(
+        (820.0..940.0).contains(&right),
+        "agent channel at {right} Hz"
+    );
+    assert!(
+        (820.0..940.0).contains(&left),
+        "the citizen echoed the agent's tone: {left} Hz"
     );
     Ok(())
 }
