@@ -173,6 +173,16 @@ struct CallStream {
 
 impl CallStream {
     fn hand_over(&mut self, speaker: Speaker, d: Detected) {
+        // What whisper will hear, as a checksum: two runs of one call must cut the same
+        // samples (a difference once came from where the first packet fell on the clock).
+        tracing::debug!(
+            call = %self.call_id,
+            ?speaker,
+            start_ms = d.start_ms,
+            samples = d.samples.len(),
+            checksum = d.samples.iter().fold(0u64, |h, &s| h.wrapping_mul(31).wrapping_add(s as u16 as u64)),
+            "Utterance cut"
+        );
         let span = Span::of(speaker, &d);
         let utterance = Utterance {
             speaker,

@@ -7,7 +7,8 @@
 //! - No segment repeats itself (whisper's loops on short utterances).
 //! - The CER over the held-back quarter (never used to tune anything) and over the
 //!   tuning part. Issue 10 asks for at most 8% on the held-back part; whisper base with
-//!   the chosen decoding reached 0.136 there (0.079 on the tuning part, 2026-11-30):
+//!   the chosen decoding reached 0.131 to 0.150 there over five runs (0.079 to 0.085 on
+//!   the tuning part, 2026-11-30; see `HELD_CER_BOUND` for why it varies):
 //!   the errors left are whisper base choosing a same-sounding common word (咨询 as 自行,
 //!   公积金 as 攻击金, 拒载 as 具在), which neither decoding settings nor the prompt moved
 //!   (docs/benchmarks.md). So the bound below is a guard against regressions at the
@@ -33,11 +34,25 @@ use serde_json::Value;
 /// the gateway's own decoding. docs/benchmarks.md measures the degraded mode.
 const AT_ONCE: usize = 2;
 
-/// Regression bounds on the pooled CER, a little above what was measured (0.136 and
-/// 0.079): greedy decoding is deterministic on one machine, and the margin is for other
-/// CPUs' floating point. Issue 10's target for the held-back part is 0.08.
-const HELD_CER_BOUND: f64 = 0.15;
-const TUNE_CER_BOUND: f64 = 0.09;
+/// Regression bounds on the pooled CER, above the spread measured over runs of one
+/// build on this machine. The first bounds (0.15, 0.09) sat just above one run (0.136,
+/// 0.079) on the belief that greedy decoding repeats itself; CI then measured 0.150+ on
+/// the held-back part. Two causes, both measured (2026-11-30):
+/// - the VAD's frame grid followed the wall-clock instant the first RTP packet arrived,
+///   so whisper heard utterances shifted by up to 20 ms from run to run. Fixed
+///   (`asr::vad::Vad::seek`): the cut samples are now the same in every run (their
+///   checksums, logged at debug, matched over all 52 calls of two runs);
+/// - whisper.cpp with two threads decodes the same samples differently when the CPU is
+///   contended (`asr-determinism` on the held-back cuts, 3 rounds with both cores busy:
+///   one utterance of 13 came out two ways; idle, none did). The gateway runs it beside
+///   sipp and the relay, so the text varies by a few characters a run.
+///
+/// Over five runs: held back 0.136, 0.150+, 0.136, 0.131, 0.150, 0.146; tuning 0.079 to
+/// 0.085. A held-back character is about 0.005: the bounds leave three characters above
+/// the worst run held back, and about five on the tuning part. Issue 10's target for the
+/// held-back part is 0.08.
+const HELD_CER_BOUND: f64 = 0.165;
+const TUNE_CER_BOUND: f64 = 0.095;
 
 /// The caller number of the `i`-th utterance (one citizen per utterance).
 fn caller(i: usize) -> String {
@@ -214,8 +229,8 @@ fn short_utterances_through_calls_are_heard_once_and_routed() -> Result<()> {
         "pooled CER: held back {held:.3}, tuning part {tune:.3}; kind right {kinds_right} of {}",
         set.len()
     );
-    // Measured 0.136 held back, 0.079 tuning (the issue's target, 0.08, is not met:
-    // see the module's doc).
+    // Measured 0.131 to 0.150 held back, 0.079 to 0.085 tuning over five runs (the
+    // issue's target, 0.08, is not met: see the module's doc).
     if held > HELD_CER_BOUND || tune > TUNE_CER_BOUND {
         failures.push(format!(
             "CER {held:.3} held back (bound {HELD_CER_BOUND}), {tune:.3} tuning part (bound {TUNE_CER_BOUND})"
