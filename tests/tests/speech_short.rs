@@ -44,7 +44,8 @@ const AT_ONCE: usize = 2;
 ///   checksums, logged at debug, matched over all 52 calls of two runs);
 /// - whisper.cpp with two threads decodes the same samples differently when the CPU is
 ///   contended (`asr-determinism` on the held-back cuts, 3 rounds with both cores busy:
-///   one utterance of 13 came out two ways; idle, none did). The gateway runs it beside
+///   one utterance of 13 came out two ways; idle, or with one thread under the same
+///   load, none did). The gateway runs it beside
 ///   sipp and the relay, so the text varies by a few characters a run.
 ///
 /// Over five runs: held back 0.136, 0.150+, 0.136, 0.131, 0.150, 0.146; tuning 0.079 to
