@@ -55,6 +55,8 @@ const CASES: &[Expect] = &[
     case("rfc3261-compact", 200, &[]),
     case("rfc3261-folded-from", 200, &[]),
     case("rfc3261-ws-before-colon", 200, &[]),
+    // 3.1.1.9: `;`, `=` and escapes in the Request-URI's user part (the patched rsip).
+    case("rfc4475-semiuri", 200, &[]),
     // 3.3.4: unknown URI schemes in From, To and Contact are opaque to a UAS.
     case("rfc4475-unksm2", 200, &[]),
     // 3.3.11: Max-Forwards 0 on an OPTIONS addressed to the gateway is answered.

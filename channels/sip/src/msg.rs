@@ -1149,6 +1149,16 @@ mod tests {
         assert!(r.contact_header().is_ok());
     }
 
+    /// RFC 4475 3.1.1.9: `;`, `=` and an escaped `@` in the Request-URI's user part are
+    /// the user's, not URI parameters (parsed by the patched rsip, vendor/README.md).
+    #[test]
+    fn rfc4475_3_1_1_9_reserved_characters_in_the_user_part_are_the_users() {
+        let r = parses("rfc4475-semiuri");
+        assert_eq!(r.uri.user(), Some("user;par=u%40example.net"));
+        assert_eq!(r.uri.host_with_port.to_string(), "gw");
+        assert!(r.uri.params.is_empty(), "{:?}", r.uri.params);
+    }
+
     #[test]
     fn rfc4475_3_3_4_unknown_uri_schemes_in_to_and_from_are_opaque() {
         let r = parses("rfc4475-unksm2");

@@ -99,8 +99,20 @@ pub mod tokenizer {
                 sequence::tuple,
             };
 
+            // Patched (vendor/README.md): the userinfo runs to its `@`, whatever
+            // RFC 3261's `user` allows on the way: `.`, and the user-unreserved
+            // `& = + $ , ; ? /` (RFC 3261 §25.1; RFC 4475 3.1.1.9 "semiuri":
+            // `sip:user;par=u%40example.net@example.com`). Published 0.4.0 stopped at the
+            // first `.`, so such a user (and `first.last@host`) was read as part of the
+            // host. It stops at what no userinfo holds (whitespace, quotes, angle
+            // brackets, an IPv6 reference's `[`), so a URI without a user still parses
+            // as a host.
             let (rem, (auth, _)) = tuple((
-                take_till(|c| c == Into::<I>::into(b'.') || c == Into::<I>::into(b'@')),
+                take_till(|c| {
+                    [b'@', b' ', b'\t', b'\r', b'\n', b'"', b'<', b'>', b'[']
+                        .iter()
+                        .any(|&stop| c == Into::<I>::into(stop))
+                }),
                 tag("@"),
             ))(part)
             .map_err(|_: GenericNomError<'a, T>| {
@@ -138,5 +150,30 @@ impl testing_utils::Randomize for Auth {
             user: rand_str_of(7),
             password: sample(&[Some(rand_str_of(10)), None]),
         }
+    }
+}
+
+#[cfg(test)]
+mod user_part_tests {
+    use crate::Uri;
+    use std::convert::TryFrom;
+
+    /// RFC 4475 3.1.1.9: the user part may hold `;`, `=` and escapes; and a `.`.
+    #[test]
+    fn a_user_part_with_reserved_characters_is_the_user() {
+        let uri = Uri::try_from("sip:user;par=u%40example.net@example.com").expect("semiuri");
+        assert_eq!(uri.user(), Some("user;par=u%40example.net"));
+        assert_eq!(uri.host_with_port.to_string(), "example.com");
+        assert_eq!(uri.to_string(), "sip:user;par=u%40example.net@example.com");
+        let uri = Uri::try_from("sip:first.last@example.com;transport=tcp").expect("dot");
+        assert_eq!(uri.user(), Some("first.last"));
+        assert_eq!(uri.host_with_port.to_string(), "example.com");
+        assert_eq!(uri.params.len(), 1);
+        let uri = Uri::try_from("sip:example.com;transport=tcp").expect("no user");
+        assert_eq!(uri.user(), None);
+        assert_eq!(uri.host_with_port.to_string(), "example.com");
+        let uri = Uri::try_from("sip:alice:secret@[2001:db8::1]:5060").expect("v6 host");
+        assert_eq!(uri.user(), Some("alice"));
+        assert_eq!(uri.host_with_port.to_string(), "[2001:db8::1]:5060");
     }
 }
