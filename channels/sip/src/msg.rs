@@ -56,6 +56,11 @@ pub fn parse(
             return Err(answer_raw(&norm, code, "only SIP/2.0 is supported", host));
         }
     }
+    if is_request
+        && let Some(why) = request_uri_fault(norm.start_line.split(' ').nth(1).unwrap_or_default())
+    {
+        return Err(answer_raw(&norm, 400, why, host));
+    }
     if is_request {
         let method = norm.start_line.split(' ').next().unwrap_or_default();
         if is_token(method) && !KNOWN_METHODS.contains(&method) {
@@ -99,6 +104,32 @@ pub fn parse(
             Ok(SipMessage::Response(response))
         }
     }
+}
+
+/// What is wrong with a Request-URI that rsip would take or misread, if anything.
+/// RFC 4475 3.1.2.7 ("ltgtruri"): the Request-URI is never in `<...>` (RFC 3261 §25.1
+/// `Request-URI = SIP-URI / SIPS-URI / absoluteURI`). RFC 4475 3.1.2.11 ("escruri"):
+/// RFC 3261 §19.1.1's table does not allow headers (`?Route=...`) in a SIP
+/// Request-URI; 400 is what RFC 4475 names (ignoring them would be the liberal choice,
+/// but a gateway that places calls should not guess what the sender meant).
+fn request_uri_fault(uri: &str) -> Option<&'static str> {
+    if uri.starts_with('<') {
+        return Some("Request-URI in <...>");
+    }
+    let lower = uri.get(..5).unwrap_or_default().to_ascii_lowercase();
+    let rest = if lower.starts_with("sip:") {
+        &uri[4..]
+    } else if lower == "sips:" {
+        &uri[5..]
+    } else {
+        return None;
+    };
+    // The user part may hold `?` (RFC 3261's user-unreserved, RFC 4475 3.1.1.2) but never
+    // an unescaped `@`, so the host and what follows start after the first `@`.
+    let host_on = rest.split_once('@').map_or(rest, |(_, h)| h);
+    host_on
+        .contains('?')
+        .then_some("headers in the Request-URI")
 }
 
 /// RFC 3261 §25.1 `token`, which a method is.
@@ -235,7 +266,142 @@ fn check_raw(norm: &Normalized) -> Result<(), String> {
             }
         }
     }
+    for name in ["Via", "Contact", "From", "To", "Route", "Record-Route"] {
+        for v in norm.values(name) {
+            check_separators(name, v)?;
+        }
+    }
+    for name in ["From", "To", "Contact", "Reply-To"] {
+        for v in norm.values(name) {
+            check_addresses(name, v)?;
+        }
+    }
+    if let Some(date) = norm.value("Date")
+        && !is_sip_date(date)
+    {
+        return Err("malformed Date header".into());
+    }
     Ok(())
+}
+
+/// `value` with every quoted string and every `<...>` replaced by `x`s (same length, so
+/// positions match), leaving the separators that structure the header.
+fn masked(value: &str) -> String {
+    let (mut quoted, mut escaped, mut angle) = (false, false, false);
+    value
+        .chars()
+        .map(|c| {
+            let hide = quoted || angle;
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' if !angle => quoted = !quoted,
+                '<' if !quoted => angle = true,
+                '>' if angle => {
+                    angle = false;
+                    return c;
+                }
+                _ => {}
+            }
+            if hide || c == '"' { 'x' } else { c }
+        })
+        .collect()
+}
+
+/// RFC 4475 3.1.2.1 ("badinv01"): `Via: SIP/2.0/UDP 192.0.2.15;;,;,,` and
+/// `Contact: "Joe" <sip:joe@example.org>;;;;` are not RFC 3261 grammar: every `;` starts
+/// a `generic-param` (a token at least) and every `,` another whole entry. Empty ones
+/// get 400 rather than being skipped, as the RFC asks.
+fn check_separators(name: &str, value: &str) -> Result<(), String> {
+    let bad = masked(value)
+        .split(',')
+        .any(|entry| entry.split(';').any(|part| part.trim().is_empty()));
+    if bad {
+        return Err(format!("empty parameter or entry in {name} header"));
+    }
+    Ok(())
+}
+
+/// The name-addr / addr-spec rules RFC 3261 §20.10 and §25.1 set for From, To, Contact
+/// and Reply-To:
+/// - an unquoted display name is `*(token LWS)`: RFC 4475 3.1.2.15 ("baddn",
+///   `From: Bell, Alexander <sip:...>`) gets 400;
+/// - an addr-spec is a URI; and one with headers (`?`) must be in `<...>`: RFC 4475 3.1.2.13 ("regbadct",
+///   `Contact: sip:user@example.com?Route=...`, whose `?` part could belong to the URI
+///   or not) gets 400.
+fn check_addresses(name: &str, value: &str) -> Result<(), String> {
+    let mask = masked(value);
+    let entries: Vec<(usize, &str)> = if name == "Contact" {
+        // Entries start after each top-level comma (the mask keeps positions).
+        let mut start = 0;
+        mask.split(',')
+            .map(|e| {
+                let at = start;
+                start += e.len() + 1;
+                (at, e)
+            })
+            .collect()
+    } else {
+        vec![(0, mask.as_str())]
+    };
+    for (at, entry) in entries {
+        match entry.find('<') {
+            Some(open) => {
+                let shown = value[at..at + open].trim();
+                // Non-ASCII is let through: not RFC 3261's token, but a carrier's
+                // unquoted UTF-8 name is no separator and would not be worth a refused call.
+                let token_words = shown.chars().all(|c| {
+                    c == ' ' || c == '\t' || !c.is_ascii() || is_token(c.encode_utf8(&mut [0; 4]))
+                });
+                if !shown.starts_with('"') && !token_words {
+                    return Err(format!(
+                        "unquoted display name with separators in {name} header"
+                    ));
+                }
+            }
+            None => {
+                let uri = entry.split(';').next().unwrap_or_default().trim();
+                if uri.contains('?') {
+                    return Err(format!("URI with headers outside <...> in {name} header"));
+                }
+                // An addr-spec is a URI, `scheme:...` (or Contact's `*`): what is left
+                // of `Bell, Alexander <sip:...>` split at its comma is not one.
+                if !uri.contains(':') && uri != "*" {
+                    return Err(format!("malformed address in {name} header"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3261 §20.17: `SIP-date = rfc1123-date`, `wkday "," SP date1 SP time SP "GMT"`,
+/// and "the time zone MUST be GMT". RFC 4475 3.1.2.12 ("baddate", `... 16:00:00 EST`)
+/// gets 400. The day is taken with one digit too (RFC 1123's own `1*2DIGIT`), as some
+/// senders write it.
+fn is_sip_date(value: &str) -> bool {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let Some((wkday, rest)) = value.trim().split_once(", ") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, zone] = parts[..] else {
+        return false;
+    };
+    let hms: Vec<&str> = time.split(':').collect();
+    DAYS.contains(&wkday)
+        && digits(day, 1..=2)
+        && MONTHS.contains(&month)
+        && digits(year, 4..=4)
+        && hms.len() == 3
+        && hms.iter().all(|p| digits(p, 2..=2))
+        && zone == "GMT"
 }
 
 /// Whether every quoted string in `value` is closed (`\"` inside one does not close it).
@@ -1303,6 +1469,125 @@ mod tests {
             assert_eq!(code, 400, "{name}: {text}");
             assert!(text.contains("Warning: 399 gw"), "{name}: {text}");
             assert!(text.contains(why), "{name}: wanted {why:?} in {text}");
+        }
+    }
+    #[test]
+    fn rfc4475_3_1_1_valid_torture_messages_parse() {
+        // 3.1.1.3 esc01: escapes in the Request-URI, To, From and Contact stay as sent.
+        let esc01 = parses("rfc4475-esc01");
+        assert_eq!(esc01.method, Method::Invite);
+        assert!(esc01.uri.to_string().contains("sips%3Auser%40example.com"));
+        // 3.1.1.4 escnull (%00 in URIs), 3.1.1.8 dblreq (a REGISTER with Content-Length
+        // 0 and an INVITE after it in one datagram: the INVITE is not part of it).
+        for name in ["rfc4475-escnull", "rfc4475-dblreq"] {
+            let r = parses(name);
+            assert_eq!(r.method, Method::Register, "{name}");
+            assert!(r.body.is_empty(), "{name}");
+        }
+        // 3.1.1.6 lwsdisp, 3.1.1.10 transports.
+        for name in ["rfc4475-lwsdisp", "rfc4475-transports"] {
+            assert_eq!(parses(name).method, Method::Options, "{name}");
+        }
+        // 3.1.1.7 longreq: long values and 34 Vias in every case and compact form.
+        let long = parses("rfc4475-longreq");
+        assert_eq!(long.body.len(), 150);
+        assert!(call_id(&long).starts_with("longreq.onereally"));
+        // 3.1.1.5 esc02: `RE%47IST%45R` is not REGISTER but an unknown method.
+        assert_eq!(answer_to("rfc4475-esc02").0, 501);
+        // 3.1.1.12 unreason, 3.1.1.13 noreason: any reason phrase, or none.
+        for (name, code) in [("rfc4475-unreason", 200), ("rfc4475-noreason", 100)] {
+            match parse(&corpus(name), true, LIMITS, "gw") {
+                Ok(SipMessage::Response(r)) => assert_eq!(u16::from(r.status_code), code),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rfc4475_3_1_2_invalid_torture_messages_get_400_505_or_are_dropped() {
+        for (name, code, why) in [
+            ("rfc4475-badinv01", 400, "empty parameter or entry in Via"),
+            ("rfc4475-ncl", 400, "Content-Length"),
+            ("rfc4475-ltgtruri", 400, "Request-URI in <...>"),
+            ("rfc4475-lwsruri", 400, "malformed request line"),
+            ("rfc4475-lwsstart", 400, "malformed request line"),
+            ("rfc4475-trws", 400, "malformed request line"),
+            ("rfc4475-escruri", 400, "headers in the Request-URI"),
+            ("rfc4475-baddate", 400, "malformed Date"),
+            (
+                "rfc4475-regbadct",
+                400,
+                "URI with headers outside <...> in Contact",
+            ),
+            ("rfc4475-badaspec", 400, "malformed To"),
+            (
+                "rfc4475-baddn",
+                400,
+                "unquoted display name with separators in From",
+            ),
+            ("rfc4475-badvers", 505, "only SIP/2.0"),
+            ("rfc4475-mismatch01", 400, "CSeq method does not match"),
+        ] {
+            let (got, text) = answer_to(name);
+            assert_eq!(got, code, "{name}: {text}");
+            assert!(text.contains(why), "{name}: wanted {why:?} in {text}");
+        }
+        // 3.1.2.5 scalarlg and 3.1.2.19 bigcode are responses: dropped, never answered.
+        for name in ["rfc4475-scalarlg", "rfc4475-bigcode"] {
+            assert!(
+                matches!(
+                    parse(&corpus(name), true, LIMITS, "gw"),
+                    Err(Rejected::Drop(_))
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn separators_display_names_and_dates() {
+        for (name, value) in [
+            ("Contact", "*"),
+            ("Contact", "\"a;,\" <sip:a@b;x>;expires=3, <sip:c@d>"),
+            (
+                "Via",
+                "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport",
+            ),
+            (
+                "Via",
+                "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2",
+            ),
+        ] {
+            assert_eq!(check_separators(name, value), Ok(()), "{value}");
+        }
+        for (name, value) in [
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;"),
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1,"),
+            ("Contact", "<sip:a@b>;;q=1"),
+        ] {
+            assert!(check_separators(name, value).is_err(), "{value}");
+        }
+        for value in [
+            "A. Bell <sip:a@b>;tag=1",
+            "\"Bell, A.\" <sip:a@b>",
+            "张三 <sip:a@b>",
+            "<sip:a@b?Route=x>",
+        ] {
+            assert_eq!(check_addresses("From", value), Ok(()), "{value}");
+        }
+        assert!(check_addresses("To", "Watson, Thomas <sip:t@b>").is_err());
+        assert!(check_addresses("Contact", "<sip:a@b>, Bell, Al <sip:c@d>").is_err());
+        assert!(check_addresses("Contact", "sip:a@b?Route=x").is_err());
+        assert!(is_sip_date("Sat, 13 Nov 2010 23:29:00 GMT"));
+        assert!(is_sip_date("Mon, 1 Feb 2027 08:00:00 GMT"));
+        for bad in [
+            "Fri, 01 Jan 2010 16:00:00 EST",
+            "Fri 01 Jan 2010 16:00:00 GMT",
+            "Fri, 01 January 2010 16:00:00 GMT",
+            "Fri, 01 Jan 2010 16:00 GMT",
+            "",
+        ] {
+            assert!(!is_sip_date(bad), "{bad}");
         }
     }
 }
