@@ -115,6 +115,30 @@ const CASES: &[Expect] = &[
     case("rfc4475-unksm2", 200, &[]),
     // 3.3.11: Max-Forwards 0 on an OPTIONS addressed to the gateway is answered.
     case("rfc4475-zeromf", 200, &[]),
+    // 3.3.2 and 3.3.3: Request-URI schemes the gateway does not serve
+    // (`nobodyKnowsThisScheme:`, `soap.beep://`): 416 (RFC 3261 §8.2.2.1).
+    case("rfc4475-unkscm", 416, WHY),
+    case("rfc4475-novelsc", 416, WHY),
+    // 3.3.15: an INVITE whose Accept names no SDP cannot take the gateway's SDP answer:
+    // 406 (RFC 3261 §21.4.7), before any call starts.
+    case("rfc4475-sdp01", 406, WHY),
+    // 3.3.7 (an Authorization of an unknown scheme), 3.3.12 and 3.3.13 (`;unknownparam`
+    // on the Contact header and on its URI), 3.3.14 (escaped headers in a Contact URI
+    // in `<...>`): REGISTERs, which the RFC has a registrar answer (401, 200); this
+    // gateway is no registrar, and answers them as it does any REGISTER: 405 with Allow
+    // (RFC 3261 §8.2.1), which shows each parsed.
+    case("rfc4475-regaut01", 405, ALLOW),
+    case("rfc4475-cparam01", 405, ALLOW),
+    case("rfc4475-cparam02", 405, ALLOW),
+    case("rfc4475-regescrt", 405, ALLOW),
+    // 3.4.1: RFC 2543's INVITE (no branch, no Max-Forwards, a From without tag, a To
+    // with `;user=phone` outside `<...>`). A To tag is added, as for esc01, so that it
+    // tests the parse path without placing a call: 481. UDP only: on a stream a message
+    // without Content-Length is malformed (RFC 3261 §18.3).
+    udp_only("rfc4475-inv2543", 481, &[]),
+    // 3.3.10: a response with a broadcast address in a Via: outside any transaction,
+    // dropped, and the gateway (no proxy) never sends anything towards it.
+    silent("rfc4475-bcast"),
     // Unknown methods, 3.1.1.2 (every token character) and 3.1.2.18: 501 with Allow.
     case("rfc4475-intmeth", 501, ALLOW),
     case("rfc3261-newmethod", 501, ALLOW),
@@ -185,6 +209,11 @@ const CASES: &[Expect] = &[
     case("rfc4475-badvers", 505, WHY),
     // 3.1.2.17: an OPTIONS whose CSeq names INVITE.
     case("rfc4475-mismatch01", 400, WHY),
+    // 3.3.1: an INVITE without Call-ID, From, To and Max-Forwards.
+    case("rfc4475-insuf", 400, WHY),
+    // 3.3.9: Content-Length twice, 13 and 5 (a datagram; on a stream neither could
+    // frame the message, so UDP only).
+    udp_only("rfc4475-mcl01", 400, WHY),
     // 3.1.2.5 (overlarge CSeq and Retry-After) and 3.1.2.19 (a status code of ten
     // digits): responses, dropped without an answer.
     silent("rfc4475-scalarlg"),

@@ -77,6 +77,14 @@ pub fn parse(
             ));
         }
     }
+    if is_request
+        && let Some(scheme) = foreign_scheme(norm.start_line.split(' ').nth(1).unwrap_or_default())
+    {
+        // RFC 3261 §8.2.2.1, after the method (§8.2.1): a Request-URI scheme the gateway
+        // does not serve is 416, not 400 (RFC 4475 3.3.2 "unkscm", 3.3.3 "novelsc").
+        let why = format!("unsupported Request-URI scheme {scheme}");
+        return Err(answer_raw(&norm, 416, &why, host));
+    }
     let message = match SipMessage::try_from(norm.to_bytes()) {
         Ok(m) => m,
         Err(error) => {
@@ -94,6 +102,7 @@ pub fn parse(
             check_raw(&norm).map_err(|why| answer_raw(&norm, 400, &why, host))?;
             check_require(&request, &norm, host)?;
             check_body(&request, &norm, host)?;
+            check_accept(&request, &norm, host)?;
             if max_forwards(&request) == Some(0) && request.method != Method::Options {
                 return Err(answer_raw(&norm, 483, "Max-Forwards reached 0", host));
             }
@@ -130,6 +139,19 @@ fn request_uri_fault(uri: &str) -> Option<&'static str> {
     host_on
         .contains('?')
         .then_some("headers in the Request-URI")
+}
+
+/// The scheme of a Request-URI that is a well-formed `scheme ":"` but not one the gateway
+/// serves (`sip`, `sips`, `tel`): `nobodyKnowsThisScheme`, `soap.beep`.
+fn foreign_scheme(uri: &str) -> Option<&str> {
+    let (scheme, _) = uri.split_once(':')?;
+    let mut chars = scheme.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let served = ["sip", "sips", "tel"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s));
+    (well_formed && !served).then_some(scheme)
 }
 
 /// RFC 3261 §25.1 `token`, which a method is.
@@ -484,6 +506,34 @@ fn check_body(request: &Request, norm: &Normalized, host: &str) -> Result<(), Re
     ))
 }
 
+/// RFC 3261 §20.1 and §21.4.7, RFC 4475 3.3.15 ("sdp01"): an INVITE whose `Accept` names
+/// types, none of them SDP, cannot take the gateway's answer (its 200 carries SDP): 406.
+/// Without `Accept` SDP is assumed (§20.1). An empty one (RFC 3261: no type acceptable)
+/// is left alone too: a call refused over an empty header would cost a citizen more than
+/// an answer the caller may ignore.
+fn check_accept(request: &Request, norm: &Normalized, host: &str) -> Result<(), Rejected> {
+    if request.method != Method::Invite {
+        return Ok(());
+    }
+    let types: Vec<String> = norm
+        .values("Accept")
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    let sdp = |t: &String| matches!(t.as_str(), "application/sdp" | "application/*" | "*/*");
+    if types.is_empty() || types.iter().any(sdp) {
+        return Ok(());
+    }
+    Err(answer_raw(norm, 406, "only application/sdp answers", host))
+}
+
 /// The SDP of a message body: the body itself when it is `application/sdp`, or the first
 /// `application/sdp` part of a `multipart/mixed` or `multipart/alternative` body
 /// (RFC 5621; the SIP-I/SIP-T shape with an `application/isup` part beside the SDP,
@@ -672,6 +722,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
@@ -1589,5 +1640,48 @@ mod tests {
         ] {
             assert!(!is_sip_date(bad), "{bad}");
         }
+    }
+    #[test]
+    fn rfc4475_3_3_semantic_torture_messages() {
+        // 3.3.1 insuf: no Call-ID, From, To, Max-Forwards; 3.3.9 mcl01: Content-Length
+        // twice, 13 and 5.
+        assert_eq!(answer_to("rfc4475-insuf").0, 400);
+        let (code, text) = answer_to("rfc4475-mcl01");
+        assert_eq!(code, 400, "{text}");
+        // 3.3.2 unkscm, 3.3.3 novelsc: Request-URI schemes the gateway does not serve.
+        for name in ["rfc4475-unkscm", "rfc4475-novelsc"] {
+            let (code, text) = answer_to(name);
+            assert_eq!(code, 416, "{name}: {text}");
+            assert!(text.contains("unsupported Request-URI scheme"), "{text}");
+        }
+        // 3.3.15 sdp01: an INVITE that accepts no SDP.
+        let (code, text) = answer_to("rfc4475-sdp01");
+        assert_eq!(code, 406, "{text}");
+        // 3.3.7 regaut01 (unknown Authorization scheme), 3.3.12 cparam01 (`;unknownparam`
+        // of an addr-spec Contact is the header's), 3.3.13 cparam02 (the URI's),
+        // 3.3.14 regescrt (a Contact URI with escaped headers in `<...>`): valid
+        // REGISTERs, which the gateway refuses with 405 after parsing.
+        for name in [
+            "rfc4475-regaut01",
+            "rfc4475-cparam01",
+            "rfc4475-cparam02",
+            "rfc4475-regescrt",
+        ] {
+            assert_eq!(parses(name).method, Method::Register, "{name}");
+        }
+        // 3.4.1 inv2543: RFC 2543's INVITE (no branch, no Max-Forwards, no From tag),
+        // over UDP; a stream needs Content-Length (RFC 3261 §18.3).
+        assert_eq!(parses("rfc4475-inv2543").method, Method::Invite);
+        assert!(parse(&corpus("rfc4475-inv2543"), false, LIMITS, "gw").is_err());
+        // 3.3.10 bcast: a response naming a broadcast address in a Via; parsed, and the
+        // gateway, never a proxy, never forwards it.
+        assert!(matches!(
+            parse(&corpus("rfc4475-bcast"), true, LIMITS, "gw"),
+            Ok(SipMessage::Response(_))
+        ));
+        // A Request-URI with a scheme the gateway serves is not 416.
+        assert_eq!(foreign_scheme("tel:+862112345"), None);
+        assert_eq!(foreign_scheme("SIP:a@b"), None);
+        assert_eq!(foreign_scheme("<sip:a@b>"), None);
     }
 }
