@@ -306,28 +306,40 @@ fn check_raw(norm: &Normalized) -> Result<(), String> {
     Ok(())
 }
 
-/// `value` with every quoted string and every `<...>` replaced by `x`s (same length, so
-/// positions match), leaving the separators that structure the header.
+/// `value` with every quoted string and every `<...>` replaced by `x`s, byte for byte (the
+/// same length in bytes, so positions found in the mask slice `value` on the same char
+/// boundaries: a quoted UTF-8 display name masked char by char came out shorter, and
+/// slicing `value` at the mask's positions then fell inside a character), leaving the
+/// separators that structure the header. Byte-wise is safe: the structure characters are
+/// ASCII and never part of a UTF-8 sequence. It also runs on every From, To, Contact,
+/// Via and Route of every message, so it allocates once and does no char decoding.
 fn masked(value: &str) -> String {
     let (mut quoted, mut escaped, mut angle) = (false, false, false);
-    value
-        .chars()
-        .map(|c| {
-            let hide = quoted || angle;
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' if !angle => quoted = !quoted,
-                '<' if !quoted => angle = true,
-                '>' if angle => {
-                    angle = false;
-                    return c;
-                }
-                _ => {}
+    let mut out = Vec::with_capacity(value.len());
+    for &c in value.as_bytes() {
+        let hide = quoted || angle;
+        match c {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' if !angle => quoted = !quoted,
+            b'<' if !quoted => angle = true,
+            b'>' if angle => {
+                angle = false;
+                out.push(b'>');
+                continue;
             }
-            if hide || c == '"' { 'x' } else { c }
-        })
-        .collect()
+            _ => {}
+        }
+        // Hidden bytes, the quotes, and every byte of a non-ASCII character become `x`
+        // (the checks read structure from the mask and text from `value`).
+        if hide || c == b'"' || !c.is_ascii() {
+            out.push(b'x');
+        } else {
+            out.push(c);
+        }
+    }
+    // Every byte is ASCII by construction.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// RFC 4475 3.1.2.1 ("badinv01"): `Via: SIP/2.0/UDP 192.0.2.15;;,;,,` and
@@ -1623,9 +1635,17 @@ mod tests {
             "\"Bell, A.\" <sip:a@b>",
             "张三 <sip:a@b>",
             "<sip:a@b?Route=x>",
+            // A quoted UTF-8 name: the mask keeps byte positions (it once did not, and
+            // slicing at its positions fell inside a character).
+            "\"张三\" <sip:13800138000@carrier.example>;tag=1",
         ] {
             assert_eq!(check_addresses("From", value), Ok(()), "{value}");
         }
+        assert_eq!(
+            check_addresses("Contact", "\"李四\" <sip:a@b>, \"王五 先生\" <sip:c@d>"),
+            Ok(())
+        );
+        assert!(check_addresses("Contact", "\"李四\" <sip:a@b>, Bell, Al <sip:c@d>").is_err());
         assert!(check_addresses("To", "Watson, Thomas <sip:t@b>").is_err());
         assert!(check_addresses("Contact", "<sip:a@b>, Bell, Al <sip:c@d>").is_err());
         assert!(check_addresses("Contact", "sip:a@b?Route=x").is_err());
