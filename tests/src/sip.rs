@@ -931,6 +931,29 @@ impl Recording {
     pub fn seconds(&self) -> f64 {
         self.left.len() as f64 / f64::from(self.rate)
     }
+
+    /// The middle half of each channel (citizen, agent): clear of the ringing before the
+    /// answer and of the hang-up.
+    pub fn middle(&self) -> (Vec<i16>, Vec<i16>) {
+        let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
+        (mid(&self.left), mid(&self.right))
+    }
+
+    /// Asserts the middle half carries the citizen's 440 Hz tone on the left and the
+    /// agent's 880 Hz on the right (citizen-call.xml and agent-answer.xml), each louder
+    /// than `min_rms`: audio relayed and recorded both ways.
+    pub fn assert_tones_both_ways(&self, min_rms: f64) {
+        let (left, right) = self.middle();
+        assert!(
+            rms(&left) > min_rms && rms(&right) > min_rms,
+            "both channels carry signal: {} {}",
+            rms(&left),
+            rms(&right)
+        );
+        let (fl, fr) = (tone_hz(&left, self.rate), tone_hz(&right, self.rate));
+        assert!((400.0..480.0).contains(&fl), "citizen channel at {fl} Hz");
+        assert!((820.0..940.0).contains(&fr), "agent channel at {fr} Hz");
+    }
 }
 
 /// Root-mean-square level of samples, 0 to 32767.

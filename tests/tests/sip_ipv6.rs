@@ -108,17 +108,7 @@ fn a_call_from_an_ipv6_trunk_is_bridged_relayed_and_recorded() -> Result<()> {
     let name = end["recording"].as_str().unwrap_or_default();
     let rec = Recording::open(&gw.recordings_dir().join(name))?;
     assert!((2.5..=4.5).contains(&rec.seconds()), "{} s", rec.seconds());
-    let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
-    let (left, right) = (mid(&rec.left), mid(&rec.right));
-    assert!(
-        rms(&left) > 3000.0 && rms(&right) > 3000.0,
-        "both channels carry signal: {} {}",
-        rms(&left),
-        rms(&right)
-    );
-    let (fl, fr) = (tone_hz(&left, 8000), tone_hz(&right, 8000));
-    assert!((400.0..480.0).contains(&fl), "citizen channel at {fl} Hz");
-    assert!((820.0..940.0).contains(&fr), "agent channel at {fr} Hz");
+    rec.assert_tones_both_ways(3000.0);
     assert!(
         !gw.log().contains("13800138000"),
         "caller numbers never reach the log"
@@ -155,8 +145,7 @@ fn recorded_tones(gw: &Gateway, broker: &Broker, calls: usize, caller: &str) -> 
     assert_eq!(end["content"]["trunk"], "carrier-v6");
     let name = end["content"]["recording"].as_str().unwrap_or_default();
     let rec = Recording::open(&gw.recordings_dir().join(name))?;
-    let mid = |s: &[i16]| s[s.len() / 4..s.len() * 3 / 4].to_vec();
-    let (left, right) = (mid(&rec.left), mid(&rec.right));
+    let (left, right) = rec.middle();
     assert!(
         rms(&left) > 1000.0 && rms(&right) > 1000.0,
         "both channels carry signal: {} {}",
