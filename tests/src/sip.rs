@@ -1023,3 +1023,22 @@ where
         }
     }
 }
+
+/// The phone contacts on Kafka in order of their sequence, once `count` of them have
+/// arrived (within 20 s).
+pub fn call_contacts(broker: &super::Broker, count: usize) -> Result<Vec<serde_json::Value>> {
+    let phone = |r: &super::Received| r.value["channel"] == "phone";
+    let records = super::consume(
+        &broker.bootstrap(),
+        super::CONTACTS,
+        Duration::from_secs(20),
+        |r| r.iter().filter(|r| phone(r)).count() >= count,
+    )?;
+    let mut out: Vec<serde_json::Value> = records
+        .into_iter()
+        .filter(|r| phone(r))
+        .map(|r| r.value)
+        .collect();
+    out.sort_by_key(|v| v["sequence"].as_u64());
+    Ok(out)
+}

@@ -15,23 +15,6 @@ fn start(opts: impl FnOnce(&mut SipOptions)) -> Result<(Broker, Gateway, u16)> {
     start_gateway(opts, "info,channel_sip=debug")
 }
 
-/// The phone contacts on Kafka in order, once `count` of them have arrived.
-fn call_contacts(broker: &Broker, count: usize) -> Result<Vec<Value>> {
-    let records = consume(
-        &broker.bootstrap(),
-        CONTACTS,
-        Duration::from_secs(20),
-        |r| r.iter().filter(|r| r.value["channel"] == "phone").count() >= count,
-    )?;
-    let mut out: Vec<Value> = records
-        .into_iter()
-        .filter(|r| r.value["channel"] == "phone")
-        .map(|r| r.value)
-        .collect();
-    out.sort_by_key(|v| v["sequence"].as_u64());
-    Ok(out)
-}
-
 fn phases(contacts: &[Value]) -> Vec<String> {
     contacts
         .iter()

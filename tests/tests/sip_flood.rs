@@ -121,9 +121,15 @@ fn art15_a_caller_on_the_priority_list_takes_the_reserved_place() -> Result<()> 
     let other = numbers_file(dir.path(), "other.csv", &["13900005555".to_owned()])?;
     let vip = numbers_file(dir.path(), "vip.csv", &["13800009999".to_owned()])?;
     let stat = |n: &str| dir.path().join(n);
-    // Three calls held 6 s fill the places outside the reserve.
-    let holders = calls_from_numbers(gw.sip_port, &held, 10, 3, 6000, &stat("held"))?;
-    std::thread::sleep(Duration::from_millis(1500));
+    // Three calls held 10 s fill the places outside the reserve. Wait until the gateway
+    // has all three up (a fixed sleep was too short when the other test of this file
+    // loads the machine).
+    let holders = calls_from_numbers(gw.sip_port, &held, 10, 3, 10_000, &stat("held"))?;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while metric_value(&metrics(&gw)?, "gateway_sip_calls_active") < 3.0 {
+        assert!(Instant::now() < deadline, "the three calls never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let refused = calls_from_numbers(gw.sip_port, &other, 1, 1, 100, &stat("other"))?;
     wait_exit(refused, Duration::from_secs(20))?;
     let priority = calls_from_numbers(gw.sip_port, &vip, 1, 1, 100, &stat("vip"))?;

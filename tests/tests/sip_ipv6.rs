@@ -14,29 +14,11 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use e2e::sip::*;
 use e2e::*;
-use serde_json::Value;
 
 const SIPP_WAIT: Duration = Duration::from_secs(60);
 
 fn loopback_has_ipv6() -> bool {
     std::net::UdpSocket::bind("[::1]:0").is_ok()
-}
-
-/// The phone contacts on Kafka in order, once `count` of them have arrived.
-fn call_contacts(broker: &Broker, count: usize) -> Result<Vec<Value>> {
-    let records = consume(
-        &broker.bootstrap(),
-        CONTACTS,
-        Duration::from_secs(20),
-        |r| r.iter().filter(|r| r.value["channel"] == "phone").count() >= count,
-    )?;
-    let mut out: Vec<Value> = records
-        .into_iter()
-        .filter(|r| r.value["channel"] == "phone")
-        .map(|r| r.value)
-        .collect();
-    out.sort_by_key(|v| v["sequence"].as_u64());
-    Ok(out)
 }
 
 /// The SIP messages in a sipp message trace that start with `start`.

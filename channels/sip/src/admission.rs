@@ -253,7 +253,7 @@ impl Admission {
         }
     }
 
-    /// Calling numbers tracked now (for tests and the memory check).
+    /// Calling numbers tracked now (the bound's unit test reads it).
     pub fn tracked_numbers(&self) -> usize {
         lock(&self.shares).numbers.len()
     }

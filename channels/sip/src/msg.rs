@@ -281,21 +281,28 @@ fn check_raw(norm: &Normalized) -> Result<(), String> {
             return Err("malformed Max-Forwards header".into());
         }
     }
-    for name in ["From", "To", "Contact", "Reply-To"] {
+    // One pass per header, each value masked once: this runs on every message.
+    for name in [
+        "Via",
+        "Route",
+        "Record-Route",
+        "From",
+        "To",
+        "Contact",
+        "Reply-To",
+    ] {
+        let address = matches!(name, "From" | "To" | "Contact" | "Reply-To");
         for v in norm.values(name) {
-            if !quotes_balanced(v) {
+            if address && !quotes_balanced(v) {
                 return Err(format!("unterminated quoted string in {name} header"));
             }
-        }
-    }
-    for name in ["Via", "Contact", "From", "To", "Route", "Record-Route"] {
-        for v in norm.values(name) {
-            check_separators(name, v)?;
-        }
-    }
-    for name in ["From", "To", "Contact", "Reply-To"] {
-        for v in norm.values(name) {
-            check_addresses(name, v)?;
+            let mask = masked(v);
+            if name != "Reply-To" {
+                check_separators(name, &mask)?;
+            }
+            if address {
+                check_addresses(name, v, &mask)?;
+            }
         }
     }
     if let Some(date) = norm.value("Date")
@@ -346,8 +353,8 @@ fn masked(value: &str) -> String {
 /// `Contact: "Joe" <sip:joe@example.org>;;;;` are not RFC 3261 grammar: every `;` starts
 /// a `generic-param` (a token at least) and every `,` another whole entry. Empty ones
 /// get 400 rather than being skipped, as the RFC asks.
-fn check_separators(name: &str, value: &str) -> Result<(), String> {
-    let bad = masked(value)
+fn check_separators(name: &str, mask: &str) -> Result<(), String> {
+    let bad = mask
         .split(',')
         .any(|entry| entry.split(';').any(|part| part.trim().is_empty()));
     if bad {
@@ -363,8 +370,7 @@ fn check_separators(name: &str, value: &str) -> Result<(), String> {
 /// - an addr-spec is a URI; and one with headers (`?`) must be in `<...>`: RFC 4475 3.1.2.13 ("regbadct",
 ///   `Contact: sip:user@example.com?Route=...`, whose `?` part could belong to the URI
 ///   or not) gets 400.
-fn check_addresses(name: &str, value: &str) -> Result<(), String> {
-    let mask = masked(value);
+fn check_addresses(name: &str, value: &str, mask: &str) -> Result<(), String> {
     let entries: Vec<(usize, &str)> = if name == "Contact" {
         // Entries start after each top-level comma (the mask keeps positions).
         let mut start = 0;
@@ -376,7 +382,7 @@ fn check_addresses(name: &str, value: &str) -> Result<(), String> {
             })
             .collect()
     } else {
-        vec![(0, mask.as_str())]
+        vec![(0, mask)]
     };
     for (at, entry) in entries {
         match entry.find('<') {
@@ -1607,6 +1613,14 @@ mod tests {
         }
     }
 
+    /// The separator and address checks on one value, masked as `check_raw` does.
+    fn separators(name: &str, value: &str) -> Result<(), String> {
+        check_separators(name, &masked(value))
+    }
+    fn addresses(name: &str, value: &str) -> Result<(), String> {
+        check_addresses(name, value, &masked(value))
+    }
+
     #[test]
     fn separators_display_names_and_dates() {
         for (name, value) in [
@@ -1621,14 +1635,14 @@ mod tests {
                 "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2",
             ),
         ] {
-            assert_eq!(check_separators(name, value), Ok(()), "{value}");
+            assert_eq!(separators(name, value), Ok(()), "{value}");
         }
         for (name, value) in [
             ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;"),
             ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1,"),
             ("Contact", "<sip:a@b>;;q=1"),
         ] {
-            assert!(check_separators(name, value).is_err(), "{value}");
+            assert!(separators(name, value).is_err(), "{value}");
         }
         for value in [
             "A. Bell <sip:a@b>;tag=1",
@@ -1639,16 +1653,16 @@ mod tests {
             // slicing at its positions fell inside a character).
             "\"张三\" <sip:13800138000@carrier.example>;tag=1",
         ] {
-            assert_eq!(check_addresses("From", value), Ok(()), "{value}");
+            assert_eq!(addresses("From", value), Ok(()), "{value}");
         }
         assert_eq!(
-            check_addresses("Contact", "\"李四\" <sip:a@b>, \"王五 先生\" <sip:c@d>"),
+            addresses("Contact", "\"李四\" <sip:a@b>, \"王五 先生\" <sip:c@d>"),
             Ok(())
         );
-        assert!(check_addresses("Contact", "\"李四\" <sip:a@b>, Bell, Al <sip:c@d>").is_err());
-        assert!(check_addresses("To", "Watson, Thomas <sip:t@b>").is_err());
-        assert!(check_addresses("Contact", "<sip:a@b>, Bell, Al <sip:c@d>").is_err());
-        assert!(check_addresses("Contact", "sip:a@b?Route=x").is_err());
+        assert!(addresses("Contact", "\"李四\" <sip:a@b>, Bell, Al <sip:c@d>").is_err());
+        assert!(addresses("To", "Watson, Thomas <sip:t@b>").is_err());
+        assert!(addresses("Contact", "<sip:a@b>, Bell, Al <sip:c@d>").is_err());
+        assert!(addresses("Contact", "sip:a@b?Route=x").is_err());
         assert!(is_sip_date("Sat, 13 Nov 2010 23:29:00 GMT"));
         assert!(is_sip_date("Mon, 1 Feb 2027 08:00:00 GMT"));
         for bad in [
