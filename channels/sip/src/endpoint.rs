@@ -141,6 +141,10 @@ pub struct Endpoint {
     /// The IPv6 UDP listener beside an IPv4 `udp`, with the host the gateway names
     /// itself by towards IPv6 peers.
     udp6: Option<(Arc<UdpSocket>, String)>,
+    /// The local addresses of `udp` and `udp6`, read once: every message sent and every
+    /// Via built asks for them, and each `local_addr()` is a system call.
+    local: Option<SocketAddr>,
+    local6: Option<SocketAddr>,
     tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
     server: Mutex<HashMap<TxKey, ServerEntry>>,
     client: Mutex<HashMap<TxKey, mpsc::Sender<Response>>>,
@@ -236,6 +240,8 @@ impl Endpoint {
         host: String,
     ) -> Arc<Self> {
         Arc::new(Endpoint {
+            local: udp.local_addr().ok(),
+            local6: udp6.as_ref().and_then(|(s, _)| s.local_addr().ok()),
             udp: Arc::new(udp),
             udp6: udp6.map(|(s, h)| (Arc::new(s), h)),
             tcp: Mutex::new(HashMap::new()),
@@ -295,10 +301,8 @@ impl Endpoint {
     /// peer could not reach the IPv4 one.
     pub fn local_for(&self, peer: SocketAddr) -> (&str, Option<u16>) {
         match &self.udp6 {
-            Some((sock, host)) if peer.is_ipv6() => {
-                (host.as_str(), sock.local_addr().ok().map(|a| a.port()))
-            }
-            _ => (&self.host, self.udp.local_addr().ok().map(|a| a.port())),
+            Some((_, host)) if peer.is_ipv6() => (host.as_str(), self.local6.map(|a| a.port())),
+            _ => (&self.host, self.local.map(|a| a.port())),
         }
     }
 
@@ -310,7 +314,7 @@ impl Endpoint {
         if let (Some((sock, _)), true) = (&self.udp6, addr.is_ipv6()) {
             return (sock, addr);
         }
-        let main_is_v6 = self.udp.local_addr().is_ok_and(|a| a.is_ipv6());
+        let main_is_v6 = self.local.is_some_and(|a| a.is_ipv6());
         match addr {
             SocketAddr::V4(v4) if main_is_v6 => (
                 &self.udp,
