@@ -27,18 +27,36 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token; `false` when the limit is exceeded.
-    pub fn take(&mut self) -> bool {
+    /// Adds the tokens earned since the last look.
+    fn refill(&mut self) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Takes one token; `false` when the limit is exceeded.
+    pub fn take(&mut self) -> bool {
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Gives back a token taken for an event that a later check refused after all, so
+    /// that the event does not count against this limit.
+    pub fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
+    /// Whether the bucket is full again: it then limits nothing that a new bucket would
+    /// not, and whoever keeps buckets by key may forget it.
+    pub fn is_full(&mut self) -> bool {
+        self.refill();
+        self.tokens >= self.burst
     }
 
     /// Seconds until the next token, rounded up (for a `Retry-After`).
@@ -71,5 +89,25 @@ mod tests {
             taken, 3,
             "never more than the burst, however long the pause"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_given_back_can_be_taken_again_and_a_refilled_bucket_is_full() {
+        let mut b = TokenBucket::new(1.0, 2);
+        assert!(b.is_full());
+        assert!(b.take() && b.take());
+        assert!(!b.is_full());
+        b.give_back();
+        assert!(b.take(), "the token given back");
+        assert!(!b.take());
+        b.give_back();
+        b.give_back();
+        b.give_back();
+        assert!(b.take() && b.take());
+        assert!(!b.take(), "giving back never fills past the burst");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!b.is_full(), "1.5 of 2 tokens back");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(b.is_full());
     }
 }

@@ -9,9 +9,36 @@ use gateway::telemetry::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 // The gateway allocates many small, short-lived buffers per message (frames, JSON,
-// records); glibc's malloc showed as a tenth of its CPU under load, mimalloc far less.
+// records); glibc's malloc showed as a tenth of its CPU under load. jemalloc, with its
+// background threads purging freed pages on a timer (turned on in `main`): after a SIP
+// flood an idle gateway gives the memory back within a minute. mimalloc (used before)
+// returned freed pages only when the process next allocated, so an idle gateway held
+// 200 MB after a flood until the next calls came (docs/benchmarks.md, "SIP floods").
+// `--features system-alloc` keeps the C library's malloc, so that heaptrack (which hooks
+// malloc) can see the gateway's heap.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's own figures as gauges every 10 s: what the gateway's objects take
+/// (`gateway_heap_allocated_bytes`) and what the allocator holds from the system
+/// (`gateway_heap_resident_bytes`), so that an operator can tell a leak (the first
+/// grows) from memory not yet given back (only the second).
+#[cfg(not(feature = "system-alloc"))]
+async fn heap_gauges() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        if epoch::advance().is_err() {
+            continue;
+        }
+        if let (Ok(allocated), Ok(resident)) = (stats::allocated::read(), stats::resident::read()) {
+            metrics::gauge!("gateway_heap_allocated_bytes").set(allocated as f64);
+            metrics::gauge!("gateway_heap_resident_bytes").set(resident as f64);
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(version, about = "The 12345 hotline's intake gateway")]
@@ -61,7 +88,25 @@ enum TokenScope {
     Agent,
 }
 
+/// Turns transparent huge pages off for this process: the kernel's khugepaged fills
+/// whole 2 MiB pages around the few objects a flood leaves scattered in a region (with
+/// mimalloc, which asks for huge pages, the gateway's memory grew by 30 MB in a minute
+/// while idle after a SIP flood). The gateway's heap is a few hundred megabytes at most,
+/// where huge pages save little; and a host whose THP mode is `always` would do the
+/// same to any allocator.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("gateway: could not turn transparent huge pages off: {e}");
+    }
+}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
+    #[cfg(not(feature = "system-alloc"))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("gateway: jemalloc's background threads did not start: {e}");
+    }
     let cli = Cli::parse();
     telemetry::init_logs(cli.log_format);
     match cli.command {
@@ -141,6 +186,8 @@ fn main() -> ExitCode {
             };
             let result = runtime.block_on(async move {
                 let metrics = telemetry::init_metrics()?;
+                #[cfg(not(feature = "system-alloc"))]
+                tokio::spawn(heap_gauges());
                 let shutdown = CancellationToken::new();
                 let signal = shutdown.clone();
                 tokio::spawn(async move {

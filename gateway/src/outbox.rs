@@ -42,6 +42,17 @@ const STATE: &str = "state";
 /// Idempotency keys: key -> [`OnceEntry`] (postcard).
 const ONCE: &str = "once";
 
+/// Each keyspace's memtable is written out at this size (fjall's default is 64 MiB).
+/// The outbox is a queue: a burst's records are delivered and deleted within seconds,
+/// but they and their deletions stay in memory until the memtable is written, so with
+/// the default a flood of calls left tens of megabytes held after it had long been
+/// delivered (issue 14's soak).
+const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+/// The block cache (fjall's default is 32 MiB). Records are read back from the tail,
+/// mostly still in the memtable; from disk only after an outage, a sequential read the
+/// operating system's page cache serves.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Capacity of the writer's queue; submissions beyond wait (they are bounded by the
 /// channels' own limits on sessions and requests).
 const WRITER_QUEUE: usize = 8192;
@@ -156,17 +167,17 @@ impl Outbox {
         let db = Database::builder(&path)
             .manual_journal_persist(true)
             .worker_threads(1)
+            .cache_size(CACHE_BYTES)
             .open()
             .map_err(open_err)?;
-        let records = db
-            .keyspace(RECORDS, KeyspaceCreateOptions::default)
-            .map_err(open_err)?;
-        let state = db
-            .keyspace(STATE, KeyspaceCreateOptions::default)
-            .map_err(open_err)?;
-        let once = db
-            .keyspace(ONCE, KeyspaceCreateOptions::default)
-            .map_err(open_err)?;
+        let keyspace = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+        };
+        let records = keyspace(RECORDS).map_err(open_err)?;
+        let state = keyspace(STATE).map_err(open_err)?;
+        let once = keyspace(ONCE).map_err(open_err)?;
 
         // Count what is undelivered from an earlier run. Sequence numbers only need to
         // grow within the journal's lifetime: numbering goes on after the last one.

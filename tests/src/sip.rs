@@ -197,7 +197,10 @@ timeout_secs = {media_timeout}
             } else {
                 ""
             },
-            media_max = media + self.media_ports - 1,
+            // A range larger than what is left above the base ends at the last port (the
+            // flood bench asks for 16,000 ports; a base of 52,000 once wrapped past
+            // 65,535 and the gateway refused the range).
+            media_max = media.saturating_add(self.media_ports - 1).min(65_534),
             media_timeout = self.media_timeout_secs,
             asr = if self.asr {
                 format!(
@@ -845,6 +848,53 @@ impl RawSip {
             t = self.target,
             len = body.len()
         )
+    }
+
+    /// Ends a call this socket set up, `ok` being the gateway's 200 to its INVITE: the ACK
+    /// (RFC 3261 §13.2.2.4) and, `hold` later, a BYE; the status of the BYE's answer
+    /// (the 200 to the INVITE may come again meanwhile and is passed over).
+    pub fn hang_up(&self, ok: &str, hold: Duration) -> Result<u16> {
+        let target = header(ok, "Contact")
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let (from, to, call_id) = (
+            header(ok, "From").unwrap_or_default(),
+            header(ok, "To").unwrap_or_default(),
+            header(ok, "Call-ID").unwrap_or_default(),
+        );
+        let local = self.local();
+        // A branch unique to the call and request.
+        let id: String = call_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let request = |method: &str, cseq: u64| {
+            format!(
+                "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{method}{id}{cseq};rport\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let cseq: u64 = header(ok, "CSeq")
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(1);
+        self.send(request("ACK", cseq).as_bytes())?;
+        std::thread::sleep(hold);
+        self.send(request("BYE", cseq + 1).as_bytes())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.recv(left.max(Duration::from_millis(1))) {
+                Some(m) if header(&m, "CSeq").is_some_and(|c| c.ends_with("BYE")) => {
+                    return status_of(&m).context("BYE answer without status");
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        bail!("no answer to the BYE of {call_id}")
     }
 
     /// The ACK of a non-2xx final response to an INVITE made by [`RawSip::invite`].

@@ -366,3 +366,44 @@ fn rfc4475_messages_get_the_answers_the_rfcs_name_and_calls_still_work() -> Resu
     )?;
     Ok(())
 }
+
+/// RFC 4475's INVITEs as the RFC gives them, with no To tag (the corpus files carry one
+/// so that the table above tests their parse without a call): 3.1.1.3 (escapes), 3.1.1.7
+/// (very long values, 34 Vias) and 3.4.1 (RFC 2543's INVITE, no branch, a From without
+/// tag) are valid, and each places a real call: answered 200 once the agent answers,
+/// then ACKed and hung up with a 200 to the BYE. UDP, as 3.4.1 has no Content-Length.
+#[test]
+fn rfc4475_invites_as_given_place_calls() -> Result<()> {
+    let (_broker, gw, agent_port) = start_gateway(|_| {}, "info")?;
+    let agent = Sipp::agent("agent-answer.xml", agent_port, &["-m", "3"])?;
+    let mut failures = Vec::new();
+    for (name, tag) in [
+        ("rfc4475-esc01", ";tag=esc01"),
+        ("rfc4475-longreq", ";tag=longreq"),
+        ("rfc4475-inv2543", ";tag=inv2543"),
+    ] {
+        let bytes = corpus(name)?;
+        let split = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("no blank line")?;
+        let head = String::from_utf8_lossy(&bytes[..split]);
+        assert!(head.contains(tag), "{name}: the corpus's To tag {tag}");
+        let mut message = head.replace(tag, "").into_bytes();
+        message.extend_from_slice(&bytes[split..]);
+        let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
+        raw.send(&message)?;
+        let answers = raw.recv_final(Duration::from_secs(15));
+        let Some(ok) = answers.last().filter(|m| status_of(m) == Some(200)) else {
+            failures.push(format!("{name}: wanted 200, got {answers:?}"));
+            continue;
+        };
+        match raw.hang_up(ok, Duration::from_millis(300)) {
+            Ok(200) => {}
+            other => failures.push(format!("{name}: BYE answered {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    agent.expect_ok(Duration::from_secs(30))?;
+    Ok(())
+}

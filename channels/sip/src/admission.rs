@@ -188,7 +188,12 @@ impl Admission {
         });
         if !priority && let Some(key) = number {
             if shares.numbers.len() >= MAX_NUMBERS && !shares.numbers.contains_key(key) {
-                shares.numbers.retain(|_, s| s.active > 0);
+                shares.forget_idle_numbers();
+                if shares.numbers.len() >= MAX_NUMBERS {
+                    // Still full of numbers that called lately: those with no call in
+                    // progress go, their rate history with them.
+                    shares.numbers.retain(|_, s| s.active > 0);
+                }
             }
             let share = shares
                 .numbers
@@ -221,13 +226,22 @@ impl Admission {
                 bucket: TokenBucket::new(rate, burst),
             });
         if !priority {
-            if cap.is_some_and(|c| t.active >= c) {
-                return Err(Refused::TrunkShare);
-            }
-            if !t.bucket.take() {
-                return Err(Refused::TrunkRate {
+            let refused = if cap.is_some_and(|c| t.active >= c) {
+                Some(Refused::TrunkShare)
+            } else if !t.bucket.take() {
+                Some(Refused::TrunkRate {
                     retry_secs: t.bucket.retry_after_secs(),
-                });
+                })
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                // The number's token was taken for a call that did not happen: a citizen
+                // refused because the trunk was flooded keeps the right to call again.
+                if let Some(n) = number.and_then(|k| shares.numbers.get_mut(k)) {
+                    n.bucket.give_back();
+                }
+                return Err(refused);
             }
         }
         t.active += 1;
@@ -256,6 +270,43 @@ impl Admission {
     /// Calling numbers tracked now (the bound's unit test reads it).
     pub fn tracked_numbers(&self) -> usize {
         lock(&self.shares).numbers.len()
+    }
+
+    /// Forgets what no longer limits anything (numbers with no call in progress and their
+    /// rate spent no more, ended Art. 15 marks) and gives back the tables' room: after a
+    /// flood of random numbers the table would otherwise keep a hundred thousand entries,
+    /// and their pages, until the next flood.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut shares = lock(&self.shares);
+        shares.forget_idle_numbers();
+        shares.marked.retain(|_, t| *t > now);
+        crate::shrink_sparse(&mut shares.numbers);
+        crate::shrink_sparse(&mut shares.marked);
+    }
+
+    /// Runs [`Admission::sweep`] every [`SWEEP_EVERY`] until `stop`.
+    pub async fn run_sweeps(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.sweep(),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// How often idle numbers are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+impl Shares {
+    /// Drops the numbers a new entry would stand for exactly: no call in progress and a
+    /// full bucket.
+    fn forget_idle_numbers(&mut self) {
+        self.numbers
+            .retain(|_, s| s.active > 0 || !s.bucket.is_full());
     }
 }
 
@@ -378,6 +429,72 @@ priority_callers = ["13900000000"]
             a.admit("a", Some("n")).is_err(),
             "the mark lasts emergency_priority_secs (default 30 minutes)"
         );
+    }
+
+    /// A citizen refused because the trunk's rate was spent (by a flood of random
+    /// numbers) loses nothing of the number's own share.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_by_the_trunk_leaves_the_numbers_share_whole() {
+        let a = admission(|_| {});
+        for i in 0..10 {
+            let _ = a
+                .admit("a", Some(&format!("flood-{i}")))
+                .expect("trunk burst");
+        }
+        for _ in 0..5 {
+            assert!(matches!(
+                a.admit("a", Some("citizen")),
+                Err(Refused::TrunkRate { .. })
+            ));
+        }
+        // One second later the trunk has 10 tokens again; the citizen's burst (3) is
+        // whole, though it was refused five times.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..3 {
+            let _ = a.admit("a", Some("citizen")).expect("the number's burst");
+        }
+        assert!(matches!(
+            a.admit("a", Some("citizen")),
+            Err(Refused::Number { .. })
+        ));
+    }
+
+    /// After a flood of random numbers, the sweep forgets every number whose share is
+    /// whole again and keeps those that still limit something.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_forgets_numbers_whose_share_is_whole_again() {
+        let a = admission(|c| {
+            c.invite_rate_per_second = 1e9;
+            c.invite_burst = u32::MAX;
+        });
+        for i in 0..1000 {
+            let _ = a.admit("a", Some(&format!("r{i}")));
+        }
+        let held = a.admit("a", Some("in-call")).unwrap();
+        for _ in 0..2 {
+            drop(a.admit("a", Some("busy")).unwrap());
+        }
+        a.sweep();
+        assert_eq!(a.tracked_numbers(), 1002, "nothing refilled yet");
+        // A minute refills the random numbers' single token; "busy" took two of three
+        // at 6 a minute: 20 s later it is whole too, but "in-call" has a call.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        a.sweep();
+        assert_eq!(
+            a.tracked_numbers(),
+            2,
+            "busy is not yet whole, in-call is busy"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        a.sweep();
+        assert_eq!(a.tracked_numbers(), 1, "the number with a call stays");
+        drop(held);
+        a.sweep();
+        assert_eq!(a.tracked_numbers(), 0, "its call ended, its share whole");
+        // The same number later starts from a whole share.
+        for _ in 0..3 {
+            drop(a.admit("a", Some("busy")).unwrap());
+        }
     }
 
     #[tokio::test(start_paused = true)]

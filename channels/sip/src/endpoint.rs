@@ -741,7 +741,11 @@ impl Endpoint {
                 () = shutdown.cancelled() => return,
             }
             let now = Instant::now();
-            lock(&self.server).retain(|_, e| e.expires > now);
+            let mut server = lock(&self.server);
+            server.retain(|_, e| e.expires > now);
+            crate::shrink_sparse(&mut server);
+            drop(server);
+            crate::shrink_sparse(&mut lock(&self.client));
         }
     }
 

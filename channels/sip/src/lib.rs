@@ -271,6 +271,7 @@ impl Channel for SipChannel {
                 stop.cancel();
             }));
         }
+        tasks.push(Box::pin(core.admission.clone().run_sweeps(stop.clone())));
         tasks.push(Box::pin(ep.clone().run_udp(tu.clone(), stop.clone())));
         for listener in tcp {
             tasks.push(Box::pin(ep.clone().run_listener(
@@ -313,6 +314,15 @@ impl Channel for SipChannel {
 /// The TLS server side: the configured certificate chain and key, TLS 1.2 and 1.3 with
 /// rustls's safe defaults (ring). Trunks authenticate by address or digest as on the
 /// other transports.
+/// Gives back most of a table's room once it holds far fewer entries than it has room
+/// for: a `HashMap` keeps the capacity it grew to, so a table filled by a flood would
+/// hold its peak size, and the pages under it, for good.
+pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn tls_acceptor(cfg: &config::SipTlsConfig) -> Result<tokio_rustls::TlsAcceptor, BoxError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -18,7 +18,8 @@
 //!    held by a refused call (port pairs in use against calls in progress), and how soon
 //!    after the flood a new call is answered.
 //! 3. **Soak**: `soak` few-number floods in a row; the gateway's resident memory after
-//!    each, and 10 s later.
+//!    each, 10 s later and settled ([`SETTLE`]), against its memory settled after the
+//!    baseline's calls.
 //!
 //! The gateway's CPU over each flood is read from /proc, sipp's achieved INVITE rate from
 //! its statistics. Baseline in the same run: the 5/s alone, before any flood.
@@ -27,7 +28,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use e2e::sip::{Sipp, calls_from_numbers, numbers_file, sipp_counts, start_gateway};
+use e2e::sip::{
+    RawSip, Sipp, calls_from_numbers, numbers_file, rtp_socket, sipp_counts, start_gateway,
+    status_of,
+};
 use e2e::{Gateway, cpu_seconds, metric_value};
 
 #[derive(Debug, Parser)]
@@ -52,6 +56,11 @@ struct Args {
     soak_seconds: u32,
 }
 
+/// How long the gateway is left idle before its memory is read as settled: the
+/// admission's sweep forgets a flood's numbers within 20 s (their share whole again,
+/// then the next sweep), transactions end within 32 s (Timer H).
+const SETTLE: Duration = Duration::from_secs(40);
+
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -61,6 +70,14 @@ fn rss_mb(pid: u32) -> f64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// What the gateway's objects take on its heap, in MB (its allocator's gauge, updated
+/// every 10 s).
+fn heap_mb(gw: &Gateway) -> f64 {
+    gw.metrics_blocking().map_or(f64::NAN, |m| {
+        metric_value(&m, "gateway_heap_allocated_bytes") / 1e6
+    })
 }
 
 /// Numbers `prefix` + 7 digits from `from`, `n` of them.
@@ -144,6 +161,33 @@ fn flood(gw: &Gateway, dir: &std::path::Path, plan: &Plan) -> Result<Flood> {
     })
 }
 
+/// One call placed by hand from `number`: the final answer to its INVITE and how long
+/// it took (the gateway's admission, the agent leg's INVITE and the agent's 200: the
+/// bench's agent answers at once). An answered call is ACKed and hung up.
+fn probe(port: u16, number: &str, n: usize) -> Result<(u16, Duration)> {
+    let raw = RawSip::new("127.0.0.1", port)?;
+    let rtp = rtp_socket()?;
+    let call_id = format!("probe-{n}-{number}@bench");
+    let invite = raw.invite(
+        &call_id,
+        &format!("z9hG4bKprobe{n}x{number}"),
+        number,
+        Some(rtp.local_addr()?.port()),
+    );
+    let t0 = Instant::now();
+    raw.send(invite.as_bytes())?;
+    let answers = raw.recv_final(Duration::from_secs(10));
+    let took = t0.elapsed();
+    let last = answers.last().context("no answer to the probe")?;
+    let status = status_of(last).unwrap_or(0);
+    if status >= 300 {
+        raw.send(raw.ack_failure(&invite, last).as_bytes())?;
+    } else if status == 200 {
+        raw.hang_up(last, Duration::from_millis(100))?;
+    }
+    Ok((status, took))
+}
+
 fn pct(a: u64, b: u64) -> f64 {
     if a + b == 0 {
         0.0
@@ -198,13 +242,17 @@ fn main() -> Result<()> {
             seconds: args.seconds,
         },
     )?;
+    std::thread::sleep(SETTLE);
     println!(
-        "\n## Baseline, {}/s legitimate calls alone ({} s)\nanswered {} of {} ({:.2}%)",
+        "\n## Baseline, {}/s legitimate calls alone ({} s)\nanswered {} of {} ({:.2}%); gateway RSS {} s after: {:.1} MB (heap allocated {:.1} MB)",
         args.legit_rate,
         args.seconds,
         base.legit_ok,
         base.legit_ok + base.legit_failed,
-        pct(base.legit_ok, base.legit_failed)
+        pct(base.legit_ok, base.legit_failed),
+        SETTLE.as_secs(),
+        rss_mb(pid),
+        heap_mb(&gw)
     );
 
     // 1. Few numbers.
@@ -290,13 +338,21 @@ fn main() -> Result<()> {
     let flood_end = Instant::now();
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - c0;
-    // A new number calls at once: how long until it is answered.
-    let after_file = numbers_file(dir.path(), "after.csv", &take(1))?;
-    let after_stat = dir.path().join("after.stat");
-    let a = calls_from_numbers(gw.sip_port, &after_file, 1, 1, 100, &after_stat)?;
-    a.wait(Duration::from_secs(30))?;
-    let after_ok = sipp_counts(&after_stat).0 == 1;
-    let answered_within = flood_end.elapsed().as_secs_f64();
+    // New numbers call at once and then every 200 ms for a second: each INVITE's time
+    // to its answer (sipp's exit, taken as the flood's end, is within milliseconds of
+    // its last INVITE's answer).
+    let mut probes = Vec::new();
+    for (i, number) in take(5).iter().enumerate() {
+        let at = flood_end.elapsed();
+        let (status, took) = probe(gw.sip_port, number, i)?;
+        probes.push(format!(
+            "{:.0} ms after: {status} in {:.1} ms",
+            at.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e3
+        ));
+        let next = Duration::from_millis(200 * (i as u64 + 1));
+        std::thread::sleep(next.saturating_sub(flood_end.elapsed()));
+    }
     l.wait(limit)?;
     let (lo, lf) = sipp_counts(&ls);
     let (fo, ff) = sipp_counts(&fs);
@@ -305,14 +361,16 @@ fn main() -> Result<()> {
         args.flood_rate, args.seconds, args.legit_rate
     );
     println!(
-        "flood answered {fo} of {} ({:.2}%), legitimate {lo} of {} ({:.2}%): shed in proportion; midway {active_mid} calls in progress holding {ports_mid} port pairs; gateway CPU {:.0}% of a core; a new call after the flood: {} (done {:.2} s after the flood's last INVITE, the call itself included)",
+        "flood answered {fo} of {} ({:.2}%), legitimate {lo} of {} ({:.2}%): shed in proportion; midway {active_mid} calls in progress holding {ports_mid} port pairs; gateway CPU {:.0}% of a core",
         fo + ff,
         pct(fo, ff),
         lo + lf,
         pct(lo, lf),
         cpu / wall * 100.0,
-        if after_ok { "answered" } else { "NOT answered" },
-        answered_within
+    );
+    println!(
+        "new calls after the flood's end (INVITE to final answer): {}",
+        probes.join("; ")
     );
     std::thread::sleep(Duration::from_secs(3));
     let m = gw.metrics_blocking()?;
@@ -321,6 +379,13 @@ fn main() -> Result<()> {
         metric_value(&m, "gateway_sip_calls_active"),
         metric_value(&m, "gateway_sip_media_port_pairs_in_use")
     );
+    std::thread::sleep(SETTLE);
+    println!(
+        "gateway RSS {} s after the random-number flood: {:.1} MB (heap allocated {:.1} MB)",
+        SETTLE.as_secs() + 3,
+        rss_mb(pid),
+        heap_mb(&gw)
+    );
 
     // 3. Soak.
     if args.soak > 0 {
@@ -328,8 +393,11 @@ fn main() -> Result<()> {
             "\n## Soak: {} few-number floods of {}/s for {} s; gateway RSS (MB)",
             args.soak, args.flood_rate, args.soak_seconds
         );
-        println!("| flood | legitimate answered | RSS right after | RSS 10 s later |");
-        println!("|---|---|---|---|");
+        println!(
+            "| flood | legitimate answered | RSS right after | 10 s later | {} s later | heap allocated then |",
+            SETTLE.as_secs()
+        );
+        println!("|---|---|---|---|---|---|");
         for i in 1..=args.soak {
             let few = take(args.flood_numbers);
             let r = flood(
@@ -346,11 +414,14 @@ fn main() -> Result<()> {
             )?;
             let right_after = rss_mb(pid);
             std::thread::sleep(Duration::from_secs(10));
+            let later = rss_mb(pid);
+            std::thread::sleep(SETTLE - Duration::from_secs(10));
             println!(
-                "| {i} | {} of {} | {right_after:.1} | {:.1} |",
+                "| {i} | {} of {} | {right_after:.1} | {later:.1} | {:.1} | {:.1} |",
                 r.legit_ok,
                 r.legit_ok + r.legit_failed,
-                rss_mb(pid)
+                rss_mb(pid),
+                heap_mb(&gw)
             );
         }
     }
