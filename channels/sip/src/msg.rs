@@ -207,19 +207,26 @@ fn check_common<M: HeadersExt>(m: &M) -> Result<(), String> {
     Ok(())
 }
 
-/// A From or To whose URI has a scheme other than `sip`/`sips` in `<...>`
-/// (`<isbn:2983792873>`, `<urn:service:sos>`). RFC 3261 §8.1.1.2/§8.1.1.3 lets a UAS
-/// take such a URI as opaque (RFC 4475 3.3.4 "unksm2"); rsip's typed parser reads
-/// anything after a colon as a port and refuses it. The rest of the crate copies these
-/// headers raw, and [`from_tag`]/[`to_tag`] read the tag from the raw value.
+/// A From or To whose URI has a scheme other than `sip`/`sips`, in `<...>`
+/// (`<isbn:2983792873>`, `<urn:service:sos>`) or as a bare addr-spec (`isbn:2983792873`,
+/// as RFC 4475 3.3.4 "unksm2" sends its To). RFC 3261 §8.1.1.2/§8.1.1.3 lets a UAS take
+/// such a URI as opaque; rsip's typed parser reads anything after a colon as a port and
+/// refuses it. The rest of the crate copies these headers raw, and
+/// [`from_tag`]/[`to_tag`] read the tag from the raw value.
 fn opaque_addr(value: &str) -> bool {
-    let (Some(open), Some(close)) = (value.find('<'), value.rfind('>')) else {
-        return false;
+    let (uri, bare) = match (value.find('<'), value.rfind('>')) {
+        (Some(open), Some(close)) => {
+            if open > close || !quotes_balanced(&value[..open]) {
+                return false;
+            }
+            (&value[open + 1..close], false)
+        }
+        // An addr-spec: the URI runs to the first `;`, the header's parameters follow
+        // (a URI holding `;`, `,` or `?` must be in brackets, RFC 3261 §20.10).
+        (None, None) => (value.split(';').next().unwrap_or_default().trim(), true),
+        _ => return false,
     };
-    if open > close || !quotes_balanced(&value[..open]) {
-        return false;
-    }
-    let Some((scheme, rest)) = value[open + 1..close].split_once(':') else {
+    let Some((scheme, rest)) = uri.split_once(':') else {
         return false;
     };
     let mut chars = scheme.chars();
@@ -229,11 +236,13 @@ fn opaque_addr(value: &str) -> bool {
         && !scheme.eq_ignore_ascii_case("sips")
         && !rest.is_empty()
         && !rest.contains(['<', '>', ' ', '"'])
+        && !(bare && rest.contains([',', '?']))
 }
 
-/// The `tag` parameter of a raw From/To value, outside its `<...>`.
+/// The `tag` parameter of a raw From/To value, outside its `<...>` (or after the URI of
+/// an addr-spec, which runs to the first `;`).
 fn raw_tag(value: &str) -> Option<String> {
-    let params = &value[value.rfind('>')?..];
+    let params = value.rfind('>').map_or(value, |close| &value[close..]);
     params.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         (k.trim().eq_ignore_ascii_case("tag") && !v.trim().is_empty()).then(|| v.trim().to_owned())
@@ -1396,21 +1405,32 @@ mod tests {
 
     #[test]
     fn rfc4475_3_3_4_unknown_uri_schemes_in_to_and_from_are_opaque() {
+        // The RFC's REGISTER: `To: isbn:2983792873` (a bare addr-spec), From
+        // `<http://www.example.com>`, Contact `<name:John_Smith>`.
         let r = parses("rfc4475-unksm2");
-        assert_eq!(from_tag(&r).as_deref(), Some("uunksm2"));
+        assert_eq!(from_tag(&r).as_deref(), Some("3234233"));
         assert_eq!(to_tag(&r), None);
-        let urn = String::from_utf8(corpus("rfc4475-unksm2"))
-            .expect("utf8")
-            .replace("<isbn:2983792873>", "<urn:service:sos>;tag=t9");
-        let SipMessage::Request(r) = parse(urn.as_bytes(), true, LIMITS, "gw").expect("valid")
-        else {
-            panic!("a request")
-        };
-        assert_eq!(to_tag(&r).as_deref(), Some("t9"));
+        let text = String::from_utf8(corpus("rfc4475-unksm2")).expect("utf8");
+        for (to, tag) in [
+            ("<urn:service:sos>;tag=t9", "t9"),
+            ("isbn:2983792873;tag=t8", "t8"),
+        ] {
+            let m = text.replace("isbn:2983792873", to);
+            let SipMessage::Request(r) = parse(m.as_bytes(), true, LIMITS, "gw").expect("valid")
+            else {
+                panic!("a request")
+            };
+            assert_eq!(to_tag(&r).as_deref(), Some(tag), "{to}");
+        }
+        assert!(opaque_addr("<isbn:2983792873>"));
+        assert!(opaque_addr("isbn:2983792873 ;tag=x"));
         // Not a licence for garbage: no scheme, or a space inside the brackets.
         assert!(!opaque_addr("<isbn 2983792873>"));
         assert!(!opaque_addr("<:x>"));
         assert!(!opaque_addr("\"a <urn:x>"));
+        assert!(!opaque_addr("isbn:29,83"), "a comma needs brackets");
+        assert!(!opaque_addr("isbn:"));
+        assert!(!opaque_addr("urn:x>"));
     }
 
     #[test]
@@ -1427,9 +1447,20 @@ mod tests {
                 text.contains(&format!("Allow: {}\r\n", crate::ALLOW)),
                 "{name}: {text}"
             );
-            assert!(text.contains("To: <sip:"), "{name}: {text}");
-            assert!(text.contains(";tag="), "{name}: a To tag: {text}");
+            let to = text
+                .lines()
+                .find(|l| l.starts_with("To: "))
+                .unwrap_or_else(|| panic!("{name}: no To: {text}"));
+            assert!(to.contains("<sip:"), "{name}: {text}");
+            assert!(to.contains(";tag="), "{name}: a To tag: {text}");
         }
+        // 3.1.1.2 as the RFC gives it: control characters as quoted-pairs in the To's
+        // display name, echoed as they came.
+        let (_, text) = answer_to("rfc4475-intmeth");
+        assert!(
+            text.contains("To: \"BEL:\\\u{7} NUL:\\\u{0} DEL:\\\u{7f}\" <sip:1_unusual"),
+            "{text}"
+        );
     }
 
     #[test]

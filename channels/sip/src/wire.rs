@@ -302,6 +302,39 @@ fn tidy(name: &str, value: &str) -> String {
     }
 }
 
+/// Whether the header section has a control character where RFC 3261's grammar allows
+/// none. The one place one may stand is a quoted-pair inside a quoted string (§25.1:
+/// `quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)`), as in RFC 4475 3.1.1.2's
+/// `To: "BEL:\<07> NUL:\<00> DEL:\<7F>" <sip:...>`, a valid message; anywhere else
+/// (and a backslash before CR or LF) the section is not text. A line that is not folded
+/// ends any quoted string, so that a `"` in a Call-ID (a `word` may hold one) does not
+/// change how the next header is read.
+fn has_stray_control(head: &[u8]) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, &b) in head.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            if b == b'\r' || b == b'\n' {
+                return true;
+            }
+            continue;
+        }
+        match b {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted => escaped = true,
+            b'\n' => {
+                if !matches!(head.get(i + 1), Some(b' ' | b'\t')) {
+                    quoted = false;
+                }
+            }
+            b'\r' | b'\t' => {}
+            0..=0x1f => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Splits one whole message into start line, unfolded headers and body. `datagram`: the
 /// message came alone in a UDP datagram, so the body is whatever follows the headers,
 /// cut to `Content-Length`.
@@ -315,10 +348,7 @@ pub fn normalize(msg: &[u8], datagram: bool, limits: Limits) -> Result<Normalize
         None => return Err(WireError::NoHeaderEnd),
     };
     let head = std::str::from_utf8(head).map_err(|_| WireError::NotText)?;
-    if head
-        .bytes()
-        .any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t'))
-    {
+    if has_stray_control(head.as_bytes()) {
         return Err(WireError::NotText);
     }
     let mut lines = head.split("\r\n");
@@ -428,6 +458,30 @@ mod tests {
         );
         let binary = b"OPTIONS sip:a@b SIP/2.0\r\nX: \x01\x02\r\n\r\n";
         assert_eq!(normalize(binary, true, LIMITS), Err(WireError::NotText));
+    }
+
+    /// RFC 3261 §25.1 lets a control character stand only as a quoted-pair inside a
+    /// quoted string (RFC 4475 3.1.1.2); not bare, not escaped outside quotes, and a
+    /// quote left open on one line does not carry to the next.
+    #[test]
+    fn control_characters_only_as_quoted_pairs() {
+        let ok = b"OPTIONS sip:a@b SIP/2.0\r\nTo: \"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f\" <sip:a@b>\r\n\r\n";
+        assert!(normalize(ok, true, LIMITS).is_ok());
+        for bad in [
+            &b"OPTIONS sip:a@b SIP/2.0\r\nTo: \"BEL:\x07\" <sip:a@b>\r\n\r\n"[..],
+            b"OPTIONS sip:a@b SIP/2.0\r\nTo: BEL\\\x07 <sip:a@b>\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: a\"b\r\nTo: \\\x07 <sip:a@b>\r\n\r\n",
+        ] {
+            assert_eq!(
+                normalize(bad, true, LIMITS),
+                Err(WireError::NotText),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A quoted string folded onto the next line stays quoted.
+        let folded = b"OPTIONS sip:a@b SIP/2.0\r\nTo: \"a\r\n b\\\x07\" <sip:a@b>\r\n\r\n";
+        assert!(normalize(folded, true, LIMITS).is_ok());
     }
 
     #[test]
