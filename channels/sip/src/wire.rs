@@ -322,11 +322,8 @@ fn has_stray_control(head: &[u8]) -> bool {
         match b {
             b'"' => quoted = !quoted,
             b'\\' if quoted => escaped = true,
-            b'\n' => {
-                if !matches!(head.get(i + 1), Some(b' ' | b'\t')) {
-                    quoted = false;
-                }
-            }
+            b'\n' if !matches!(head.get(i + 1), Some(b' ' | b'\t')) => quoted = false,
+            b'\n' => {}
             b'\r' | b'\t' => {}
             0..=0x1f => return true,
             _ => {}
