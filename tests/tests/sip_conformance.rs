@@ -15,9 +15,9 @@
 //! (intmeth and unksm2 checked against the RFC's text byte for byte); esc01, longreq and
 //! inv2543 also carry an added To tag, so that the table below tests their parse without
 //! placing a call (`rfc4475_invites_as_given_place_calls` sends them without it, as
-//! calls). Nine (bext01, clerr, invut, mismatch02, mpart01, multi01, quotbal, scalar02,
-//! zeromf; their Call-IDs end `@conformance`) are shorter messages of our own around the
-//! fault the RFC's message carries.
+//! calls). Five (clerr, mismatch02, mpart01, quotbal, scalar02; their Call-IDs end
+//! `@conformance`) are shorter messages of our own around the fault the RFC's message
+//! carries.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -163,7 +163,7 @@ const CASES: &[Expect] = &[
         420,
         &[(
             "Unsupported",
-            "nothingSupportedHere, nothingSupportedHereEither",
+            "nothingSupportsThis, nothingSupportsThisEither",
         )],
     ),
     // 3.3.6: an INVITE body the gateway cannot read.
@@ -188,7 +188,11 @@ const CASES: &[Expect] = &[
     case("rfc3261-ipv6-unclosed", 400, WHY),
     // Invalid: 400 with a Warning saying why.
     case("rfc4475-quotbal", 400, WHY),
-    case("rfc4475-multi01", 400, WHY),
+    // 3.3.8: Call-ID, CSeq, From, To and Max-Forwards twice each. Its `l: 154` is more
+    // than the SDP that follows, which on a stream only means "wait for more": UDP only
+    // (rfc3261-two-from has the fault over TCP too).
+    udp_only("rfc4475-multi01", 400, WHY),
+    case("rfc3261-two-from", 400, WHY),
     case("rfc3261-two-callid", 400, WHY),
     case("rfc3261-empty-callid", 400, WHY),
     case("rfc3261-negative-max-forwards", 400, WHY),
@@ -257,6 +261,9 @@ fn unique(bytes: &[u8], tag: &str) -> Vec<u8> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(bytes.len(), |p| p + 4);
+    // Several of the RFC's messages share a branch (`z9hG4bKkdjuw`) and every file the
+    // same sent-by, which would make one case a retransmission of another (RFC 3261
+    // §17.2.3): the branch carries the case's name too.
     let head = String::from_utf8_lossy(&bytes[..split])
         .replace("z9hG4bK", &format!("z9hG4bK{tag}"))
         .replace("390skdjuw", &format!("390skdjuw{tag}"))
@@ -354,14 +361,14 @@ fn rfc4475_messages_get_the_answers_the_rfcs_name_and_calls_still_work() -> Resu
     for expect in CASES {
         let bytes = corpus(expect.name)?;
         let raw = RawSip::new("127.0.0.1", gw.sip_port)?;
-        raw.send(&unique(&bytes, "udp"))?;
+        raw.send(&unique(&bytes, &format!("udp-{}", expect.name)))?;
         let answers = raw.recv_final(wait(expect));
         if let Err(e) = check(expect, "UDP", &answers) {
             failures.push(e.to_string());
         }
     }
     for expect in CASES.iter().filter(|c| c.tcp) {
-        let bytes = unique(&corpus(expect.name)?, "tcp");
+        let bytes = unique(&corpus(expect.name)?, &format!("tcp-{}", expect.name));
         let mut tcp = tcp_connect(gw.sip_port)?;
         tcp.write_all(&bytes)?;
         let answers = tcp_answers(&mut tcp, wait(expect));
