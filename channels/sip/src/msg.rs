@@ -1451,7 +1451,7 @@ mod tests {
                 .lines()
                 .find(|l| l.starts_with("To: "))
                 .unwrap_or_else(|| panic!("{name}: no To: {text}"));
-            assert!(to.contains("<sip:"), "{name}: {text}");
+            assert!(to.contains("sip:"), "{name}: {text}");
             assert!(to.contains(";tag="), "{name}: a To tag: {text}");
         }
         // 3.1.1.2 as the RFC gives it: control characters as quoted-pairs in the To's
@@ -1548,10 +1548,25 @@ mod tests {
     fn rfc4475_3_1_2_6_quotbal_gets_400() {
         let (code, text) = answer_to("rfc4475-quotbal");
         assert_eq!(code, 400);
-        assert!(
-            text.contains("unterminated quoted string in From"),
-            "{text}"
-        );
+        assert!(text.contains("unterminated quoted string in To"), "{text}");
+        // The same in a From.
+        let from = String::from_utf8(corpus("rfc4475-quotbal"))
+            .expect("utf8")
+            .replace(
+                "To: \"Mr. J. User <sip:j.user@example.com>",
+                "To: <sip:j.user@example.com>",
+            )
+            .replace(
+                "From: sip:caller@example.net;tag=93334",
+                "From: \"Mr. J. User <sip:j.user@example.com>;tag=93334",
+            );
+        match parse(from.as_bytes(), true, LIMITS, "gw") {
+            Err(Rejected::Answer(resp, why)) => {
+                assert_eq!(resp.status_code.code(), 400);
+                assert!(why.contains("unterminated quoted string in From"), "{why}");
+            }
+            other => panic!("an unbalanced From: {other:?}"),
+        }
     }
 
     #[test]
