@@ -120,6 +120,19 @@ pub struct Admitted {
     pub priority: bool,
 }
 
+impl Admitted {
+    /// The call is refused after all (the gateway's own limit, or its shutdown): the
+    /// number's token comes back, as it does when the trunk's share refuses, so that a
+    /// citizen turned away by the gateway's state keeps the number's share for the retry.
+    pub fn refused(self) {
+        if let Some(key) = &self.number
+            && let Some(n) = lock(&self.admission.shares).numbers.get_mut(key)
+        {
+            n.bucket.give_back();
+        }
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut shares = lock(&self.admission.shares);
@@ -453,6 +466,31 @@ priority_callers = ["13900000000"]
         for _ in 0..3 {
             let _ = a.admit("a", Some("citizen")).expect("the number's burst");
         }
+        assert!(matches!(
+            a.admit("a", Some("citizen")),
+            Err(Refused::Number { .. })
+        ));
+    }
+
+    /// A call the gateway's own limit refuses after the shares admitted it gives its
+    /// number's token back.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_refused_after_admission_gives_the_numbers_token_back() {
+        let a = admission(|c| {
+            c.invite_rate_per_second = 1e9;
+            c.invite_burst = u32::MAX;
+        });
+        for _ in 0..10 {
+            a.admit("a", Some("citizen")).expect("admitted").refused();
+        }
+        // Ten refusals later the number's burst (3) is whole.
+        let held: Vec<_> = (0..2)
+            .map(|_| a.admit("a", Some("citizen")).expect("burst"))
+            .collect();
+        drop(held);
+        let _third = a
+            .admit("a", Some("citizen"))
+            .expect("the third of the burst");
         assert!(matches!(
             a.admit("a", Some("citizen")),
             Err(Refused::Number { .. })

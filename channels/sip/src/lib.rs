@@ -548,6 +548,7 @@ impl Core {
             }
         };
         if self.ctx.shutdown.is_cancelled() {
+            admitted.refused();
             let retry_after = Header::Other("Retry-After".into(), "5".into());
             self.answer(
                 &request,
@@ -562,6 +563,7 @@ impl Core {
         let limit = self.admission.limit(self.cfg.max_calls, admitted.priority);
         if self.active.fetch_add(1, Ordering::AcqRel) >= limit {
             self.active.fetch_sub(1, Ordering::AcqRel);
+            admitted.refused();
             metrics::counter!("gateway_sip_calls_refused_total", "reason" => "capacity")
                 .increment(1);
             let retry_after = Header::Other("Retry-After".into(), "5".into());
