@@ -92,8 +92,8 @@ enum TokenScope {
 /// whole 2 MiB pages around the few objects a flood leaves scattered in a region (with
 /// mimalloc, which asks for huge pages, the gateway's memory grew by 30 MB in a minute
 /// while idle after a SIP flood). The gateway's heap is a few hundred megabytes at most,
-/// where huge pages save little; and a host whose THP mode is `always` would do the
-/// same to any allocator.
+/// where huge pages save little. With THP mode `always` the kernel would back any
+/// allocator's memory so (this host runs `madvise`; that case was not measured).
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {

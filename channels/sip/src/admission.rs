@@ -125,10 +125,8 @@ impl Admitted {
     /// number's token comes back, as it does when the trunk's share refuses, so that a
     /// citizen turned away by the gateway's state keeps the number's share for the retry.
     pub fn refused(self) {
-        if let Some(key) = &self.number
-            && let Some(n) = lock(&self.admission.shares).numbers.get_mut(key)
-        {
-            n.bucket.give_back();
+        if let Some(key) = &self.number {
+            lock(&self.admission.shares).give_back(key);
         }
     }
 }
@@ -202,9 +200,10 @@ impl Admission {
         if !priority && let Some(key) = number {
             if shares.numbers.len() >= MAX_NUMBERS && !shares.numbers.contains_key(key) {
                 shares.forget_idle_numbers();
-                if shares.numbers.len() >= MAX_NUMBERS {
-                    // Still full of numbers that called lately: those with no call in
-                    // progress go, their rate history with them.
+                if shares.numbers.len() > MAX_NUMBERS / 2 {
+                    // Still half full of numbers that called lately: those with no call
+                    // in progress go, their rate history with them. (Stopping at just
+                    // under full would scan the whole table again a few INVITEs later.)
                     shares.numbers.retain(|_, s| s.active > 0);
                 }
             }
@@ -251,8 +250,8 @@ impl Admission {
             if let Some(refused) = refused {
                 // The number's token was taken for a call that did not happen: a citizen
                 // refused because the trunk was flooded keeps the right to call again.
-                if let Some(n) = number.and_then(|k| shares.numbers.get_mut(k)) {
-                    n.bucket.give_back();
+                if let Some(key) = number {
+                    shares.give_back(key);
                 }
                 return Err(refused);
             }
@@ -321,11 +320,40 @@ impl Shares {
         self.numbers
             .retain(|_, s| s.active > 0 || !s.bucket.is_full());
     }
+
+    /// Gives `number` back the token a call refused after the number's check took.
+    fn give_back(&mut self, number: &str) {
+        if let Some(n) = self.numbers.get_mut(number) {
+            n.bucket.give_back();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `number`'s whole burst (3, one call at a time) is admitted, and no more.
+    fn assert_burst_whole(a: &Arc<Admission>, number: &str) {
+        for i in 0..3 {
+            drop(
+                a.admit("a", Some(number))
+                    .unwrap_or_else(|e| panic!("call {i}: {e:?}")),
+            );
+        }
+        assert!(matches!(
+            a.admit("a", Some(number)),
+            Err(Refused::Number { .. })
+        ));
+    }
+
+    /// The shares with the trunk's rate out of the way, to look at the number's alone.
+    fn without_trunk_limit() -> Arc<Admission> {
+        admission(|c| {
+            c.invite_rate_per_second = 1e9;
+            c.invite_burst = u32::MAX;
+        })
+    }
 
     fn admission(edit: impl FnOnce(&mut SipConfig)) -> Arc<Admission> {
         let mut cfg: SipConfig = toml::from_str(
@@ -463,48 +491,26 @@ priority_callers = ["13900000000"]
         // One second later the trunk has 10 tokens again; the citizen's burst (3) is
         // whole, though it was refused five times.
         tokio::time::advance(Duration::from_secs(1)).await;
-        for _ in 0..3 {
-            let _ = a.admit("a", Some("citizen")).expect("the number's burst");
-        }
-        assert!(matches!(
-            a.admit("a", Some("citizen")),
-            Err(Refused::Number { .. })
-        ));
+        assert_burst_whole(&a, "citizen");
     }
 
     /// A call the gateway's own limit refuses after the shares admitted it gives its
     /// number's token back.
     #[tokio::test(start_paused = true)]
     async fn a_call_refused_after_admission_gives_the_numbers_token_back() {
-        let a = admission(|c| {
-            c.invite_rate_per_second = 1e9;
-            c.invite_burst = u32::MAX;
-        });
+        let a = without_trunk_limit();
         for _ in 0..10 {
             a.admit("a", Some("citizen")).expect("admitted").refused();
         }
         // Ten refusals later the number's burst (3) is whole.
-        let held: Vec<_> = (0..2)
-            .map(|_| a.admit("a", Some("citizen")).expect("burst"))
-            .collect();
-        drop(held);
-        let _third = a
-            .admit("a", Some("citizen"))
-            .expect("the third of the burst");
-        assert!(matches!(
-            a.admit("a", Some("citizen")),
-            Err(Refused::Number { .. })
-        ));
+        assert_burst_whole(&a, "citizen");
     }
 
     /// After a flood of random numbers, the sweep forgets every number whose share is
     /// whole again and keeps those that still limit something.
     #[tokio::test(start_paused = true)]
     async fn the_sweep_forgets_numbers_whose_share_is_whole_again() {
-        let a = admission(|c| {
-            c.invite_rate_per_second = 1e9;
-            c.invite_burst = u32::MAX;
-        });
+        let a = without_trunk_limit();
         for i in 0..1000 {
             let _ = a.admit("a", Some(&format!("r{i}")));
         }
@@ -537,10 +543,7 @@ priority_callers = ["13900000000"]
 
     #[tokio::test(start_paused = true)]
     async fn the_number_table_is_bounded() {
-        let a = admission(|c| {
-            c.invite_rate_per_second = 1e9;
-            c.invite_burst = u32::MAX;
-        });
+        let a = without_trunk_limit();
         let keep = a.admit("a", Some("in-call")).unwrap();
         for i in 0..MAX_NUMBERS + 10 {
             let _ = a.admit("a", Some(&format!("r{i}")));

@@ -311,9 +311,6 @@ impl Channel for SipChannel {
     }
 }
 
-/// The TLS server side: the configured certificate chain and key, TLS 1.2 and 1.3 with
-/// rustls's safe defaults (ring). Trunks authenticate by address or digest as on the
-/// other transports.
 /// Gives back most of a table's room once it holds far fewer entries than it has room
 /// for: a `HashMap` keeps the capacity it grew to, so a table filled by a flood would
 /// hold its peak size, and the pages under it, for good.
@@ -323,6 +320,9 @@ pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>)
     }
 }
 
+/// The TLS server side: the configured certificate chain and key, TLS 1.2 and 1.3 with
+/// rustls's safe defaults (ring). Trunks authenticate by address or digest as on the
+/// other transports.
 fn tls_acceptor(cfg: &config::SipTlsConfig) -> Result<tokio_rustls::TlsAcceptor, BoxError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
