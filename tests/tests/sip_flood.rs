@@ -122,12 +122,24 @@ fn art15_a_caller_on_the_priority_list_takes_the_reserved_place() -> Result<()> 
     let vip = numbers_file(dir.path(), "vip.csv", &["13800009999".to_owned()])?;
     let stat = |n: &str| dir.path().join(n);
     // Three calls held 10 s fill the places outside the reserve. Wait until the gateway
-    // has all three up (a fixed sleep was too short when the other test of this file
-    // loads the machine).
-    let holders = calls_from_numbers(gw.sip_port, &held, 10, 3, 10_000, &stat("held"))?;
+    // has all three up; a refusal of any of them fails at once, with the reason (issue 28:
+    // they were refused for media ports when this file's other gateway had been given the
+    // same media range).
+    let mut holders = calls_from_numbers(gw.sip_port, &held, 10, 3, 10_000, &stat("held"))?;
     let deadline = Instant::now() + Duration::from_secs(8);
-    while metric_value(&metrics(&gw)?, "gateway_sip_calls_active") < 3.0 {
-        assert!(Instant::now() < deadline, "the three calls never came up");
+    loop {
+        let m = metrics(&gw)?;
+        if metric_value(&m, "gateway_sip_calls_active") >= 3.0 {
+            break;
+        }
+        let refused = m.contains("gateway_sip_calls_refused_total");
+        assert!(
+            Instant::now() < deadline && !refused,
+            "the three calls never came up (refused: {refused})\n{}\nstats: {}\n{m}\n{}",
+            holders.progress(),
+            std::fs::read_to_string(stat("held")).unwrap_or_default(),
+            gw.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let refused = calls_from_numbers(gw.sip_port, &other, 1, 1, 100, &stat("other"))?;

@@ -90,7 +90,15 @@ impl PortPool {
     }
 
     fn allocate_at(self: &Arc<Self>, at: IpAddr) -> std::io::Result<LegSockets> {
-        let attempts = 16;
+        // Every free pair is tried once before the call is refused. A fixed number of
+        // tries (16, before issue 28) refused calls with most of the range free whenever
+        // another process held that many pairs in a row at the queue's front: another
+        // gateway given an overlapping range on the same host, whose pool hands out the
+        // same ports in the same order, did exactly that (one test run in six). The
+        // worst case is a bind pair per free port, only when nearly the whole range is
+        // held by someone else.
+        let attempts = self.available();
+        let mut elsewhere = 0u64;
         for _ in 0..attempts {
             let Some(port) = crate::endpoint::lock(&self.free).pop_front() else {
                 break;
@@ -105,6 +113,7 @@ impl PortPool {
                     // Held port pairs, so that a flood's refused calls can be seen to hold
                     // none (issue 14).
                     metrics::gauge!("gateway_sip_media_port_pairs_in_use").increment(1.0);
+                    count_elsewhere(elsewhere);
                     return Ok(LegSockets {
                         rtp,
                         rtcp,
@@ -112,13 +121,25 @@ impl PortPool {
                         pool: self.clone(),
                     });
                 }
-                _ => crate::endpoint::lock(&self.free).push_back(port),
+                _ => {
+                    elsewhere += 1;
+                    crate::endpoint::lock(&self.free).push_back(port);
+                }
             }
         }
+        count_elsewhere(elsewhere);
         Err(std::io::Error::new(
             std::io::ErrorKind::AddrNotAvailable,
             "no free RTP port pair in the configured range",
         ))
+    }
+}
+
+/// Counts pairs of the range found bound by another process: a range shared with
+/// another program (or another gateway) shows here before it costs a call.
+fn count_elsewhere(pairs: u64) {
+    if pairs > 0 {
+        metrics::counter!("gateway_sip_media_ports_in_use_elsewhere_total").increment(pairs);
     }
 }
 
@@ -1206,5 +1227,33 @@ mod tests {
         assert_eq!(leg.port(), port + 2);
         drop(leg);
         assert_eq!(pool.available(), 2);
+    }
+
+    /// Issue 28: another process holding a run of pairs at the front of the queue (another
+    /// gateway whose range overlaps, allocating the same ports in the same order) must not
+    /// refuse calls while the range has free pairs further on.
+    #[tokio::test]
+    async fn port_pool_goes_past_a_long_run_of_ports_held_elsewhere() {
+        let (base, held) = loop {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let base = probe.local_addr().expect("addr").port() & !1;
+            drop(probe);
+            if base > 65_535 - 200 {
+                continue;
+            }
+            let held: std::io::Result<Vec<_>> = (base..base + 80)
+                .map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)))
+                .collect();
+            if let Ok(held) = held {
+                break (base, held);
+            }
+        };
+        let pool = PortPool::new("127.0.0.1".parse().expect("ip"), base, base + 100);
+        let leg = pool.allocate().expect("a pair past the 40 held ones");
+        assert!(leg.port() >= base + 80, "{} of {base}", leg.port());
+        drop(held);
+        // The held pairs went to the back, and the pool still has them all.
+        drop(leg);
+        assert_eq!(pool.available(), 50);
     }
 }
