@@ -370,18 +370,27 @@ pub enum Urgency {
 /// An Art. 15 emergency cue found in the citizen's words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmergencyCue {
-    /// The kind of emergency, as routing's cue rules name it (`fire`, `explosion`,
-    /// `gas_leak`, `injury`, `drowning`, `collapse`, `flooding`, `trapped`, `violence`,
-    /// `disaster`, `water_outage`, `power_outage`, `gas_outage`, `distress`).
+    /// The kind of emergency, as routing's recognition names it (`fire`, `explosion`,
+    /// `gas_leak`, `hazmat`, `trapped`, `drowning`, `flooding`, `collapse`, `disaster`,
+    /// `injury`, `medical`, `violence`, `self_harm`, `missing`, `distress`,
+    /// `water_outage`, `power_outage`, `gas_outage`): the first kind found for this
+    /// target.
     pub kind: String,
-    /// The linkage the rule names: `110` (police), `119` (fire and rescue), `120`
-    /// (ambulance), or the responsible unit.
+    /// The linkage: `110` (police), `119` (fire and rescue), `120` (ambulance), or the
+    /// responsible unit. One cue per target: a text naming a fire and an injured person
+    /// has a cue for 119 and one for 120.
     pub target: String,
-    /// The cue word, as the rules spell it.
+    /// The word that named it: the danger's own word in the first rule that found it,
+    /// as the rules spell it (着火 where a transcript has 找火, 救命 for a typed jm).
     pub cue: String,
-    /// The words as written in the text (a transcript may hold a homophone: 找火 for
-    /// 着火).
+    /// The words as written in the text, from the rule's first word to its last (a
+    /// transcript may hold a homophone: 找火 for 着火).
     pub heard: String,
+    /// Why, for the operator: each rule that named this target with the words it used
+    /// (`violence: weapon in hand (拿着 + 刀)`), and any word mended by sound in a
+    /// transcript (`heard 找火 as 着火 (sound)`). Empty on events written before issue 21.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// Where the matter is, as the citizen stated it.
@@ -419,9 +428,15 @@ pub struct TicketDraft {
     pub location: Option<Location>,
     /// How urgent it looks.
     pub urgency: Urgency,
-    /// The Art. 15 cue that made it an emergency: which kind, for which linkage.
+    /// The Art. 15 cue that made it an emergency: which kind, for which linkage (the
+    /// first of `emergencies`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency: Option<EmergencyCue>,
+    /// Every linkage the words need, one cue per target, in the order they were said
+    /// (a kitchen fire with a burned grandmother: 119 and 120). Empty on drafts written
+    /// before issue 21, which carry `emergency` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emergencies: Vec<EmergencyCue>,
     /// The contacts the draft was built from, in order (their `id`s).
     pub contacts: Vec<Uuid>,
     /// Earlier tickets this one repeats or supplements (Art. 14); filled by routing.

@@ -30,6 +30,7 @@ pub mod notice_api;
 pub mod notices;
 pub mod outbox;
 pub mod registry;
+pub mod replay;
 pub mod request_topic;
 pub mod restriction_api;
 pub mod restrictions;

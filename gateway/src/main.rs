@@ -80,6 +80,10 @@ enum Command {
         #[arg(long, default_value_t = 8 * 3600)]
         valid_secs: u64,
     },
+    /// Reads recorded contacts from Kafka with the Art. 15 recognition in use and with a
+    /// candidate recognition file, and prints what would change: notices gained, lost,
+    /// and to other targets, texts masked (docs/routing.md).
+    ReplayRecognition(gateway::replay::ReplayArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -144,6 +148,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ReplayRecognition(args) => match gateway::replay::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::MintToken {
             scope,
             subject,

@@ -1,7 +1,8 @@
 //! The gateway's [`contract::Screen`]: what a citizen's words make beside their contact.
 //!
-//! - an Art. 15 cue (routing's emergency rules, matched by sound): an urgent notice, new
-//!   or an update of the open one ([`crate::notices`]), with the place the words name;
+//! - an Art. 15 emergency (routing's recognition; a transcript's words also by sound): an
+//!   urgent notice per linkage target, new or an update of the open one
+//!   ([`crate::notices`]), with the place the words name;
 //! - abusive words (routing's `data/abuse.toml`): an Art. 9 restriction *proposal* with
 //!   the words as evidence and its audit event ([`crate::restrictions`]), never a block.
 //!
@@ -10,9 +11,9 @@
 
 use std::sync::Arc;
 
-use contract::{AuditEvent, Contact, Event, Screen};
+use contract::{AuditEvent, Contact, ContactContent, Event, Screen};
 use routing::notices::EmergencyReport;
-use routing::{AbuseRules, Prefiller};
+use routing::{AbuseRules, Medium, Prefiller};
 
 use crate::notices::NoticeService;
 use crate::restrictions::Restrictions;
@@ -38,12 +39,23 @@ impl std::fmt::Debug for Screener {
 impl Screen for Screener {
     fn screen(&self, contact: &Contact, text: &str) -> Vec<Event> {
         let mut out = Vec::new();
-        if let Some(cue) = self.prefiller.classifier().emergency_cue(text) {
+        // A transcript is read with sound-alike matching (whisper writes 找火 for 着火);
+        // typed words are read as typed (Art. 15 recognition, issue 21).
+        let medium = match contact.content {
+            ContactContent::Transcript(_) => Medium::Speech,
+            _ => Medium::Typed,
+        };
+        let cues = self.prefiller.classifier().emergency_cues(text, medium);
+        let location = (!cues.is_empty())
+            .then(|| self.prefiller.location_of_text(text))
+            .flatten();
+        // One notice per linkage target: a fire with an injured person is 119 and 120.
+        for cue in &cues {
             let report = EmergencyReport {
                 contact,
-                cue: &cue,
+                cue,
                 text,
-                location: self.prefiller.location_of_text(text),
+                location: location.clone(),
             };
             if let Some(e) = self.notices.on_emergency(report) {
                 out.push(e.into());

@@ -227,6 +227,89 @@ impl EmergencyRules {
         })
     }
 
+    /// Every cue heard in `text`, none overlapping another: the cues heard with their own
+    /// pinyin or a listed mishearing first (earliest, longest where two start together),
+    /// then near sounds where nothing was heard. The recogniser mends a transcript with
+    /// them ([`crate::recognize`]).
+    pub(crate) fn hits_in(&self, text: &Sounds) -> Vec<EmergencyHit> {
+        let mut hits: Vec<EmergencyHit> = Vec::new();
+        let take = |mut found: Vec<EmergencyHit>, hits: &mut Vec<EmergencyHit>| {
+            found.retain(|h| !self.homophones.inside_not_cue(&text.chars, h.at, h.len));
+            found.sort_by(|a, b| {
+                a.at.cmp(&b.at)
+                    .then(b.len.cmp(&a.len))
+                    .then(b.fit.total_cmp(&a.fit))
+            });
+            for h in found {
+                if !hits
+                    .iter()
+                    .any(|k| k.at < h.at + h.len && h.at < k.at + k.len)
+                {
+                    hits.push(h);
+                }
+            }
+        };
+        let n = text.readings.len();
+        let same: Vec<EmergencyHit> = (0..n)
+            .flat_map(|i| self.cues_at(text, i, None))
+            .filter_map(|(ri, ci, i)| {
+                let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
+                c.sounds_at(text, i).then(|| Self::hit(r, c, s, (i, 1.0)))
+            })
+            .collect();
+        take(same, &mut hits);
+        let keys = self.homophones.near_keys(text);
+        let near: Vec<EmergencyHit> = (0..n)
+            .flat_map(|i| self.cues_at(text, i, Some(&keys)))
+            .filter_map(|(ri, ci, i)| {
+                let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
+                c.alike_at(text, &keys, i).map(|h| Self::hit(r, c, s, h))
+            })
+            .collect();
+        take(near, &mut hits);
+        hits.sort_by_key(|h| h.at);
+        hits
+    }
+
+    /// The (rule, cue, position) of the cues that can start at `i` (see `detect_in`).
+    fn cues_at(
+        &self,
+        text: &Sounds,
+        i: usize,
+        near: Option<&[String]>,
+    ) -> Vec<(usize, usize, usize)> {
+        let mut found: Vec<(usize, usize)> = text.readings[i]
+            .iter()
+            .filter_map(|r| self.by_first.get(r))
+            .chain(near.and_then(|k| self.by_first_near.get(&k[i])))
+            .flatten()
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().map(|(r, c)| (r, c, i)).collect()
+    }
+
+    fn hit(
+        r: &Rule,
+        cue: &Cue,
+        stands_for: &Option<String>,
+        (at, fit): (usize, f32),
+    ) -> EmergencyHit {
+        EmergencyHit {
+            kind: r.kind.clone(),
+            target: r.target.clone(),
+            cue: stands_for.clone().unwrap_or_else(|| cue.word.clone()),
+            at,
+            len: cue.len(),
+            fit: if stands_for.is_some() {
+                fit * HEARD_AS_FIT
+            } else {
+                fit
+            },
+        }
+    }
+
     /// The words that prime the speech recogniser: the first two cues of each rule.
     pub fn prompt_words(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().flat_map(|r| {

@@ -15,6 +15,8 @@ pub mod clock;
 pub mod emergency;
 pub mod notices;
 pub mod prefill;
+pub mod recognize;
+pub mod replay;
 pub mod restrictions;
 pub mod sound;
 
@@ -25,10 +27,12 @@ pub use contract::{Blocklist, Restricted};
 pub use emergency::{EmergencyHit, EmergencyRules};
 pub use notices::{NoticeBook, NoticePolicy};
 pub use prefill::Prefiller;
+pub use recognize::{Finding, Medium, Reading, Recognizer};
 pub use restrictions::{ExpiryTimer, RestrictionBook, RestrictionError, SharedBook};
 pub use sound::Homophones;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use contract::event::new_event_id;
@@ -60,30 +64,46 @@ struct CueFile {
     emergency: Vec<emergency::RuleFile>,
 }
 
-/// Classifies citizen text by cue words.
+/// Classifies citizen text: its kind by cue words (Art. 8), its emergencies by the
+/// recogniser (Art. 15, [`recognize`]).
 #[derive(Debug, Clone)]
 pub struct Classifier {
     kinds: Vec<(TicketKind, Vec<String>)>,
+    /// The Art. 15 cue words, matched by sound: they mend a transcript before it is
+    /// read, and prime the speech recogniser.
     emergency: EmergencyRules,
+    recognizer: Arc<Recognizer>,
 }
 
 /// The classifier's guess for one text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guess {
-    /// The kind (Art. 8): the kind with the most cues; help (求助) when only an Art. 15
-    /// cue matched; `Unknown` when nothing did.
+    /// The kind (Art. 8): the kind with the most cues; help (求助) when only an
+    /// emergency was recognised; `Unknown` when nothing was.
     pub kind: TicketKind,
     /// How many cues of that kind matched (0 for help by an emergency alone).
     pub kind_hits: usize,
-    /// `Emergency` when an Art. 15 cue matched.
+    /// `Emergency` when an Art. 15 emergency was recognised.
     pub urgency: Urgency,
-    /// The Art. 15 cue, its kind of emergency and linkage.
-    pub emergency: Option<EmergencyHit>,
+    /// One cue per linkage target the words need, in the order said.
+    pub emergencies: Vec<EmergencyCue>,
 }
 
 impl Classifier {
-    /// Builds a classifier from a cue file's and a homophone file's texts.
+    /// Builds a classifier from a cue file's and a homophone file's texts, with the
+    /// shipped recognition data.
     pub fn from_toml(cues: &str, homophones: &str) -> Result<Self, CueError> {
+        Self::from_data(cues, homophones, recognize::DEFAULT_RECOGNITION, &[])
+    }
+
+    /// Builds a classifier from its data files' texts: cues.toml, homophones.toml and
+    /// emergency.toml; `extra_words` (place names) join the segmenter's dictionary.
+    pub fn from_data(
+        cues: &str,
+        homophones: &str,
+        recognition: &str,
+        extra_words: &[&str],
+    ) -> Result<Self, CueError> {
         let file: CueFile = toml::from_str(cues)?;
         let mut kinds = Vec::with_capacity(file.priority.len());
         for kind in &file.priority {
@@ -97,21 +117,29 @@ impl Classifier {
                 "{extra:?} has cues but is missing from priority"
             )));
         }
+        let recognizer = Recognizer::from_toml(recognition, extra_words)?;
+        let emergency = EmergencyRules::new(file.emergency, Homophones::from_toml(homophones)?)?;
         Ok(Classifier {
             kinds,
-            emergency: EmergencyRules::new(file.emergency, Homophones::from_toml(homophones)?)?,
+            emergency,
+            recognizer: Arc::new(recognizer),
         })
     }
 
-    /// The classifier with the shipped cues.
+    /// The classifier with the shipped data: the shared prefiller's
+    /// ([`Prefiller::shared`]), so that the process loads the segmenter's dictionary (a
+    /// noticeable pause, tens of MB) once.
     pub fn builtin() -> Self {
-        // The shipped file is checked by a unit test; it cannot fail at run time.
-        Self::from_toml(DEFAULT_CUES, sound::DEFAULT_HOMOPHONES)
-            .unwrap_or_else(|e| unreachable!("shipped cues: {e}"))
+        Prefiller::shared().classifier().clone()
     }
 
-    /// Guesses kind and urgency for a citizen's text.
+    /// Guesses kind and urgency for text a citizen typed (chat, SMS).
     pub fn classify(&self, text: &str) -> Guess {
+        self.classify_as(text, Medium::Typed)
+    }
+
+    /// Guesses kind and urgency for a citizen's words that came as `medium`.
+    pub fn classify_as(&self, text: &str, medium: Medium) -> Guess {
         let mut best = (TicketKind::Unknown, 0usize);
         for (kind, cues) in &self.kinds {
             let hits = cues.iter().filter(|c| text.contains(c.as_str())).count();
@@ -120,22 +148,42 @@ impl Classifier {
                 best = (*kind, hits);
             }
         }
-        let emergency = self.emergency.detect(text);
+        let emergencies = self.emergency_cues(text, medium);
         Guess {
-            kind: kind_with_emergency(best.0, emergency.is_some()),
+            kind: kind_with_emergency(best.0, !emergencies.is_empty()),
             kind_hits: best.1,
-            urgency: if emergency.is_some() {
-                Urgency::Emergency
-            } else {
+            urgency: if emergencies.is_empty() {
                 Urgency::Normal
+            } else {
+                Urgency::Emergency
             },
-            emergency,
+            emergencies,
         }
     }
 
-    /// The Art. 15 rules.
+    /// What the recogniser reads in `text`: findings with their reasons, and what it set
+    /// aside and why.
+    pub fn read_emergencies(&self, text: &str, medium: Medium) -> Reading {
+        self.recognizer.read(text, medium, Some(&self.emergency))
+    }
+
+    /// The Art. 15 emergencies in `text`: one cue per linkage target, with its reasons.
+    pub fn emergency_cues(&self, text: &str, medium: Medium) -> Vec<EmergencyCue> {
+        self.read_emergencies(text, medium)
+            .findings
+            .iter()
+            .map(emergency_cue)
+            .collect()
+    }
+
+    /// The Art. 15 cue words matched by sound (transcripts; the recogniser's prompt).
     pub fn emergency_rules(&self) -> &EmergencyRules {
         &self.emergency
+    }
+
+    /// The Art. 15 recogniser.
+    pub fn recognizer(&self) -> &Recognizer {
+        &self.recognizer
     }
 
     /// The first cue of each kind (for priming the speech recogniser).
@@ -155,13 +203,14 @@ pub(crate) fn kind_with_emergency(kind: TicketKind, emergency: bool) -> TicketKi
     }
 }
 
-/// The draft's record of an emergency cue heard in `text`.
-pub(crate) fn emergency_cue(hit: &EmergencyHit, text: &[char]) -> EmergencyCue {
+/// The draft's and the notice's record of one finding.
+pub fn emergency_cue(f: &Finding) -> EmergencyCue {
     EmergencyCue {
-        kind: hit.kind.clone(),
-        target: hit.target.clone(),
-        cue: hit.cue.clone(),
-        heard: text.iter().skip(hit.at).take(hit.len).collect(),
+        kind: f.kind.clone(),
+        target: f.target.clone(),
+        cue: f.cue.clone(),
+        heard: f.heard.clone(),
+        reasons: f.reasons.clone(),
     }
 }
 
@@ -169,13 +218,6 @@ pub(crate) fn emergency_cue(hit: &EmergencyHit, text: &[char]) -> EmergencyCue {
 pub const SUMMARY_CHARS: usize = 60;
 
 impl Classifier {
-    /// The Art. 15 cue in `text`, if any: its kind, linkage and the words as written.
-    pub fn emergency_cue(&self, text: &str) -> Option<EmergencyCue> {
-        let hit = self.emergency.detect(text)?;
-        let chars: Vec<char> = text.chars().collect();
-        Some(emergency_cue(&hit, &chars))
-    }
-
     /// Proposes a ticket draft for the citizen's text: kind and urgency from the cues,
     /// the summary from the text's start.
     pub fn draft(
@@ -188,7 +230,6 @@ impl Classifier {
         now: DateTime<Utc>,
     ) -> TicketDraft {
         let guess = self.classify(text);
-        let chars: Vec<char> = text.chars().collect();
         TicketDraft {
             schema_version: SCHEMA_VERSION,
             id: new_event_id(),
@@ -200,7 +241,8 @@ impl Classifier {
             summary: summarize(text, SUMMARY_CHARS),
             location: None,
             urgency: guess.urgency,
-            emergency: guess.emergency.as_ref().map(|h| emergency_cue(h, &chars)),
+            emergency: guess.emergencies.first().cloned(),
+            emergencies: guess.emergencies,
             contacts,
             related_tickets: Vec::new(),
             transcript: Vec::new(),
@@ -268,11 +310,14 @@ mod tests {
             TicketKind::Help,
             "Art. 8: an emergency alone is 求助"
         );
-        let e = g.emergency.expect("Art. 15 cue");
+        let e = g.emergencies.first().cloned().expect("Art. 15 cue");
         assert_eq!((e.kind.as_str(), e.target.as_str()), ("fire", "119"));
         let g = c.classify("我要投诉，小区又停水了");
         assert_eq!(g.kind, TicketKind::Complaint, "a named request stays");
-        assert_eq!(g.emergency.map(|e| e.kind), Some("water_outage".into()));
+        assert_eq!(
+            g.emergencies.first().map(|e| e.kind.clone()),
+            Some("water_outage".into())
+        );
         let d = c.draft(
             TicketRef("ZH1".into()),
             ChannelKind::Chat,

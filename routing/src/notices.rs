@@ -592,7 +592,9 @@ mod tests {
             _ => unreachable!("text contacts only"),
         };
         let cue = crate::Classifier::builtin()
-            .emergency_cue(&text)
+            .emergency_cues(&text, crate::Medium::Typed)
+            .into_iter()
+            .next()
             .expect("an emergency sentence");
         let r = EmergencyReport {
             contact: c,
@@ -680,10 +682,10 @@ mod tests {
         assert_eq!(n.reporters.len(), 12);
         assert_eq!(n.opened.incident_district.as_deref(), Some("斗门区"));
         // Another district, or after the window, is another incident.
-        let c = contact("13900000001", "ZH-x", "这里停水了");
+        let c = contact("13900000001", "ZH-x", "这一片都停水了");
         let e = report(&mut book, &c, Some("金湾区"), t0() + secs(600)).expect("event");
         assert!(matches!(e.change, NoticeChange::Opened(_)));
-        let c = contact("13900000002", "ZH-y", "停水了");
+        let c = contact("13900000002", "ZH-y", "整个小区停水了");
         let e = report(&mut book, &c, Some("斗门区"), t0() + secs(61 * 60)).expect("event");
         assert!(matches!(e.change, NoticeChange::Opened(_)));
     }

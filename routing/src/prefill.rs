@@ -28,11 +28,9 @@ use contract::{
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::recognize::{Finding, Medium};
 use crate::sound::{Cue, Sounds};
-use crate::{
-    Classifier, CueError, EmergencyRules, SUMMARY_CHARS, emergency_cue, kind_with_emergency,
-    summarize,
-};
+use crate::{Classifier, CueError, SUMMARY_CHARS, emergency_cue, kind_with_emergency, summarize};
 
 /// The shipped place list.
 pub const DEFAULT_PLACES: &str = include_str!("../data/places.toml");
@@ -79,6 +77,12 @@ fn kind_name(kind: TicketKind) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// How sure a finding is: a word mended by sound (找火 read as 着火) counts as a
+/// listed mishearing did before.
+fn finding_fit(f: &Finding) -> f32 {
+    if f.mended { 0.9 } else { 1.0 }
 }
 
 /// A cue heard: the segment, the cue, where (characters) and how well it matched.
@@ -134,24 +138,40 @@ impl Prefiller {
         places: &str,
         prefill: &str,
     ) -> Result<Prefiller, CueError> {
-        let classifier = Classifier::from_toml(cues, homophones)?;
+        Self::from_data(
+            cues,
+            homophones,
+            crate::recognize::DEFAULT_RECOGNITION,
+            places,
+            prefill,
+        )
+    }
+
+    /// [`Prefiller::from_toml`] with the recognition data's text too.
+    pub fn from_data(
+        cues: &str,
+        homophones: &str,
+        recognition: &str,
+        places: &str,
+        prefill: &str,
+    ) -> Result<Prefiller, CueError> {
         let places: PlaceFile = toml::from_str(places)?;
         let prefill: PrefillFile = toml::from_str(prefill)?;
-        let h = classifier.emergency_rules().homophones().clone();
-        let cue_list = |v: &[String]| v.iter().map(|w| Cue::new(w, &h)).collect::<Vec<_>>();
-        let mut towns: Vec<Cue> = places.towns.keys().map(|t| Cue::new(t, &h)).collect();
-        // Longest first, then by name, so that matching is deterministic.
-        towns.sort_by(|a, b| b.len().cmp(&a.len()).then(a.word.cmp(&b.word)));
-        let mut jieba = jieba_rs::Jieba::new();
-        for w in places
+        // One segmenter for the recogniser and the places: its dictionary has both.
+        let place_words: Vec<&str> = places
             .districts
             .iter()
             .chain(places.towns.keys())
             .chain(&places.landmarks)
             .chain(&places.departments)
-        {
-            jieba.add_word(w, None, None);
-        }
+            .map(String::as_str)
+            .collect();
+        let classifier = Classifier::from_data(cues, homophones, recognition, &place_words)?;
+        let h = classifier.emergency_rules().homophones().clone();
+        let cue_list = |v: &[String]| v.iter().map(|w| Cue::new(w, &h)).collect::<Vec<_>>();
+        let mut towns: Vec<Cue> = places.towns.keys().map(|t| Cue::new(t, &h)).collect();
+        // Longest first, then by name, so that matching is deterministic.
+        towns.sort_by(|a, b| b.len().cmp(&a.len()).then(a.word.cmp(&b.word)));
         if let Some((t, d)) = places
             .towns
             .iter()
@@ -162,7 +182,7 @@ impl Prefiller {
             )));
         }
         Ok(Prefiller {
-            jieba: Arc::new(jieba),
+            jieba: classifier.recognizer().jieba().clone(),
             kinds: classifier
                 .kinds
                 .iter()
@@ -189,6 +209,18 @@ impl Prefiller {
             DEFAULT_PREFILL,
         )
         .unwrap_or_else(|e| unreachable!("shipped prefill data: {e}"))
+    }
+
+    /// The shipped data with another Art. 15 recognition file (a candidate being tried
+    /// with `gateway replay-recognition`).
+    pub fn with_recognition(recognition: &str) -> Result<Prefiller, CueError> {
+        Self::from_data(
+            crate::DEFAULT_CUES,
+            crate::sound::DEFAULT_HOMOPHONES,
+            recognition,
+            DEFAULT_PLACES,
+            DEFAULT_PREFILL,
+        )
     }
 
     /// The one built-in prefiller of the process. Building one loads jieba's dictionary
@@ -238,7 +270,7 @@ impl Prefiller {
         transcript: Vec<TranscriptSegment>,
         now: DateTime<Utc>,
     ) -> TicketDraft {
-        let (prefill, emergency) = self.read(&transcript);
+        let (prefill, emergencies) = self.read(&transcript);
         let value = |n: PrefillName| {
             prefill
                 .iter()
@@ -251,10 +283,10 @@ impl Prefiller {
             .and_then(|f| serde_json::from_value(serde_json::Value::String(f.value.clone())).ok())
             .unwrap_or(TicketKind::Unknown);
         let location = location_of(&prefill);
-        let urgency = if emergency.is_some() {
-            Urgency::Emergency
-        } else {
+        let urgency = if emergencies.is_empty() {
             Urgency::Normal
+        } else {
+            Urgency::Emergency
         };
         TicketDraft {
             schema_version: SCHEMA_VERSION,
@@ -267,7 +299,8 @@ impl Prefiller {
             summary: value(PrefillName::Summary).unwrap_or_default(),
             location,
             urgency,
-            emergency,
+            emergency: emergencies.first().cloned(),
+            emergencies,
             contacts,
             related_tickets: Vec::new(),
             transcript,
@@ -302,8 +335,9 @@ impl Prefiller {
         self.read(transcript).0
     }
 
-    /// The fields, and the Art. 15 cue heard first with its kind and linkage.
-    fn read(&self, transcript: &[TranscriptSegment]) -> (Vec<PrefillField>, Option<EmergencyCue>) {
+    /// The fields, and the Art. 15 emergencies: one per linkage target, in the order
+    /// they were said.
+    fn read(&self, transcript: &[TranscriptSegment]) -> (Vec<PrefillField>, Vec<EmergencyCue>) {
         let said: Vec<Said<'_>> = transcript
             .iter()
             .enumerate()
@@ -350,12 +384,21 @@ impl Prefiller {
                 best = Some((*kind, hits.len(), *h));
             }
         }
-        // Art. 15: the first citizen segment with an emergency cue; the field's value is
-        // the kind of emergency, its span the words heard.
-        let emergency = said
-            .iter()
-            .find_map(|s| self.emergency().detect_in(&s.sounds).map(|hit| (s, hit)));
-        match (best, &emergency) {
+        // Art. 15: each linkage target the citizen's segments need, from the first
+        // segment that names it; the field's value is the kind of emergency, its span
+        // the words heard.
+        let mut emergencies: Vec<(&Said<'_>, Finding)> = Vec::new();
+        for s in &said {
+            let reading = self
+                .classifier
+                .read_emergencies(&s.seg.text, Medium::Speech);
+            for f in reading.findings {
+                if !emergencies.iter().any(|(_, e)| e.target == f.target) {
+                    emergencies.push((s, f));
+                }
+            }
+        }
+        match (best, emergencies.first()) {
             (Some((kind, _, (s, c, at, fit))), _) => {
                 out.push(field(
                     PrefillName::Kind,
@@ -367,27 +410,27 @@ impl Prefiller {
                 ));
             }
             // Art. 8: an emergency with no other request named is a request for help.
-            (None, Some((s, hit))) => {
+            (None, Some((s, f))) => {
                 let kind = kind_with_emergency(TicketKind::Unknown, true);
                 out.push(field(
                     PrefillName::Kind,
                     kind_name(kind),
                     s,
-                    hit.at,
-                    hit.len,
-                    hit.fit,
+                    f.at,
+                    f.len,
+                    finding_fit(f),
                 ));
             }
             (None, None) => {}
         }
-        if let Some((s, hit)) = &emergency {
+        for (s, f) in &emergencies {
             out.push(field(
                 PrefillName::Emergency,
-                hit.kind.clone(),
+                f.kind.clone(),
                 s,
-                hit.at,
-                hit.len,
-                hit.fit,
+                f.at,
+                f.len,
+                finding_fit(f),
             ));
         }
         // District: said, or implied by a town.
@@ -496,12 +539,8 @@ impl Prefiller {
                 1.0,
             ));
         }
-        let cue = emergency.map(|(s, hit)| emergency_cue(&hit, &s.sounds.chars));
-        (out, cue)
-    }
-
-    fn emergency(&self) -> &EmergencyRules {
-        self.classifier.emergency_rules()
+        let cues = emergencies.iter().map(|(_, f)| emergency_cue(f)).collect();
+        (out, cues)
     }
 
     /// The classifier the prefill shares cues with.

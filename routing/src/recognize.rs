@@ -1,0 +1,946 @@
+//! Art. 15 recognition: which emergencies a citizen's words describe, for which linkage,
+//! and why (issue 21).
+//!
+//! A list of fixed phrases misses how people describe danger (拿着刀说要杀了我 holds no
+//! 拿刀) and hears danger where there is none (火锅, 增值税 heard as 的增). So an emergency
+//! is recognised from its parts, with the data in `data/emergency.toml`:
+//!
+//! 1. **Rewrites** turn emoji, Cantonese written forms, pinyin and the commonest typos
+//!    into the Mandarin word they stand for, keeping each character's place in the
+//!    citizen's own text.
+//! 2. **Words** count only where jieba cuts them as whole words (its dictionary, with
+//!    every listed word added): 火 in 火锅 or 火车 is no fire.
+//! 3. **Rules** name the parts of an emergency (a weapon and someone wielding it, a harm
+//!    and its victim, a person and the water they fell into), found in any order within
+//!    a window of characters of one sentence, with anything between.
+//! 4. **Modifiers** take a found danger back: a negation just before a part, a what-if
+//!    or advice earlier in the sentence, talk of the past or of what came after, an
+//!    all-clear after it, a joke. Words of urgency or of the present keep it.
+//!
+//! Typed text (chat, SMS) is read as typed. A call's transcript is first mended by
+//! sound: where whisper wrote a word that sounds like an emergency cue of
+//! `data/cues.toml` (找火 for 着火), the cue takes its place, and the reason says so.
+//!
+//! Each finding is one linkage target with every rule that named it: a kitchen fire
+//! with a burned grandmother is a notice to 119 and one to 120, each with its own
+//! reasons. What was found and set aside is kept too ([`Reading::set_aside`]), for the
+//! replay tool and for an operator asking why no notice came.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::CueError;
+use crate::emergency::EmergencyRules;
+use crate::sound::Sounds;
+
+/// The shipped recognition data.
+pub const DEFAULT_RECOGNITION: &str = include_str!("../data/emergency.toml");
+
+/// How the words reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Medium {
+    /// Typed by the citizen (chat, SMS): read as written.
+    Typed,
+    /// A machine transcript of speech: words that sound like an emergency cue count as
+    /// the cue.
+    Speech,
+}
+
+/// One linkage target an emergency needs, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// The kind of emergency of the first rule that named this target (`fire`,
+    /// `injury`...).
+    pub kind: String,
+    /// Every kind named for this target, in the order found.
+    pub kinds: Vec<String>,
+    /// The linkage: `110`, `119`, `120` or a responsible unit.
+    pub target: String,
+    /// The danger's own word in the first rule (its first part), as the rules spell it:
+    /// 着火 for a transcript's 找火, 救命 for a typed jm.
+    pub cue: String,
+    /// The citizen's words of the first rule's parts, from the first part to the last,
+    /// as written (a transcript's own characters).
+    pub heard: String,
+    /// Where those words start in the text, in characters.
+    pub at: usize,
+    /// Their length, in characters.
+    pub len: usize,
+    /// Each rule that named the target: `kind: rule (word + word)`, and any mending by
+    /// sound (`heard 找火 as 着火`).
+    pub reasons: Vec<String>,
+    /// Whether a word of a transcript was mended by sound before the rules read it.
+    pub mended: bool,
+}
+
+/// A danger found and then set aside, with why (for the replay tool and operators).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetAside {
+    /// The kind the rule names.
+    pub kind: String,
+    /// `kind: rule (words)`.
+    pub reason: String,
+    /// What took it back: `negation 没有`, `past 上次`...
+    pub because: String,
+}
+
+/// What a text says, as far as Art. 15 goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    /// One finding per linkage target, in the order their first words appear.
+    pub findings: Vec<Finding>,
+    /// Dangers found and taken back.
+    pub set_aside: Vec<SetAside>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    kinds: HashMap<String, String>,
+    gives_way: HashMap<String, Vec<String>>,
+    rewrite: HashMap<String, String>,
+    words: HashMap<String, Vec<String>>,
+    modifiers: HashMap<String, Vec<String>>,
+    rule: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    kind: String,
+    name: String,
+    parts: Vec<String>,
+    #[serde(default)]
+    window: Option<usize>,
+    #[serde(default)]
+    unless: Vec<String>,
+    #[serde(default)]
+    unless_before: Vec<String>,
+    #[serde(default)]
+    across_sentences: bool,
+    #[serde(default)]
+    ordered: bool,
+    #[serde(default)]
+    gives_way: Vec<String>,
+}
+
+/// The modifiers the code gives a meaning to; each must have a list in the file.
+const MODIFIERS: [&str; 9] = [
+    "negation",
+    "hypothetical",
+    "generic",
+    "past",
+    "aftermath",
+    "resolved",
+    "joke",
+    "present",
+    "urgent",
+];
+
+/// Default window of a rule, in characters.
+const WINDOW: usize = 24;
+/// Characters that may stand between a negation and the part it negates (没有任何人受伤),
+/// and the only ones that may: 没关漏了 does not deny the leak.
+const NEGATION_GAP: usize = 3;
+const NEGATION_FILLER: &str = "人任何什么有一个都也被着在会发生再";
+/// The longest quotation whose danger words are taken as a figure of speech.
+const QUOTE_CHARS: usize = 8;
+
+/// The quoted text around `start..end`, if the words lie inside a short quotation.
+fn quoted(t: &Text, start: usize, end: usize) -> Option<String> {
+    let open = |c: char| matches!(c, '“' | '"' | '「' | '『' | '\'' | '‘');
+    let close = |c: char| matches!(c, '”' | '"' | '」' | '』' | '\'' | '’');
+    let before = (start.saturating_sub(QUOTE_CHARS)..start)
+        .rev()
+        .find(|i| open(t.chars[*i]) || is_clause_end(t.chars[*i]))?;
+    if !open(t.chars[before]) {
+        return None;
+    }
+    let after = (end..(end + QUOTE_CHARS).min(t.chars.len()))
+        .find(|i| close(t.chars[*i]) || is_clause_end(t.chars[*i]))?;
+    if !close(t.chars[after]) || after - before > QUOTE_CHARS + 1 {
+        return None;
+    }
+    Some(t.chars[before..=after].iter().collect())
+}
+/// Characters around a rule's words searched for its `unless` words.
+const UNLESS_MARGIN: usize = 4;
+
+#[derive(Debug, Clone)]
+struct Rule {
+    kind: String,
+    target: String,
+    name: String,
+    /// Each part: the word lists any of which may fill it.
+    parts: Vec<Vec<u16>>,
+    window: usize,
+    unless: Vec<u16>,
+    unless_before: Vec<u16>,
+    across_sentences: bool,
+    /// The parts must come in their listed order (打我, not 我们砸).
+    ordered: bool,
+    /// Kinds this rule's match gives way to, beside its kind's own (`[gives_way]`).
+    gives_way: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mods {
+    negation: u16,
+    hypothetical: u16,
+    generic: u16,
+    past: u16,
+    aftermath: u16,
+    resolved: u16,
+    joke: u16,
+    present: u16,
+    urgent: u16,
+}
+
+/// The Art. 15 recogniser.
+#[derive(Clone)]
+pub struct Recognizer {
+    rules: Vec<Rule>,
+    /// Kinds that give way to others (`*`: to any other kind).
+    gives_way: HashMap<String, Vec<String>>,
+    /// Rewrites by first character, longest first.
+    rewrites: HashMap<char, Vec<(Vec<char>, Vec<char>)>>,
+    /// Words by first character: the word and the lists it is in.
+    words: HashMap<char, Vec<(Vec<char>, Vec<u16>)>>,
+    list_names: Vec<String>,
+    mods: Mods,
+    jieba: Arc<jieba_rs::Jieba>,
+}
+
+impl std::fmt::Debug for Recognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recognizer")
+            .field("rules", &self.rules.len())
+            .field("lists", &self.list_names.len())
+            .finish()
+    }
+}
+
+/// A listed word found in the text (normalised characters).
+#[derive(Debug, Clone, Copy)]
+struct Occ {
+    list: u16,
+    start: usize,
+    end: usize,
+}
+
+/// A rule's match before modifiers.
+#[derive(Debug, Clone)]
+struct Hit {
+    rule: usize,
+    /// The words filling the parts, in text order.
+    parts: Vec<Occ>,
+    /// Which of `parts` fills the rule's first part (the danger's own word).
+    head: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The text as read: normalised characters, where each came from, word bounds,
+/// sentence and clause numbers.
+struct Text {
+    chars: Vec<char>,
+    origin: Vec<usize>,
+    bound: Vec<bool>,
+    sentence: Vec<usize>,
+    clause: Vec<usize>,
+}
+
+fn is_sentence_end(c: char) -> bool {
+    matches!(c, '。' | '！' | '？' | '!' | '?' | '；' | ';' | '\n' | '…')
+}
+
+fn is_clause_end(c: char) -> bool {
+    is_sentence_end(c) || matches!(c, '，' | ',' | '、' | ' ' | '：' | ':' | '~' | '～' | '\t')
+}
+
+/// Full-width ASCII to half-width, Latin letters to lower case.
+fn fold(c: char) -> char {
+    let c = match c {
+        '\u{FF01}'..='\u{FF5E}' if !matches!(c, '，' | '！' | '？' | '；' | '：') => {
+            char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+        }
+        '\u{3000}' => ' ',
+        _ => c,
+    };
+    c.to_ascii_lowercase()
+}
+
+impl Recognizer {
+    /// Builds a recogniser from `data/emergency.toml`'s text; `extra_words` (place names)
+    /// join jieba's dictionary too, so that one segmentation serves both.
+    pub fn from_toml(text: &str, extra_words: &[&str]) -> Result<Recognizer, CueError> {
+        let file: File = toml::from_str(text)?;
+        let bad = |m: String| Err(CueError::Inconsistent(m));
+        let places: Vec<String>;
+        let mut list_names: Vec<String> = Vec::new();
+        let mut lists: Vec<&Vec<String>> = Vec::new();
+        let mut names: Vec<&String> = file.words.keys().chain(file.modifiers.keys()).collect();
+        names.sort();
+        for name in names {
+            if list_names.contains(name) {
+                return bad(format!("{name} is both a word list and a modifier"));
+            }
+            let words = file
+                .words
+                .get(name)
+                .or_else(|| file.modifiers.get(name))
+                .unwrap_or_else(|| unreachable!("a listed name"));
+            if words.is_empty() {
+                return bad(format!("word list {name} is empty"));
+            }
+            list_names.push(name.clone());
+            lists.push(words);
+        }
+        let id = |name: &str| -> Result<u16, CueError> {
+            list_names
+                .iter()
+                .position(|n| n == name)
+                .map(|i| i as u16)
+                .ok_or_else(|| CueError::Inconsistent(format!("no word list {name}")))
+        };
+        for m in MODIFIERS {
+            if !file.modifiers.contains_key(m) {
+                return bad(format!("modifiers: {m} is missing"));
+            }
+        }
+        if let Some(m) = file
+            .modifiers
+            .keys()
+            .find(|m| !MODIFIERS.contains(&m.as_str()))
+        {
+            return bad(format!("modifiers: {m} means nothing to the recogniser"));
+        }
+        let mods = Mods {
+            negation: id("negation")?,
+            hypothetical: id("hypothetical")?,
+            generic: id("generic")?,
+            past: id("past")?,
+            aftermath: id("aftermath")?,
+            resolved: id("resolved")?,
+            joke: id("joke")?,
+            present: id("present")?,
+            urgent: id("urgent")?,
+        };
+        let mut rules = Vec::with_capacity(file.rule.len());
+        for r in file.rule {
+            let Some(target) = file.kinds.get(&r.kind) else {
+                return bad(format!("rule {:?}: kind {} has no target", r.name, r.kind));
+            };
+            if r.parts.is_empty() {
+                return bad(format!("rule {:?} has no parts", r.name));
+            }
+            let parts = r
+                .parts
+                .iter()
+                .map(|p| p.split('|').map(id).collect::<Result<Vec<u16>, _>>())
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(k) = r.gives_way.iter().find(|k| !file.kinds.contains_key(*k)) {
+                return bad(format!(
+                    "rule {:?}: gives way to {k}, which is no kind",
+                    r.name
+                ));
+            }
+            let ids = |v: &[String]| v.iter().map(|u| id(u)).collect::<Result<Vec<_>, _>>();
+            let (unless, unless_before) = (ids(&r.unless)?, ids(&r.unless_before)?);
+            rules.push(Rule {
+                kind: r.kind,
+                target: target.clone(),
+                name: r.name,
+                parts,
+                window: r.window.unwrap_or(WINDOW),
+                unless,
+                unless_before,
+                across_sentences: r.across_sentences,
+                ordered: r.ordered,
+                gives_way: r.gives_way,
+            });
+        }
+        if let Some(k) = file
+            .kinds
+            .keys()
+            .find(|k| !rules.iter().any(|r| &r.kind == *k))
+        {
+            return bad(format!("kind {k} has no rule"));
+        }
+        for (k, to) in &file.gives_way {
+            if let Some(bad_kind) = std::iter::once(k)
+                .chain(to.iter().filter(|t| *t != "*"))
+                .find(|k| !file.kinds.contains_key(*k))
+            {
+                return bad(format!("gives_way: {bad_kind} is no kind"));
+            }
+        }
+        // The place names given (districts, towns, landmarks) are the `place` list: a
+        // place named with an outage makes it an area's (三灶镇又停水了).
+        if !extra_words.is_empty() {
+            match list_names.iter().position(|n| n == PLACE_LIST) {
+                Some(i) => {
+                    let mut with_places = lists[i].clone();
+                    with_places.extend(extra_words.iter().map(|w| (*w).to_owned()));
+                    places = with_places;
+                    lists[i] = &places;
+                }
+                None => return bad(format!("no word list {PLACE_LIST} for the place names")),
+            }
+        }
+        let mut words: HashMap<char, Vec<(Vec<char>, Vec<u16>)>> = HashMap::new();
+        let mut jieba = jieba_rs::Jieba::new();
+        for (i, list) in lists.iter().enumerate() {
+            for w in *list {
+                let chars: Vec<char> = w.chars().map(fold).collect();
+                let Some(&first) = chars.first() else {
+                    return bad(format!("an empty word in {}", list_names[i]));
+                };
+                let entry = words.entry(first).or_default();
+                match entry.iter_mut().find(|(c, _)| *c == chars) {
+                    Some((_, ids)) => ids.push(i as u16),
+                    None => entry.push((chars.clone(), vec![i as u16])),
+                }
+                // Only the words meant to change the cut go into jieba's dictionary: a
+                // listed word spanning several of jieba's words still matches, and one
+                // added with a high frequency swallows its neighbours (发/烧到 for 发烧到,
+                // 我孩子 hiding 孩子 from the other lists).
+                if list_names[i] == SEGMENTER_LIST && chars.len() > 1 {
+                    jieba.add_word(&chars.iter().collect::<String>(), Some(WORD_FREQ), None);
+                }
+            }
+        }
+        for w in extra_words {
+            jieba.add_word(w, None, None);
+        }
+        let mut rewrites: HashMap<char, Vec<(Vec<char>, Vec<char>)>> = HashMap::new();
+        for (from, to) in &file.rewrite {
+            let from: Vec<char> = from.chars().map(fold).collect();
+            let Some(&first) = from.first() else {
+                return bad("an empty rewrite".into());
+            };
+            rewrites
+                .entry(first)
+                .or_default()
+                .push((from, to.chars().collect()));
+        }
+        for v in rewrites.values_mut() {
+            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        }
+        Ok(Recognizer {
+            rules,
+            gives_way: file.gives_way,
+            rewrites,
+            words,
+            list_names,
+            mods,
+            jieba: Arc::new(jieba),
+        })
+    }
+
+    /// The shipped data, with no extra words.
+    pub fn builtin() -> Recognizer {
+        // The shipped file is checked by a unit test; it cannot fail at run time.
+        Self::from_toml(DEFAULT_RECOGNITION, &[])
+            .unwrap_or_else(|e| unreachable!("shipped recognition data: {e}"))
+    }
+
+    /// The segmenter, with the recogniser's words (and the extra ones) in its dictionary.
+    pub fn jieba(&self) -> &Arc<jieba_rs::Jieba> {
+        &self.jieba
+    }
+
+    /// The kinds of emergency and their targets, in the rules' order.
+    pub fn kinds(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        for r in &self.rules {
+            if !out.iter().any(|(k, _)| *k == r.kind) {
+                out.push((&r.kind, &r.target));
+            }
+        }
+        out
+    }
+
+    /// Reads `text`. For [`Medium::Speech`], `sound` mends words that sound like an
+    /// emergency cue first.
+    pub fn read(&self, text: &str, medium: Medium, sound: Option<&EmergencyRules>) -> Reading {
+        let mut mended = Vec::new();
+        let source: Vec<char> = text.chars().collect();
+        // Characters and where each came from in `text`.
+        let (chars, origin) = match (medium, sound) {
+            (Medium::Speech, Some(rules)) => {
+                let sounds = Sounds::new(text, None);
+                let mut chars = Vec::with_capacity(source.len());
+                let mut origin = Vec::with_capacity(source.len());
+                let mut i = 0;
+                let hits = rules.hits_in(&sounds);
+                let mut next = hits.iter().peekable();
+                while i < source.len() {
+                    if let Some(h) = next.next_if(|h| h.at == i) {
+                        let heard: String = source[h.at..h.at + h.len].iter().collect();
+                        if heard != h.cue {
+                            mended.push(format!("heard {heard} as {} (sound)", h.cue));
+                        }
+                        let cue: Vec<char> = h.cue.chars().collect();
+                        for (k, c) in cue.iter().enumerate() {
+                            chars.push(*c);
+                            origin.push(h.at + k.min(h.len.saturating_sub(1)));
+                        }
+                        i = h.at + h.len;
+                        continue;
+                    }
+                    // A hit that starts inside an earlier one is skipped.
+                    while next.next_if(|h| h.at < i).is_some() {}
+                    chars.push(source[i]);
+                    origin.push(i);
+                    i += 1;
+                }
+                (chars, origin)
+            }
+            _ => (source.clone(), (0..source.len()).collect()),
+        };
+        let t = self.prepare(&chars, &origin);
+        let occ = self.occurrences(&t);
+        let hits = self.hits(&t, &occ);
+        self.judge(&t, &source, &occ, hits, &mended)
+    }
+
+    /// Rewrites, word bounds, sentences and clauses.
+    fn prepare(&self, chars: &[char], origin: &[usize]) -> Text {
+        let folded: Vec<char> = chars.iter().map(|c| fold(*c)).collect();
+        let mut out = Vec::with_capacity(folded.len());
+        let mut from = Vec::with_capacity(folded.len());
+        let mut i = 0;
+        while i < folded.len() {
+            let found = self.rewrites.get(&folded[i]).and_then(|cands| {
+                cands
+                    .iter()
+                    .find(|(f, _)| folded.len() - i >= f.len() && folded[i..i + f.len()] == f[..])
+            });
+            match found {
+                Some((f, to)) => {
+                    for (k, c) in to.iter().enumerate() {
+                        out.push(*c);
+                        from.push(origin[i + k.min(f.len() - 1)]);
+                    }
+                    i += f.len();
+                }
+                None => {
+                    out.push(folded[i]);
+                    from.push(origin[i]);
+                    i += 1;
+                }
+            }
+        }
+        let s: String = out.iter().collect();
+        let mut bound = vec![false; out.len() + 1];
+        bound[0] = true;
+        let mut at = 0;
+        for w in self.jieba.cut(&s, false) {
+            at += w.chars().count();
+            if at < bound.len() {
+                bound[at] = true;
+            }
+        }
+        let (mut sentence, mut clause) = (Vec::with_capacity(out.len()), Vec::new());
+        let (mut si, mut ci) = (0, 0);
+        for c in &out {
+            sentence.push(si);
+            clause.push(ci);
+            if is_sentence_end(*c) {
+                si += 1;
+            }
+            if is_clause_end(*c) {
+                ci += 1;
+            }
+        }
+        Text {
+            chars: out,
+            origin: from,
+            bound,
+            sentence,
+            clause,
+        }
+    }
+
+    /// Every listed word on word bounds, by list.
+    fn occurrences(&self, t: &Text) -> Vec<Occ> {
+        let mut out = Vec::new();
+        for i in 0..t.chars.len() {
+            if !t.bound[i] {
+                continue;
+            }
+            for (w, lists) in self.words.get(&t.chars[i]).into_iter().flatten() {
+                if let Some(end) = match_at(t, i, w) {
+                    out.extend(lists.iter().map(|&list| Occ {
+                        list,
+                        start: i,
+                        end,
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every rule's matches: each part filled by a different, non-overlapping word, all
+    /// within the rule's window (and sentence).
+    fn hits(&self, t: &Text, occ: &[Occ]) -> Vec<Hit> {
+        let mut out: Vec<Hit> = Vec::new();
+        for (ri, rule) in self.rules.iter().enumerate() {
+            let of_part = |p: &[u16]| -> Vec<Occ> {
+                occ.iter()
+                    .filter(|o| p.contains(&o.list))
+                    .copied()
+                    .collect()
+            };
+            let candidates: Vec<Vec<Occ>> = rule.parts.iter().map(|p| of_part(p)).collect();
+            if candidates.iter().any(Vec::is_empty) {
+                continue;
+            }
+            for anchor in &candidates[0] {
+                let mut chosen = vec![*anchor];
+                let mut ok = true;
+                for cands in &candidates[1..] {
+                    // The nearest word of this part that fits with those chosen.
+                    let last_end = chosen.last().map_or(0, |c| c.end);
+                    let best = cands
+                        .iter()
+                        .filter(|o| !chosen.iter().any(|c| c.start < o.end && o.start < c.end))
+                        .filter(|o| !rule.ordered || o.start >= last_end)
+                        .filter(|o| {
+                            rule.across_sentences || t.sentence[o.start] == t.sentence[anchor.start]
+                        })
+                        .min_by_key(|o| o.start.abs_diff(anchor.start));
+                    match best {
+                        Some(o) => chosen.push(*o),
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                let start = chosen.iter().map(|o| o.start).min().unwrap_or(0);
+                let end = chosen.iter().map(|o| o.end).max().unwrap_or(0);
+                if end - start > rule.window {
+                    continue;
+                }
+                let (lo, hi) = (
+                    start.saturating_sub(UNLESS_MARGIN),
+                    (end + UNLESS_MARGIN).min(t.chars.len()),
+                );
+                if occ.iter().any(|o| {
+                    (rule.unless.contains(&o.list) && o.start >= lo && o.end <= hi)
+                        || (rule.unless_before.contains(&o.list) && o.start >= lo && o.end <= end)
+                }) {
+                    continue;
+                }
+                if out
+                    .iter()
+                    .any(|h| h.rule == ri && h.start == start && h.end == end)
+                {
+                    continue;
+                }
+                let anchor_start = chosen[0].start;
+                chosen.sort_by_key(|o| o.start);
+                let head = chosen
+                    .iter()
+                    .position(|o| o.start == anchor_start)
+                    .unwrap_or(0);
+                out.push(Hit {
+                    rule: ri,
+                    head,
+                    parts: chosen,
+                    start,
+                    end,
+                });
+            }
+        }
+        out.sort_by_key(|h| (h.start, h.end));
+        out
+    }
+
+    fn words_of(&self, t: &Text, o: &Occ) -> String {
+        t.chars[o.start..o.end].iter().collect()
+    }
+
+    fn reason(&self, t: &Text, h: &Hit) -> String {
+        let rule = &self.rules[h.rule];
+        let words: Vec<String> = h.parts.iter().map(|o| self.words_of(t, o)).collect();
+        format!("{}: {} ({})", rule.kind, rule.name, words.join(" + "))
+    }
+
+    /// Why `h` is taken back, if it is.
+    fn taken_back(&self, t: &Text, occ: &[Occ], h: &Hit) -> Option<String> {
+        let m = &self.mods;
+        let of = |list: u16| occ.iter().filter(move |o| o.list == list);
+        let sentence = t.sentence[h.start];
+        let in_sentence = |o: &&Occ| t.sentence[o.start] == sentence;
+        let part_at = |o: &Occ| h.parts.iter().any(|p| p.start < o.end && o.start < p.end);
+        let said = |why: &str, o: &Occ| format!("{why} {}", self.words_of(t, o));
+        if let Some(o) = of(m.joke).next() {
+            return Some(said("joke", o));
+        }
+        // A negation just before the danger's own word (a rule's first part), in its
+        // clause: 没有着火, 没人受伤; not before the words around it (没接到女儿 does
+        // not deny that she is missing).
+        let head = h.parts[h.head];
+        for p in h.parts.iter().filter(|p| p.list == head.list) {
+            if let Some(n) = of(m.negation).find(|n| {
+                n.end <= p.start
+                    && p.start - n.end <= NEGATION_GAP
+                    && t.chars[n.end..p.start]
+                        .iter()
+                        .all(|c| NEGATION_FILLER.contains(*c))
+                    && t.clause[n.start] == t.clause[p.start]
+                    && !part_at(n)
+            }) {
+                return Some(said("negation", n));
+            }
+        }
+        // A danger's words inside short quotation marks are a figure of speech: 天天都在
+        // “救火”, 老板说要“弄死我”.
+        if let Some(q) = quoted(t, h.start, h.end) {
+            return Some(format!("in quotation marks {q}"));
+        }
+        let clauses: HashSet<usize> = (h.start..h.end).map(|i| t.clause[i]).collect();
+        let in_clause = |o: &&Occ| clauses.contains(&t.clause[o.start]);
+        let now = of(m.present).filter(in_clause).any(|o| !part_at(o));
+        let urgent = of(m.urgent).filter(in_sentence).any(|o| !part_at(o));
+        if !now
+            && let Some(o) = of(m.hypothetical)
+                .filter(in_sentence)
+                .find(|o| o.end <= head.start && !part_at(o))
+        {
+            return Some(said("what-if", o));
+        }
+        if !urgent && let Some(o) = of(m.generic).filter(in_sentence).find(|o| !part_at(o)) {
+            return Some(said("general", o));
+        }
+        if !now
+            && let Some(o) = of(m.past)
+                .filter(in_sentence)
+                .find(|o| (o.end <= head.start || in_clause(o)) && !part_at(o))
+        {
+            return Some(said("past", o));
+        }
+        if !now
+            && !urgent
+            && let Some(o) = of(m.aftermath).filter(in_sentence).find(|o| !part_at(o))
+        {
+            return Some(said("afterwards", o));
+        }
+        // An all-clear after the danger, with nothing urgent after it.
+        for r in of(m.resolved).filter(|r| r.start >= h.end || in_clause(r)) {
+            if part_at(r) {
+                continue;
+            }
+            let revived = occ.iter().any(|o| {
+                (o.list == m.urgent || o.list == m.present) && o.start >= r.end && !part_at(o)
+            });
+            if !revived {
+                return Some(said("all clear", r));
+            }
+        }
+        None
+    }
+
+    /// Applies the modifiers and groups what stands by target.
+    fn judge(
+        &self,
+        t: &Text,
+        source: &[char],
+        occ: &[Occ],
+        hits: Vec<Hit>,
+        mended: &[String],
+    ) -> Reading {
+        let mut reading = Reading::default();
+        let mut kept: Vec<&Hit> = Vec::new();
+        let mut negated: HashSet<(usize, &str)> = HashSet::new();
+        let mut judged: Vec<(&Hit, Option<String>)> = Vec::new();
+        for h in &hits {
+            let why = self.taken_back(t, occ, h);
+            if why.as_deref().is_some_and(|w| w.starts_with("negation")) {
+                negated.insert((t.sentence[h.start], self.rules[h.rule].kind.as_str()));
+            }
+            judged.push((h, why));
+        }
+        for (h, why) in judged {
+            let kind = &self.rules[h.rule].kind;
+            // A kind denied in a sentence is denied there whatever else names it:
+            // 没有着火，只是烧烤的烟.
+            let why = why.or_else(|| {
+                negated
+                    .contains(&(t.sentence[h.start], kind.as_str()))
+                    .then(|| format!("negation of {kind} in the sentence"))
+            });
+            match why {
+                Some(because) => reading.set_aside.push(SetAside {
+                    kind: kind.clone(),
+                    reason: self.reason(t, h),
+                    because,
+                }),
+                None => kept.push(h),
+            }
+        }
+        let kinds: HashSet<&str> = kept
+            .iter()
+            .map(|h| self.rules[h.rule].kind.as_str())
+            .collect();
+        for h in kept {
+            let rule = &self.rules[h.rule];
+            let yields_to = self
+                .gives_way
+                .get(&rule.kind)
+                .into_iter()
+                .flatten()
+                .chain(&rule.gives_way)
+                .find_map(|to| {
+                    kinds
+                        .iter()
+                        .find(|k| **k != rule.kind && (to == "*" || to == *k))
+                });
+            if let Some(other) = yields_to {
+                reading.set_aside.push(SetAside {
+                    kind: rule.kind.clone(),
+                    reason: self.reason(t, h),
+                    because: format!("gives way to {other}"),
+                });
+                continue;
+            }
+            let reason = self.reason(t, h);
+            match reading
+                .findings
+                .iter_mut()
+                .find(|f| f.target == rule.target)
+            {
+                Some(f) => {
+                    if !f.kinds.contains(&rule.kind) {
+                        f.kinds.push(rule.kind.clone());
+                    }
+                    if !f.reasons.contains(&reason) {
+                        f.reasons.push(reason);
+                    }
+                }
+                None => {
+                    let at = t.origin.get(h.start).copied().unwrap_or(0);
+                    let last = t.origin.get(h.end - 1).copied().unwrap_or(at);
+                    let heard: String = source[at..=last.min(source.len() - 1)].iter().collect();
+                    let mut reasons = vec![reason];
+                    reasons.extend(mended.iter().cloned());
+                    reading.findings.push(Finding {
+                        mended: !mended.is_empty(),
+                        cue: self.words_of(t, &h.parts[h.head]),
+                        kind: rule.kind.clone(),
+                        kinds: vec![rule.kind.clone()],
+                        target: rule.target.clone(),
+                        len: last + 1 - at,
+                        at,
+                        heard,
+                        reasons,
+                    });
+                }
+            }
+        }
+        reading
+    }
+
+    /// The text as the rules see it: rewritten, cut into words (for operators checking
+    /// why a word did or did not count).
+    pub fn words(&self, text: &str) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let origin: Vec<usize> = (0..chars.len()).collect();
+        let t = self.prepare(&chars, &origin);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 1..=t.chars.len() {
+            if t.bound[i] {
+                out.push(t.chars[start..i].iter().collect());
+                start = i;
+            }
+        }
+        out
+    }
+
+    /// `text` with every character that is not part of a listed word (a danger's words,
+    /// a modifier's) masked as ○: enough to see why recognition read it so, not enough
+    /// to read a citizen's message or name (Art. 21). Punctuation and spaces stay.
+    pub fn masked(&self, text: &str) -> String {
+        let source: Vec<char> = text.chars().collect();
+        let origin: Vec<usize> = (0..source.len()).collect();
+        let t = self.prepare(&source, &origin);
+        let mut keep = vec![false; source.len()];
+        for o in self.occurrences(&t) {
+            if self.list_names[o.list as usize] == SEGMENTER_LIST {
+                continue;
+            }
+            for i in o.start..o.end {
+                if let Some(&k) = t.origin.get(i) {
+                    keep[k] = true;
+                }
+            }
+        }
+        source
+            .iter()
+            .zip(keep)
+            .map(|(c, k)| if k || !c.is_alphanumeric() { *c } else { '○' })
+            .collect()
+    }
+
+    /// Every word of every list, as matched (folded).
+    pub fn known_words(&self) -> Vec<String> {
+        self.words
+            .values()
+            .flatten()
+            .map(|(w, _)| w.iter().collect())
+            .collect()
+    }
+
+    /// Names of the word lists (for the data's tests).
+    pub fn list_names(&self) -> &[String] {
+        &self.list_names
+    }
+}
+
+/// In a listed word, `*` stands for up to [`GAP`] characters of the same clause: 喘不*气
+/// is 喘不上气, 喘不过气 and 喘不到气; 叫*不醒 is 叫他不醒 and 叫了半天不醒.
+const GAP_MARK: char = '*';
+/// The most characters a `*` stands for.
+const GAP: usize = 4;
+
+/// Where the listed word `w` ends if it is found at `i`: its first character on a word
+/// bound, its last one before a bound (the bounds inside a word with a gap are free: a
+/// transcript or a colloquial phrase cuts them anywhere).
+fn match_at(t: &Text, i: usize, w: &[char]) -> Option<usize> {
+    fn rest(t: &Text, at: usize, w: &[char]) -> Option<usize> {
+        match w.split_first() {
+            None => t.bound[at].then_some(at),
+            Some((&GAP_MARK, tail)) => (0..=GAP).find_map(|skip| {
+                let gap = t.chars.get(at..at + skip)?;
+                if gap.iter().any(|c| is_clause_end(*c)) {
+                    return None;
+                }
+                rest(t, at + skip, tail)
+            }),
+            Some((c, tail)) => (t.chars.get(at) == Some(c)).then(|| rest(t, at + 1, tail))?,
+        }
+    }
+    rest(t, i, w)
+}
+
+/// The list whose words are added to jieba's dictionary: words it would otherwise cut
+/// wrongly for the rules, either joining a danger's word to its neighbour (刀架 / 在 for
+/// 刀 / 架在) or cutting a harmless word so that a danger's word appears (爆炸 / 头 for
+/// the barber's 爆炸头).
+const SEGMENTER_LIST: &str = "segmenter";
+/// The list the place names given to [`Recognizer::from_toml`] join.
+const PLACE_LIST: &str = "place";
+
+/// jieba frequency of the `segmenter` words: high enough to win over the dictionary's
+/// own cut.
+const WORD_FREQ: usize = 100_000;
