@@ -119,6 +119,10 @@ struct RuleFile {
     #[serde(default)]
     unless_before: Vec<String>,
     #[serde(default)]
+    unless_text: Vec<String>,
+    #[serde(default)]
+    unless_sentence: Vec<String>,
+    #[serde(default)]
     across_sentences: bool,
     #[serde(default)]
     ordered: bool,
@@ -127,8 +131,9 @@ struct RuleFile {
 }
 
 /// The modifiers the code gives a meaning to; each must have a list in the file.
-const MODIFIERS: [&str; 9] = [
+const MODIFIERS: [&str; 10] = [
     "negation",
+    "turn",
     "hypothetical",
     "generic",
     "past",
@@ -178,6 +183,10 @@ struct Rule {
     window: usize,
     unless: Vec<u16>,
     unless_before: Vec<u16>,
+    /// No match when a word of these lists is anywhere in the text.
+    unless_text: Vec<u16>,
+    /// No match when a word of these lists is in the sentence, not past a turn.
+    unless_sentence: Vec<u16>,
     across_sentences: bool,
     /// The parts must come in their listed order (打我, not 我们砸).
     ordered: bool,
@@ -188,6 +197,7 @@ struct Rule {
 #[derive(Debug, Clone, Copy)]
 struct Mods {
     negation: u16,
+    turn: u16,
     hypothetical: u16,
     generic: u16,
     past: u16,
@@ -253,11 +263,45 @@ struct Text {
 }
 
 fn is_sentence_end(c: char) -> bool {
-    matches!(c, '。' | '！' | '？' | '!' | '?' | '；' | ';' | '\n' | '…')
+    matches!(c, '。' | '！' | '？' | '!' | '?' | '；' | ';' | '\n')
 }
 
 fn is_clause_end(c: char) -> bool {
     is_sentence_end(c) || matches!(c, '，' | ',' | '、' | ' ' | '：' | ':' | '~' | '～' | '\t')
+}
+
+fn is_han(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}')
+}
+
+/// Some people type a space after every character or word (电 梯 里 出 不 去): where most
+/// gaps between two Chinese characters are spaces, those spaces are dropped, or no word
+/// of more than one character would ever be found. Elsewhere a space separates clauses.
+fn unspaced(chars: &[char], origin: &[usize]) -> (Vec<char>, Vec<usize>) {
+    let han_pairs = chars
+        .windows(2)
+        .filter(|w| is_han(w[0]) && is_han(w[1]))
+        .count();
+    let spaced = chars
+        .windows(3)
+        .filter(|w| is_han(w[0]) && w[1] == ' ' && is_han(w[2]))
+        .count();
+    if spaced < 4 || spaced < han_pairs {
+        return (chars.to_vec(), origin.to_vec());
+    }
+    let keep: Vec<usize> = (0..chars.len())
+        .filter(|&i| {
+            !(chars[i] == ' '
+                && i > 0
+                && i + 1 < chars.len()
+                && is_han(chars[i - 1])
+                && is_han(chars[i + 1]))
+        })
+        .collect();
+    (
+        keep.iter().map(|&i| chars[i]).collect(),
+        keep.iter().map(|&i| origin[i]).collect(),
+    )
 }
 
 /// Full-width ASCII to half-width, Latin letters to lower case.
@@ -319,6 +363,7 @@ impl Recognizer {
         }
         let mods = Mods {
             negation: id("negation")?,
+            turn: id("turn")?,
             hypothetical: id("hypothetical")?,
             generic: id("generic")?,
             past: id("past")?,
@@ -349,6 +394,7 @@ impl Recognizer {
             }
             let ids = |v: &[String]| v.iter().map(|u| id(u)).collect::<Result<Vec<_>, _>>();
             let (unless, unless_before) = (ids(&r.unless)?, ids(&r.unless_before)?);
+            let (unless_text, unless_sentence) = (ids(&r.unless_text)?, ids(&r.unless_sentence)?);
             rules.push(Rule {
                 kind: r.kind,
                 target: target.clone(),
@@ -357,6 +403,8 @@ impl Recognizer {
                 window: r.window.unwrap_or(WINDOW),
                 unless,
                 unless_before,
+                unless_text,
+                unless_sentence,
                 across_sentences: r.across_sentences,
                 ordered: r.ordered,
                 gives_way: r.gives_way,
@@ -484,9 +532,16 @@ impl Recognizer {
                             mended.push(format!("heard {heard} as {} (sound)", h.cue));
                         }
                         let cue: Vec<char> = h.cue.chars().collect();
+                        let last = h.len.saturating_sub(1);
                         for (k, c) in cue.iter().enumerate() {
                             chars.push(*c);
-                            origin.push(h.at + k.min(h.len.saturating_sub(1)));
+                            origin.push(
+                                h.at + if k + 1 == cue.len() {
+                                    last
+                                } else {
+                                    k.min(last)
+                                },
+                            );
                         }
                         i = h.at + h.len;
                         continue;
@@ -509,6 +564,7 @@ impl Recognizer {
 
     /// Rewrites, word bounds, sentences and clauses.
     fn prepare(&self, chars: &[char], origin: &[usize]) -> Text {
+        let (chars, origin) = unspaced(chars, origin);
         let folded: Vec<char> = chars.iter().map(|c| fold(*c)).collect();
         let mut out = Vec::with_capacity(folded.len());
         let mut from = Vec::with_capacity(folded.len());
@@ -521,9 +577,16 @@ impl Recognizer {
             });
             match found {
                 Some((f, to)) => {
+                    // The rewrite's last character stands for the original's last, so
+                    // that the words quoted span all of what was written (zhao huo).
                     for (k, c) in to.iter().enumerate() {
                         out.push(*c);
-                        from.push(origin[i + k.min(f.len() - 1)]);
+                        let at = if k + 1 == to.len() {
+                            f.len() - 1
+                        } else {
+                            k.min(f.len() - 1)
+                        };
+                        from.push(origin[i + at]);
                     }
                     i += f.len();
                 }
@@ -597,7 +660,9 @@ impl Recognizer {
                     .collect()
             };
             let candidates: Vec<Vec<Occ>> = rule.parts.iter().map(|p| of_part(p)).collect();
-            if candidates.iter().any(Vec::is_empty) {
+            if candidates.iter().any(Vec::is_empty)
+                || occ.iter().any(|o| rule.unless_text.contains(&o.list))
+            {
                 continue;
             }
             for anchor in &candidates[0] {
@@ -634,9 +699,31 @@ impl Recognizer {
                     start.saturating_sub(UNLESS_MARGIN),
                     (end + UNLESS_MARGIN).min(t.chars.len()),
                 );
+                // An `unless` word that is itself denied (没有看到停气通知, 不是跳闸) does not
+                // count, nor one a turn separates from the match (之前都有通知，但这次...).
+                let denied = |u: &Occ| {
+                    occ.iter().any(|n| {
+                        n.list == self.mods.negation
+                            && n.end <= u.start
+                            && u.start - n.end <= UNLESS_MARGIN
+                            && t.clause[n.start] == t.clause[u.start]
+                    })
+                };
+                let turned = |u: &Occ| {
+                    occ.iter().any(|x| {
+                        x.list == self.mods.turn
+                            && ((u.end <= x.start && x.end <= start)
+                                || (end <= x.start && x.end <= u.start))
+                    })
+                };
+                let sentence = t.sentence[start];
                 if occ.iter().any(|o| {
-                    (rule.unless.contains(&o.list) && o.start >= lo && o.end <= hi)
+                    let near = (rule.unless.contains(&o.list) && o.start >= lo && o.end <= hi)
                         || (rule.unless_before.contains(&o.list) && o.start >= lo && o.end <= end)
+                        || (rule.unless_sentence.contains(&o.list)
+                            && t.sentence[o.start] == sentence
+                            && !turned(o));
+                    near && !denied(o)
                 }) {
                     continue;
                 }
@@ -682,6 +769,15 @@ impl Recognizer {
         let sentence = t.sentence[h.start];
         let in_sentence = |o: &&Occ| t.sentence[o.start] == sentence;
         let part_at = |o: &Occ| h.parts.iter().any(|p| p.start < o.end && o.start < p.end);
+        // A general word that is itself denied (没听说要停) says nothing general.
+        let denied = |o: &Occ| {
+            occ.iter().any(|n| {
+                n.list == m.negation
+                    && n.end <= o.start
+                    && o.start - n.end <= 1
+                    && t.clause[n.start] == t.clause[o.start]
+            })
+        };
         let said = |why: &str, o: &Occ| format!("{why} {}", self.words_of(t, o));
         if let Some(o) = of(m.joke).next() {
             return Some(said("joke", o));
@@ -710,28 +806,51 @@ impl Recognizer {
         }
         let clauses: HashSet<usize> = (h.start..h.end).map(|i| t.clause[i]).collect();
         let in_clause = |o: &&Occ| clauses.contains(&t.clause[o.start]);
-        let now = of(m.present).filter(in_clause).any(|o| !part_at(o));
+        // The present keeps a danger when it is said before the danger's word, in its
+        // clause (现在叫不醒); after it, it is often the time since (中风住了院现在出院了).
+        let now = of(m.present)
+            .filter(in_clause)
+            .any(|o| o.start < head.end && !part_at(o));
         let urgent = of(m.urgent).filter(in_sentence).any(|o| !part_at(o));
+        // A turn (但是, 不过, 突然) between a modifier and the danger ends the modifier's
+        // reach: 本来想问停车收费，但是刚才暴雨，水一直往下灌.
+        let turned = |o: &Occ| {
+            of(m.turn).any(|x| {
+                (o.end <= x.start && x.end <= head.start)
+                    || (head.end <= x.start && x.end <= o.start)
+            })
+        };
         if !now
             && let Some(o) = of(m.hypothetical)
                 .filter(in_sentence)
-                .find(|o| o.end <= head.start && !part_at(o))
+                .find(|o| o.end <= head.start && !part_at(o) && !turned(o))
         {
             return Some(said("what-if", o));
         }
-        if !urgent && let Some(o) = of(m.generic).filter(in_sentence).find(|o| !part_at(o)) {
+        // Advice, training, products: in the danger's own clause or the next.
+        let next_clause = clauses.iter().max().map_or(0, |c| c + 1);
+        if !urgent
+            && let Some(o) = of(m.generic)
+                .filter(|o| in_clause(o) || t.clause[o.start] == next_clause)
+                .filter(in_sentence)
+                .find(|o| !part_at(o) && !turned(o) && !denied(o))
+        {
             return Some(said("general", o));
         }
         if !now
             && let Some(o) = of(m.past)
                 .filter(in_sentence)
-                .find(|o| (o.end <= head.start || in_clause(o)) && !part_at(o))
+                .find(|o| (o.end <= head.start || in_clause(o)) && !part_at(o) && !turned(o))
         {
             return Some(said("past", o));
         }
+        // What came after (compensation, reports): in the danger's clause or the next.
         if !now
             && !urgent
-            && let Some(o) = of(m.aftermath).filter(in_sentence).find(|o| !part_at(o))
+            && let Some(o) = of(m.aftermath)
+                .filter(|o| in_clause(o) || t.clause[o.start] == next_clause)
+                .filter(in_sentence)
+                .find(|o| !part_at(o) && !turned(o))
         {
             return Some(said("afterwards", o));
         }
@@ -944,3 +1063,281 @@ const PLACE_LIST: &str = "place";
 /// jieba frequency of the `segmenter` words: high enough to win over the dictionary's
 /// own cut.
 const WORD_FREQ: usize = 100_000;
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Classifier;
+
+    fn read(text: &str) -> Reading {
+        Classifier::builtin().read_emergencies(text, Medium::Typed)
+    }
+
+    fn targets(text: &str) -> Vec<String> {
+        let mut t: Vec<String> = read(text).findings.into_iter().map(|f| f.target).collect();
+        t.sort();
+        t
+    }
+
+    #[test]
+    fn the_shipped_data_parses_and_names_every_kind() {
+        let r = Recognizer::builtin();
+        let kinds: Vec<&str> = r.kinds().iter().map(|(k, _)| *k).collect();
+        for k in [
+            "fire",
+            "explosion",
+            "gas_leak",
+            "hazmat",
+            "trapped",
+            "drowning",
+            "flooding",
+            "collapse",
+            "disaster",
+            "injury",
+            "medical",
+            "violence",
+            "self_harm",
+            "missing",
+            "distress",
+            "water_outage",
+            "power_outage",
+            "gas_outage",
+        ] {
+            assert!(kinds.contains(&k), "{k}: {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_data_is_refused() {
+        let base = DEFAULT_RECOGNITION;
+        let broken = [
+            // A rule naming a list that does not exist.
+            base.replacen(r#"parts = ["fire"]"#, r#"parts = ["no_such_list"]"#, 1),
+            // A rule of a kind with no target.
+            base.replacen(
+                r#"kind = "fire"
+name = "fire""#,
+                r#"kind = "arson_spree"
+name = "fire""#,
+                1,
+            ),
+            // A modifier the code gives no meaning to.
+            base.replacen("[modifiers]\n", "[modifiers]\nmaybe = [\"也许\"]\n", 1),
+            // A kind giving way to no kind.
+            base.replacen("[gives_way]\n", "[gives_way]\nfire = [\"meteor\"]\n", 1),
+        ];
+        for (i, text) in broken.iter().enumerate() {
+            assert_ne!(text, base, "case {i} changed nothing");
+            assert!(
+                matches!(
+                    Recognizer::from_toml(text, &[]),
+                    Err(CueError::Inconsistent(_))
+                ),
+                "case {i}"
+            );
+        }
+        assert!(matches!(
+            Recognizer::from_toml("kinds = 3", &[]),
+            Err(CueError::Parse(_))
+        ));
+    }
+
+    /// Issue 21's first finding: a threat in words nobody listed (拿着刀, 要杀了我).
+    #[test]
+    fn art15_a_threat_is_recognised_from_its_parts() {
+        let r = read("有个男的在我家门口砸门，手里拿着刀说要杀了我，我很害怕");
+        assert_eq!(r.findings.len(), 1, "{r:?}");
+        let f = &r.findings[0];
+        assert_eq!((f.kind.as_str(), f.target.as_str()), ("violence", "110"));
+        assert!(
+            f.reasons.iter().any(|x| x.contains("拿着 + 刀")),
+            "the notice says which words: {:?}",
+            f.reasons
+        );
+        for text in [
+            "刀架在他脖子上",
+            "他说要砍死我",
+            "他手里拿着一把水果刀追着人",
+        ] {
+            assert_eq!(targets(text), ["110"], "{text}");
+        }
+    }
+
+    /// Issue 21's second finding: a person trapped by water, in words of its own.
+    #[test]
+    fn art15_a_person_in_danger_with_a_hazard_is_recognised() {
+        assert_eq!(
+            targets("地下车库进水了，有辆车里还困着人，水已经淹到车窗了"),
+            ["119"]
+        );
+        assert_eq!(targets("老人倒在地上叫不醒"), ["120"]);
+        assert_eq!(targets("我朋友下海游泳抽筋了，离岸好远"), ["119"]);
+    }
+
+    /// Issue 21's third finding: typed text is read as typed. The tax question was a
+    /// 119 notice (的增 heard as a sound-alike of a danger word).
+    #[test]
+    fn art15_typed_text_is_not_matched_by_sound() {
+        let tax = "请问个体工商户的增值税起征点是多少？季度申报怎么操作？";
+        assert_eq!(targets(tax), Vec::<String>::new());
+        // 找火 is how whisper writes 着火: a transcript's is mended, a typed one is not.
+        let c = Classifier::builtin();
+        let typed = c.read_emergencies("我家楼下找火了", Medium::Typed);
+        assert!(typed.findings.is_empty(), "{typed:?}");
+        let heard = c.read_emergencies("我家楼下找火了", Medium::Speech);
+        let f = heard.findings.first().expect("a transcript's 找火 is 着火");
+        assert_eq!(
+            (f.kind.as_str(), f.cue.as_str(), f.heard.as_str()),
+            ("fire", "着火", "找火")
+        );
+        assert!(
+            f.mended && f.reasons.iter().any(|r| r == "heard 找火 as 着火 (sound)"),
+            "{f:?}"
+        );
+    }
+
+    /// Negations, questions, what-ifs and the past are not emergencies; everyday words
+    /// holding a danger's characters never are.
+    #[test]
+    fn art15_negations_questions_and_the_past_raise_nothing() {
+        for text in [
+            "没有着火",
+            "没有着火，只是楼下烧烤的烟",
+            "怎么预防火灾",
+            "万一着火了高层住户应该怎么逃生",
+            "上次着火的补偿什么时候发",
+            "去年台风吹倒的树还没清理",
+            "刚才报的煤气味是误会，是邻居在煮臭豆腐",
+            "火已经灭了，消防也走了，想问墙被熏黑了物业管不管",
+            "防火",
+            "火锅",
+            "火车",
+            "火龙果",
+            "增值税",
+            "我们去吃火锅吧，坐火车去",
+            "买了两斤火龙果，顺便问下增值税怎么交",
+            "办个证跑了四趟，我真的气炸了",
+            "我们部门天天都在“救火”",
+            "我的手机掉进河里了",
+        ] {
+            let r = read(text);
+            assert!(r.findings.is_empty(), "{text}: {:?}", r.findings);
+        }
+        let r = read("没有着火，只是楼下烧烤的烟");
+        assert!(
+            r.set_aside
+                .iter()
+                .any(|s| s.because.starts_with("negation")),
+            "what was set aside says why: {:?}",
+            r.set_aside
+        );
+    }
+
+    /// A text naming several dangers reaches every target it needs, each with its own
+    /// reasons; a cry for help beside a named danger is that danger's.
+    #[test]
+    fn art15_several_dangers_reach_every_target() {
+        let r = read("厨房起火了，我奶奶去扑火，手臂烧伤了一大片，快来");
+        let t: Vec<(&str, &str)> = r
+            .findings
+            .iter()
+            .map(|f| (f.target.as_str(), f.kind.as_str()))
+            .collect();
+        assert_eq!(t, [("119", "fire"), ("120", "injury")], "{r:?}");
+        assert!(r.findings[0].reasons.iter().all(|x| x.starts_with("fire")));
+        assert!(
+            r.findings[1]
+                .reasons
+                .iter()
+                .all(|x| x.starts_with("injury"))
+        );
+        assert_eq!(targets("有人被捅了，肚子一直在流血"), ["110", "120"]);
+        let kitchen = read("厨房着火了，救命");
+        assert_eq!(
+            kitchen
+                .findings
+                .iter()
+                .map(|f| f.target.as_str())
+                .collect::<Vec<_>>(),
+            ["119"]
+        );
+        assert!(
+            kitchen.set_aside.iter().any(|s| s.kind == "distress"),
+            "{kitchen:?}"
+        );
+    }
+
+    /// Regional outages go to the unit; one home's or an announced one does not.
+    #[test]
+    fn art15_outages_of_an_area_only() {
+        assert_eq!(targets("我们整个小区从早上就停水了"), ["水务局"]);
+        assert_eq!(targets("我要投诉，三灶镇又停水了"), ["水务局"]);
+        assert_eq!(targets("整条街都停电了，连红绿灯也不亮了"), ["供电局"]);
+        for text in [
+            "我家停电了，邻居家都有电，是不是欠费了",
+            "下周二计划停水，几点能恢复",
+            "停电通知说周四全天停电",
+        ] {
+            assert_eq!(targets(text), Vec::<String>::new(), "{text}");
+        }
+    }
+
+    #[test]
+    fn emoji_cantonese_and_pinyin_are_read() {
+        assert_eq!(targets("jm 快来"), ["110"]);
+        assert_eq!(targets("🔥🔥🔥 电动车烧起来了"), ["119"]);
+        assert_eq!(targets("隔篱屋好大阵煤气味，敲门冇人应"), ["119"]);
+        assert_eq!(targets("阿婆喺街市跌亲，个头撞到地，流好多血"), ["120"]);
+        let f = &read("zhao huo le 快").findings[0];
+        assert_eq!((f.cue.as_str(), f.heard.as_str()), ("着火", "zhao huo"));
+    }
+
+    #[test]
+    fn masked_texts_keep_only_the_listed_words() {
+        let r = Recognizer::builtin();
+        assert_eq!(
+            r.masked("王五拿着刀在追我，李四138"),
+            "○○拿着刀○追我，○○○○○"
+        );
+    }
+
+    proptest! {
+        /// Issue 21: filler words or punctuation between a threat's parts do not lose it.
+        #[test]
+        fn a_threat_survives_filler_between_its_parts(
+            a in proptest::collection::vec(0usize..FILLER.len(), 0..3),
+            b in proptest::collection::vec(0usize..FILLER.len(), 0..3),
+            c in proptest::collection::vec(0usize..FILLER.len(), 0..3),
+            which in 0usize..THREATS.len(),
+        ) {
+            let fill = |v: &[usize]| v.iter().map(|i| FILLER[*i]).collect::<String>();
+            let [x, y, z] = THREATS[which];
+            let text = format!("他{x}{}{y}{}{z}{}", fill(&a), fill(&b), fill(&c));
+            prop_assert_eq!(targets(&text), vec!["110".to_owned()], "{}", text);
+        }
+    }
+
+    /// Threats in three parts; the filler goes after each.
+    const THREATS: [[&str; 3]; 4] = [
+        ["拿着", "刀", "说要杀了我"],
+        ["手里", "拿着", "刀"],
+        ["把刀", "架在", "我脖子上"],
+        ["追着我", "说要", "砍死我"],
+    ];
+    const FILLER: [&str; 12] = [
+        "，",
+        "、",
+        " ",
+        "……",
+        "一把",
+        "很长的",
+        "明晃晃的",
+        "啊",
+        "就",
+        "还",
+        "那个",
+        "一直",
+    ];
+}
