@@ -131,9 +131,11 @@ struct RuleFile {
 }
 
 /// The modifiers the code gives a meaning to; each must have a list in the file.
-const MODIFIERS: [&str; 10] = [
+const MODIFIERS: [&str; 12] = [
     "negation",
     "turn",
+    "fiction",
+    "simile",
     "hypothetical",
     "generic",
     "past",
@@ -149,7 +151,7 @@ const WINDOW: usize = 24;
 /// Characters that may stand between a negation and the part it negates (没有任何人受伤),
 /// and the only ones that may: 没关漏了 does not deny the leak.
 const NEGATION_GAP: usize = 3;
-const NEGATION_FILLER: &str = "人任何什么有一个都也被着在会发生再";
+const NEGATION_FILLER: &str = "人任何什么有一个都也被着在会发生再是";
 /// The longest quotation whose danger words are taken as a figure of speech.
 const QUOTE_CHARS: usize = 8;
 
@@ -198,6 +200,8 @@ struct Rule {
 struct Mods {
     negation: u16,
     turn: u16,
+    fiction: u16,
+    simile: u16,
     hypothetical: u16,
     generic: u16,
     past: u16,
@@ -208,6 +212,10 @@ struct Mods {
     urgent: u16,
 }
 
+/// Words by their first character, each with what it maps to (a rewrite's replacement,
+/// a word's lists), longest first where it matters.
+type ByFirst<T> = HashMap<char, Vec<(Vec<char>, T)>>;
+
 /// The Art. 15 recogniser.
 #[derive(Clone)]
 pub struct Recognizer {
@@ -215,9 +223,9 @@ pub struct Recognizer {
     /// Kinds that give way to others (`*`: to any other kind).
     gives_way: HashMap<String, Vec<String>>,
     /// Rewrites by first character, longest first.
-    rewrites: HashMap<char, Vec<(Vec<char>, Vec<char>)>>,
+    rewrites: ByFirst<Vec<char>>,
     /// Words by first character: the word and the lists it is in.
-    words: HashMap<char, Vec<(Vec<char>, Vec<u16>)>>,
+    words: ByFirst<Vec<u16>>,
     list_names: Vec<String>,
     mods: Mods,
     jieba: Arc<jieba_rs::Jieba>,
@@ -267,7 +275,7 @@ fn is_sentence_end(c: char) -> bool {
 }
 
 fn is_clause_end(c: char) -> bool {
-    is_sentence_end(c) || matches!(c, '，' | ',' | '、' | ' ' | '：' | ':' | '~' | '～' | '\t')
+    is_sentence_end(c) || matches!(c, '，' | ',' | ' ' | '：' | ':' | '~' | '～' | '\t')
 }
 
 fn is_han(c: char) -> bool {
@@ -286,7 +294,7 @@ fn unspaced(chars: &[char], origin: &[usize]) -> (Vec<char>, Vec<usize>) {
         .windows(3)
         .filter(|w| is_han(w[0]) && w[1] == ' ' && is_han(w[2]))
         .count();
-    if spaced < 4 || spaced < han_pairs {
+    if spaced < 4 || spaced * 2 < han_pairs {
         return (chars.to_vec(), origin.to_vec());
     }
     let keep: Vec<usize> = (0..chars.len())
@@ -364,6 +372,8 @@ impl Recognizer {
         let mods = Mods {
             negation: id("negation")?,
             turn: id("turn")?,
+            fiction: id("fiction")?,
+            simile: id("simile")?,
             hypothetical: id("hypothetical")?,
             generic: id("generic")?,
             past: id("past")?,
@@ -438,7 +448,7 @@ impl Recognizer {
                 None => return bad(format!("no word list {PLACE_LIST} for the place names")),
             }
         }
-        let mut words: HashMap<char, Vec<(Vec<char>, Vec<u16>)>> = HashMap::new();
+        let mut words: ByFirst<Vec<u16>> = HashMap::new();
         let mut jieba = jieba_rs::Jieba::new();
         for (i, list) in lists.iter().enumerate() {
             for w in *list {
@@ -463,7 +473,7 @@ impl Recognizer {
         for w in extra_words {
             jieba.add_word(w, None, None);
         }
-        let mut rewrites: HashMap<char, Vec<(Vec<char>, Vec<char>)>> = HashMap::new();
+        let mut rewrites: ByFirst<Vec<char>> = HashMap::new();
         for (from, to) in &file.rewrite {
             let from: Vec<char> = from.chars().map(fold).collect();
             let Some(&first) = from.first() else {
@@ -782,10 +792,21 @@ impl Recognizer {
         if let Some(o) = of(m.joke).next() {
             return Some(said("joke", o));
         }
+        // A film, a game, a dream, a live stream: not this world, unless something in the
+        // text is urgent.
+        if let Some(o) = of(m.fiction).next()
+            && !of(m.urgent).any(|u| !part_at(u))
+        {
+            return Some(said("fiction", o));
+        }
+        // A simile (像打架一样) compares; it reports nothing.
+        let head = h.parts[h.head];
+        if let Some(o) = of(m.simile).find(|o| o.start <= head.start && head.end <= o.end) {
+            return Some(said("simile", o));
+        }
         // A negation just before the danger's own word (a rule's first part), in its
         // clause: 没有着火, 没人受伤; not before the words around it (没接到女儿 does
         // not deny that she is missing).
-        let head = h.parts[h.head];
         for p in h.parts.iter().filter(|p| p.list == head.list) {
             if let Some(n) = of(m.negation).find(|n| {
                 n.end <= p.start

@@ -248,10 +248,31 @@ async fn check_sms_on_kafka(
         .find(|d| d.value["ticket_ref"] == first["ticket_ref"])
         .expect("draft of the first SMS");
     assert_eq!(fire_draft.value["urgency"], "emergency", "Art. 15 cue 着火");
+    let emergency = &fire_draft.value["emergency"];
     assert_eq!(
-        fire_draft.value["emergency"],
-        json!({"kind": "fire", "target": "119", "cue": "着火", "heard": "着火"}),
+        (
+            &emergency["kind"],
+            &emergency["target"],
+            &emergency["cue"],
+            &emergency["heard"]
+        ),
+        (
+            &json!("fire"),
+            &json!("119"),
+            &json!("着火"),
+            &json!("着火")
+        ),
         "which emergency, for which linkage"
+    );
+    assert_eq!(
+        emergency["reasons"],
+        json!(["fire: fire (着火)"]),
+        "why, for the operator (issue 21)"
+    );
+    assert_eq!(
+        fire_draft.value["emergencies"],
+        json!([emergency]),
+        "one linkage target: one cue (请快来人 is the fire's, not a second target)"
     );
     assert_eq!(
         fire_draft.value["kind"], "help",
