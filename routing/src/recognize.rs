@@ -248,6 +248,29 @@ struct Occ {
     end: usize,
 }
 
+/// The listed words found in a text, by list.
+struct Found {
+    by_list: Vec<Vec<Occ>>,
+}
+
+impl Found {
+    fn new(occ: Vec<Occ>, lists: usize) -> Found {
+        let mut by_list = vec![Vec::new(); lists];
+        for o in occ {
+            by_list[o.list as usize].push(o);
+        }
+        Found { by_list }
+    }
+
+    fn of(&self, list: u16) -> &[Occ] {
+        &self.by_list[list as usize]
+    }
+
+    fn any_of(&self, lists: &[u16]) -> impl Iterator<Item = &Occ> {
+        lists.iter().flat_map(|l| self.of(*l))
+    }
+}
+
 /// A rule's match before modifiers.
 #[derive(Debug, Clone)]
 struct Hit {
@@ -567,9 +590,9 @@ impl Recognizer {
             _ => (source.clone(), (0..source.len()).collect()),
         };
         let t = self.prepare(&chars, &origin);
-        let occ = self.occurrences(&t);
-        let hits = self.hits(&t, &occ);
-        self.judge(&t, &source, &occ, hits, &mended)
+        let found = Found::new(self.occurrences(&t), self.list_names.len());
+        let hits = self.hits(&t, &found);
+        self.judge(&t, &source, &found, hits, &mended)
     }
 
     /// Rewrites, word bounds, sentences and clauses.
@@ -660,21 +683,20 @@ impl Recognizer {
 
     /// Every rule's matches: each part filled by a different, non-overlapping word, all
     /// within the rule's window (and sentence).
-    fn hits(&self, t: &Text, occ: &[Occ]) -> Vec<Hit> {
+    fn hits(&self, t: &Text, found: &Found) -> Vec<Hit> {
         let mut out: Vec<Hit> = Vec::new();
+        let mut seen: HashSet<(usize, usize, usize)> = HashSet::new();
         for (ri, rule) in self.rules.iter().enumerate() {
-            let of_part = |p: &[u16]| -> Vec<Occ> {
-                occ.iter()
-                    .filter(|o| p.contains(&o.list))
-                    .copied()
-                    .collect()
-            };
-            let candidates: Vec<Vec<Occ>> = rule.parts.iter().map(|p| of_part(p)).collect();
-            if candidates.iter().any(Vec::is_empty)
-                || occ.iter().any(|o| rule.unless_text.contains(&o.list))
+            if rule.parts.iter().any(|p| found.any_of(p).next().is_none())
+                || found.any_of(&rule.unless_text).next().is_some()
             {
                 continue;
             }
+            let candidates: Vec<Vec<Occ>> = rule
+                .parts
+                .iter()
+                .map(|p| found.any_of(p).copied().collect())
+                .collect();
             for anchor in &candidates[0] {
                 let mut chosen = vec![*anchor];
                 let mut ok = true;
@@ -712,35 +734,28 @@ impl Recognizer {
                 // An `unless` word that is itself denied (没有看到停气通知, 不是跳闸) does not
                 // count, nor one a turn separates from the match (之前都有通知，但这次...).
                 let denied = |u: &Occ| {
-                    occ.iter().any(|n| {
-                        n.list == self.mods.negation
-                            && n.end <= u.start
+                    found.of(self.mods.negation).iter().any(|n| {
+                        n.end <= u.start
                             && u.start - n.end <= UNLESS_MARGIN
                             && t.clause[n.start] == t.clause[u.start]
                     })
                 };
                 let turned = |u: &Occ| {
-                    occ.iter().any(|x| {
-                        x.list == self.mods.turn
-                            && ((u.end <= x.start && x.end <= start)
-                                || (end <= x.start && x.end <= u.start))
+                    found.of(self.mods.turn).iter().any(|x| {
+                        (u.end <= x.start && x.end <= start) || (end <= x.start && x.end <= u.start)
                     })
                 };
                 let sentence = t.sentence[start];
-                if occ.iter().any(|o| {
-                    let near = (rule.unless.contains(&o.list) && o.start >= lo && o.end <= hi)
-                        || (rule.unless_before.contains(&o.list) && o.start >= lo && o.end <= end)
-                        || (rule.unless_sentence.contains(&o.list)
-                            && t.sentence[o.start] == sentence
-                            && !turned(o));
-                    near && !denied(o)
-                }) {
-                    continue;
-                }
-                if out
-                    .iter()
-                    .any(|h| h.rule == ri && h.start == start && h.end == end)
-                {
+                let blocked = found
+                    .any_of(&rule.unless)
+                    .any(|o| o.start >= lo && o.end <= hi && !denied(o))
+                    || found
+                        .any_of(&rule.unless_before)
+                        .any(|o| o.start >= lo && o.end <= end && !denied(o))
+                    || found
+                        .any_of(&rule.unless_sentence)
+                        .any(|o| t.sentence[o.start] == sentence && !turned(o) && !denied(o));
+                if blocked || !seen.insert((ri, start, end)) {
                     continue;
                 }
                 let anchor_start = chosen[0].start;
@@ -773,19 +788,16 @@ impl Recognizer {
     }
 
     /// Why `h` is taken back, if it is.
-    fn taken_back(&self, t: &Text, occ: &[Occ], h: &Hit) -> Option<String> {
+    fn taken_back(&self, t: &Text, found: &Found, h: &Hit) -> Option<String> {
         let m = &self.mods;
-        let of = |list: u16| occ.iter().filter(move |o| o.list == list);
+        let of = |list: u16| found.of(list).iter();
         let sentence = t.sentence[h.start];
         let in_sentence = |o: &&Occ| t.sentence[o.start] == sentence;
         let part_at = |o: &Occ| h.parts.iter().any(|p| p.start < o.end && o.start < p.end);
         // A general word that is itself denied (没听说要停) says nothing general.
         let denied = |o: &Occ| {
-            occ.iter().any(|n| {
-                n.list == m.negation
-                    && n.end <= o.start
-                    && o.start - n.end <= 1
-                    && t.clause[n.start] == t.clause[o.start]
+            of(m.negation).any(|n| {
+                n.end <= o.start && o.start - n.end <= 1 && t.clause[n.start] == t.clause[o.start]
             })
         };
         let said = |why: &str, o: &Occ| format!("{why} {}", self.words_of(t, o));
@@ -880,9 +892,9 @@ impl Recognizer {
             if part_at(r) {
                 continue;
             }
-            let revived = occ.iter().any(|o| {
-                (o.list == m.urgent || o.list == m.present) && o.start >= r.end && !part_at(o)
-            });
+            let revived = of(m.urgent)
+                .chain(of(m.present))
+                .any(|o| o.start >= r.end && !part_at(o));
             if !revived {
                 return Some(said("all clear", r));
             }
@@ -895,7 +907,7 @@ impl Recognizer {
         &self,
         t: &Text,
         source: &[char],
-        occ: &[Occ],
+        found: &Found,
         hits: Vec<Hit>,
         mended: &[String],
     ) -> Reading {
@@ -904,7 +916,7 @@ impl Recognizer {
         let mut negated: HashSet<(usize, &str)> = HashSet::new();
         let mut judged: Vec<(&Hit, Option<String>)> = Vec::new();
         for h in &hits {
-            let why = self.taken_back(t, occ, h);
+            let why = self.taken_back(t, found, h);
             if why.as_deref().is_some_and(|w| w.starts_with("negation")) {
                 negated.insert((t.sentence[h.start], self.rules[h.rule].kind.as_str()));
             }
