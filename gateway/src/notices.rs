@@ -284,6 +284,9 @@ pub struct NoticeView {
     pub kind: String,
     /// The cue as heard.
     pub heard: String,
+    /// Why it was recognised: each rule with the words it used, and any word of a
+    /// transcript mended by sound (issue 21).
+    pub reasons: Vec<String>,
     /// The latest words around the cue.
     pub excerpt: String,
     /// Where, as far as the gateway could read it.
@@ -367,6 +370,7 @@ impl NoticeView {
             target: o.target.clone(),
             kind: o.kind.clone(),
             heard: o.cue.heard.clone(),
+            reasons: o.cue.reasons.clone(),
             excerpt: n.latest_excerpt.clone(),
             location: o.location.clone(),
             channel: o.channel,

@@ -227,6 +227,8 @@ pub struct Recognizer {
     /// Words by first character: the word and the lists it is in.
     words: ByFirst<Vec<u16>>,
     list_names: Vec<String>,
+    /// The `segmenter` words: whole words, never split (救命恩人, 跳楼价).
+    benign: HashSet<String>,
     mods: Mods,
     jieba: Arc<jieba_rs::Jieba>,
 }
@@ -510,7 +512,13 @@ impl Recognizer {
         for v in rewrites.values_mut() {
             v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         }
+        let benign = list_names
+            .iter()
+            .position(|n| n == SEGMENTER_LIST)
+            .map(|i| lists[i].iter().cloned().collect())
+            .unwrap_or_default();
         Ok(Recognizer {
+            benign,
             rules,
             gives_way: file.gives_way,
             rewrites,
@@ -634,10 +642,41 @@ impl Recognizer {
         let mut bound = vec![false; out.len() + 1];
         bound[0] = true;
         let mut at = 0;
+        let mut compounds = Vec::new();
         for w in self.jieba.cut(&s, false) {
+            let start = at;
             at += w.chars().count();
             if at < bound.len() {
                 bound[at] = true;
+            }
+            if at - start >= 4 && !self.benign.contains(w) {
+                compounds.push((start, at));
+            }
+        }
+        // jieba's dictionary holds compounds of a danger's word and another word (发生爆炸,
+        // 昏迷不醒, 熊熊燃烧): a listed word inside one, beside a part of two characters or
+        // more, counts (a single character beside it does not: 血 in 血压, 火 in 火锅).
+        for (start, end) in compounds {
+            for k in start + 2..=end - 2 {
+                let starts_word = self.words.get(&out[k]).into_iter().flatten().any(|(w, _)| {
+                    let e = k + w.len();
+                    !w.contains(&GAP_MARK)
+                        && e <= end
+                        && (e == end || end - e >= 2)
+                        && out[k..e] == w[..]
+                });
+                let ends_word = (start..k - 1).any(|b| {
+                    (b == start || b - start >= 2)
+                        && self
+                            .words
+                            .get(&out[b])
+                            .into_iter()
+                            .flatten()
+                            .any(|(w, _)| b + w.len() == k && out[b..k] == w[..])
+                });
+                if starts_word || ends_word {
+                    bound[k] = true;
+                }
             }
         }
         let (mut sentence, mut clause) = (Vec::with_capacity(out.len()), Vec::new());

@@ -248,6 +248,7 @@ pub fn draft(citizen_key: &str, summary: &str, kind: TicketKind, at: DateTime<Ut
         location: None,
         urgency: Urgency::Normal,
         emergency: None,
+        emergencies: Vec::new(),
         contacts: vec![],
         related_tickets: vec![],
         transcript: vec![],

@@ -623,3 +623,111 @@ async fn art15_the_escalation_call_plays_the_notice_to_the_119_line_and_1_acknow
     assert_eq!(carrier.texts().len(), 1, "and the duty phone got its SMS");
     Ok(())
 }
+
+/// Issue 21: a text naming two dangers reaches both linkages, each notice with its own
+/// reasons; then a candidate recognition is tried on the recorded contacts with
+/// `gateway replay-recognition`: the report counts the notices it gains and loses and
+/// shows the texts masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn art15_two_dangers_reach_both_linkages_and_a_candidate_is_replayed() -> Result<()> {
+    let broker = Broker::start(Storage::Memory)?;
+    let gw = Gateway::start(&broker.bootstrap(), GatewayOptions::default())?;
+    let mut op119 = operator(&gw, "119:op1").await?;
+    let mut op120 = operator(&gw, "120:op2").await?;
+    for op in [&mut op119, &mut op120] {
+        assert_eq!(
+            next_frame(op, Duration::from_secs(5)).await?["type"],
+            "snapshot"
+        );
+    }
+    let mut chat = ChatClient::connect(&gw.chat_url()).await?;
+    chat.open("kitchen-visitor", Some("13800006666")).await?;
+    let ack = chat
+        .say("m1", "厨房起火了，我奶奶去扑火，手臂烧伤了一大片，快来")
+        .await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for (op, target, kind, reason) in [
+        (&mut op119, "119", "fire", "fire: fire (起火)"),
+        (&mut op120, "120", "injury", "injury: "),
+    ] {
+        let frame = next_frame(op, Duration::from_secs(5)).await?;
+        let notice = &frame["notice"];
+        assert_eq!(
+            (notice["target"].as_str(), notice["kind"].as_str()),
+            (Some(target), Some(kind)),
+            "{frame}"
+        );
+        let reasons = notice["reasons"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !reasons.is_empty()
+                && reasons
+                    .iter()
+                    .all(|r| r.as_str().is_some_and(|r| r.starts_with(kind)))
+                && reasons
+                    .iter()
+                    .any(|r| r.as_str().is_some_and(|r| r.starts_with(reason))),
+            "each notice with its own reasons: {frame}"
+        );
+    }
+    // Two more texts: a passport question (no notice) and an estate without water.
+    let ack = chat.say("m2", "请问在哪里办理护照").await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let ack = chat.say("m3", "我们整个小区从早上就停水了").await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    consume(
+        &broker.bootstrap(),
+        CONTACTS,
+        Duration::from_secs(10),
+        |r| r.len() >= 3,
+    )?;
+
+    // The candidate gains a notice on the passport question and loses the outage.
+    let shipped = routing::recognize::DEFAULT_RECOGNITION;
+    let candidate = shipped
+        .replacen(
+            "distress = [\"救命\",",
+            "distress = [\"办理护照\", \"救命\",",
+            1,
+        )
+        .replace(
+            "\"water_out\", \"area|no_notice|place\"",
+            "\"water_out\", \"dead_fish\"",
+        )
+        .replace(
+            "[\"off_for_long\", \"utility_water\", \"area|place\"]",
+            "[\"off_for_long\", \"utility_water\", \"dead_fish\"]",
+        );
+    assert_ne!(candidate, shipped);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("candidate.toml");
+    std::fs::write(&path, &candidate)?;
+    let out = std::process::Command::new(gateway_binary())
+        .args(["replay-recognition", "--brokers", &broker.bootstrap()])
+        .arg("--candidate")
+        .arg(&path)
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("1 gained a notice, 1 lost every notice, 0 to other targets"),
+        "{report}"
+    );
+    assert!(report.contains("110: +1 -0"), "{report}");
+    assert!(report.contains("水务局: +0 -1"), "{report}");
+    assert!(
+        report.contains("- -> 110:distress") && report.contains("水务局:water_outage -> -"),
+        "{report}"
+    );
+    // Texts masked: the listed words stay, a citizen's other words and numbers do not.
+    assert!(
+        report.contains("○○○○办理护照") && !report.contains("13800006666"),
+        "{report}"
+    );
+    // The fire and the injury are read alike either way: not in the changes.
+    assert!(!report.contains("厨房"), "{report}");
+    Ok(())
+}
