@@ -1,5 +1,7 @@
-//! Art. 15 emergency cues: which kind of emergency a citizen's words name, and the
-//! linkage it goes to.
+//! Art. 15 cue words matched by sound: how a call's transcript is mended before Art. 15
+//! recognition reads it ([`crate::recognize`]), and the words that prime the speech
+//! recogniser. Typed text is never matched by sound (issue 21: 增值税 was heard as a
+//! danger word).
 //!
 //! The rules are data (`data/cues.toml`, `[[emergency]]`): a kind (fire, gas leak,
 //! trapped people, a regional water outage...), its linkage target (110, 119, 120 or the
@@ -9,8 +11,9 @@
 //! or finals whisper confuses (潮火 for 着火, 没机械路 for 煤气泄漏). A word that only sounds
 //! like a cue (期货 for 起火) is listed there too and does not count.
 //!
-//! The same matcher serves typed text (chat, SMS) and transcripts: an input method picks
-//! homophones as well.
+//! [`EmergencyRules::hits_in`] gives every cue heard, none overlapping; the recogniser
+//! puts each cue in the place of the words heard. `detect` (the first cue) serves the
+//! abusive-word rules built on the same matcher ([`crate::abuse`]).
 
 use std::collections::HashMap;
 

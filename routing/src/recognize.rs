@@ -8,8 +8,10 @@
 //! 1. **Rewrites** turn emoji, Cantonese written forms, pinyin and the commonest typos
 //!    into the Mandarin word they stand for, keeping each character's place in the
 //!    citizen's own text.
-//! 2. **Words** count only where jieba cuts them as whole words (its dictionary, with
-//!    every listed word added): 火 in 火锅 or 火车 is no fire.
+//! 2. **Words** count only where jieba cuts them as whole words, or as a whole word
+//!    beside another of two characters or more inside one of its dictionary's compounds
+//!    (爆炸 in 发生爆炸): 火 in 火锅 or 火车 is no fire, 血 in 血压 no blood. A listed word
+//!    may span several of jieba's words, and `*` in it stands for a few characters.
 //! 3. **Rules** name the parts of an emergency (a weapon and someone wielding it, a harm
 //!    and its victim, a person and the water they fell into), found in any order within
 //!    a window of characters of one sentence, with anything between.
@@ -354,176 +356,35 @@ impl Recognizer {
     /// join jieba's dictionary too, so that one segmentation serves both.
     pub fn from_toml(text: &str, extra_words: &[&str]) -> Result<Recognizer, CueError> {
         let file: File = toml::from_str(text)?;
-        let bad = |m: String| Err(CueError::Inconsistent(m));
-        let places: Vec<String>;
-        let mut list_names: Vec<String> = Vec::new();
-        let mut lists: Vec<&Vec<String>> = Vec::new();
-        let mut names: Vec<&String> = file.words.keys().chain(file.modifiers.keys()).collect();
-        names.sort();
-        for name in names {
-            if list_names.contains(name) {
-                return bad(format!("{name} is both a word list and a modifier"));
-            }
-            let words = file
-                .words
-                .get(name)
-                .or_else(|| file.modifiers.get(name))
-                .unwrap_or_else(|| unreachable!("a listed name"));
-            if words.is_empty() {
-                return bad(format!("word list {name} is empty"));
-            }
-            list_names.push(name.clone());
-            lists.push(words);
+        let mut lists = Lists::of(&file)?;
+        // The place names given (districts, towns, landmarks) join the `place` list: a
+        // place named with an outage makes it an area's (三灶镇又停水了).
+        if !extra_words.is_empty() {
+            let i = lists.id(PLACE_LIST)? as usize;
+            lists.words[i].extend(extra_words.iter().map(|w| (*w).to_owned()));
         }
-        let id = |name: &str| -> Result<u16, CueError> {
-            list_names
-                .iter()
-                .position(|n| n == name)
-                .map(|i| i as u16)
-                .ok_or_else(|| CueError::Inconsistent(format!("no word list {name}")))
-        };
-        for m in MODIFIERS {
-            if !file.modifiers.contains_key(m) {
-                return bad(format!("modifiers: {m} is missing"));
-            }
-        }
-        if let Some(m) = file
-            .modifiers
-            .keys()
-            .find(|m| !MODIFIERS.contains(&m.as_str()))
-        {
-            return bad(format!("modifiers: {m} means nothing to the recogniser"));
-        }
-        let mods = Mods {
-            negation: id("negation")?,
-            turn: id("turn")?,
-            fiction: id("fiction")?,
-            simile: id("simile")?,
-            hypothetical: id("hypothetical")?,
-            generic: id("generic")?,
-            past: id("past")?,
-            aftermath: id("aftermath")?,
-            resolved: id("resolved")?,
-            joke: id("joke")?,
-            present: id("present")?,
-            urgent: id("urgent")?,
-        };
-        let mut rules = Vec::with_capacity(file.rule.len());
-        for r in file.rule {
-            let Some(target) = file.kinds.get(&r.kind) else {
-                return bad(format!("rule {:?}: kind {} has no target", r.name, r.kind));
-            };
-            if r.parts.is_empty() {
-                return bad(format!("rule {:?} has no parts", r.name));
-            }
-            let parts = r
-                .parts
-                .iter()
-                .map(|p| p.split('|').map(id).collect::<Result<Vec<u16>, _>>())
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some(k) = r.gives_way.iter().find(|k| !file.kinds.contains_key(*k)) {
-                return bad(format!(
-                    "rule {:?}: gives way to {k}, which is no kind",
-                    r.name
-                ));
-            }
-            let ids = |v: &[String]| v.iter().map(|u| id(u)).collect::<Result<Vec<_>, _>>();
-            let (unless, unless_before) = (ids(&r.unless)?, ids(&r.unless_before)?);
-            let (unless_text, unless_sentence) = (ids(&r.unless_text)?, ids(&r.unless_sentence)?);
-            rules.push(Rule {
-                kind: r.kind,
-                target: target.clone(),
-                name: r.name,
-                parts,
-                window: r.window.unwrap_or(WINDOW),
-                unless,
-                unless_before,
-                unless_text,
-                unless_sentence,
-                across_sentences: r.across_sentences,
-                ordered: r.ordered,
-                gives_way: r.gives_way,
-            });
-        }
-        if let Some(k) = file
-            .kinds
-            .keys()
-            .find(|k| !rules.iter().any(|r| &r.kind == *k))
-        {
-            return bad(format!("kind {k} has no rule"));
-        }
+        let mods = Mods::of(&file, &lists)?;
+        let rules = rules_of(&file, &lists)?;
         for (k, to) in &file.gives_way {
             if let Some(bad_kind) = std::iter::once(k)
                 .chain(to.iter().filter(|t| *t != "*"))
                 .find(|k| !file.kinds.contains_key(*k))
             {
-                return bad(format!("gives_way: {bad_kind} is no kind"));
+                return Err(inconsistent(format!("gives_way: {bad_kind} is no kind")));
             }
         }
-        // The place names given (districts, towns, landmarks) are the `place` list: a
-        // place named with an outage makes it an area's (三灶镇又停水了).
-        if !extra_words.is_empty() {
-            match list_names.iter().position(|n| n == PLACE_LIST) {
-                Some(i) => {
-                    let mut with_places = lists[i].clone();
-                    with_places.extend(extra_words.iter().map(|w| (*w).to_owned()));
-                    places = with_places;
-                    lists[i] = &places;
-                }
-                None => return bad(format!("no word list {PLACE_LIST} for the place names")),
-            }
-        }
-        let mut words: ByFirst<Vec<u16>> = HashMap::new();
-        let mut jieba = jieba_rs::Jieba::new();
-        for (i, list) in lists.iter().enumerate() {
-            for w in *list {
-                let chars: Vec<char> = w.chars().map(fold).collect();
-                let Some(&first) = chars.first() else {
-                    return bad(format!("an empty word in {}", list_names[i]));
-                };
-                let entry = words.entry(first).or_default();
-                match entry.iter_mut().find(|(c, _)| *c == chars) {
-                    Some((_, ids)) => ids.push(i as u16),
-                    None => entry.push((chars.clone(), vec![i as u16])),
-                }
-                // Only the words meant to change the cut go into jieba's dictionary: a
-                // listed word spanning several of jieba's words still matches, and one
-                // added with a high frequency swallows its neighbours (发/烧到 for 发烧到,
-                // 我孩子 hiding 孩子 from the other lists).
-                if list_names[i] == SEGMENTER_LIST && chars.len() > 1 {
-                    jieba.add_word(&chars.iter().collect::<String>(), Some(WORD_FREQ), None);
-                }
-            }
-        }
-        for w in extra_words {
-            jieba.add_word(w, None, None);
-        }
-        let mut rewrites: ByFirst<Vec<char>> = HashMap::new();
-        for (from, to) in &file.rewrite {
-            let from: Vec<char> = from.chars().map(fold).collect();
-            let Some(&first) = from.first() else {
-                return bad("an empty rewrite".into());
-            };
-            rewrites
-                .entry(first)
-                .or_default()
-                .push((from, to.chars().collect()));
-        }
-        for v in rewrites.values_mut() {
-            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        }
-        let benign = list_names
+        let (words, jieba) = lists.index(extra_words)?;
+        let benign = lists.words[lists.id(SEGMENTER_LIST)? as usize]
             .iter()
-            .position(|n| n == SEGMENTER_LIST)
-            .map(|i| lists[i].iter().cloned().collect())
-            .unwrap_or_default();
+            .cloned()
+            .collect();
         Ok(Recognizer {
             benign,
             rules,
             gives_way: file.gives_way,
-            rewrites,
+            rewrites: rewrites_of(&file.rewrite)?,
             words,
-            list_names,
+            list_names: lists.names,
             mods,
             jieba: Arc::new(jieba),
         })
@@ -1096,6 +957,189 @@ impl Recognizer {
     pub fn list_names(&self) -> &[String] {
         &self.list_names
     }
+}
+
+fn inconsistent(m: String) -> CueError {
+    CueError::Inconsistent(m)
+}
+
+/// The word lists of the data (`[words]` and `[modifiers]` in one namespace), by id.
+struct Lists {
+    names: Vec<String>,
+    words: Vec<Vec<String>>,
+}
+
+impl Lists {
+    fn of(file: &File) -> Result<Lists, CueError> {
+        let mut names: Vec<&String> = file.words.keys().chain(file.modifiers.keys()).collect();
+        names.sort();
+        let mut lists = Lists {
+            names: Vec::new(),
+            words: Vec::new(),
+        };
+        for name in names {
+            if lists.names.contains(name) {
+                return Err(inconsistent(format!(
+                    "{name} is both a word list and a modifier"
+                )));
+            }
+            let words = file
+                .words
+                .get(name)
+                .or_else(|| file.modifiers.get(name))
+                .unwrap_or_else(|| unreachable!("a listed name"));
+            if words.is_empty() {
+                return Err(inconsistent(format!("word list {name} is empty")));
+            }
+            lists.names.push(name.clone());
+            lists.words.push(words.clone());
+        }
+        Ok(lists)
+    }
+
+    fn id(&self, name: &str) -> Result<u16, CueError> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as u16)
+            .ok_or_else(|| inconsistent(format!("no word list {name}")))
+    }
+
+    fn ids(&self, names: &[String]) -> Result<Vec<u16>, CueError> {
+        names.iter().map(|n| self.id(n)).collect()
+    }
+
+    /// The words by first character with the lists each is in, and the segmenter with
+    /// the `segmenter` words and `extra_words` in its dictionary.
+    fn index(
+        &self,
+        extra_words: &[&str],
+    ) -> Result<(ByFirst<Vec<u16>>, jieba_rs::Jieba), CueError> {
+        let mut words: ByFirst<Vec<u16>> = HashMap::new();
+        let mut jieba = jieba_rs::Jieba::new();
+        for (i, list) in self.words.iter().enumerate() {
+            for w in list {
+                let chars: Vec<char> = w.chars().map(fold).collect();
+                let Some(&first) = chars.first() else {
+                    return Err(inconsistent(format!("an empty word in {}", self.names[i])));
+                };
+                let entry = words.entry(first).or_default();
+                match entry.iter_mut().find(|(c, _)| *c == chars) {
+                    Some((_, ids)) => ids.push(i as u16),
+                    None => entry.push((chars.clone(), vec![i as u16])),
+                }
+                // Only the words meant to change the cut go into jieba's dictionary: a
+                // listed word spanning several of jieba's words still matches, and one
+                // added with a high frequency swallows its neighbours (发/烧到 for 发烧到,
+                // 我孩子 hiding 孩子 from the other lists).
+                if self.names[i] == SEGMENTER_LIST && chars.len() > 1 {
+                    jieba.add_word(&chars.iter().collect::<String>(), Some(WORD_FREQ), None);
+                }
+            }
+        }
+        for w in extra_words {
+            jieba.add_word(w, None, None);
+        }
+        Ok((words, jieba))
+    }
+}
+
+impl Mods {
+    fn of(file: &File, lists: &Lists) -> Result<Mods, CueError> {
+        if let Some(m) = MODIFIERS.iter().find(|m| !file.modifiers.contains_key(**m)) {
+            return Err(inconsistent(format!("modifiers: {m} is missing")));
+        }
+        if let Some(m) = file
+            .modifiers
+            .keys()
+            .find(|m| !MODIFIERS.contains(&m.as_str()))
+        {
+            return Err(inconsistent(format!(
+                "modifiers: {m} means nothing to the recogniser"
+            )));
+        }
+        Ok(Mods {
+            negation: lists.id("negation")?,
+            turn: lists.id("turn")?,
+            fiction: lists.id("fiction")?,
+            simile: lists.id("simile")?,
+            hypothetical: lists.id("hypothetical")?,
+            generic: lists.id("generic")?,
+            past: lists.id("past")?,
+            aftermath: lists.id("aftermath")?,
+            resolved: lists.id("resolved")?,
+            joke: lists.id("joke")?,
+            present: lists.id("present")?,
+            urgent: lists.id("urgent")?,
+        })
+    }
+}
+
+fn rules_of(file: &File, lists: &Lists) -> Result<Vec<Rule>, CueError> {
+    let mut rules = Vec::with_capacity(file.rule.len());
+    for r in &file.rule {
+        let Some(target) = file.kinds.get(&r.kind) else {
+            return Err(inconsistent(format!(
+                "rule {:?}: kind {} has no target",
+                r.name, r.kind
+            )));
+        };
+        if r.parts.is_empty() {
+            return Err(inconsistent(format!("rule {:?} has no parts", r.name)));
+        }
+        if let Some(k) = r.gives_way.iter().find(|k| !file.kinds.contains_key(*k)) {
+            return Err(inconsistent(format!(
+                "rule {:?}: gives way to {k}, which is no kind",
+                r.name
+            )));
+        }
+        let parts = r
+            .parts
+            .iter()
+            .map(|p| p.split('|').map(|l| lists.id(l)).collect())
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.push(Rule {
+            kind: r.kind.clone(),
+            target: target.clone(),
+            name: r.name.clone(),
+            parts,
+            window: r.window.unwrap_or(WINDOW),
+            unless: lists.ids(&r.unless)?,
+            unless_before: lists.ids(&r.unless_before)?,
+            unless_text: lists.ids(&r.unless_text)?,
+            unless_sentence: lists.ids(&r.unless_sentence)?,
+            across_sentences: r.across_sentences,
+            ordered: r.ordered,
+            gives_way: r.gives_way.clone(),
+        });
+    }
+    if let Some(k) = file
+        .kinds
+        .keys()
+        .find(|k| !rules.iter().any(|r| &r.kind == *k))
+    {
+        return Err(inconsistent(format!("kind {k} has no rule")));
+    }
+    Ok(rules)
+}
+
+/// The rewrites by first character, longest first (so that 跌咗落水 wins over 跌落).
+fn rewrites_of(table: &HashMap<String, String>) -> Result<ByFirst<Vec<char>>, CueError> {
+    let mut rewrites: ByFirst<Vec<char>> = HashMap::new();
+    for (from, to) in table {
+        let from: Vec<char> = from.chars().map(fold).collect();
+        let Some(&first) = from.first() else {
+            return Err(inconsistent("an empty rewrite".into()));
+        };
+        rewrites
+            .entry(first)
+            .or_default()
+            .push((from, to.chars().collect()));
+    }
+    for v in rewrites.values_mut() {
+        v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    }
+    Ok(rewrites)
 }
 
 /// In a listed word, `*` stands for up to [`GAP`] characters of the same clause: 喘不*气
