@@ -467,6 +467,31 @@ impl Recognizer {
     /// Rewrites, word bounds, sentences and clauses.
     fn prepare(&self, chars: &[char], origin: &[usize]) -> Text {
         let (chars, origin) = unspaced(chars, origin);
+        let (chars, origin) = self.rewritten(&chars, &origin);
+        let bound = self.bounds(&chars);
+        let (mut sentence, mut clause) = (Vec::with_capacity(chars.len()), Vec::new());
+        let (mut si, mut ci) = (0, 0);
+        for c in &chars {
+            sentence.push(si);
+            clause.push(ci);
+            if is_sentence_end(*c) {
+                si += 1;
+            }
+            if is_clause_end(*c) {
+                ci += 1;
+            }
+        }
+        Text {
+            chars,
+            origin,
+            bound,
+            sentence,
+            clause,
+        }
+    }
+
+    /// The text folded and rewritten, with where each character came from.
+    fn rewritten(&self, chars: &[char], origin: &[usize]) -> (Vec<char>, Vec<usize>) {
         let folded: Vec<char> = chars.iter().map(|c| fold(*c)).collect();
         let mut out = Vec::with_capacity(folded.len());
         let mut from = Vec::with_capacity(folded.len());
@@ -477,30 +502,36 @@ impl Recognizer {
                     .iter()
                     .find(|(f, _)| folded.len() - i >= f.len() && folded[i..i + f.len()] == f[..])
             });
-            match found {
-                Some((f, to)) => {
-                    // The rewrite's last character stands for the original's last, so
-                    // that the words quoted span all of what was written (zhao huo).
-                    for (k, c) in to.iter().enumerate() {
-                        out.push(*c);
-                        let at = if k + 1 == to.len() {
-                            f.len() - 1
-                        } else {
-                            k.min(f.len() - 1)
-                        };
-                        from.push(origin[i + at]);
-                    }
-                    i += f.len();
-                }
-                None => {
-                    out.push(folded[i]);
-                    from.push(origin[i]);
-                    i += 1;
-                }
+            let Some((f, to)) = found else {
+                out.push(folded[i]);
+                from.push(origin[i]);
+                i += 1;
+                continue;
+            };
+            // The rewrite's last character stands for the original's last, so that the
+            // words quoted span all of what was written (zhao huo).
+            for (k, c) in to.iter().enumerate() {
+                out.push(*c);
+                let at = if k + 1 == to.len() {
+                    f.len() - 1
+                } else {
+                    k.min(f.len() - 1)
+                };
+                from.push(origin[i + at]);
             }
+            i += f.len();
         }
-        let s: String = out.iter().collect();
-        let mut bound = vec![false; out.len() + 1];
+        (out, from)
+    }
+
+    /// Where words start and end: jieba's cut, and inside its compounds the bounds of a
+    /// listed word beside another word. jieba's dictionary holds compounds of a danger's
+    /// word and another word (发生爆炸, 昏迷不醒, 熊熊燃烧): a listed word inside one,
+    /// beside a part of two characters or more, counts (a single character beside it
+    /// does not: 血 in 血压, 火 in 火锅).
+    fn bounds(&self, chars: &[char]) -> Vec<bool> {
+        let s: String = chars.iter().collect();
+        let mut bound = vec![false; chars.len() + 1];
         bound[0] = true;
         let mut at = 0;
         let mut compounds = Vec::new();
@@ -514,51 +545,28 @@ impl Recognizer {
                 compounds.push((start, at));
             }
         }
-        // jieba's dictionary holds compounds of a danger's word and another word (发生爆炸,
-        // 昏迷不醒, 熊熊燃烧): a listed word inside one, beside a part of two characters or
-        // more, counts (a single character beside it does not: 血 in 血压, 火 in 火锅).
+        let listed = |at: usize, fits: &dyn Fn(usize) -> bool| {
+            self.words
+                .get(&chars[at])
+                .into_iter()
+                .flatten()
+                .any(|(w, _)| {
+                    let e = at + w.len();
+                    !w.contains(&GAP_MARK) && e <= chars.len() && fits(e) && chars[at..e] == w[..]
+                })
+        };
         for (start, end) in compounds {
             for k in start + 2..=end - 2 {
-                let starts_word = self.words.get(&out[k]).into_iter().flatten().any(|(w, _)| {
-                    let e = k + w.len();
-                    !w.contains(&GAP_MARK)
-                        && e <= end
-                        && (e == end || end - e >= 2)
-                        && out[k..e] == w[..]
-                });
-                let ends_word = (start..k - 1).any(|b| {
-                    (b == start || b - start >= 2)
-                        && self
-                            .words
-                            .get(&out[b])
-                            .into_iter()
-                            .flatten()
-                            .any(|(w, _)| b + w.len() == k && out[b..k] == w[..])
-                });
+                let starts_word = listed(k, &|e| e == end || (e <= end && end - e >= 2));
+                let ends_word = (start..k - 1)
+                    .filter(|b| *b == start || b - start >= 2)
+                    .any(|b| listed(b, &|e| e == k));
                 if starts_word || ends_word {
                     bound[k] = true;
                 }
             }
         }
-        let (mut sentence, mut clause) = (Vec::with_capacity(out.len()), Vec::new());
-        let (mut si, mut ci) = (0, 0);
-        for c in &out {
-            sentence.push(si);
-            clause.push(ci);
-            if is_sentence_end(*c) {
-                si += 1;
-            }
-            if is_clause_end(*c) {
-                ci += 1;
-            }
-        }
-        Text {
-            chars: out,
-            origin: from,
-            bound,
-            sentence,
-            clause,
-        }
+        bound
     }
 
     /// Every listed word on word bounds, by list.
