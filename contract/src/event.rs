@@ -371,7 +371,7 @@ pub enum Urgency {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmergencyCue {
     /// The kind of emergency, as routing's recognition names it (`fire`, `explosion`,
-    /// `gas_leak`, `hazmat`, `trapped`, `drowning`, `flooding`, `collapse`, `disaster`,
+    /// `gas_leak`, `hazmat`, `electric`, `trapped`, `drowning`, `flooding`, `collapse`, `disaster`,
     /// `injury`, `medical`, `violence`, `self_harm`, `missing`, `distress`,
     /// `water_outage`, `power_outage`, `gas_outage`): the first kind found for this
     /// target.

@@ -115,32 +115,46 @@ fn read_contacts(args: &ReplayArgs) -> Result<Vec<Contact>> {
     }
     consumer.assign(&tpl)?;
     let mut out = Vec::new();
-    let mut done: Vec<i32> = Vec::new();
+    let mut next: Vec<(i32, i64)> = Vec::new();
     let mut idle = 0;
-    while done.len() < ends.len() && idle < 20 {
-        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-            idle += 1;
-            continue;
-        };
-        idle = 0;
-        let m = m?;
-        if let Some((_, end)) = ends.iter().find(|(p, _)| *p == m.partition())
-            && m.offset() + 1 >= *end
-            && !done.contains(&m.partition())
-        {
-            done.push(m.partition());
+    loop {
+        match consumer.poll(Duration::from_millis(300)) {
+            Some(m) => {
+                idle = 0;
+                let m = m?;
+                match next.iter_mut().find(|(p, _)| *p == m.partition()) {
+                    Some(n) => n.1 = m.offset() + 1,
+                    None => next.push((m.partition(), m.offset() + 1)),
+                }
+                let Ok(contact) =
+                    serde_json::from_slice::<Contact>(m.payload().unwrap_or_default())
+                else {
+                    continue;
+                };
+                let in_range = args.from.is_none_or(|f| contact.received_at >= f)
+                    && args.to.is_none_or(|t| contact.received_at < t);
+                if in_range {
+                    out.push(contact);
+                }
+            }
+            None => {
+                // Caught up when every partition is read to its end as the broker gives it
+                // now (a watermark read before the first poll can be stale).
+                let mut caught_up = true;
+                for (p, _) in &ends {
+                    let (_, high) = consumer.fetch_watermarks(&args.topic, *p, timeout)?;
+                    let at = next.iter().find(|(q, _)| q == p).map_or(0, |n| n.1);
+                    caught_up &= at >= high;
+                }
+                if caught_up {
+                    break;
+                }
+                idle += 1;
+                if idle > 100 {
+                    bail!("the topic's end was not reached in 30 s (is the broker up?)");
+                }
+            }
         }
-        let Ok(contact) = serde_json::from_slice::<Contact>(m.payload().unwrap_or_default()) else {
-            continue;
-        };
-        let in_range = args.from.is_none_or(|f| contact.received_at >= f)
-            && args.to.is_none_or(|t| contact.received_at < t);
-        if in_range {
-            out.push(contact);
-        }
-    }
-    if done.len() < ends.len() {
-        bail!("the topic's end was not reached (is the broker up?)");
     }
     out.sort_by_key(|c| c.received_at);
     Ok(out)

@@ -141,7 +141,13 @@ fn the_corpus_is_large_and_half_emergencies() {
 #[test]
 fn art15_recognition_on_the_tuning_parts() {
     let (s, wrong) = score(
-        &["tune.tsv", "tune2.tsv", "tune3.tsv", "tune4.tsv"],
+        &[
+            "tune.tsv",
+            "tune2.tsv",
+            "tune3.tsv",
+            "tune4.tsv",
+            "tune5.tsv",
+        ],
         Medium::Typed,
     );
     report("tuning parts", &s);

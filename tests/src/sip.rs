@@ -119,7 +119,7 @@ impl SipOptions {
         // A small range sits above the ephemeral ports and the big ranges, so that no
         // other test gateway's calls take the few ports a test means to exhaust.
         let media = if self.media_ports < 100 {
-            61_000 + (uuid::Uuid::new_v4().as_u128() % 1500) as u16 * 2
+            61_000 + (uuid::Uuid::new_v4().as_u128() % 1400) as u16 * 2
         } else {
             free_media_base()
         };
@@ -359,18 +359,31 @@ pub fn free_udp_tcp_port() -> u16 {
     }
 }
 
-/// An even port for sipp's media (`-mp`: it binds the port and the ones after it),
-/// above every test gateway's media range ([`free_media_base`] ends below 56,000): a
-/// port taken from the ephemeral range once collided with a gateway's relay port in CI
-/// ("Unable to bind audio RTP socket ... Address already in use").
-pub fn free_sipp_media_port() -> u16 {
+/// An even port for sipp's media (`-mp`: it binds the port and the ones after it) on
+/// `ip`, the address sipp binds: above the kernel's ephemeral ports (32768-60999 here)
+/// and above every test gateway's media range ([`free_media_base`] ends below 56,000,
+/// the small ranges below 64,000), taken in turn within a test process (from a random
+/// first one) and checked free on `ip` and on 127.0.0.1. Before issue 28 it was a random
+/// port from 57,000, checked on 127.0.0.1 only: an IPv6 sipp then met a port in use on
+/// `::1` ("Unable to bind audio RTP socket (IP=::1, ...)", `sip_ipv6`, once in 20 runs),
+/// and a port from the ephemeral range can be taken by any socket bound to port 0.
+pub fn free_sipp_media_port(ip: &str) -> u16 {
+    const FIRST: u16 = 64_000;
+    const SLOTS: u16 = 380;
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU16> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        std::sync::atomic::AtomicU16::new(
+            (uuid::Uuid::new_v4().as_u128() % u128::from(SLOTS)) as u16,
+        )
+    });
     loop {
-        let r = uuid::Uuid::new_v4().as_u128() as u16;
-        let port = 57_000 + (r % 1_990) * 2;
-        let sockets: Vec<_> = (0..4)
-            .map(|i| UdpSocket::bind(("127.0.0.1", port + i)))
-            .collect();
-        if sockets.iter().all(Result::is_ok) {
+        let slot = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SLOTS;
+        let port = FIRST + slot * 4;
+        let free = |ip: &str| {
+            let sockets: Vec<_> = (0..4).map(|i| UdpSocket::bind((ip, port + i))).collect();
+            sockets.iter().all(Result::is_ok)
+        };
+        if free(ip) && (ip == "127.0.0.1" || free("127.0.0.1")) {
             return port;
         }
     }
@@ -496,7 +509,7 @@ impl Sipp {
         args: &[&str],
         traces: bool,
     ) -> Result<Sipp> {
-        let media = free_sipp_media_port();
+        let media = free_sipp_media_port(local_ip);
         let out = std::fs::File::create(dir.path().join("out.txt"))?;
         let mut command = Command::new("sipp");
         command
