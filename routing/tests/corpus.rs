@@ -118,6 +118,7 @@ fn the_corpus_is_large_and_half_emergencies() {
         "tune2.tsv",
         "tune3.tsv",
         "tune4.tsv",
+        "tune5.tsv",
         "held.tsv",
     ]
     .iter()
