@@ -153,7 +153,7 @@ const WINDOW: usize = 24;
 /// Characters that may stand between a negation and the part it negates (没有任何人受伤),
 /// and the only ones that may: 没关漏了 does not deny the leak.
 const NEGATION_GAP: usize = 3;
-const NEGATION_FILLER: &str = "人任何什么有一个都也被着在会发生再是";
+const NEGATION_FILLER: &str = "人任何什么有一个都也被着在会发生再是闻到看见听发现";
 /// The longest quotation whose danger words are taken as a figure of speech.
 const QUOTE_CHARS: usize = 8;
 
@@ -555,16 +555,20 @@ impl Recognizer {
                     !w.contains(&GAP_MARK) && e <= chars.len() && fits(e) && chars[at..e] == w[..]
                 })
         };
-        for (start, end) in compounds {
-            for k in start + 2..=end - 2 {
-                let starts_word = listed(k, &|e| e == end || (e <= end && end - e >= 2));
-                let ends_word = (start..k - 1)
-                    .filter(|b| *b == start || b - start >= 2)
-                    .any(|b| listed(b, &|e| e == k));
-                if starts_word || ends_word {
-                    bound[k] = true;
-                }
-            }
+        let inner: Vec<usize> = compounds
+            .into_iter()
+            .flat_map(|(start, end)| {
+                (start + 2..=end - 2).filter(move |&k| {
+                    let starts_word = listed(k, &|e| e == end || (e <= end && end - e >= 2));
+                    let ends_word = (start..k - 1)
+                        .filter(|b| *b == start || b - start >= 2)
+                        .any(|b| listed(b, &|e| e == k));
+                    starts_word || ends_word
+                })
+            })
+            .collect();
+        for k in inner {
+            bound[k] = true;
         }
         bound
     }
@@ -681,8 +685,20 @@ impl Recognizer {
                 });
             }
         }
-        out.sort_by_key(|h| (h.start, h.end));
-        out
+        // One match per rule and stretch of text: 着火 inside 着火了 is the same fire, and
+        // the reasons should say so once. The longest stays.
+        out.sort_by_key(|h| (h.rule, h.start, std::cmp::Reverse(h.end)));
+        let mut kept: Vec<Hit> = Vec::with_capacity(out.len());
+        for h in out {
+            if !kept
+                .iter()
+                .any(|k| k.rule == h.rule && k.start < h.end && h.start < k.end)
+            {
+                kept.push(h);
+            }
+        }
+        kept.sort_by_key(|h| (h.start, h.end));
+        kept
     }
 
     fn words_of(&self, t: &Text, o: &Occ) -> String {
