@@ -160,9 +160,8 @@ fn art15_recognition_on_the_tuning_parts() {
 fn art15_recognition_on_the_held_back_part() {
     let (s, wrong) = score(&["held.tsv"], Medium::Typed);
     report("held back", &s);
-    println!("{wrong:#?}");
-    assert!(s.recall() >= HELD_RECALL, "{wrong:#?}");
-    assert!(s.false_rate() <= HELD_FALSE, "{wrong:#?}");
+    assert!(s.covered >= HELD_COVERED, "{wrong:#?}");
+    assert!(s.false_notices <= HELD_FALSE_NOTICES, "{wrong:#?}");
 }
 
 #[test]
@@ -174,6 +173,9 @@ fn art15_every_emergency_of_the_speech_fixtures_transcripts_is_recognised() {
     assert_eq!(s.false_notices, 0, "{wrong:#?}");
 }
 
-/// Measured once when the held-back part was scored (docs/routing.md).
-const HELD_RECALL: f64 = 0.0;
-const HELD_FALSE: f64 = 1.0;
+/// Measured when the held-back part was scored, once, at commit 92d1fe7 (docs/routing.md):
+/// 184 of 215 emergencies with every target (85.6%; issue 21 asks 99%), 14 of 215
+/// ordinary texts with a notice (6.5%; issue 21 asks at most 1%). A floor against
+/// losing ground, not the target.
+const HELD_COVERED: usize = 184;
+const HELD_FALSE_NOTICES: usize = 14;
