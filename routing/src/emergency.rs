@@ -69,6 +69,13 @@ pub struct EmergencyRules {
     by_first_near: HashMap<String, Vec<(usize, usize)>>,
 }
 
+/// Earliest first, the longest where two start together, the better fit where both do.
+fn first_and_longest(a: &EmergencyHit, b: &EmergencyHit) -> std::cmp::Ordering {
+    a.at.cmp(&b.at)
+        .then(b.len.cmp(&a.len))
+        .then(b.fit.total_cmp(&a.fit))
+}
+
 /// How much a listed mishearing (`heard_as`) counts.
 const HEARD_AS_FIT: f32 = 0.9;
 
@@ -165,69 +172,12 @@ impl EmergencyRules {
     /// listed mishearing, the earliest (the longest where two start together); failing
     /// that, the earliest near sound.
     pub(crate) fn detect_in(&self, text: &Sounds) -> Option<EmergencyHit> {
-        let hit = |r: &Rule, cue: &Cue, stands_for: &Option<String>, (at, fit): (usize, f32)| {
-            EmergencyHit {
-                kind: r.kind.clone(),
-                target: r.target.clone(),
-                cue: stands_for.clone().unwrap_or_else(|| cue.word.clone()),
-                at,
-                len: cue.len(),
-                fit: if stands_for.is_some() {
-                    fit * HEARD_AS_FIT
-                } else {
-                    fit
-                },
-            }
-        };
         let best = |hits: Vec<EmergencyHit>| {
             hits.into_iter()
                 .filter(|h| !self.homophones.inside_not_cue(&text.chars, h.at, h.len))
-                .min_by(|a, b| {
-                    a.at.cmp(&b.at)
-                        .then(b.len.cmp(&a.len))
-                        .then(b.fit.total_cmp(&a.fit))
-                })
+                .min_by(first_and_longest)
         };
-        // The cues that can start at `i`: by any reading of the character there (a
-        // same-sound match, or a near one whose first syllable is the same), and for
-        // near sounds also by the sound class of its commonest reading.
-        let starting_at = |i: usize, near: Option<&[String]>| {
-            let mut found: Vec<(usize, usize)> = text.readings[i]
-                .iter()
-                .filter_map(|r| self.by_first.get(r))
-                .chain(near.and_then(|k| self.by_first_near.get(&k[i])))
-                .flatten()
-                .copied()
-                .collect();
-            found.sort_unstable();
-            found.dedup();
-            found
-        };
-        let same: Vec<EmergencyHit> = (0..text.readings.len())
-            .flat_map(|i| {
-                starting_at(i, None)
-                    .into_iter()
-                    .filter_map(move |(ri, ci)| {
-                        let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
-                        c.sounds_at(text, i).then(|| hit(r, c, s, (i, 1.0)))
-                    })
-            })
-            .collect();
-        best(same).or_else(|| {
-            let keys = self.homophones.near_keys(text);
-            let keys = keys.as_slice();
-            let near: Vec<EmergencyHit> = (0..text.readings.len())
-                .flat_map(|i| {
-                    starting_at(i, Some(keys))
-                        .into_iter()
-                        .filter_map(move |(ri, ci)| {
-                            let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
-                            c.alike_at(text, keys, i).map(|h| hit(r, c, s, h))
-                        })
-                })
-                .collect();
-            best(near)
-        })
+        best(self.same_sound(text)).or_else(|| best(self.near_sound(text)))
     }
 
     /// Every cue heard in `text`, none overlapping another: the cues heard with their own
@@ -236,13 +186,9 @@ impl EmergencyRules {
     /// them ([`crate::recognize`]).
     pub(crate) fn hits_in(&self, text: &Sounds) -> Vec<EmergencyHit> {
         let mut hits: Vec<EmergencyHit> = Vec::new();
-        let take = |mut found: Vec<EmergencyHit>, hits: &mut Vec<EmergencyHit>| {
+        for mut found in [self.same_sound(text), self.near_sound(text)] {
             found.retain(|h| !self.homophones.inside_not_cue(&text.chars, h.at, h.len));
-            found.sort_by(|a, b| {
-                a.at.cmp(&b.at)
-                    .then(b.len.cmp(&a.len))
-                    .then(b.fit.total_cmp(&a.fit))
-            });
+            found.sort_by(first_and_longest);
             for h in found {
                 if !hits
                     .iter()
@@ -251,30 +197,37 @@ impl EmergencyRules {
                     hits.push(h);
                 }
             }
-        };
-        let n = text.readings.len();
-        let same: Vec<EmergencyHit> = (0..n)
+        }
+        hits.sort_by_key(|h| h.at);
+        hits
+    }
+
+    /// The cues heard with their own pinyin or a listed mishearing.
+    fn same_sound(&self, text: &Sounds) -> Vec<EmergencyHit> {
+        (0..text.readings.len())
             .flat_map(|i| self.cues_at(text, i, None))
             .filter_map(|(ri, ci, i)| {
                 let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
                 c.sounds_at(text, i).then(|| Self::hit(r, c, s, (i, 1.0)))
             })
-            .collect();
-        take(same, &mut hits);
+            .collect()
+    }
+
+    /// The cues heard with syllables whisper confuses.
+    fn near_sound(&self, text: &Sounds) -> Vec<EmergencyHit> {
         let keys = self.homophones.near_keys(text);
-        let near: Vec<EmergencyHit> = (0..n)
+        (0..text.readings.len())
             .flat_map(|i| self.cues_at(text, i, Some(&keys)))
             .filter_map(|(ri, ci, i)| {
                 let (r, (c, s)) = (&self.rules[ri], &self.rules[ri].cues[ci]);
                 c.alike_at(text, &keys, i).map(|h| Self::hit(r, c, s, h))
             })
-            .collect();
-        take(near, &mut hits);
-        hits.sort_by_key(|h| h.at);
-        hits
+            .collect()
     }
 
-    /// The (rule, cue, position) of the cues that can start at `i` (see `detect_in`).
+    /// The (rule, cue, position) of the cues that can start at `i`: by any reading of the
+    /// character there (a same-sound match, or a near one whose first syllable is the
+    /// same), and for near sounds also by the sound class of its commonest reading.
     fn cues_at(
         &self,
         text: &Sounds,
