@@ -591,6 +591,35 @@ carriers = [{{ name = "{CARRIER}", secret_env = "E2E_CARRIER_SECRET" }}]
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The gateway's metrics (Prometheus text, with the admin token).
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::Client::new()
+            .get(self.admin_url("/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// Waits until the gateway's metric `series` is at most `at_most`, for a test that
+    /// must not race the gateway noticing something (a socket that just closed is counted
+    /// until the gateway has seen it go).
+    pub async fn until_metric_at_most(&self, series: &str, at_most: f64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = metric_value(&self.metrics().await?, series);
+            if value <= at_most {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{series} is {value} after 10 s, not at most {at_most}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The gateway's metrics (Prometheus text, with the admin token), for a test that
     /// runs no runtime of its own.
     pub fn metrics_blocking(&self) -> Result<String> {
